@@ -1,0 +1,1 @@
+"""srebot core: configuration, dispatcher, engine, approvals, answers and the composition root."""

@@ -1,0 +1,82 @@
+"""The Answer model of DESIGN 3.7: what the engine returns and every renderer receives."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["completed", "failed", "cancelled"]
+Intent = Literal[
+    "diagnose", "logs", "metrics", "cost", "incidents", "alerts", "capacity", "action", "help", "status", "chat"
+]
+Severity = Literal["critical", "warning", "info"]
+Source = Literal["metrics", "logs", "kubernetes", "cost", "control_plane", "engine"]
+ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation"]
+
+SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
+
+
+class Finding(BaseModel):
+    severity: Severity
+    source: Source
+    title: str = Field(min_length=1)
+    evidence: str | None = None
+    value: float | str | None = None
+
+
+class Action(BaseModel):
+    kind: ActionKind
+    target: str  # "namespace/deployment", an incident id, or a script id
+    params: dict[str, Any] = {}
+
+
+class Recommendation(BaseModel):
+    title: str = Field(min_length=1)
+    action: Action | None = None
+    approval_id: str | None = None
+
+
+class RuledOut(BaseModel):
+    cause: str
+    why: str
+
+
+class Link(BaseModel):
+    title: str
+    url: str
+
+
+class ToolStatus(BaseModel):
+    name: str
+    ok: bool
+    ms: float | None = None
+    error: str | None = None
+
+
+class Answer(BaseModel):
+    status: Status = "completed"
+    intent: Intent = "chat"
+    service: str | None = None
+    namespace: str | None = None
+    summary: str = Field(min_length=1)
+    findings: list[Finding] = []
+    recommendations: list[Recommendation] = []
+    ruled_out: list[RuledOut] = []
+    confidence: float = Field(0.0, ge=0, le=1)
+    links: list[Link] = []
+    tools: list[ToolStatus] = []
+    session_id: str = "none"
+    elapsed_ms: float = Field(0, ge=0)
+    request_id: str | None = Field(None, exclude=True)
+
+    def ranked(self) -> "Answer":
+        """Findings most severe first (stable within a severity)."""
+        return self.model_copy(update={"findings": sorted(self.findings, key=lambda f: SEVERITY_RANK[f.severity])})
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def failure(cls, summary: str, *, intent: Intent = "chat", status: Status = "failed", **extra: Any) -> "Answer":
+        return cls(status=status, intent=intent, summary=summary, **extra)

@@ -1,0 +1,289 @@
+"""Reads configuration once, from the environment over the TOML file (DESIGN 3.3-3.4), into typed settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sessions.db import async_url
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the key."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'15m' -> 900.0 seconds; a bare number is seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 2h, 7d")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def _duration_text(value: str) -> str:
+    parse_duration(value)
+    return value.strip()
+
+
+class Defaults(BaseModel):
+    namespace: str = "default"
+    window: str = "15m"
+    approval_ttl: str = "30m"
+
+    @field_validator("window", "approval_ttl")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _duration_text(value)
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_duration(self.window)
+
+    @property
+    def approval_ttl_seconds(self) -> float:
+        return parse_duration(self.approval_ttl)
+
+
+class Thresholds(BaseModel):
+    """Warning and critical levels of the health assessment."""
+
+    error_rate: tuple[float, float] = (0.01, 0.05)
+    latency_p99_seconds: tuple[float, float] = (0.5, 2.0)
+    cpu_ratio: tuple[float, float] = (0.8, 0.95)
+    memory_ratio: tuple[float, float] = (0.8, 0.95)
+    restarts: tuple[float, float] = (1, 5)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Thresholds":
+        for name, (warning, critical) in self.model_dump().items():
+            if warning > critical:
+                raise ValueError(f"{name}: warning {warning} is above critical {critical}")
+        return self
+
+
+class ServiceConfig(BaseModel):
+    """One service of the catalog ([services.NAME])."""
+
+    name: str = ""
+    namespace: str | None = None
+    deployment: str | None = None
+    aliases: list[str] = []
+    owners: list[str] = []
+    dashboard: str | None = None
+    runbook: str | None = None
+    logs: str | None = None
+    cost_tag: str | None = None
+    metrics: dict[str, str] = {}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
+
+    database_url: str = "sqlite+aiosqlite:///srebot.db"
+    port: int = Field(3000, ge=1, le=65535)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    microsoft_app_id: str = ""
+    microsoft_app_password: SecretStr = SecretStr("")
+    microsoft_app_tenant_id: str = ""
+    microsoft_app_type: str = "MultiTenant"
+    teams_enabled: bool = Field(True, validation_alias=AliasChoices("srebot_teams", "teams_enabled"))
+
+    prometheus_url: str | None = None
+    loki_url: str | None = None
+    grafana_url: str | None = None
+
+    kubeconfig: str | None = None
+    kube_context: str | None = Field(None, validation_alias=AliasChoices("srebot_kube_context", "kube_context"))
+    kubernetes: Literal["auto", "off"] = Field("auto", validation_alias=AliasChoices("srebot_kubernetes", "kubernetes"))
+
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    cost: Literal["on", "off"] = Field("on", validation_alias=AliasChoices("srebot_cost", "cost"))
+    cost_tag_key: str = Field("service", validation_alias=AliasChoices("srebot_cost_tag_key", "cost_tag_key"))
+
+    control_plane_url: str | None = None
+    control_plane_token_url: str | None = None
+    control_plane_client_id: str | None = None
+    control_plane_client_secret: SecretStr | None = None
+
+    google_api_key: SecretStr | None = None
+    google_gemini_base_url: str | None = None
+    model: str = Field("gemini-2.5-flash", validation_alias=AliasChoices("srebot_model", "model"))
+    llm_token_budget: int = Field(
+        20000, ge=1000, validation_alias=AliasChoices("srebot_llm_token_budget", "llm_token_budget")
+    )
+
+    approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("srebot_approvers", "approvers")
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        None, validation_alias=AliasChoices("srebot_log_format", "log_format")
+    )
+    log_level: str = Field("INFO", validation_alias=AliasChoices("srebot_log_level", "log_level"))
+
+    max_concurrency: int = Field(
+        16, ge=1, le=1000, validation_alias=AliasChoices("srebot_max_concurrency", "max_concurrency")
+    )
+    request_timeout: float = Field(
+        120.0, gt=0, validation_alias=AliasChoices("srebot_request_timeout", "request_timeout")
+    )
+    drain_seconds: float = Field(20.0, ge=0, validation_alias=AliasChoices("srebot_drain_seconds", "drain_seconds"))
+    tool_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("srebot_tool_timeout", "tool_timeout"))
+
+    defaults: Defaults = Defaults()
+    thresholds: Thresholds = Thresholds()
+    services: dict[str, ServiceConfig] = {}
+
+    config_file: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_url(value)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not re.match(r"^https?://[^\s/]+", value.strip()):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _names(self) -> "Settings":
+        for name, service in self.services.items():
+            service.name = name
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges file and environment itself, so a test decides exactly what is read.
+        return (init_settings,)
+
+    # --- derived -----------------------------------------------------------------------------
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.google_api_key is not None and bool(self.google_api_key.get_secret_value())
+
+    @property
+    def cost_enabled(self) -> bool:
+        return self.cost == "on"
+
+    def service(self, name: str) -> ServiceConfig | None:
+        """The catalog entry for a name or alias (case-insensitive), with defaults filled in."""
+        wanted = name.strip().lower()
+        for key, service in self.services.items():
+            if wanted == key.lower() or wanted in (a.lower() for a in service.aliases):
+                return self.complete(service)
+        return None
+
+    def complete(self, service: ServiceConfig) -> ServiceConfig:
+        """Fill a service's namespace, deployment and log selector from the defaults."""
+        namespace = service.namespace or self.defaults.namespace
+        return service.model_copy(
+            update={
+                "namespace": namespace,
+                "deployment": service.deployment or service.name,
+                "logs": service.logs or f'{{namespace="{namespace}", app="{service.name}"}}',
+            }
+        )
+
+
+def load_settings(env: dict[str, str] | None = None, config_path: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the TOML file (SREBOT_CONFIG or ./srebot.toml) overridden by the environment.
+
+    Raises ConfigError naming the offending key; never a traceback for a bad value.
+    """
+    environ = dict(os.environ if env is None else env)
+    path = config_path or environ.get("SREBOT_CONFIG") or ("srebot.toml" if Path("srebot.toml").is_file() else None)
+    file_values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                file_values = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"SREBOT_CONFIG: file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"SREBOT_CONFIG: {path} is not valid TOML: {exc}") from None
+        file_values = _flatten_sections(file_values)
+    env_values = {k.lower(): v for k, v in environ.items() if _is_setting(k)}
+    values = {**file_values, **env_values, **overrides, "config_file": path}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+_SECTIONS = {"defaults", "thresholds", "services"}
+# Environment names: the SREBOT_-prefixed alias where a field has one, else the field's own name.
+_ENV_KEYS = {
+    (info.validation_alias.choices[0] if isinstance(info.validation_alias, AliasChoices) else name)  # type: ignore[union-attr]
+    for name, info in Settings.model_fields.items()
+    if name not in _SECTIONS and name != "config_file"
+}
+
+
+def _is_setting(key: str) -> bool:
+    return key.lower() in _ENV_KEYS
+
+
+def _flatten_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """TOML may group scalar settings in tables ([srebot], [slack], ...); the catalog tables stay as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in _SECTIONS:
+            flat.update({k.lower(): v for k, v in value.items()})
+        else:
+            flat[key.lower()] = value
+    return flat
+
+
+def _describe(exc: ValidationError, path: str | None) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        # top-level keys are named as environment variables, nested ones as TOML paths
+        name = key.upper() if "." not in key else key + (f" (in {path})" if path else "")
+        problems.append(f"{name}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

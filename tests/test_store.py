@@ -1,0 +1,87 @@
+"""The store on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sessions.store import ConversationKey, Store
+
+
+async def test_concurrent_first_messages_create_one_session(db_url: str) -> None:
+    stores = [Store(db_url) for _ in range(5)]  # separate caches, like replicas
+    await stores[0].upgrade()
+    key = ConversationKey("slack", "T1", "C1", "1700000000.000100")
+    try:
+        ids = await asyncio.gather(*(stores[i % 5].session_id_for(key) for i in range(50)))
+        assert len(set(ids)) == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_session_survives_restart(db_url: str) -> None:
+    key = ConversationKey("cli", "local", "terminal", "incident-42")
+    first = Store(db_url)
+    await first.upgrade()
+    sid = await first.session_id_for(key)
+    await first.update_session(sid, current_service="checkout")
+    turn = await first.create_turn(sid, "req_1", "diagnose checkout", "alice", "inst-a")
+    await first.update_turn(turn, "completed", intent="diagnose", answer={"summary": "ok"})
+    await first.close()
+
+    second = Store(db_url)
+    await second.upgrade()  # idempotent at every start
+    try:
+        assert await second.find_session_id(key) == sid
+        conv = await second.get_session(sid)
+        assert conv is not None and conv.current_service == "checkout"
+        turns = await second.recent_turns(sid)
+        assert [(t.text, t.status, t.answer) for t in turns] == [("diagnose checkout", "completed", {"summary": "ok"})]
+    finally:
+        await second.close()
+
+
+async def test_event_claimed_once(store: Store) -> None:
+    results = await asyncio.gather(*(store.claim_event("slack", "Ev123") for _ in range(10)))
+    assert results.count(True) == 1
+    assert await store.claim_event("slack", "Ev124") is True
+    assert await store.claim_event("teams", "Ev123") is True  # ids are per platform
+
+
+async def test_approval_transition_is_atomic(store: Store) -> None:
+    approval = await store.create_approval(
+        kind="restart", target="shop/checkout", params={}, description="restart 3 pods of shop/checkout",
+        requester="U1", platform="slack", ttl_seconds=60,
+    )
+    results = await asyncio.gather(
+        *(store.transition_approval(approval.id, "pending", "approved", decided_by=f"U{i}") for i in range(10))
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1 and winners[0].status == "approved"
+    assert (await store.get_approval(approval.id)).decided_by == winners[0].decided_by
+
+
+async def test_expired_approval_cannot_be_approved(store: Store) -> None:
+    approval = await store.create_approval(
+        kind="scale", target="shop/checkout", params={"replicas": 5}, description="replicas 3 → 5",
+        requester="U1", platform="cli", ttl_seconds=0,
+    )
+    assert await store.transition_approval(approval.id, "pending", "approved", decided_by="U2") is None
+    assert [a.id for a in await store.due_for_expiry()] == [approval.id]
+
+
+async def test_orphaned_turns_are_interrupted_once(store: Store) -> None:
+    sid = await store.session_id_for(ConversationKey("slack", "T1", "C1", "1.0"))
+    await store.heartbeat("dead")
+    turn = await store.create_turn(sid, "req_x", "diagnose checkout", "U1", "dead")
+    await store.update_turn(turn, "running")
+    await store.heartbeat("alive")
+    other = await store.create_turn(sid, "req_y", "logs checkout", "U1", "alive")
+    await store.update_turn(other, "running")
+    await asyncio.sleep(0.05)
+    await store.heartbeat("alive")
+    found = await store.interrupt_orphans("me", stale_after=0.04)
+    assert [i.turn.request_id for i in found] == ["req_x"]
+    assert found[0].conversation.key.thread == "1.0"
+    assert await store.interrupt_orphans("me2", stale_after=0.04) == []
+    assert (await store.get_turn("req_y")).status == "running"
