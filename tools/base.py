@@ -30,6 +30,18 @@ TOOL_LATENCY = Histogram(
 )
 
 
+@dataclass(frozen=True)
+class ServiceRef:
+    """What a tool needs to know of a service: where it runs and how to select its data."""
+
+    name: str
+    namespace: str
+    deployment: str
+    log_selector: str
+    metric_templates: tuple[tuple[str, str], ...] = ()  # (signal, PromQL template) overrides
+    cost_tag: str | None = None
+
+
 class ErrorCode(StrEnum):
     NOT_CONFIGURED = "not_configured"
     TIMEOUT = "timeout"
