@@ -1,0 +1,270 @@
+"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from bot.config import ConfigError, Settings, load_settings, parse_duration
+from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+log = logging.getLogger("srebot.cli")
+
+EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srebot", description="Chat-ops SRE bot for Slack and Microsoft Teams.")
+    parser.add_argument("--config", help="TOML config file (default: $SREBOT_CONFIG or ./srebot.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP server (Slack, Teams, health, metrics)")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT or 3000")
+
+    ask = sub.add_parser("ask", help="one request through the dispatcher and engine")
+    ask.add_argument("text", nargs="+")
+    ask.add_argument("--thread", help="continue the session of this thread key")
+    ask.add_argument("--user", default=None, help="who is asking (default: your login name)")
+    ask.add_argument("--json", action="store_true", help="print the Answer JSON")
+
+    chat = sub.add_parser("chat", help="an interactive terminal thread")
+    chat.add_argument("--thread", help="thread key (default: a new thread)")
+    chat.add_argument("--user", default=None)
+
+    sub.add_parser("check", help="configuration and reachability of every backend")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations to DATABASE_URL")
+
+    for decision in ("approve", "reject"):
+        p = sub.add_parser(decision, help=f"{decision} a pending action")
+        p.add_argument("approval_id")
+        p.add_argument("--user", required=True, help="who decides (must be in SREBOT_APPROVERS to approve)")
+
+    audit = sub.add_parser("audit", help="print the audit log")
+    audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
+    audit.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(config_path=args.config)
+    except ConfigError as exc:
+        print(f"srebot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    default_format = "json" if args.command == "serve" else "text"
+    quiet = args.command != "serve"
+    setup_logging(settings.log_format or default_format, "WARNING" if quiet and settings.log_level == "INFO" else settings.log_level)
+    handler = COMMANDS[args.command]
+    try:
+        return asyncio.run(handler(settings, args))
+    except KeyboardInterrupt:
+        return EXIT_FAIL
+
+
+# --- commands ------------------------------------------------------------------------------------
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import Runtime
+    from bot.web import build_app
+
+    runtime = Runtime(settings)
+    app = build_app(runtime, manage_runtime=False)
+    await runtime.start()
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    port = args.port or settings.port
+    site = web.TCPSite(runner, args.host, port)
+    await site.start()
+    log.info("serving", extra={"host": args.host, "port": port, "slack": settings.slack_enabled})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    socket_mode = None
+    if settings.slack_enabled and settings.slack_app_token is not None:
+        from integrations.slack import start_socket_mode
+
+        socket_mode = await start_socket_mode(app, runtime)
+    await stop.wait()
+    log.info("stopping: no new work, draining", extra={"drain_seconds": settings.drain_seconds})
+    if socket_mode is not None:
+        await socket_mode.close_async()
+    await site.stop()
+    await runtime.stop()
+    await runner.cleanup()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _user(args: argparse.Namespace) -> str:
+    if args.user:
+        return args.user
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "terminal"
+
+
+async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
+    from bot.app import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        await runtime.start()
+    except Exception as exc:
+        print(f"srebot: cannot open the database ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        await runtime.store.close()
+        return EXIT_FAIL
+    try:
+        return await body(runtime)
+    finally:
+        await runtime.stop()
+
+
+async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.ports import Request
+    from bot.terminal import TerminalPort
+    from sessions.store import ConversationKey, new_id
+
+    async def run(runtime: Runtime) -> int:
+        port = TerminalPort(as_json=args.json)
+        thread = args.thread or new_id("t")
+        request = Request(
+            key=ConversationKey("cli", "local", "terminal", thread), user=_user(args), text=" ".join(args.text), port=port
+        )
+        runtime.dispatcher.submit(request)
+        answer = await port.answer
+        await runtime.dispatcher.wait_idle()
+        if not args.json and not args.thread:
+            print(f"(continue this thread with --thread {thread})", file=sys.stderr)
+        return EXIT_OK if answer.status == "completed" else EXIT_FAIL
+
+    return await _with_runtime(settings, run)
+
+
+async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.chat import run_chat
+
+    return await _with_runtime(settings, lambda runtime: run_chat(runtime, args.thread, _user(args)))
+
+
+async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        checks = await runtime.checks()
+    finally:
+        await runtime.store.close()
+    rows = [("setting", "value")]
+    rows += [
+        ("DATABASE_URL", _mask_url(settings.database_url)),
+        ("config file", settings.config_file or "(none)"),
+        ("services in catalog", ", ".join(settings.services) or "(none)"),
+        ("Slack", "on" + (" (Socket Mode)" if settings.slack_app_token else " (HTTP)") if settings.slack_enabled else "off"),
+        ("Teams", ("on" if settings.microsoft_app_id else "on, no auth (local only)") if settings.teams_enabled else "off"),
+        ("LLM", f"on ({settings.model})" if settings.llm_enabled else "off (deterministic engine)"),
+        ("approvers", ", ".join(settings.approvers) or "(none: actions cannot be approved)"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print()
+    print(f"{'backend':<{width}}  reachability")
+    failed = False
+    for name, state in checks.items():
+        print(f"{name:<{width}}  {state}")
+        failed = failed or state.startswith("error")
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def _mask_url(url: str) -> str:
+    from tools.redact import redact
+
+    return redact(url)
+
+
+async def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from sessions.store import Store
+
+    store = Store(settings.database_url)
+    try:
+        await store.upgrade()
+    except Exception as exc:
+        print(f"srebot: migration failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        await store.close()
+    print(f"database at {_mask_url(settings.database_url)} is up to date")
+    return EXIT_OK
+
+
+async def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
+    async def run(runtime: Runtime) -> int:
+        outcome = await runtime.approvals.decide(args.approval_id, args.user, args.command, platform="cli")
+        print(outcome.message)
+        return EXIT_OK if outcome.accepted else EXIT_FAIL
+
+    return await _with_runtime(settings, run)
+
+
+async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from sessions.store import Store
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(args.since))
+        except ValueError:
+            try:
+                since = datetime.fromisoformat(args.since)
+            except ValueError:
+                print(f"srebot: --since {args.since!r} is neither a duration (24h) nor an ISO time", file=sys.stderr)
+                return EXIT_CONFIG
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=timezone.utc)
+    store = Store(settings.database_url)
+    try:
+        await store.upgrade()
+        rows = await store.audit_log(since)
+    finally:
+        await store.close()
+    if args.json:
+        print(json.dumps([vars(r) for r in rows], default=str, indent=2))
+        return EXIT_OK
+    for row in rows:
+        what = " ".join(x for x in (row.kind, row.target) if x)
+        print(f"{row.at:%Y-%m-%d %H:%M:%S} {row.event:<9} {row.actor:<16} {row.approval_id or '-':<28} {what}"
+              + (f" — {row.detail}" if row.detail else ""))
+    if not rows:
+        print("(no audit entries)")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+    "serve": cmd_serve,
+    "ask": cmd_ask,
+    "chat": cmd_chat,
+    "check": cmd_check,
+    "db": cmd_db,
+    "approve": cmd_decide,
+    "reject": cmd_decide,
+    "audit": cmd_audit,
+}

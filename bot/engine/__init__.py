@@ -1,0 +1,6 @@
+"""The diagnostic engine: understands a request and answers it from the tools."""
+
+from bot.engine.base import Engine
+from bot.engine.core import DiagnosticEngine
+
+__all__ = ["DiagnosticEngine", "Engine"]

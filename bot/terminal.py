@@ -1,0 +1,65 @@
+"""The terminal as a platform: a ReplyPort that prints, used by `srebot ask` and `srebot chat`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import TextIO
+
+from bot.answer import Answer
+from bot.render import to_text
+from sessions.store import ApprovalRecord, Conversation
+
+
+def approval_text(approval: ApprovalRecord) -> str:
+    return (
+        f"Approval {approval.id}: {approval.description}\n"
+        f"  requested by {approval.requester}; expires {approval.expires_at:%H:%M:%S} UTC\n"
+        f"  decide with: srebot approve {approval.id} --user YOU   (or reject)"
+    )
+
+
+class TerminalPort:
+    """Prints progress to stderr and the answer to stdout; resolves `answer` when the request is done."""
+
+    def __init__(self, *, as_json: bool = False, out: TextIO | None = None, err: TextIO | None = None):
+        self.as_json = as_json
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.approvals: list[ApprovalRecord] = []
+
+    async def progress(self, text: str) -> None:
+        print(f"… {text}", file=self.err, flush=True)
+
+    async def post(self, message: Answer | str) -> None:
+        if isinstance(message, str):
+            print(message, file=self.out, flush=True)
+            if not self.answer.done():  # control replies (cancel) end an `ask` too
+                self.answer.set_result(Answer(summary=message, session_id="none"))
+            return
+        if self.as_json:
+            print(json.dumps(message.to_json(), indent=2, ensure_ascii=False), file=self.out, flush=True)
+        else:
+            print(to_text(message), file=self.out, flush=True)
+        if not self.answer.done():
+            self.answer.set_result(message)
+
+    async def ask_approval(self, approval: ApprovalRecord) -> None:
+        self.approvals.append(approval)
+        print(approval_text(approval), file=self.err if self.as_json else self.out, flush=True)
+
+
+class TerminalNotifier:
+    """Out-of-request messages for terminal threads: printed when this process is the one running."""
+
+    platform = "cli"
+
+    async def say(self, conversation: Conversation, message: Answer | str) -> None:
+        text = message if isinstance(message, str) else to_text(message)
+        print(f"[{conversation.key.thread}] {text}", file=sys.stderr, flush=True)
+
+    async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
+        print(f"Approval {approval.id}: {approval.status}" + (f" — {approval.result}" if approval.result else ""),
+              file=sys.stderr, flush=True)

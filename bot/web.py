@@ -1,0 +1,58 @@
+"""The aiohttp application of `srebot serve`: health, readiness, metrics, and the configured platforms."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot.app import Runtime
+
+log = logging.getLogger("srebot.web")
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = await request.app[RUNTIME].checks()
+    ready = checks.get("database") == "ok"
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Application:
+    """The web app with every configured platform mounted. With `manage_runtime`, the app starts and
+    stops the runtime (migrations, dispatcher, drain) with its own lifecycle."""
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app[RUNTIME] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    settings = runtime.settings
+    if settings.slack_enabled:
+        from integrations.slack import mount_slack
+
+        mount_slack(app, runtime)
+    if settings.teams_enabled:
+        from integrations.teams import mount_teams
+
+        mount_teams(app, runtime)
+    if manage_runtime:
+
+        async def start(_: web.Application) -> None:
+            await runtime.start()
+
+        async def stop(_: web.Application) -> None:
+            await runtime.stop()
+
+        app.on_startup.insert(0, start)
+        app.on_shutdown.append(stop)
+    return app

@@ -1,0 +1,1 @@
+"""Platform adapters: translate Slack and Teams to bot Requests and Answers back; no diagnosis here."""
