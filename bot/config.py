@@ -284,6 +284,7 @@ def _describe(exc: ValidationError, path: str | None) -> str:
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"])
         # top-level keys are named as environment variables, nested ones as TOML paths
-        name = key.upper() if "." not in key else key + (f" (in {path})" if path else "")
+        from_file = "." in key or key in _SECTIONS
+        name = key + (f" (in {path})" if path else "") if from_file else key.upper()
         problems.append(f"{name}: {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

@@ -197,13 +197,11 @@ class Dispatcher:
         async with self._limit:
             job.started = time.monotonic()
             job.task = asyncio.current_task()  # type: ignore[assignment]
-            self._running[request.key] = job
             REQUESTS_IN_FLIGHT.inc()
             try:
                 await self._execute(job, session_id, turn_id)
             finally:
                 REQUESTS_IN_FLIGHT.dec()
-                self._running.pop(request.key, None)
 
     async def _execute(self, job: _Job, session_id: str, turn_id: int) -> None:
         request = job.request
@@ -214,8 +212,13 @@ class Dispatcher:
         try:
             session = await self.store.get_session(session_id)
             assert session is not None
-            async with asyncio.timeout(self.timeout):
-                answer = await self.engine.handle(request, session, request.port.progress)
+            # only the engine's work is cancellable: a cancel must never cut the answer's bookkeeping
+            self._running[request.key] = job
+            try:
+                async with asyncio.timeout(self.timeout):
+                    answer = await self.engine.handle(request, session, request.port.progress)
+            finally:
+                self._running.pop(request.key, None)
             status = answer.status
         except TimeoutError:
             answer = Answer.failure(

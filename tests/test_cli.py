@@ -1,0 +1,103 @@
+"""The CLI and HTTP surface as an outside user drives them (DESIGN 3.1-3.3, 3.7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.app import Runtime
+from bot.config import load_settings
+from bot.web import build_app
+
+SCHEMA_PATH = Path(os.environ.get("SREBOT_CONTRACTS", Path(__file__).resolve().parents[2] / "shared" / "contracts"))
+ANSWER_SCHEMA = json.loads((SCHEMA_PATH / "answer.schema.json").read_text())
+
+
+def srebot(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SREBOT_", "PROMETHEUS", "LOKI", "CONTROL_PLANE", "GOOGLE_", "MICROSOFT_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60, input=stdin
+    )
+
+
+def test_ask_json_is_a_valid_answer_and_threads_continue(tmp_path: Path) -> None:
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}  # plain URL is mapped to aiosqlite
+    first = srebot("ask", "help", "--json", "--thread", "inc-1", env=env)
+    assert first.returncode == 0, first.stderr
+    answer = json.loads(first.stdout)
+    jsonschema.validate(answer, ANSWER_SCHEMA)
+    assert answer["intent"] == "help" and "diagnose <service>" in answer["summary"]
+
+    second = srebot("ask", "diagnose checkout", "--json", "--thread", "inc-1", env=env)
+    other = json.loads(second.stdout)
+    jsonschema.validate(other, ANSWER_SCHEMA)
+    assert other["session_id"] == answer["session_id"]  # same thread, same session, across processes
+    assert {t["name"]: t["error"] for t in other["tools"]}["metrics"] == "not configured"
+    assert "nothing could be checked" in other["summary"]
+
+
+def test_ask_text_output(tmp_path: Path) -> None:
+    result = srebot("ask", "help", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"})
+    assert result.returncode == 0
+    assert "I'm srebot" in result.stdout
+
+
+def test_bad_config_value_names_the_key_and_exits_2(tmp_path: Path) -> None:
+    result = srebot("check", env={"PORT": "not-a-port", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert result.returncode == 2
+    assert "PORT" in result.stderr and "Traceback" not in result.stderr
+
+    config = tmp_path / "srebot.toml"
+    config.write_text('[thresholds]\nerror_rate = [0.5, 0.1]\n[defaults]\nwindow = "soon"\n')
+    result = srebot("check", env={"SREBOT_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert "thresholds" in result.stderr and "defaults.window" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "srebot.toml"
+    config.write_text(
+        'prometheus_url = "http://file:9090"\nloki_url = "http://loki:3100"\n'
+        '[services.checkout]\nnamespace = "shop"\naliases = ["checkout-api", "cart checkout"]\n'
+    )
+    settings = load_settings(env={"SREBOT_CONFIG": str(config), "PROMETHEUS_URL": "http://env:9090"})
+    assert settings.prometheus_url == "http://env:9090"
+    assert settings.loki_url == "http://loki:3100"
+    service = settings.service("Checkout-API")
+    assert service is not None and service.namespace == "shop" and service.deployment == "checkout"
+    assert service.logs == '{namespace="shop", app="checkout"}'
+
+
+def test_db_upgrade_on_postgres(db_url: str) -> None:
+    result = srebot("db", "upgrade", env={"DATABASE_URL": db_url})
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+
+
+async def test_health_ready_and_metrics(tmp_path: Path) -> None:
+    settings = load_settings(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"})
+    async with TestClient(TestServer(build_app(Runtime(settings)))) as client:
+        assert await (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and (await ready.json()) == {"ready": True, "checks": {"database": "ok"}}
+        metrics = await (await client.get("/metrics")).text()
+        assert "srebot_requests_in_flight" in metrics and "srebot_dispatch_queue_depth" in metrics
+
+
+async def test_ready_is_503_when_the_database_is_down() -> None:
+    settings = load_settings(env={"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"})
+    runtime = Runtime(settings)
+    async with TestClient(TestServer(build_app(runtime, manage_runtime=False))) as client:
+        response = await client.get("/readyz")
+        body = await response.json()
+        assert response.status == 503 and body["ready"] is False
+        assert body["checks"]["database"].startswith("error:")
+        assert (await client.get("/healthz")).status == 200
+    await runtime.store.close()

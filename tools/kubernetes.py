@@ -1,0 +1,598 @@
+"""Kubernetes: deployment, rollout, pod and event state and pod logs for diagnosis; restart, scale and
+rollback for approved actions. Uses the official asynchronous client (`kubernetes.aio`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes.aio import client, config
+
+from tools.base import Backend, ErrorCode, ToolError, ToolResult, bound_list, bound_text
+from tools.redact import redact
+
+T = TypeVar("T")
+
+REVISION = "deployment.kubernetes.io/revision"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
+@dataclass
+class Condition:
+    type: str
+    status: str
+    reason: str | None
+    message: str | None
+    last_transition: datetime | None
+
+
+@dataclass
+class Revision:
+    """One rollout of a deployment: a ReplicaSet it owns. `created_at` is when that rollout started."""
+
+    number: int
+    replicaset: str
+    images: list[str]
+    created_at: datetime | None
+    replicas: int
+    ready_replicas: int
+
+
+@dataclass
+class Termination:
+    reason: str | None
+    exit_code: int | None
+    finished_at: datetime | None
+    message: str | None = None
+
+
+@dataclass
+class ContainerStatus:
+    name: str
+    image: str
+    ready: bool
+    restarts: int
+    state: str  # running | waiting | terminated | unknown
+    reason: str | None  # CrashLoopBackOff, ImagePullBackOff, OOMKilled, Error, ...
+    message: str | None
+    last_termination: Termination | None
+    init: bool = False
+
+
+@dataclass
+class PodStatus:
+    name: str
+    phase: str | None
+    ready: bool
+    restarts: int
+    reason: str | None  # the first container's waiting/terminated reason, else the pod's own (e.g. Evicted)
+    containers: list[ContainerStatus]
+    replicaset: str | None
+    revision: int | None
+    terminating: bool
+    node: str | None
+    created_at: datetime | None
+
+
+@dataclass
+class KubeEvent:
+    object_kind: str
+    object_name: str
+    reason: str | None
+    message: str | None
+    count: int
+    last_seen: datetime | None
+
+
+@dataclass
+class DeploymentReport:
+    namespace: str
+    name: str
+    desired: int
+    ready: int
+    updated: int
+    available: int
+    unavailable: int
+    paused: bool
+    conditions: list[Condition]
+    current: Revision | None
+    previous: Revision | None
+    pods: list[PodStatus]  # not-ready and most-restarted first
+    events: list[KubeEvent]  # Warning events of the window, newest first
+    notes: list[str] = field(default_factory=list)  # what was cut or could not be checked
+
+
+@dataclass
+class DeploymentRef:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+
+
+@dataclass
+class ScaleChange:
+    namespace: str
+    name: str
+    from_replicas: int
+    to_replicas: int
+
+
+@dataclass
+class RollbackPlan:
+    namespace: str
+    name: str
+    from_revision: int
+    from_images: list[str]
+    to_revision: int
+    to_images: list[str]
+
+
+@dataclass
+class Restarted:
+    namespace: str
+    name: str
+    restarted_at: datetime
+
+
+class Kubernetes(Backend):
+    """Reads are cached and retried through `Backend.run`; writes run once and are never cached.
+
+    Cluster access: `in_cluster=True` uses the pod's service account; otherwise the kubeconfig
+    at `kubeconfig` (the client's default location when None) with `context`. With `in_cluster`
+    None a missing default kubeconfig falls back to the in-cluster configuration. Whether a
+    kubeconfig exists is found out at the first call; `enabled` is the configured switch.
+    """
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool | None = None,
+        enabled: bool = True,
+        timeout: float = 10.0,
+        attempts: int = 3,
+        cache_ttl: float = 15.0,
+        max_pods: int = 50,
+        max_events: int = 30,
+        max_log_lines: int = 1000,
+        max_log_chars: int = 20_000,
+    ):
+        super().__init__(timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.in_cluster = in_cluster
+        self.enabled = enabled
+        self.max_pods = max_pods
+        self.max_events = max_events
+        self.max_log_lines = max_log_lines
+        self.max_log_chars = max_log_chars
+        # A retried write could act twice, and a cached one would not act at all.
+        self._writes = Backend(timeout=timeout, attempts=1, cache_ttl=0)
+        self._writes.name = self.name
+        self._api_client: client.ApiClient | None = None
+        self._connect_lock = asyncio.Lock()
+
+    @property
+    def configured(self) -> bool:
+        return self.enabled
+
+    def not_configured_reason(self) -> str:
+        return "kubernetes is disabled"
+
+    async def close(self) -> None:
+        if self._api_client is not None:
+            await self._api_client.close()
+            self._api_client = None
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def deployment_status(self, namespace: str, name: str, *, window_seconds: int = 900) -> ToolResult[DeploymentReport]:
+        """Replicas and conditions, current and previous rollout, pods and Warning events of the window."""
+        return await self.run(
+            "deployment_status",
+            lambda: self._deployment_status(namespace, name, window_seconds),
+            key=(namespace, name, window_seconds),
+        )
+
+    async def pod_logs(
+        self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail_lines: int = 100
+    ) -> ToolResult[str]:
+        """The last `tail_lines` lines (of the crashed instance with `previous`), bounded and redacted."""
+
+        async def fetch() -> str:
+            _, core = await self._apis()
+            text = await _call(
+                "get",
+                "pods/log",
+                namespace,
+                pod,
+                core.read_namespaced_pod_log(
+                    pod, namespace, container=container, previous=previous, tail_lines=min(tail_lines, self.max_log_lines)
+                ),
+            )
+            text, notes = bound_text(redact(text), self.max_log_chars, f"logs of {namespace}/{pod}")
+            return "".join(f"[{note}]\n" for note in notes) + text
+
+        return await self.run("pod_logs", fetch, key=(namespace, pod, container, previous, tail_lines))
+
+    async def list_deployments(self, namespace: str | None = None) -> ToolResult[list[DeploymentRef]]:
+        """Deployments of one namespace, or of all when None, to resolve service names."""
+
+        async def fetch() -> list[DeploymentRef]:
+            apps, _ = await self._apis()
+            call = apps.list_namespaced_deployment(namespace) if namespace else apps.list_deployment_for_all_namespaces()
+            listed = await _call("list", "deployments", namespace, None, call)
+            return [
+                DeploymentRef(d.metadata.name, d.metadata.namespace, dict(d.metadata.labels or {})) for d in listed.items
+            ]
+
+        return await self.run("list_deployments", fetch, key=(namespace,))
+
+    async def describe_scale(self, namespace: str, name: str, replicas: int) -> ToolResult[ScaleChange]:
+        """What `scale` would change, read fresh for an approval to show ("replicas 3 → 5")."""
+
+        async def fetch() -> ScaleChange:
+            apps, _ = await self._apis()
+            current = await _call("get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace))
+            return ScaleChange(namespace, name, current.spec.replicas or 0, replicas)
+
+        return await self.run("describe_scale", fetch)
+
+    async def describe_rollback(self, namespace: str, name: str) -> ToolResult[RollbackPlan]:
+        """What `rollback` would change, read fresh for an approval to show ("v2.1.0 → v2.0.3 (revision 7 → 6)")."""
+
+        async def fetch() -> RollbackPlan:
+            plan, _, _ = await self._rollback_target(namespace, name)
+            return plan
+
+        return await self.run("describe_rollback", fetch)
+
+    # --- writes (only called after approval) -----------------------------------------------
+
+    async def restart(self, namespace: str, name: str, at: datetime) -> ToolResult[Restarted]:
+        """Rolling restart as `kubectl rollout restart` does it. Only called after approval."""
+        stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+
+        async def patch() -> Restarted:
+            apps, _ = await self._apis()
+            await _call(
+                "patch",
+                "deployments",
+                namespace,
+                name,
+                apps.patch_namespaced_deployment(name, namespace, body, _content_type="application/strategic-merge-patch+json"),
+            )
+            return Restarted(namespace, name, at)
+
+        return await self._writes.run("restart", patch)
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> ToolResult[ScaleChange]:
+        """Set the replica count through the scale subresource. Only called after approval."""
+
+        async def patch() -> ScaleChange:
+            if replicas < 0:
+                raise ToolError(ErrorCode.BAD_QUERY, f"cannot scale {namespace}/{name} to {replicas} replicas")
+            apps, _ = await self._apis()
+            before = await _call("get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace))
+            after = await _call(
+                "patch",
+                "deployments/scale",
+                namespace,
+                name,
+                apps.patch_namespaced_deployment_scale(
+                    name, namespace, {"spec": {"replicas": replicas}}, _content_type="application/merge-patch+json"
+                ),
+            )
+            return ScaleChange(namespace, name, before.spec.replicas or 0, after.spec.replicas or 0)
+
+        return await self._writes.run("scale", patch)
+
+    async def rollback(self, namespace: str, name: str) -> ToolResult[RollbackPlan]:
+        """Put back the previous ReplicaSet's pod template, as `kubectl rollout undo` does. Only called after approval.
+
+        The JSON patch first tests the revision it read, so a rollout that lands in between makes the
+        patch fail instead of rolling back to something nobody approved."""
+
+        async def patch() -> RollbackPlan:
+            plan, template, revision_annotation = await self._rollback_target(namespace, name)
+            ops: list[dict[str, Any]] = [{"op": "replace", "path": "/spec/template", "value": template}]
+            if revision_annotation is not None:
+                path = "/metadata/annotations/" + REVISION.replace("~", "~0").replace("/", "~1")
+                ops.insert(0, {"op": "test", "path": path, "value": revision_annotation})
+            apps, _ = await self._apis()
+            await _call(
+                "patch",
+                "deployments",
+                namespace,
+                name,
+                apps.patch_namespaced_deployment(name, namespace, ops, _content_type="application/json-patch+json"),
+            )
+            return plan
+
+        return await self._writes.run("rollback", patch)
+
+    # --- internals -------------------------------------------------------------------------
+
+    async def _apis(self) -> tuple[client.AppsV1Api, client.CoreV1Api]:
+        async with self._connect_lock:
+            if self._api_client is None:
+                self._api_client = client.ApiClient(await self._load_configuration())
+        return client.AppsV1Api(self._api_client), client.CoreV1Api(self._api_client)
+
+    async def _load_configuration(self) -> client.Configuration:
+        configuration = client.Configuration()
+        try:
+            if self.in_cluster:
+                config.load_incluster_config(client_configuration=configuration)
+                return configuration
+            try:
+                await config.load_kube_config(
+                    config_file=self.kubeconfig, context=self.context, client_configuration=configuration, persist_config=False
+                )
+            except config.ConfigException:
+                if self.in_cluster is not None or self.kubeconfig is not None:
+                    raise
+                config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            where = self.kubeconfig or "the default kubeconfig"
+            raise ToolError(ErrorCode.NOT_CONFIGURED, f"kubernetes: cannot load {where}: {exc}") from exc
+        return configuration
+
+    async def _deployment_status(self, namespace: str, name: str, window_seconds: int) -> DeploymentReport:
+        apps, core = await self._apis()
+        deployment, (events, notes) = await _together(
+            _call("get", "deployments", namespace, name, apps.read_namespaced_deployment(name, namespace)),
+            self._warning_events(core, namespace),
+        )
+        selector = _selector(deployment.spec.selector)
+        replicasets, pods = await _together(
+            _call("list", "replicasets", namespace, None, apps.list_namespaced_replica_set(namespace, label_selector=selector)),
+            _call("list", "pods", namespace, None, core.list_namespaced_pod(namespace, label_selector=selector)),
+        )
+        owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
+        current, previous = _current_and_previous(deployment, owned)
+        revisions = {rs.metadata.name: _revision(rs) for rs in owned}
+        pod_statuses = sorted(
+            (_pod_status(p, revisions) for p in pods.items if _owner_name(p, "ReplicaSet") in revisions),
+            key=lambda p: (p.ready, -p.restarts, p.name),
+        )
+        pod_statuses, cut = bound_list(pod_statuses, self.max_pods, "pods")
+        notes += cut
+        since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+        related = {("Deployment", name)} | {("ReplicaSet", rs) for rs in revisions} | {("Pod", p.metadata.name) for p in pods.items}
+        # pods already deleted still have events, named after their ReplicaSet
+        pod_prefixes = tuple(f"{rs}-" for rs in revisions)
+        kept = sorted(
+            (
+                e
+                for e in map(_event, events)
+                if ((e.object_kind, e.object_name) in related or (e.object_kind == "Pod" and e.object_name.startswith(pod_prefixes)))
+                and (e.last_seen is None or e.last_seen >= since)
+            ),
+            key=lambda e: e.last_seen or since,
+            reverse=True,
+        )
+        kept, cut = bound_list(kept, self.max_events, "warning events")
+        notes += cut
+        status = deployment.status
+        desired = deployment.spec.replicas if deployment.spec.replicas is not None else 1
+        return DeploymentReport(
+            namespace=namespace,
+            name=name,
+            desired=desired,
+            ready=status.ready_replicas or 0,
+            updated=status.updated_replicas or 0,
+            available=status.available_replicas or 0,
+            unavailable=status.unavailable_replicas or 0,
+            paused=bool(deployment.spec.paused),
+            conditions=[
+                Condition(c.type, c.status, c.reason, c.message, c.last_transition_time) for c in status.conditions or []
+            ],
+            current=current,
+            previous=previous,
+            pods=pod_statuses,
+            events=kept,
+            notes=notes,
+        )
+
+    async def _warning_events(self, core: client.CoreV1Api, namespace: str) -> tuple[list[Any], list[str]]:
+        # Read-only roles often leave out events; the rest of the report is still worth having.
+        try:
+            listed = await _call("list", "events", namespace, None, core.list_namespaced_event(namespace, field_selector="type=Warning"))
+        except ToolError as exc:
+            if exc.code is not ErrorCode.FORBIDDEN:
+                raise
+            return [], [f"events not checked: {exc.message}"]
+        return listed.items, []
+
+    async def _rollback_target(self, namespace: str, name: str) -> tuple[RollbackPlan, dict[str, Any], str | None]:
+        """The plan, the previous revision's pod template as API JSON, and the revision annotation it was read at."""
+        apps, _ = await self._apis()
+        deployment = await _call("get", "deployments", namespace, name, apps.read_namespaced_deployment(name, namespace))
+        replicasets = await _call(
+            "list",
+            "replicasets",
+            namespace,
+            None,
+            apps.list_namespaced_replica_set(namespace, label_selector=_selector(deployment.spec.selector)),
+        )
+        owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
+        current, previous = _current_and_previous(deployment, owned)
+        if deployment.spec.paused:
+            raise ToolError(ErrorCode.BAD_QUERY, f"deployment {namespace}/{name} is paused: resume it before rolling back")
+        if current is None or previous is None:
+            raise ToolError(ErrorCode.NOT_FOUND, f"deployment {namespace}/{name} has no previous revision to roll back to")
+        source = next(rs for rs in owned if rs.metadata.name == previous.replicaset)
+        template = self._api_client.sanitize_for_serialization(source.spec.template)  # type: ignore[union-attr]
+        template.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
+        plan = RollbackPlan(namespace, name, current.number, current.images, previous.number, previous.images)
+        return plan, template, (deployment.metadata.annotations or {}).get(REVISION)
+
+
+async def _call(verb: str, resource: str, namespace: str | None, name: str | None, call: Awaitable[T]) -> T:
+    """Await one API call; failures become tool errors that say what was refused or missing."""
+    try:
+        return await call
+    except client.ApiException as exc:
+        raise _api_error(exc, verb, resource, namespace, name) from exc
+    except aiohttp.ClientError as exc:
+        raise ToolError(ErrorCode.UNREACHABLE, f"kubernetes API: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _api_error(exc: client.ApiException, verb: str, resource: str, namespace: str | None, name: str | None) -> ToolError:
+    status = exc.status or 0
+    detail = _status_message(exc)
+    scope = f"in namespace {namespace}" if namespace else "in all namespaces"
+    if status == 403:
+        needs = f"RBAC verb {verb} on {resource}" + ("" if namespace else " cluster-wide")
+        return ToolError(ErrorCode.FORBIDDEN, f"cannot {verb} {resource} {scope} (needs {needs}): {detail}")
+    if status == 404:
+        kind = resource.split("/")[0].removesuffix("s")
+        what = f"{kind} {namespace}/{name}" if name else f"{resource} {scope}"
+        return ToolError(ErrorCode.NOT_FOUND, f"{what} not found ({detail})")
+    if status == 401:
+        return ToolError(ErrorCode.UNAUTHORIZED, f"the cluster rejected the credentials: {detail}")
+    if status in (400, 409, 422):
+        return ToolError(ErrorCode.BAD_QUERY, f"{verb} {resource} {scope}: {detail}")
+    if status == 429:
+        retry_after = (exc.headers or {}).get("Retry-After")
+        return ToolError(
+            ErrorCode.RATE_LIMITED,
+            f"kubernetes API throttled {verb} {resource}: {detail}",
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+    return ToolError(ErrorCode.BACKEND_ERROR, f"{verb} {resource} {scope}: HTTP {status}: {detail}")
+
+
+def _status_message(exc: client.ApiException) -> str:
+    """The apiserver's Status.message, else whatever body or reason came back."""
+    try:
+        body = json.loads(exc.body or "")
+    except ValueError:
+        return (exc.body or exc.reason or "").strip()[:300]
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"][:300]
+    return str(body)[:300]
+
+
+async def _together(*calls: Coroutine[Any, Any, Any]) -> list[Any]:
+    """Run calls concurrently; the first failure cancels the others and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in calls]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+def _selector(selector: Any) -> str:
+    parts = [f"{k}={v}" for k, v in (selector.match_labels or {}).items()]
+    for expr in selector.match_expressions or []:
+        if expr.operator in ("In", "NotIn"):
+            parts.append(f"{expr.key} {expr.operator.lower()} ({','.join(expr.values or [])})")
+        else:
+            parts.append(expr.key if expr.operator == "Exists" else f"!{expr.key}")
+    return ",".join(parts)
+
+
+def _owned_by(obj: Any, uid: str | None) -> bool:
+    return any(ref.uid == uid and ref.controller for ref in obj.metadata.owner_references or [])
+
+
+def _owner_name(obj: Any, kind: str) -> str | None:
+    return next((ref.name for ref in obj.metadata.owner_references or [] if ref.kind == kind), None)
+
+
+def _revision(obj: Any) -> int | None:
+    value = (obj.metadata.annotations or {}).get(REVISION)
+    return int(value) if value and value.isdigit() else None
+
+
+def _current_and_previous(deployment: Any, owned: list[Any]) -> tuple[Revision | None, Revision | None]:
+    """The deployment's revision and the newest one before it (a rollback reuses an old ReplicaSet under a new number)."""
+    numbered = sorted((rs for rs in owned if _revision(rs) is not None), key=_revision, reverse=True)
+    if not numbered:
+        return None, None
+    wanted = _revision(deployment)
+    current = next((rs for rs in numbered if _revision(rs) == wanted), numbered[0])
+    previous = next((rs for rs in numbered if _revision(rs) < _revision(current)), None)  # type: ignore[operator]
+    return _as_revision(current), _as_revision(previous) if previous is not None else None
+
+
+def _as_revision(rs: Any) -> Revision:
+    status = rs.status
+    return Revision(
+        number=_revision(rs) or 0,
+        replicaset=rs.metadata.name,
+        images=[c.image for c in rs.spec.template.spec.containers],
+        created_at=rs.metadata.creation_timestamp,
+        replicas=(status.replicas if status else 0) or 0,
+        ready_replicas=(status.ready_replicas if status else 0) or 0,
+    )
+
+
+def _pod_status(pod: Any, revisions: dict[str, int | None]) -> PodStatus:
+    status = pod.status
+    containers = [_container(c, init=True) for c in status.init_container_statuses or []] + [
+        _container(c, init=False) for c in status.container_statuses or []
+    ]
+    replicaset = _owner_name(pod, "ReplicaSet")
+    ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
+    return PodStatus(
+        name=pod.metadata.name,
+        phase=status.phase,
+        ready=ready,
+        restarts=sum(c.restarts for c in containers),
+        reason=next((c.reason for c in containers if c.reason and c.state != "running"), status.reason),
+        containers=containers,
+        replicaset=replicaset,
+        revision=revisions.get(replicaset) if replicaset else None,
+        terminating=pod.metadata.deletion_timestamp is not None,
+        node=pod.spec.node_name if pod.spec else None,
+        created_at=pod.metadata.creation_timestamp,
+    )
+
+
+def _container(c: Any, *, init: bool) -> ContainerStatus:
+    state, reason, message = "unknown", None, None
+    if c.state is not None:
+        if c.state.waiting is not None:
+            state, reason, message = "waiting", c.state.waiting.reason, c.state.waiting.message
+        elif c.state.terminated is not None:
+            state, reason, message = "terminated", c.state.terminated.reason, c.state.terminated.message
+        elif c.state.running is not None:
+            state = "running"
+    last = c.last_state.terminated if c.last_state is not None else None
+    return ContainerStatus(
+        name=c.name,
+        image=c.image,
+        ready=bool(c.ready),
+        restarts=c.restart_count or 0,
+        state=state,
+        reason=reason,
+        message=redact(message) if message else None,
+        last_termination=Termination(last.reason, last.exit_code, last.finished_at, last.message) if last else None,
+        init=init,
+    )
+
+
+def _event(e: Any) -> KubeEvent:
+    series = e.series
+    return KubeEvent(
+        object_kind=e.involved_object.kind or "",
+        object_name=e.involved_object.name or "",
+        reason=e.reason,
+        message=redact(e.message) if e.message else None,
+        count=e.count or (series.count if series else None) or 1,
+        last_seen=e.last_timestamp or (series.last_observed_time if series else None) or e.event_time or e.metadata.creation_timestamp,
+    )
