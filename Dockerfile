@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # srebot container image.
 #
 #   docker build -t srebot .
@@ -30,10 +29,10 @@ COPY integrations ./integrations
 COPY tools ./tools
 COPY sessions ./sessions
 
+# The runtime never writes bytecode (read-only root filesystem): compile it here.
 RUN pip install --upgrade pip setuptools wheel \
  && pip install . \
  && pip check \
- # the runtime never writes bytecode, so compile it now (read-only root fs)
  && python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------- runtime ---

@@ -120,7 +120,9 @@ class Logs(Backend):
     async def error_patterns(
         self, service: ServiceRef, window_seconds: float, *, now: datetime | None = None, top: int = 10
     ) -> ToolResult[LogReport]:
-        """The most frequent error-looking line patterns of `service` in the window, newest lines first."""
+        """The most frequent error-looking line patterns of `service` in the window.
+
+        Loki is read newest first, so when its limit is hit it is the oldest lines that go unseen."""
         query = f"{service.log_selector} {ERROR_FILTER}"
 
         async def fetch() -> LogReport:
@@ -175,7 +177,7 @@ class Logs(Backend):
 
         result = await self.run("tail", fetch, key=(selector, window_seconds, size, now))
         if result.data is not None and len(result.data) >= size:
-            result.notes.append(f"showing the newest {size} lines of the window; older lines were not fetched")
+            result.notes.append(f"showing the newest {size} lines: the limit was reached, older lines may exist")
         return result
 
     async def _entries(
@@ -198,7 +200,9 @@ class Logs(Backend):
         if data["resultType"] != "streams":
             raise ToolError(ErrorCode.BAD_QUERY, f"{query!r} is a metric query ({data['resultType']}), not a log query")
         entries = [
-            (int(value[0]), value[1], stream.get("stream", {})) for stream in data["result"] for value in stream["values"]
+            (int(value[0]), value[1], stream.get("stream", {}))
+            for stream in data["result"]
+            for value in stream["values"]
         ]
         entries.sort(key=lambda entry: entry[0], reverse=True)
         return [(_EPOCH + timedelta(microseconds=ns // 1000), line, labels) for ns, line, labels in entries]
@@ -211,11 +215,9 @@ def _pattern(line: str) -> str:
 
 
 def _level(line: str, labels: dict[str, str]) -> str:
-    field_match = _LEVEL_FIELD.search(line)
-    word_match = _LEVEL_WORD.search(line)
-    candidates = [labels.get(name) for name in _LEVEL_LABELS]
-    candidates += [field_match and field_match.group(1), word_match and word_match.group(1)]
-    for word in candidates:
+    words = [labels.get(name) for name in _LEVEL_LABELS]
+    words += [match.group(1) for match in (_LEVEL_FIELD.search(line), _LEVEL_WORD.search(line)) if match]
+    for word in words:
         if word and word.lower() in _LEVELS:
             return _LEVELS[word.lower()]
     return "error" if _ERROR_LINE.search(line) else "info"

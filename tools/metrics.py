@@ -12,7 +12,16 @@ from typing import Any
 
 import httpx
 
-from tools.base import Backend, ErrorCode, ServiceRef, ToolError, ToolResult, bound_list, http_error
+from tools.base import (
+    Backend,
+    ErrorCode,
+    ServiceRef,
+    ToolError,
+    ToolResult,
+    bound_list,
+    exception_error,
+    http_error,
+)
 
 _POD = 'namespace="{namespace}",pod=~"{deployment}-.*"'
 # Series of the pause container and the pod-level cgroup (container="" / "POD") would count a pod twice.
@@ -27,7 +36,8 @@ BUILTIN_TEMPLATES: dict[str, str] = {
         ' / sum(rate(http_requests_total{{service="{service}"}}[{window}]))'
     ),
     "latency_p99": (
-        'histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{service="{service}"}}[{window}])))'
+        "histogram_quantile(0.99, sum by (le) ("
+        'rate(http_request_duration_seconds_bucket{{service="{service}"}}[{window}])))'
     ),
     # The worst pod, not the deployment average: one pod at its limit is what throttles or gets OOM-killed.
     "cpu_ratio": (
@@ -83,7 +93,7 @@ class Series:
 @dataclass
 class QueryResult:
     query: str
-    result_type: str  # vector | matrix | scalar | string
+    result_type: str  # vector | matrix | scalar
     series: list[Series]
     notes: list[str] = field(default_factory=list)
 
@@ -176,7 +186,9 @@ class Metrics(Backend):
             templates = BUILTIN_TEMPLATES | dict(service.metric_templates)
             outcomes = await asyncio.gather(
                 *(
-                    self._signal(name, template, service, window, window_seconds, limits.get(THRESHOLD_KEYS.get(name, "")), at)
+                    self._signal(
+                        name, template, service, window, window_seconds, limits.get(THRESHOLD_KEYS.get(name, "")), at
+                    )
                     for name, template in templates.items()
                 )
             )
@@ -209,7 +221,7 @@ class Metrics(Backend):
             # The range uses a short rate window, so trend and onset follow the shape inside the look-back
             # instead of a moving average that reaches a whole window further back.
             range_query = _render(name, template, service, f"{int(max(4 * step, 120))}s")
-            outcomes = await asyncio.gather(
+            answers = await asyncio.gather(
                 self._api("query", _params(query=signal.query, time=now)),
                 self._api("query", _params(query=signal.query, time=now - BASELINE_OFFSET)),
                 self._api(
@@ -218,13 +230,14 @@ class Metrics(Backend):
                 ),
                 return_exceptions=True,
             )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        except ToolError as exc:
-            signal.error = str(exc)
-            return signal, exc
-        current, baseline, history = (_parse(body) for body in outcomes)  # type: ignore[arg-type]
+            failed = next((answer for answer in answers if isinstance(answer, BaseException)), None)
+            if failed is not None:
+                raise failed
+            current, baseline, history = (_parse(body) for body in answers)  # type: ignore[arg-type]
+        except Exception as exc:  # one signal's failure is recorded in it; golden_signals decides about the rest
+            error = exception_error(exc, f"{self.name} {name}")
+            signal.error = str(error)
+            return signal, error
         signal.value = _worst_latest(current)
         signal.baseline = _worst_latest(baseline)
         points = _worst_points(history)
@@ -287,7 +300,7 @@ def _with_notes(result: ToolResult[QueryResult]) -> ToolResult[QueryResult]:
 def _parse(body: dict[str, Any]) -> list[Series]:
     data = body["data"]
     result = data["result"]
-    if data["resultType"] in ("scalar", "string"):
+    if data["resultType"] == "scalar":
         return [Series(labels={}, samples=[_sample(result)])]
     return [
         Series(

@@ -94,8 +94,8 @@ def _ns(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
-@pytest.fixture
-async def loki() -> AsyncIterator[FakeLoki]:
+@pytest.fixture(name="loki")
+async def loki_fixture() -> AsyncIterator[FakeLoki]:
     fake = FakeLoki()
     await fake.start()
     try:

@@ -50,7 +50,9 @@ class _Service:
 
 
 SERVICES = (
-    _Service("checkout", ("checkout-6f7d8c9b5-x2k4p", "checkout-6f7d8c9b5-q9w8e"), 100.0, 0.001, 0.3, 200 * 2**20, True),
+    _Service(
+        "checkout", ("checkout-6f7d8c9b5-x2k4p", "checkout-6f7d8c9b5-q9w8e"), 100.0, 0.001, 0.3, 200 * 2**20, spikes=True
+    ),
     _Service("catalog", ("catalog-5c4b7f9d8-m3n4b",), 50.0, 0.001, 0.2, 150 * 2**20),
 )
 
@@ -110,7 +112,7 @@ def _binary(name: str, package: str) -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -120,7 +122,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}", pytrace=False)
+            output = log.read_text()[-3000:]
+            pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{output}", pytrace=False)
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -133,7 +136,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
 
 def _serve(command: list[str], ready_path: str, port: int, root: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = root / "server.log"
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with log.open("wb") as output:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url + ready_path, process, log)
@@ -158,8 +162,8 @@ def _history() -> tuple[Samples, datetime, datetime]:
     return synthetic_samples(end), now, now - timedelta(seconds=SPIKE)
 
 
-@pytest.fixture(scope="session")
-def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
+@pytest.fixture(scope="session", name="prometheus_server")
+def prometheus_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
     """Prometheus serving the synthetic history, backfilled into its TSDB with promtool."""
     prometheus = _binary("prometheus", "prometheus")
     promtool = _binary("promtool", "prometheus")
@@ -176,7 +180,7 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metr
         pytest.fail(f"promtool backfill failed:\n{backfill.stdout}\n{backfill.stderr}", pytrace=False)
     config = root / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 1m\n")
-    port = _free_port()
+    port = free_port()
     process, url = _serve(
         [
             prometheus,
@@ -194,13 +198,13 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metr
         _stop(process)
 
 
-@pytest.fixture(scope="session")
-def victoria_metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
+@pytest.fixture(scope="session", name="victoria_metrics_server")
+def victoria_metrics_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetricsServer]:
     """VictoriaMetrics serving the same synthetic history, imported over its Prometheus-format import API."""
     binary = _binary("victoria-metrics", "victoria-metrics")
     root = tmp_path_factory.mktemp("victoria-metrics")
     samples, now, spike_start = _history()
-    port = _free_port()
+    port = free_port()
     process, url = _serve(
         [
             binary,
