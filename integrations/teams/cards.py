@@ -1,0 +1,257 @@
+"""Adaptive Cards for Teams (answers, approvals, plain text), split to stay under Teams' message size limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot.answer import Answer
+from bot.render import ICON, headline, tools_line
+from sessions.store import ApprovalRecord
+
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+CARD_VERSION = "1.4"  # 1.5 is not rendered everywhere (older mobile clients); 1.4 has all we use
+# Teams rejects a bot message over ~40 KB (413 MessageSizeTooBig), measured as the whole payload
+# encoded as UTF-16. A card gets that minus room for the activity envelope around it.
+MAX_MESSAGE_BYTES = 40_000
+ENVELOPE_BYTES = 4_000
+CARD_BUDGET = MAX_MESSAGE_BYTES - ENVELOPE_BYTES
+MAX_PARTS = 10  # one answer is never spread over more messages than this; the last one says what is left
+_NOTE_RESERVE = 600  # room kept in every part for its "… N more findings" note and part header
+
+SEVERITY_TITLE = {"critical": "Critical", "warning": "Warning", "info": "Info"}
+STATUS_COLOR = {"completed": "Good", "failed": "Attention", "cancelled": "Warning"}
+SEVERITY_COLOR = {"critical": "Attention", "warning": "Warning", "info": "Accent"}
+
+
+def payload_size(value: Any) -> int:
+    """Bytes of `value` as JSON in UTF-16, the way Teams counts a message."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-16-le"))
+
+
+def attachment(card: dict[str, Any]) -> dict[str, Any]:
+    return {"contentType": CARD_CONTENT_TYPE, "content": card}
+
+
+def text_block(text: str, **style: Any) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": CARD_VERSION,
+        "body": body,
+        "msteams": {"width": "Full"},
+    }
+    if actions:
+        content["actions"] = actions
+    return content
+
+
+# --- answers -----------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    element: dict[str, Any]
+    finding: bool = False  # counted in "… N more findings"
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    """A paragraph per block; lines inside a paragraph stay tight (Adaptive Card markdown drops single newlines)."""
+    blocks: list[dict[str, Any]] = []
+    for paragraph in text.strip().split("\n\n"):
+        for index, line in enumerate(l for l in paragraph.splitlines() if l.strip()):
+            blocks.append(text_block(line, spacing="None" if index else "Small"))
+    return blocks
+
+
+def _section(title: str, **style: Any) -> dict[str, Any]:
+    return text_block(title, weight="Bolder", spacing="Medium", **style)
+
+
+def _answer_items(answer: Answer) -> list[_Item]:
+    items = [_Item(b) for b in _lines(answer.summary)]
+    ranked = answer.ranked().findings
+    for severity in ("critical", "warning", "info"):
+        group = [f for f in ranked if f.severity == severity]
+        if not group:
+            continue
+        items.append(_Item(_section(f"{ICON[severity]} {SEVERITY_TITLE[severity]} ({len(group)})",
+                                    color=SEVERITY_COLOR[severity])))
+        for finding in group:
+            parts = [text_block(f"**{finding.title}** · {finding.source}", spacing="Small")]
+            if finding.evidence:
+                parts.append(text_block(finding.evidence, fontType="Monospace", size="Small", isSubtle=True,
+                                        spacing="None"))
+            items.append(_Item({"type": "Container", "items": parts}, finding=True))
+    if answer.ruled_out:
+        items.append(_Item(_section("Ruled out")))
+        items += [_Item(text_block(f"– **{r.cause}**: {r.why}", spacing="None")) for r in answer.ruled_out]
+    if answer.recommendations:
+        items.append(_Item(_section("Recommendations")))
+        for rec in answer.recommendations:
+            suffix = f" (approval `{rec.approval_id}`, see the approval card)" if rec.approval_id else ""
+            items.append(_Item(text_block(f"→ {rec.title}{suffix}", spacing="Small")))
+    if answer.links:
+        items.append(_Item(_section("Links")))
+        items += [_Item(text_block(f"[{link.title}]({link.url})", spacing="None")) for link in answer.links]
+    tools = tools_line(answer)
+    if tools:
+        items.append(_Item(text_block(tools, size="Small", isSubtle=True, spacing="Medium")))
+    footer = f"session {answer.session_id} · {answer.elapsed_ms:.0f} ms"
+    if answer.confidence:
+        footer = f"confidence {answer.confidence:.0%} · " + footer
+    if answer.request_id:
+        footer += f" · request {answer.request_id}"
+    items.append(_Item(text_block(footer, size="Small", isSubtle=True, spacing="None")))
+    return items
+
+
+def answer_cards(answer: Answer, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
+    """The answer as one card, or as several parts when it is too big for one Teams message.
+
+    Nothing is dropped silently: every part but the last ends with "… N more findings in the next
+    message", and what does not fit into MAX_PARTS messages is counted in the last one."""
+    title = headline(answer)
+    color = STATUS_COLOR.get(answer.status, "Default")
+    return split_cards(title, _answer_items(answer), budget=budget, color=color)
+
+
+def text_cards(text: str, title: str | None = None, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
+    """Plain text as card(s); used when a text is too long for one message."""
+    return split_cards(title, [_Item(b) for b in _lines(text)], budget=budget)
+
+
+def split_cards(
+    title: str | None, items: list[_Item], *, budget: int = CARD_BUDGET, color: str = "Default"
+) -> list[dict[str, Any]]:
+    limit = budget - _NOTE_RESERVE
+    fitted = [piece for item in items for piece in _fit(item, limit // 2)]
+    parts: list[list[_Item]] = [[]]
+    used = payload_size(card([]))
+    for item in fitted:
+        size = payload_size(item.element) + 2
+        if parts[-1] and used + size > limit:
+            parts.append([])
+            used = payload_size(card([]))
+        parts[-1].append(item)
+        used += size
+    shown, hidden = parts[:MAX_PARTS], parts[MAX_PARTS:]
+    hidden_findings = sum(i.finding for part in hidden for i in part)
+    hidden_items = sum(len(part) for part in hidden)
+    cards = []
+    for index, part in enumerate(shown):
+        body: list[dict[str, Any]] = []
+        if title:
+            suffix = f" (part {index + 1} of {len(shown)})" if len(shown) > 1 else ""
+            body.append(text_block(title + suffix, weight="Bolder", size="Medium", color=color))
+        body += [i.element for i in part]
+        if index + 1 < len(shown):
+            later = sum(i.finding for p in shown[index + 1:] for i in p) + hidden_findings
+            note = f"… {_plural(later, 'finding')} in the next message" if later else "… continued in the next message"
+            body.append(text_block(note, isSubtle=True, spacing="Medium"))
+        elif hidden:
+            body.append(text_block(
+                f"… {_more(hidden_findings, hidden_items - hidden_findings)} not shown: the answer is longer "
+                f"than {MAX_PARTS} Teams messages. Ask a narrower question to see them.",
+                color="Warning", spacing="Medium"))
+        cards.append(card(body))
+    return cards
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} more {word}{'' if count == 1 else 's'}"
+
+
+def _more(findings: int, others: int) -> str:
+    if not findings:
+        return "the rest of the answer is"
+    verb = " and further details are" if others else (" is" if findings == 1 else " are")
+    return _plural(findings, "finding") + verb
+
+
+def _fit(item: _Item, limit: int) -> Iterable[_Item]:
+    """An element no bigger than `limit`: containers are opened, long texts cut into consecutive pieces."""
+    if payload_size(item.element) <= limit:
+        yield item
+        return
+    element = item.element
+    if element.get("type") == "Container":
+        for index, inner in enumerate(element["items"]):
+            yield from _fit(_Item(inner, finding=item.finding and index == 0), limit)
+        return
+    text = str(element.get("text", ""))
+    # 4 bytes a character covers UTF-16 surrogate pairs and JSON escapes like \" and \n
+    room = max((limit - payload_size({**element, "text": ""})) // 4, 100)
+    first = True
+    while text:
+        piece = text[:room]
+        if len(text) > room:
+            cut = max(piece.rfind("\n"), piece.rfind(" "))
+            piece = piece[:cut + 1] if cut > room // 2 else piece
+        text = text[len(piece):]
+        yield _Item({**element, "text": piece}, finding=item.finding and first)
+        first = False
+
+
+# --- approvals ---------------------------------------------------------------------------------
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "?"
+
+
+def approval_status(approval: ApprovalRecord) -> str:
+    who, when = approval.decided_by or "?", _when(approval.decided_at)
+    result = f": {approval.result}" if approval.result else ""
+    return {
+        "pending": "⏳ Waiting for someone other than the requester to approve.",
+        "approved": f"✅ Approved by {who} at {when}; running…",
+        "executed": f"✅ Approved by {who} at {when}; done{result}",
+        "failed": f"❌ Approved by {who} at {when}; it failed{result}",
+        "rejected": f"🚫 Rejected by {who} at {when}; nothing was changed.",
+        "expired": f"⌛ Expired at {_when(approval.finished_at)} without a decision; nothing was changed.",
+    }.get(approval.status, approval.status)
+
+
+def approval_outcome(approval: ApprovalRecord) -> str | None:
+    """The line posted in the conversation when an approval reaches a final state (None before)."""
+    if approval.status in ("pending", "approved"):
+        return None
+    return f"{approval.kind} {approval.target} ({approval.id}): {approval_status(approval)}"
+
+
+def approval_data(approval_id: str, decision: str) -> dict[str, str]:
+    """The Action.Submit data; it comes back as the `value` of a message activity."""
+    return {"srebot": "approval", "decision": decision, "approval_id": approval_id}
+
+
+def approval_card(approval: ApprovalRecord) -> dict[str, Any]:
+    """The approval request; once decided, the same card with the decision instead of the buttons."""
+    pending = approval.status == "pending"
+    facts = [
+        {"title": "Action", "value": f"{approval.kind} {approval.target}"},
+        {"title": "Requested by", "value": approval.requester},
+        {"title": "Expires", "value": _when(approval.expires_at)},
+        {"title": "Approval", "value": approval.id},
+    ]
+    if approval.params:
+        facts.insert(1, {"title": "Parameters", "value": ", ".join(f"{k}={v}" for k, v in approval.params.items())})
+    body = [
+        text_block("Approval needed" if pending else "Approval", weight="Bolder", size="Medium"),
+        text_block(approval.description),
+        {"type": "FactSet", "facts": facts},
+        text_block(approval_status(approval), weight="Bolder" if not pending else "Default",
+                   isSubtle=pending, spacing="Medium"),
+    ]
+    actions = None
+    if pending:
+        actions = [
+            {"type": "Action.Submit", "title": "Approve", "style": "positive",
+             "data": approval_data(approval.id, "approve")},
+            {"type": "Action.Submit", "title": "Reject", "style": "destructive",
+             "data": approval_data(approval.id, "reject")},
+        ]
+    return card(body, actions)
