@@ -113,7 +113,10 @@ class Settings(BaseSettings):
     kube_context: str | None = Field(None, validation_alias=AliasChoices("srebot_kube_context", "kube_context"))
     kubernetes: Literal["auto", "off"] = Field("auto", validation_alias=AliasChoices("srebot_kubernetes", "kubernetes"))
 
-    aws_region: str | None = None
+    kubernetes_service_host: str | None = None  # set by Kubernetes in every pod: in-cluster config
+
+    aws_region: str | None = Field(None, validation_alias=AliasChoices("aws_region", "aws_default_region"))
+    aws_profile: str | None = None
     aws_endpoint_url: str | None = None
     cost: Literal["on", "off"] = Field("on", validation_alias=AliasChoices("srebot_cost", "cost"))
     cost_tag_key: str = Field("service", validation_alias=AliasChoices("srebot_cost_tag_key", "cost_tag_key"))
@@ -207,8 +210,21 @@ class Settings(BaseSettings):
         return self.google_api_key is not None and bool(self.google_api_key.get_secret_value())
 
     @property
+    def kube_in_cluster(self) -> bool:
+        return bool(self.kubernetes_service_host) and not self.kubeconfig
+
+    @property
+    def kubernetes_enabled(self) -> bool:
+        """On with SREBOT_KUBERNETES=auto when there is a cluster to talk to: in a pod, KUBECONFIG,
+        or the default ~/.kube/config."""
+        if self.kubernetes == "off":
+            return False
+        return self.kube_in_cluster or bool(self.kubeconfig) or (Path.home() / ".kube" / "config").is_file()
+
+    @property
     def cost_enabled(self) -> bool:
-        return self.cost == "on"
+        """Cost Explorer is asked only when AWS is set up here (a region or a profile) and not switched off."""
+        return self.cost == "on" and bool(self.aws_region or self.aws_profile or self.aws_endpoint_url)
 
     def service(self, name: str) -> ServiceConfig | None:
         """The catalog entry for a name or alias (case-insensitive), with defaults filled in."""
@@ -256,11 +272,20 @@ def load_settings(env: dict[str, str] | None = None, config_path: str | None = N
 
 
 _SECTIONS = {"defaults", "thresholds", "services"}
-# Environment names: the SREBOT_-prefixed alias where a field has one, else the field's own name.
+
+
+def _env_names(name: str, alias: object) -> set[str]:
+    # An aliased field is read from the environment under its aliases only (SREBOT_MODEL, not MODEL).
+    if isinstance(alias, AliasChoices):
+        return {choice for choice in alias.choices if isinstance(choice, str) and choice != name}
+    return {name}
+
+
 _ENV_KEYS = {
-    (info.validation_alias.choices[0] if isinstance(info.validation_alias, AliasChoices) else name)  # type: ignore[union-attr]
+    env_name
     for name, info in Settings.model_fields.items()
     if name not in _SECTIONS and name != "config_file"
+    for env_name in _env_names(name, info.validation_alias)
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -160,13 +160,14 @@ class Kubernetes(Backend):
         enabled: bool = True,
         timeout: float = 10.0,
         attempts: int = 3,
+        backoff: float = 0.2,
         cache_ttl: float = 15.0,
         max_pods: int = 50,
         max_events: int = 30,
         max_log_lines: int = 1000,
         max_log_chars: int = 20_000,
     ):
-        super().__init__(timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
+        super().__init__(timeout=timeout, attempts=attempts, backoff=backoff, cache_ttl=cache_ttl)
         self.kubeconfig = kubeconfig
         self.context = context
         self.in_cluster = in_cluster
@@ -188,20 +189,36 @@ class Kubernetes(Backend):
     def not_configured_reason(self) -> str:
         return "kubernetes is disabled"
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._api_client is not None:
             await self._api_client.close()
             self._api_client = None
 
     # --- reads -----------------------------------------------------------------------------
 
-    async def deployment_status(self, namespace: str, name: str, *, window_seconds: int = 900) -> ToolResult[DeploymentReport]:
+    async def ping(self) -> ToolResult[str]:
+        """The API server's version: proves the configuration loads and the cluster answers."""
+
+        async def fetch() -> str:
+            await self._apis()
+            version = await _call("get", "version", None, None, client.VersionApi(self._api_client).get_code())
+            return f"Kubernetes {version.git_version}"
+
+        return await self.run("ping", fetch)
+
+    async def deployment_status(
+        self, namespace: str, name: str, *, window_seconds: int = 900
+    ) -> ToolResult[DeploymentReport]:
         """Replicas and conditions, current and previous rollout, pods and Warning events of the window."""
-        return await self.run(
+        result = await self.run(
             "deployment_status",
             lambda: self._deployment_status(namespace, name, window_seconds),
             key=(namespace, name, window_seconds),
         )
+        # Notes travel inside the data so that a cached answer still says what it left out.
+        if result.data is not None:
+            result.notes.extend(result.data.notes)
+        return result
 
     async def pod_logs(
         self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail_lines: int = 100
@@ -216,7 +233,11 @@ class Kubernetes(Backend):
                 namespace,
                 pod,
                 core.read_namespaced_pod_log(
-                    pod, namespace, container=container, previous=previous, tail_lines=min(tail_lines, self.max_log_lines)
+                    pod,
+                    namespace,
+                    container=container,
+                    previous=previous,
+                    tail_lines=min(tail_lines, self.max_log_lines),
                 ),
             )
             text, notes = bound_text(redact(text), self.max_log_chars, f"logs of {namespace}/{pod}")
@@ -229,10 +250,13 @@ class Kubernetes(Backend):
 
         async def fetch() -> list[DeploymentRef]:
             apps, _ = await self._apis()
-            call = apps.list_namespaced_deployment(namespace) if namespace else apps.list_deployment_for_all_namespaces()
+            call = (
+                apps.list_namespaced_deployment(namespace) if namespace else apps.list_deployment_for_all_namespaces()
+            )
             listed = await _call("list", "deployments", namespace, None, call)
             return [
-                DeploymentRef(d.metadata.name, d.metadata.namespace, dict(d.metadata.labels or {})) for d in listed.items
+                DeploymentRef(d.metadata.name, d.metadata.namespace, dict(d.metadata.labels or {}))
+                for d in listed.items
             ]
 
         return await self.run("list_deployments", fetch, key=(namespace,))
@@ -242,7 +266,9 @@ class Kubernetes(Backend):
 
         async def fetch() -> ScaleChange:
             apps, _ = await self._apis()
-            current = await _call("get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace))
+            current = await _call(
+                "get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace)
+            )
             return ScaleChange(namespace, name, current.spec.replicas or 0, replicas)
 
         return await self.run("describe_scale", fetch)
@@ -270,7 +296,9 @@ class Kubernetes(Backend):
                 "deployments",
                 namespace,
                 name,
-                apps.patch_namespaced_deployment(name, namespace, body, _content_type="application/strategic-merge-patch+json"),
+                apps.patch_namespaced_deployment(
+                    name, namespace, body, _content_type="application/strategic-merge-patch+json"
+                ),
             )
             return Restarted(namespace, name, at)
 
@@ -283,7 +311,9 @@ class Kubernetes(Backend):
             if replicas < 0:
                 raise ToolError(ErrorCode.BAD_QUERY, f"cannot scale {namespace}/{name} to {replicas} replicas")
             apps, _ = await self._apis()
-            before = await _call("get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace))
+            before = await _call(
+                "get", "deployments/scale", namespace, name, apps.read_namespaced_deployment_scale(name, namespace)
+            )
             after = await _call(
                 "patch",
                 "deployments/scale",
@@ -324,6 +354,8 @@ class Kubernetes(Backend):
     # --- internals -------------------------------------------------------------------------
 
     async def _apis(self) -> tuple[client.AppsV1Api, client.CoreV1Api]:
+        if not self.configured:  # writes run outside self.run(), which checks this for reads
+            raise ToolError(ErrorCode.NOT_CONFIGURED, self.not_configured_reason())
         async with self._connect_lock:
             if self._api_client is None:
                 self._api_client = client.ApiClient(await self._load_configuration())
@@ -334,18 +366,26 @@ class Kubernetes(Backend):
         try:
             if self.in_cluster:
                 config.load_incluster_config(client_configuration=configuration)
-                return configuration
-            try:
+            else:
                 await config.load_kube_config(
-                    config_file=self.kubeconfig, context=self.context, client_configuration=configuration, persist_config=False
+                    config_file=self.kubeconfig,
+                    context=self.context,
+                    client_configuration=configuration,
+                    persist_config=False,
                 )
-            except config.ConfigException:
-                if self.in_cluster is not None or self.kubeconfig is not None:
-                    raise
-                config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException as exc:
-            where = self.kubeconfig or "the default kubeconfig"
-            raise ToolError(ErrorCode.NOT_CONFIGURED, f"kubernetes: cannot load {where}: {exc}") from exc
+            if self.in_cluster is not None or self.kubeconfig is not None:
+                where = (
+                    "the in-cluster configuration" if self.in_cluster else self.kubeconfig or "the default kubeconfig"
+                )
+                raise ToolError(ErrorCode.NOT_CONFIGURED, f"kubernetes: cannot load {where}: {exc}") from exc
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException as in_cluster:
+                raise ToolError(
+                    ErrorCode.NOT_CONFIGURED,
+                    f"kubernetes: no usable kubeconfig ({exc}) and not running in a cluster ({in_cluster})",
+                ) from in_cluster
         return configuration
 
     async def _deployment_status(self, namespace: str, name: str, window_seconds: int) -> DeploymentReport:
@@ -356,7 +396,13 @@ class Kubernetes(Backend):
         )
         selector = _selector(deployment.spec.selector)
         replicasets, pods = await _together(
-            _call("list", "replicasets", namespace, None, apps.list_namespaced_replica_set(namespace, label_selector=selector)),
+            _call(
+                "list",
+                "replicasets",
+                namespace,
+                None,
+                apps.list_namespaced_replica_set(namespace, label_selector=selector),
+            ),
             _call("list", "pods", namespace, None, core.list_namespaced_pod(namespace, label_selector=selector)),
         )
         owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
@@ -369,22 +415,11 @@ class Kubernetes(Backend):
         pod_statuses, cut = bound_list(pod_statuses, self.max_pods, "pods")
         notes += cut
         since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-        related = {("Deployment", name)} | {("ReplicaSet", rs) for rs in revisions} | {("Pod", p.metadata.name) for p in pods.items}
-        # pods already deleted still have events, named after their ReplicaSet
-        pod_prefixes = tuple(f"{rs}-" for rs in revisions)
-        kept = sorted(
-            (
-                e
-                for e in map(_event, events)
-                if ((e.object_kind, e.object_name) in related or (e.object_kind == "Pod" and e.object_name.startswith(pod_prefixes)))
-                and (e.last_seen is None or e.last_seen >= since)
-            ),
-            key=lambda e: e.last_seen or since,
-            reverse=True,
-        )
+        pod_names = {p.metadata.name for p in pods.items}
+        kept = _related_events(map(_event, events), name, set(revisions), pod_names, since)
         kept, cut = bound_list(kept, self.max_events, "warning events")
         notes += cut
-        status = deployment.status
+        status = deployment.status or client.V1DeploymentStatus()  # none yet on a brand-new deployment
         desired = deployment.spec.replicas if deployment.spec.replicas is not None else 1
         return DeploymentReport(
             namespace=namespace,
@@ -396,7 +431,8 @@ class Kubernetes(Backend):
             unavailable=status.unavailable_replicas or 0,
             paused=bool(deployment.spec.paused),
             conditions=[
-                Condition(c.type, c.status, c.reason, c.message, c.last_transition_time) for c in status.conditions or []
+                Condition(c.type, c.status, c.reason, c.message, c.last_transition_time)
+                for c in status.conditions or []
             ],
             current=current,
             previous=previous,
@@ -408,7 +444,9 @@ class Kubernetes(Backend):
     async def _warning_events(self, core: client.CoreV1Api, namespace: str) -> tuple[list[Any], list[str]]:
         # Read-only roles often leave out events; the rest of the report is still worth having.
         try:
-            listed = await _call("list", "events", namespace, None, core.list_namespaced_event(namespace, field_selector="type=Warning"))
+            listed = await _call(
+                "list", "events", namespace, None, core.list_namespaced_event(namespace, field_selector="type=Warning")
+            )
         except ToolError as exc:
             if exc.code is not ErrorCode.FORBIDDEN:
                 raise
@@ -418,7 +456,9 @@ class Kubernetes(Backend):
     async def _rollback_target(self, namespace: str, name: str) -> tuple[RollbackPlan, dict[str, Any], str | None]:
         """The plan, the previous revision's pod template as API JSON, and the revision annotation it was read at."""
         apps, _ = await self._apis()
-        deployment = await _call("get", "deployments", namespace, name, apps.read_namespaced_deployment(name, namespace))
+        deployment = await _call(
+            "get", "deployments", namespace, name, apps.read_namespaced_deployment(name, namespace)
+        )
         replicasets = await _call(
             "list",
             "replicasets",
@@ -429,9 +469,13 @@ class Kubernetes(Backend):
         owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
         current, previous = _current_and_previous(deployment, owned)
         if deployment.spec.paused:
-            raise ToolError(ErrorCode.BAD_QUERY, f"deployment {namespace}/{name} is paused: resume it before rolling back")
+            raise ToolError(
+                ErrorCode.BAD_QUERY, f"deployment {namespace}/{name} is paused: resume it before rolling back"
+            )
         if current is None or previous is None:
-            raise ToolError(ErrorCode.NOT_FOUND, f"deployment {namespace}/{name} has no previous revision to roll back to")
+            raise ToolError(
+                ErrorCode.NOT_FOUND, f"deployment {namespace}/{name} has no previous revision to roll back to"
+            )
         source = next(rs for rs in owned if rs.metadata.name == previous.replicaset)
         template = self._api_client.sanitize_for_serialization(source.spec.template)  # type: ignore[union-attr]
         template.get("metadata", {}).get("labels", {}).pop(POD_TEMPLATE_HASH, None)
@@ -449,7 +493,9 @@ async def _call(verb: str, resource: str, namespace: str | None, name: str | Non
         raise ToolError(ErrorCode.UNREACHABLE, f"kubernetes API: {exc.__class__.__name__}: {exc}") from exc
 
 
-def _api_error(exc: client.ApiException, verb: str, resource: str, namespace: str | None, name: str | None) -> ToolError:
+def _api_error(
+    exc: client.ApiException, verb: str, resource: str, namespace: str | None, name: str | None
+) -> ToolError:
     status = exc.status or 0
     detail = _status_message(exc)
     scope = f"in namespace {namespace}" if namespace else "in all namespaces"
@@ -495,6 +541,25 @@ async def _together(*calls: Coroutine[Any, Any, Any]) -> list[Any]:
     return [t.result() for t in tasks]
 
 
+def _related_events(
+    events: Iterable[KubeEvent], deployment: str, replicasets: set[str], pods: set[str], since: datetime
+) -> list[KubeEvent]:
+    """Events of the deployment, its ReplicaSets and their pods since `since`, newest first."""
+    related = {("Deployment", deployment)} | {("ReplicaSet", rs) for rs in replicasets} | {("Pod", p) for p in pods}
+    # pods already deleted still have events, and their names start with their ReplicaSet's
+    pod_prefixes = tuple(f"{rs}-" for rs in replicasets)
+    kept = [
+        e
+        for e in events
+        if (
+            (e.object_kind, e.object_name) in related
+            or (e.object_kind == "Pod" and e.object_name.startswith(pod_prefixes))
+        )
+        and (e.last_seen is None or e.last_seen >= since)
+    ]
+    return sorted(kept, key=lambda e: e.last_seen or since, reverse=True)
+
+
 def _selector(selector: Any) -> str:
     parts = [f"{k}={v}" for k, v in (selector.match_labels or {}).items()]
     for expr in selector.match_expressions or []:
@@ -519,7 +584,8 @@ def _revision(obj: Any) -> int | None:
 
 
 def _current_and_previous(deployment: Any, owned: list[Any]) -> tuple[Revision | None, Revision | None]:
-    """The deployment's revision and the newest one before it (a rollback reuses an old ReplicaSet under a new number)."""
+    """The deployment's revision and the newest one before it
+    (a rollback reuses an old ReplicaSet under a new revision number)."""
     numbered = sorted((rs for rs in owned if _revision(rs) is not None), key=_revision, reverse=True)
     if not numbered:
         return None, None
@@ -594,5 +660,8 @@ def _event(e: Any) -> KubeEvent:
         reason=e.reason,
         message=redact(e.message) if e.message else None,
         count=e.count or (series.count if series else None) or 1,
-        last_seen=e.last_timestamp or (series.last_observed_time if series else None) or e.event_time or e.metadata.creation_timestamp,
+        last_seen=e.last_timestamp
+        or (series.last_observed_time if series else None)
+        or e.event_time
+        or e.metadata.creation_timestamp,
     )

@@ -18,7 +18,8 @@ the stored deployment and nothing else (no new ReplicaSet, no revision bump).
 Permission errors: `forbid(verb, resource, namespace)` makes those calls answer 403 with the
 apiserver's Status message. A missing object answers 404. A request without the kubeconfig's
 bearer token answers 401. `fail(method, path, status, times=n)` makes the next n such requests
-fail with `status` (e.g. 500 to see retries).
+fail with `status` (e.g. 500 to see retries); `before(method, path, hook)` changes state just
+before a request is handled (e.g. a rollout landing between a read and a write).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +38,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 TOKEN = "fake-kube-token"
 REVISION = "deployment.kubernetes.io/revision"
@@ -74,11 +77,12 @@ class KubeFake:
     logs: dict[tuple[str, str, str | None, bool], str] = field(default_factory=dict)
     forbidden: set[tuple[str, str, str]] = field(default_factory=set)  # (verb, resource, namespace)
     failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (method, path) -> statuses to answer
+    hooks: dict[tuple[str, str], list[Callable[[], None]]] = field(default_factory=dict)  # run before a request
     patches: list[PatchRecord] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path with query)
     url: str = ""
     kubeconfig_path: str = ""
-    _runner: web.AppRunner | None = None
+    _server: TestServer | None = None
     _dir: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -88,6 +92,7 @@ class KubeFake:
         apps = "/apis/apps/v1"
         app.add_routes(
             [
+                web.get("/version/", self._version),
                 web.get("/api/v1/pods", self._list_pods),
                 web.get("/api/v1/namespaces/{ns}/pods", self._list_pods),
                 web.get("/api/v1/namespaces/{ns}/pods/{name}/log", self._pod_log),
@@ -103,21 +108,18 @@ class KubeFake:
                 web.get(f"{apps}/namespaces/{{ns}}/replicasets", self._list_replicasets),
             ]
         )
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+        self.url = str(self._server.make_url("")).rstrip("/")
         self._dir = tempfile.mkdtemp(prefix="kubefake-")
         self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
         Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -189,8 +191,16 @@ class KubeFake:
                 "conditions": conditions
                 if conditions is not None
                 else [
-                    _condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", created),
-                    _condition("Progressing", "True", "NewReplicaSetAvailable", f"ReplicaSet has successfully progressed.", created),
+                    _condition(
+                        "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", created
+                    ),
+                    _condition(
+                        "Progressing",
+                        "True",
+                        "NewReplicaSetAvailable",
+                        "ReplicaSet has successfully progressed.",
+                        created,
+                    ),
                 ],
             },
         }
@@ -224,7 +234,10 @@ class KubeFake:
                 "uid": str(uuid.uuid4()),
                 "creationTimestamp": ts(created),
                 "labels": dict(template["metadata"]["labels"]),
-                "annotations": {REVISION: str(revision), "deployment.kubernetes.io/desired-replicas": str(deployment["spec"]["replicas"])},
+                "annotations": {
+                    REVISION: str(revision),
+                    "deployment.kubernetes.io/desired-replicas": str(deployment["spec"]["replicas"]),
+                },
                 "ownerReferences": [_owner(deployment)],
             },
             "spec": {"replicas": replicas, "selector": {"matchLabels": selector}, "template": template},
@@ -293,7 +306,11 @@ class KubeFake:
                 "phase": "Running",
                 "conditions": [
                     {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": ts(created)},
-                    {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": ts(created)},
+                    {
+                        "type": "ContainersReady",
+                        "status": "True" if ready else "False",
+                        "lastTransitionTime": ts(created),
+                    },
                 ],
                 "hostIP": "10.0.0.1",
                 "podIP": "10.1.0.1",
@@ -343,7 +360,9 @@ class KubeFake:
         self.events.append(event)
         return event
 
-    def set_logs(self, namespace: str, pod: str, text: str, *, container: str | None = None, previous: bool = False) -> None:
+    def set_logs(
+        self, namespace: str, pod: str, text: str, *, container: str | None = None, previous: bool = False
+    ) -> None:
         """Log text of a pod; with `container` None it answers for a pod's only container."""
         self.logs[(namespace, pod, container, previous)] = text
 
@@ -355,6 +374,11 @@ class KubeFake:
         """Answer the next `times` requests of `method` on `path` (no query) with `status` and a Status body."""
         self.failures[(method, path)] = [status] * times
 
+    def before(self, method: str, path: str, hook: Callable[[], None]) -> None:
+        """Run `hook` once, just before the next `method` request on `path` is handled (to change state
+        in the middle of an operation)."""
+        self.hooks.setdefault((method, path), []).append(hook)
+
     def patches_of(self, namespace: str, name: str) -> list[PatchRecord]:
         return [p for p in self.patches if (p.namespace, p.name) == (namespace, name)]
 
@@ -365,6 +389,8 @@ class KubeFake:
         self.requests.append((request.method, request.path_qs))
         if request.headers.get("Authorization", "").lower() != f"bearer {TOKEN}":
             return _status(401, "Unauthorized", "Unauthorized")
+        if hooks := self.hooks.get((request.method, request.path)):
+            hooks.pop(0)()
         if pending := self.failures.get((request.method, request.path)):
             code = pending.pop(0)
             return _status(code, "InternalError" if code >= 500 else "Failure", f"injected failure {code}")
@@ -373,7 +399,7 @@ class KubeFake:
     def _denied(self, verb: str, resource: str, namespace: str | None, name: str | None = None) -> web.Response | None:
         if (verb, resource, namespace or "") not in self.forbidden:
             return None
-        base, _, sub = resource.partition("/")
+        base = resource.split("/")[0]
         group = "apps" if base in ("deployments", "replicasets") else ""
         what = f'{base}.{group} "{name}"' if name and group else f'{base} "{name}"' if name else base
         scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
@@ -383,7 +409,14 @@ class KubeFake:
         )
         return _status(403, "Forbidden", message, {"name": name, "group": group, "kind": base})
 
-    def _list(self, request: web.Request, store: dict[tuple[str, str], dict[str, Any]] | list[dict[str, Any]], kind: str, api_version: str, resource: str) -> web.Response:
+    def _list(
+        self,
+        request: web.Request,
+        store: dict[tuple[str, str], dict[str, Any]] | list[dict[str, Any]],
+        kind: str,
+        api_version: str,
+        resource: str,
+    ) -> web.Response:
         namespace = request.match_info.get("ns")
         if denied := self._denied("list", resource, namespace):
             return denied
@@ -397,6 +430,21 @@ class KubeFake:
         ]
         return web.json_response(
             {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"}, "items": items}
+        )
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "major": "1",
+                "minor": "31",
+                "gitVersion": "v1.31.0-fake",
+                "gitCommit": "0000000",
+                "gitTreeState": "clean",
+                "buildDate": "2024-08-13T07:28:49Z",
+                "goVersion": "go1.22.5",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
         )
 
     async def _list_pods(self, request: web.Request) -> web.Response:
@@ -417,7 +465,12 @@ class KubeFake:
             return denied
         obj = self.deployments.get((ns, name))
         if obj is None:
-            return _status(404, "NotFound", f'deployments.apps "{name}" not found', {"name": name, "group": "apps", "kind": "deployments"})
+            return _status(
+                404,
+                "NotFound",
+                f'deployments.apps "{name}" not found',
+                {"name": name, "group": "apps", "kind": "deployments"},
+            )
         return obj
 
     async def _get_deployment(self, request: web.Request) -> web.Response:
@@ -445,7 +498,9 @@ class KubeFake:
         obj["spec"]["replicas"] = patched["spec"]["replicas"]
         return web.json_response(_scale(obj))
 
-    async def _apply_patch(self, request: web.Request, resource: str, target: dict[str, Any]) -> dict[str, Any] | web.Response:
+    async def _apply_patch(
+        self, request: web.Request, resource: str, target: dict[str, Any]
+    ) -> dict[str, Any] | web.Response:
         content_type = request.headers.get("Content-Type", "")
         body = json.loads(await request.text())
         ns, name = request.match_info["ns"], request.match_info["name"]
@@ -456,7 +511,12 @@ class KubeFake:
             elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                 result = _merge(target, body)
             else:
-                return _status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+                return _status(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+                )
         except (KeyError, IndexError, ValueError) as exc:
             return _status(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
         if resource == "deployments":
@@ -474,14 +534,22 @@ class KubeFake:
         container = request.query.get("container")
         containers = [c["name"] for c in pod["spec"]["containers"]]
         if container is None and len(containers) > 1:
-            return _status(400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]")
+            return _status(
+                400,
+                "BadRequest",
+                f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]",
+            )
         previous = request.query.get("previous") == "true"
         text = self.logs.get((ns, name, container, previous)) or self.logs.get((ns, name, None, previous))
         if text is None and previous:
-            return _status(400, "BadRequest", f'previous terminated container "{container or containers[0]}" in pod "{name}" not found')
+            return _status(
+                400,
+                "BadRequest",
+                f'previous terminated container "{container or containers[0]}" in pod "{name}" not found',
+            )
         text = text or ""
         if tail := request.query.get("tailLines"):
-            text = "".join(text.splitlines(keepends=True)[-int(tail):])
+            text = "".join(text.splitlines(keepends=True)[-int(tail) :])
         if limit := request.query.get("limitBytes"):
             text = text.encode()[: int(limit)].decode(errors="ignore")
         return web.Response(text=text, content_type="text/plain")
@@ -512,15 +580,34 @@ def load_shop_scenario(kube: KubeFake, now: datetime | None = None) -> dict[str,
         updated=3,
         labels={"team": "payments-web", "service": "checkout"},
         conditions=[
-            _condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", rollout),
-            _condition("Progressing", "True", "ReplicaSetUpdated", 'ReplicaSet "checkout-7c9f8d6b5d" is progressing.', rollout),
+            _condition(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                rollout,
+            ),
+            _condition(
+                "Progressing", "True", "ReplicaSetUpdated", 'ReplicaSet "checkout-7c9f8d6b5d" is progressing.', rollout
+            ),
         ],
     )
     old_rs = kube.add_replicaset(
-        checkout, revision=6, image="shop/checkout:v2.0.3", created=now - timedelta(days=6), replicas=0, pod_template_hash="5b8d7c6f4a"
+        checkout,
+        revision=6,
+        image="shop/checkout:v2.0.3",
+        created=now - timedelta(days=6),
+        replicas=0,
+        pod_template_hash="5b8d7c6f4a",
     )
     new_rs = kube.add_replicaset(
-        checkout, revision=7, image="shop/checkout:v2.1.0", created=rollout, replicas=3, ready=0, pod_template_hash="7c9f8d6b5d"
+        checkout,
+        revision=7,
+        image="shop/checkout:v2.1.0",
+        created=rollout,
+        replicas=3,
+        ready=0,
+        pod_template_hash="7c9f8d6b5d",
     )
     old_rs["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "FEATURE_NEW_CART", "value": "false"}]
     new_pods = [
@@ -530,7 +617,10 @@ def load_shop_scenario(kube: KubeFake, now: datetime | None = None) -> dict[str,
             created=rollout + timedelta(seconds=5),
             ready=False,
             restarts=4,
-            waiting=("CrashLoopBackOff", f"back-off 40s restarting failed container=checkout pod=checkout-7c9f8d6b5d-{suffix}"),
+            waiting=(
+                "CrashLoopBackOff",
+                f"back-off 40s restarting failed container=checkout pod=checkout-7c9f8d6b5d-{suffix}",
+            ),
             last_terminated={
                 "exitCode": 1,
                 "reason": "Error",
@@ -542,7 +632,11 @@ def load_shop_scenario(kube: KubeFake, now: datetime | None = None) -> dict[str,
         for suffix in ("x2k9p", "m4n7q", "t8w1z")
     ]
     old_pod = kube.add_pod(
-        old_rs, name="checkout-5b8d7c6f4a-q9r2s", created=now - timedelta(days=6), ready=True, terminating_since=now - timedelta(seconds=20)
+        old_rs,
+        name="checkout-5b8d7c6f4a-q9r2s",
+        created=now - timedelta(days=6),
+        ready=True,
+        terminating_since=now - timedelta(seconds=20),
     )
     for pod in new_pods:
         kube.add_event(
@@ -552,9 +646,23 @@ def load_shop_scenario(kube: KubeFake, now: datetime | None = None) -> dict[str,
             last_seen=now - timedelta(seconds=30),
             count=9,
         )
-    kube.add_event(new_pods[0], reason="Unhealthy", message="Readiness probe failed: HTTP probe failed with statuscode: 503", last_seen=now - timedelta(minutes=1), count=3)
-    kube.add_event(checkout, reason="ScalingReplicaSet", message="Scaled up replica set checkout-7c9f8d6b5d to 3", last_seen=rollout, type="Normal")
-    kube.add_event(old_rs, reason="FailedCreate", message="old news: quota exceeded", last_seen=now - timedelta(hours=5), count=2)
+    kube.add_event(
+        new_pods[0],
+        reason="Unhealthy",
+        message="Readiness probe failed: HTTP probe failed with statuscode: 503",
+        last_seen=now - timedelta(minutes=1),
+        count=3,
+    )
+    kube.add_event(
+        checkout,
+        reason="ScalingReplicaSet",
+        message="Scaled up replica set checkout-7c9f8d6b5d to 3",
+        last_seen=rollout,
+        type="Normal",
+    )
+    kube.add_event(
+        old_rs, reason="FailedCreate", message="old news: quota exceeded", last_seen=now - timedelta(hours=5), count=2
+    )
     kube.set_logs(
         "shop",
         new_pods[0]["metadata"]["name"],
@@ -566,15 +674,27 @@ def load_shop_scenario(kube: KubeFake, now: datetime | None = None) -> dict[str,
     )
     kube.set_logs("shop", new_pods[0]["metadata"]["name"], "2024-05-01T10:01:00Z INFO starting checkout v2.1.0\n")
 
-    catalog = kube.add_deployment("shop", "catalog", image="shop/catalog:v1.4.2", replicas=2, revision=3, labels={"service": "catalog"})
-    catalog_rs = kube.add_replicaset(catalog, revision=3, image="shop/catalog:v1.4.2", created=now - timedelta(days=2), replicas=2)
+    catalog = kube.add_deployment(
+        "shop", "catalog", image="shop/catalog:v1.4.2", replicas=2, revision=3, labels={"service": "catalog"}
+    )
+    catalog_rs = kube.add_replicaset(
+        catalog, revision=3, image="shop/catalog:v1.4.2", created=now - timedelta(days=2), replicas=2
+    )
     for _ in range(2):
         kube.add_pod(catalog_rs, created=now - timedelta(days=2))
 
     ledger = kube.add_deployment("payments", "ledger", image="payments/ledger:v9", replicas=1, revision=1)
     kube.add_replicaset(ledger, revision=1, image="payments/ledger:v9", created=now - timedelta(days=9), replicas=1)
     kube.forbid("list", "pods", "payments")
-    return {"checkout": checkout, "old_rs": old_rs, "new_rs": new_rs, "new_pods": new_pods, "old_pod": old_pod, "catalog": catalog, "ledger": ledger}
+    return {
+        "checkout": checkout,
+        "old_rs": old_rs,
+        "new_rs": new_rs,
+        "new_pods": new_pods,
+        "old_pod": old_pod,
+        "catalog": catalog,
+        "ledger": ledger,
+    }
 
 
 # --- object helpers ------------------------------------------------------------------------
@@ -599,12 +719,26 @@ def _template(name: str, labels: dict[str, str], image: str) -> dict[str, Any]:
 
 
 def _condition(type: str, status: str, reason: str, message: str, at: datetime) -> dict[str, Any]:
-    return {"type": type, "status": status, "reason": reason, "message": message, "lastUpdateTime": ts(at), "lastTransitionTime": ts(at)}
+    return {
+        "type": type,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastUpdateTime": ts(at),
+        "lastTransitionTime": ts(at),
+    }
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _scale(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -620,7 +754,15 @@ def _scale(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     if details:
         body["details"] = {k: v for k, v in details.items() if v is not None}
     return web.json_response(body, status=code)
@@ -692,7 +834,8 @@ def _json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, 
         elif op["op"] == "remove":
             del node[key]
         elif op["op"] == "replace":
-            node[key]  # noqa: B018 - replace needs an existing target: KeyError/IndexError otherwise
+            if (isinstance(node, dict) and key not in node) or (isinstance(node, list) and not 0 <= key < len(node)):
+                raise KeyError(f"replace needs an existing target: {op['path']}")
             node[key] = copy.deepcopy(op["value"])
         elif op["op"] == "add" and isinstance(node, list):
             node.insert(len(node) if key == "-" else key, copy.deepcopy(op["value"]))

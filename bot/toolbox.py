@@ -1,0 +1,87 @@
+"""Builds every backend tool from settings and answers which are configured and reachable."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bot.config import ServiceConfig, Settings
+from tools.base import Backend, ServiceRef
+from tools.control_plane import ControlPlane
+from tools.cost import Cost
+from tools.kubernetes import Kubernetes
+from tools.logs import Logs
+from tools.metrics import Metrics
+
+
+@dataclass
+class Toolbox:
+    metrics: Metrics
+    logs: Logs
+    kubernetes: Kubernetes
+    cost: Cost
+    control_plane: ControlPlane
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Toolbox":
+        timeout = settings.tool_timeout
+        return cls(
+            metrics=Metrics(settings.prometheus_url, timeout=timeout),
+            logs=Logs(settings.loki_url, timeout=timeout),
+            kubernetes=Kubernetes(
+                kubeconfig=settings.kubeconfig,
+                context=settings.kube_context,
+                in_cluster=settings.kube_in_cluster,
+                enabled=settings.kubernetes_enabled,
+                timeout=timeout,
+            ),
+            cost=Cost(
+                region=settings.aws_region,
+                endpoint_url=settings.aws_endpoint_url,
+                enabled=settings.cost_enabled,
+                tag_key=settings.cost_tag_key,
+                timeout=max(timeout, 20.0),
+            ),
+            control_plane=ControlPlane(
+                settings.control_plane_url,
+                token_url=settings.control_plane_token_url,
+                client_id=settings.control_plane_client_id,
+                client_secret=(
+                    settings.control_plane_client_secret.get_secret_value()
+                    if settings.control_plane_client_secret
+                    else None
+                ),
+                timeout=timeout,
+            ),
+        )
+
+    def backends(self) -> list[Backend]:
+        return [self.metrics, self.logs, self.kubernetes, self.cost, self.control_plane]
+
+    async def check(self) -> dict[str, str]:
+        """Each backend: "ok", "not configured" or "error: …" (probed concurrently)."""
+
+        async def probe(backend: Backend) -> str:
+            if not backend.configured:
+                return "not configured"
+            result = await backend.ping()
+            return "ok" if result.ok else f"error: {result.error_text}"
+
+        states = await asyncio.gather(*(probe(b) for b in self.backends()))
+        return {backend.name: state for backend, state in zip(self.backends(), states)}
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(b.aclose() for b in self.backends()), return_exceptions=True)
+
+
+def service_ref(settings: Settings, service: ServiceConfig) -> ServiceRef:
+    """The tools' view of a catalog entry (defaults filled in)."""
+    full = settings.complete(service)
+    return ServiceRef(
+        name=full.name,
+        namespace=full.namespace or settings.defaults.namespace,
+        deployment=full.deployment or full.name,
+        log_selector=full.logs or "",
+        metric_templates=tuple(sorted(full.metrics.items())),
+        cost_tag=full.cost_tag or full.name,
+    )
