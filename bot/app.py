@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from bot.actions import Actions
 from bot.approvals import Approvals
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine
 from bot.ports import Notifier
 from bot.terminal import TerminalNotifier
-from sessions.store import ApprovalRecord, Store
+from bot.toolbox import Toolbox
+from sessions.store import Store
 
 log = logging.getLogger("srebot.app")
 
@@ -23,14 +25,16 @@ class Runtime:
         self.settings = settings
         self.store = Store(settings.database_url)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
+        self.toolbox = Toolbox.from_settings(settings)
         self.approvals = Approvals(
             self.store,
-            self._execute,
+            lambda approval: self.actions.execute(approval),
             approvers=settings.approvers,
             ttl_seconds=settings.defaults.approval_ttl_seconds,
             notifiers=self.notifiers,
         )
-        self.engine = DiagnosticEngine(settings)
+        self.actions = Actions(self.toolbox, self.approvals)
+        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions)
         self.dispatcher = Dispatcher(
             self.store,
             self.engine,
@@ -53,10 +57,8 @@ class Runtime:
     async def stop(self) -> None:
         await self.dispatcher.shutdown()
         await self.approvals.stop()
+        await self.toolbox.aclose()
         await self.store.close()
-
-    async def _execute(self, approval: ApprovalRecord) -> str:
-        raise RuntimeError(f"no executor for {approval.kind} actions is configured")
 
     async def checks(self, timeout: float = 3.0) -> dict[str, str]:
         """Reachability of the database and every backend: "ok", "not configured" or "error: …"."""
@@ -67,4 +69,5 @@ class Runtime:
             results["database"] = "ok"
         except Exception as exc:  # any failure means not ready; the text says which
             results["database"] = f"error: {exc.__class__.__name__}: {str(exc)[:200]}"
+        results.update(await self.toolbox.check())
         return results

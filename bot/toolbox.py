@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from bot.config import ServiceConfig, Settings
 from tools.base import Backend, ServiceRef
@@ -21,6 +22,7 @@ class Toolbox:
     kubernetes: Kubernetes
     cost: Cost
     control_plane: ControlPlane
+    _checked: tuple[float, dict[str, str]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Toolbox":
@@ -58,17 +60,27 @@ class Toolbox:
     def backends(self) -> list[Backend]:
         return [self.metrics, self.logs, self.kubernetes, self.cost, self.control_plane]
 
-    async def check(self) -> dict[str, str]:
-        """Each backend: "ok", "not configured" or "error: …" (probed concurrently)."""
+    async def check(self, *, timeout: float = 3.0, max_age: float = 30.0) -> dict[str, str]:
+        """Each backend: "ok", "not configured" or "error: …", probed concurrently. Results are kept for
+        `max_age` seconds so frequent readiness probes do not load (or bill) the backends."""
+        now = time.monotonic()
+        if self._checked is not None and now - self._checked[0] < max_age:
+            return dict(self._checked[1])
 
         async def probe(backend: Backend) -> str:
             if not backend.configured:
                 return "not configured"
-            result = await backend.ping()
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await backend.ping()
+            except TimeoutError:
+                return f"error: no answer within {timeout:g} s"
             return "ok" if result.ok else f"error: {result.error_text}"
 
         states = await asyncio.gather(*(probe(b) for b in self.backends()))
-        return {backend.name: state for backend, state in zip(self.backends(), states)}
+        results = {backend.name: state for backend, state in zip(self.backends(), states)}
+        self._checked = (now, results)
+        return dict(results)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(b.aclose() for b in self.backends()), return_exceptions=True)

@@ -99,7 +99,7 @@ def http_error(response: httpx.Response, what: str) -> ToolError:
     status = response.status_code
     detail = _error_detail(response)
     message = f"{what}: HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 400 or status == 422:
+    if status in (400, 409, 422):  # a conflict (e.g. already acknowledged) does not go away on retry
         return ToolError(ErrorCode.BAD_QUERY, message)
     if status == 401:
         return ToolError(ErrorCode.UNAUTHORIZED, message)
@@ -182,6 +182,13 @@ class Backend:
     def not_configured_reason(self) -> str:
         return f"{self.name} is not configured"
 
+    async def ping(self) -> ToolResult[str]:
+        """A cheap read that proves the configuration and the backend (for `srebot check` and /readyz)."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections; the backend may be used again afterwards."""
+
     async def run(
         self,
         op: str,
@@ -189,9 +196,21 @@ class Backend:
         *,
         key: Hashable | None = None,
         timeout: float | None = None,
+        write: bool = False,
     ) -> ToolResult[T]:
         """Run `fn` as operation `op`. With a `key`, identical concurrent calls share one backend call
-        and a success is cached for the backend's TTL."""
+        and a success is cached for the backend's TTL. A `write` runs exactly once: a retried write
+        could act twice, and a cached one would not act at all."""
+        result = await self._run(op, fn, None if write else key, timeout, 1 if write else self.attempts)
+        # Notes travel inside the data, so that a cached answer still says what it left out.
+        notes = getattr(result.data, "notes", None)
+        if isinstance(notes, list):
+            result.notes.extend(notes)
+        return result
+
+    async def _run(
+        self, op: str, fn: Callable[[], Awaitable[T]], key: Hashable | None, timeout: float | None, attempts: int
+    ) -> ToolResult[T]:
         tool = f"{self.name}.{op}"
         started = time.perf_counter()
         if not self.configured:
@@ -214,7 +233,7 @@ class Backend:
             future = asyncio.get_running_loop().create_future()
             self._inflight[cache_key] = future
         try:
-            data = await self._attempts(tool, fn, timeout or self.timeout)
+            data = await self._attempts(tool, fn, timeout or self.timeout, attempts)
         except ToolError as exc:
             elapsed = _ms(started)
             TOOL_CALLS.labels(tool, exc.code.value).inc()
@@ -224,7 +243,7 @@ class Backend:
                 future.set_exception(exc)
                 future.exception()  # mark retrieved: nobody else may be waiting
             return ToolResult(tool, error=exc, ms=elapsed)
-        except BaseException as exc:  # cancellation: waiters must not hang on a future nobody completes
+        except BaseException:  # cancellation: waiters must not hang on a future nobody completes
             if future is not None:
                 future.cancel()
             raise
@@ -242,9 +261,9 @@ class Backend:
             future.set_result(data)
         return ToolResult(tool, data=data, ms=elapsed)
 
-    async def _attempts(self, tool: str, fn: Callable[[], Awaitable[T]], timeout: float) -> T:
+    async def _attempts(self, tool: str, fn: Callable[[], Awaitable[T]], timeout: float, attempts: int) -> T:
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(1, self.attempts)),
+            stop=stop_after_attempt(max(1, attempts)),
             wait=_wait_honouring_retry_after(self.backoff),
             retry=retry_if_exception(lambda e: isinstance(e, ToolError) and e.retryable),
             reraise=True,
@@ -260,6 +279,37 @@ class Backend:
                 except Exception as exc:
                     raise exception_error(exc, tool) from exc
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+
+
+class HttpBackend(Backend):
+    """A backend spoken to over HTTP at one base URL, through one pooled client."""
+
+    def __init__(self, url: str | None, *, api_prefix: str = "", **options: Any):
+        super().__init__(**options)
+        self.url = url.rstrip("/") if url else None
+        self._api_prefix = api_prefix
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None
+
+    def _http(self) -> httpx.AsyncClient:
+        # One pooled client: a diagnosis fires a burst of requests at the same server.
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=f"{self.url}{self._api_prefix}", timeout=self.timeout)
+        return self._client
+
+    async def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        response = await self._http().get(path, params=params)
+        if response.status_code >= 400:
+            raise http_error(response, f"{self.name} {path}")
+        return response.json()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def _wait_honouring_retry_after(backoff: float) -> Callable[[Any], float]:

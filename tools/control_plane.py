@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.base import Backend, ErrorCode, ToolError, ToolResult, http_error
+from tools.base import ErrorCode, HttpBackend, ToolError, ToolResult, http_error
 from tools.redact import redact_data
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ class Listing(BaseModel, Generic[T]):
     notes: list[str] = Field(default_factory=list)
 
 
-class ControlPlane(Backend):
+class ControlPlane(HttpBackend):
     """Bearer tokens come from the OAuth2 client-credentials grant at `token_url`; without a
     `token_url` requests carry no token (a control plane without auth, e.g. local)."""
 
@@ -148,17 +148,14 @@ class ControlPlane(Backend):
         max_pages: int = 5,
         page_size: int = 100,
     ):
-        super().__init__(timeout=timeout, attempts=attempts, backoff=backoff, cache_ttl=cache_ttl)
-        self.url = url.rstrip("/") if url else None
+        super().__init__(
+            url, api_prefix="/api/v1", timeout=timeout, attempts=attempts, backoff=backoff, cache_ttl=cache_ttl
+        )
         self.token_url = token_url
         self.client_id = client_id
         self.client_secret = client_secret
         self.max_pages = max_pages
         self.page_size = page_size
-        # A retried write could act twice, and a cached one would not act at all.
-        self._writes = Backend(timeout=timeout, attempts=1, cache_ttl=0)
-        self._writes.name = self.name
-        self._client: httpx.AsyncClient | None = None
         self._token: str | None = None
         self._token_renew_at = 0.0
         self._token_lock = asyncio.Lock()
@@ -171,11 +168,6 @@ class ControlPlane(Backend):
         if self.url is None:
             return "control plane is not configured (CONTROL_PLANE_URL)"
         return "control plane token URL is set but the client id or secret is missing"
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -204,7 +196,7 @@ class ControlPlane(Backend):
                 incidents = [i for i in incidents if _mentions(service, _incident_texts(i))]
             return Listing(items=incidents, total=len(incidents), notes=new_notes + acked_notes)
 
-        return _with_notes(await self.run("open_incidents", fetch, key=(service,)))
+        return await self.run("open_incidents", fetch, key=(service,))
 
     async def firing_alerts(self, service: str | None = None) -> ToolResult[Listing[Alert]]:
         """Firing alerts, those about `service` (resource, name or message) when given."""
@@ -216,14 +208,14 @@ class ControlPlane(Backend):
                 alerts = [a for a in alerts if _mentions(service, [a.resource_name, a.name, a.message])]
             return Listing(items=alerts, total=len(alerts))
 
-        return _with_notes(await self.run("firing_alerts", fetch, key=(service,)))
+        return await self.run("firing_alerts", fetch, key=(service,))
 
     async def resources(self, search: str) -> ToolResult[Listing[Resource]]:
         async def fetch() -> Listing[Resource]:
             items, notes = await self._paged("/resources", {"search": search}, "resources")
             return Listing(items=[Resource.model_validate(r) for r in items], total=len(items), notes=notes)
 
-        return _with_notes(await self.run("resources", fetch, key=(search,)))
+        return await self.run("resources", fetch, key=(search,))
 
     async def audit_logs(self, service: str, since: datetime, until: datetime) -> ToolResult[Listing[AuditLog]]:
         """What was done to `service` (by resource name) between `since` and `until`, newest first:
@@ -238,7 +230,7 @@ class ControlPlane(Backend):
             )
             return Listing(items=entries, total=len(entries), notes=notes)
 
-        return _with_notes(await self.run("audit_logs", fetch, key=(service, since, until)))
+        return await self.run("audit_logs", fetch, key=(service, since, until))
 
     async def scripts(self, category: str | None = None) -> ToolResult[Listing[Script]]:
         async def fetch() -> Listing[Script]:
@@ -268,7 +260,7 @@ class ControlPlane(Backend):
             response = await self._request("POST", path, json={"acknowledged_by": by, "comment": comment})
             return Incident.model_validate(redact_data(response.json()))
 
-        return await self._writes.run("acknowledge_incident", post)
+        return await self.run("acknowledge_incident", post, write=True)
 
     async def comment_incident(self, incident_id: str, comment: str) -> ToolResult[None]:
         """Add a comment to an incident. Only called after approval."""
@@ -276,7 +268,7 @@ class ControlPlane(Backend):
         async def post() -> None:
             await self._request("POST", f"/incidents/{quote(incident_id, safe='')}/comments", json={"comment": comment})
 
-        return await self._writes.run("comment_incident", post)
+        return await self.run("comment_incident", post, write=True)
 
     async def execute_automation(
         self, script_id: str, parameters: dict[str, Any], target_resources: list[str], dry_run: bool = False
@@ -293,14 +285,9 @@ class ControlPlane(Backend):
             response = await self._request("POST", "/automation/execute", json=body)
             return ExecutionStarted.model_validate(response.json())
 
-        return await self._writes.run("execute_automation", post)
+        return await self.run("execute_automation", post, write=True)
 
     # --- HTTP and auth ---------------------------------------------------------------------
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=f"{self.url}/api/v1", timeout=self.timeout)
-        return self._client
 
     async def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         body = (await self._request("GET", path, params=params)).json()
@@ -323,17 +310,13 @@ class ControlPlane(Backend):
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One API call with a bearer token; a 401 renews the token once and repeats the call once."""
-        if not self.configured:  # writes run outside self.run(), which checks this for reads
-            raise ToolError(ErrorCode.NOT_CONFIGURED, self.not_configured_reason())
         token = await self._bearer()
         response = await self._send(method, path, token, **kwargs)
         if response.status_code == 401 and token is not None:
             token = await self._bearer(stale=token)
             response = await self._send(method, path, token, **kwargs)
         if response.status_code >= 400:
-            error = http_error(response, f"control plane {method} {path}")
-            # a conflict (e.g. acknowledging an acknowledged incident) does not go away on retry
-            raise ToolError(ErrorCode.BAD_QUERY, error.message) if response.status_code == 409 else error
+            raise http_error(response, f"control plane {method} {path}")
         return response
 
     async def _send(self, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
@@ -381,13 +364,6 @@ def _oauth_error(response: httpx.Response) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("error_description"), str):
         return f"{body.get('error')}: {body['error_description']}"
     return None
-
-
-def _with_notes(result: ToolResult[Listing[T]]) -> ToolResult[Listing[T]]:
-    # Notes travel inside the data so that a cached answer still says what it left out.
-    if result.data is not None:
-        result.notes.extend(result.data.notes)
-    return result
 
 
 def _mentions(service: str, texts: list[Any]) -> bool:

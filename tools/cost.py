@@ -160,7 +160,8 @@ class Cost(Backend):
             usage = await self._usage(today - timedelta(days=1), today)
             return f"Cost Explorer: yesterday {sum(a for _, _, a in usage.entries):.2f} {usage.currency}"
 
-        return await self.run("ping", fetch)
+        # cached like every cost read: /readyz and `srebot check` must not run up the Cost Explorer bill
+        return await self.run("ping", fetch, key=())
 
     async def cost_by(
         self,
@@ -210,7 +211,7 @@ class Cost(Backend):
                 notes=notes,
             )
 
-        return _with_notes(await self.run("cost_by", fetch, key=(period_days, group_by, key_name, today)))
+        return await self.run("cost_by", fetch, key=(period_days, group_by, key_name, today))
 
     async def service_cost(
         self, tag_value: str, period_days: int = 7, tag_key: str | None = None, *, now: datetime | None = None
@@ -237,7 +238,7 @@ class Cost(Backend):
                 notes=usage.notes,
             )
 
-        return _with_notes(await self.run("service_cost", fetch, key=(tag_value, period_days, key_name, today)))
+        return await self.run("service_cost", fetch, key=(tag_value, period_days, key_name, today))
 
     async def forecast(self, period_days: int = 30, *, now: datetime | None = None) -> ToolResult[CostForecast]:
         """Spend of the next `period_days` days: Cost Explorer's forecast, or, when that fails, a projection
@@ -354,13 +355,6 @@ class Cost(Backend):
 
 
 R = TypeVar("R", CostReport, ServiceCost)
-
-
-def _with_notes(result: ToolResult[R]) -> ToolResult[R]:
-    # Notes travel inside the data so that a cached answer still says what it left out.
-    if result.data is not None:
-        result.notes.extend(result.data.notes)
-    return result
 
 
 def _client_error(exc: ClientError) -> ToolError:

@@ -176,9 +176,6 @@ class Kubernetes(Backend):
         self.max_events = max_events
         self.max_log_lines = max_log_lines
         self.max_log_chars = max_log_chars
-        # A retried write could act twice, and a cached one would not act at all.
-        self._writes = Backend(timeout=timeout, attempts=1, cache_ttl=0)
-        self._writes.name = self.name
         self._api_client: client.ApiClient | None = None
         self._connect_lock = asyncio.Lock()
 
@@ -210,15 +207,11 @@ class Kubernetes(Backend):
         self, namespace: str, name: str, *, window_seconds: int = 900
     ) -> ToolResult[DeploymentReport]:
         """Replicas and conditions, current and previous rollout, pods and Warning events of the window."""
-        result = await self.run(
+        return await self.run(
             "deployment_status",
             lambda: self._deployment_status(namespace, name, window_seconds),
             key=(namespace, name, window_seconds),
         )
-        # Notes travel inside the data so that a cached answer still says what it left out.
-        if result.data is not None:
-            result.notes.extend(result.data.notes)
-        return result
 
     async def pod_logs(
         self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail_lines: int = 100
@@ -302,7 +295,7 @@ class Kubernetes(Backend):
             )
             return Restarted(namespace, name, at)
 
-        return await self._writes.run("restart", patch)
+        return await self.run("restart", patch, write=True)
 
     async def scale(self, namespace: str, name: str, replicas: int) -> ToolResult[ScaleChange]:
         """Set the replica count through the scale subresource. Only called after approval."""
@@ -325,7 +318,7 @@ class Kubernetes(Backend):
             )
             return ScaleChange(namespace, name, before.spec.replicas or 0, after.spec.replicas or 0)
 
-        return await self._writes.run("scale", patch)
+        return await self.run("scale", patch, write=True)
 
     async def rollback(self, namespace: str, name: str) -> ToolResult[RollbackPlan]:
         """Put back the previous ReplicaSet's pod template, as `kubectl rollout undo` does. Only called after approval.
@@ -349,7 +342,7 @@ class Kubernetes(Backend):
             )
             return plan
 
-        return await self._writes.run("rollback", patch)
+        return await self.run("rollback", patch, write=True)
 
     # --- internals -------------------------------------------------------------------------
 

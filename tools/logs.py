@@ -6,9 +6,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import httpx
 
-from tools.base import Backend, ErrorCode, ServiceRef, ToolError, ToolResult, bound_list, http_error
+from tools.base import ErrorCode, HttpBackend, ServiceRef, ToolError, ToolResult, bound_list, http_error
 from tools.redact import redact
 
 _ERROR_WORDS = r"(?i)(error|exception|fatal|panic|fail|timeout|timed out|refused|\b5\d\d\b)"
@@ -85,7 +84,7 @@ class LogLine:
     level: str
 
 
-class Logs(Backend):
+class Logs(HttpBackend):
     name = "logs"
 
     def __init__(
@@ -97,25 +96,17 @@ class Logs(Backend):
         cache_ttl: float = 15.0,
         limit: int = 2000,
     ):
-        super().__init__(timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
-        self.url = url.rstrip("/") if url else None
+        super().__init__(url, timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
         self.limit = limit
-        self._client: httpx.AsyncClient | None = None
 
-    @property
-    def configured(self) -> bool:
-        return self.url is not None
+    async def ping(self) -> ToolResult[str]:
+        """Loki's label API: cheap, and it needs a working querier (unlike /ready on some setups)."""
 
-    def _http(self) -> httpx.AsyncClient:
-        # One pooled client: a diagnosis and the people asking during an incident hit the same server.
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.url or "", timeout=self.timeout)
-        return self._client
+        async def fetch() -> str:
+            await self._get_json("/loki/api/v1/labels")
+            return "label API answers"
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        return await self.run("ping", fetch)
 
     async def error_patterns(
         self, service: ServiceRef, window_seconds: float, *, now: datetime | None = None, top: int = 10
@@ -154,11 +145,7 @@ class Logs(Backend):
                 )
             return LogReport(query, start, end, len(entries), limit_hit, patterns, notes)
 
-        result = await self.run("error_patterns", fetch, key=(query, window_seconds, now, top))
-        if result.data is not None:
-            # Notes live in the report, so that a cached answer still says what it left out.
-            result.notes.extend(result.data.notes)
-        return result
+        return await self.run("error_patterns", fetch, key=(query, window_seconds, now, top))
 
     async def tail(
         self, selector: str, window_seconds: float, limit: int = 100, *, now: datetime | None = None

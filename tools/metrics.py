@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 
 from tools.base import (
-    Backend,
+    HttpBackend,
     ErrorCode,
     ServiceRef,
     ToolError,
@@ -114,7 +113,7 @@ class Signal:
     error: str | None = None  # why this signal has no value when its query failed
 
 
-class Metrics(Backend):
+class Metrics(HttpBackend):
     name = "metrics"
 
     def __init__(
@@ -127,26 +126,18 @@ class Metrics(Backend):
         max_series: int = 50,
         max_points: int = 500,
     ):
-        super().__init__(timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
-        self.url = url.rstrip("/") if url else None
+        super().__init__(url, timeout=timeout, attempts=attempts, cache_ttl=cache_ttl)
         self.max_series = max_series
         self.max_points = max_points
-        self._client: httpx.AsyncClient | None = None
 
-    @property
-    def configured(self) -> bool:
-        return self.url is not None
+    async def ping(self) -> ToolResult[str]:
+        """A trivial instant query: works the same on Prometheus and VictoriaMetrics."""
 
-    def _http(self) -> httpx.AsyncClient:
-        # One pooled client: a diagnosis fires a burst of queries at the same server.
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.url or "", timeout=self.timeout)
-        return self._client
+        async def fetch() -> str:
+            await self._api("query", {"query": "vector(1)"})
+            return "query API answers"
 
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        return await self.run("ping", fetch)
 
     async def query(self, promql: str, *, time: datetime | None = None) -> ToolResult[QueryResult]:
         """An instant query; `time` defaults to the server's now."""
@@ -154,7 +145,7 @@ class Metrics(Backend):
         async def fetch() -> QueryResult:
             return self._bounded(promql, await self._api("query", _params(query=promql, time=time)))
 
-        return _with_notes(await self.run("query", fetch, key=(promql, time)))
+        return await self.run("query", fetch, key=(promql, time))
 
     async def query_range(
         self, promql: str, start: datetime, end: datetime, step: float | str
@@ -165,7 +156,7 @@ class Metrics(Backend):
             body = await self._api("query_range", _params(query=promql, start=start, end=end, step=step))
             return self._bounded(promql, body)
 
-        return _with_notes(await self.run("query_range", fetch, key=(promql, start, end, step)))
+        return await self.run("query_range", fetch, key=(promql, start, end, step))
 
     async def golden_signals(
         self,
@@ -288,13 +279,6 @@ def _params(**values: datetime | float | str | None) -> dict[str, str]:
         for key, value in values.items()
         if value is not None
     }
-
-
-def _with_notes(result: ToolResult[QueryResult]) -> ToolResult[QueryResult]:
-    # Notes travel inside the data so that a cached answer still says what it left out.
-    if result.data is not None:
-        result.notes.extend(result.data.notes)
-    return result
 
 
 def _parse(body: dict[str, Any]) -> list[Series]:

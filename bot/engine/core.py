@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from bot.answer import Answer, ToolStatus
+from bot.actions import Actions
 from bot.config import Settings
+from bot.toolbox import Toolbox
 from bot.engine.base import Engine
 from bot.engine.intents import HELP_TEXT, parse
 from bot.ports import Progress, Request
@@ -13,8 +15,10 @@ TOOL_NAMES = ("metrics", "logs", "kubernetes", "cost", "control_plane")
 
 
 class DiagnosticEngine(Engine):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, toolbox: Toolbox, actions: Actions):
         self.settings = settings
+        self.toolbox = toolbox
+        self.actions = actions
 
     def acknowledgement(self, text: str, current_service: str | None) -> str:
         parsed = parse(text)
