@@ -1,0 +1,31 @@
+"""Slack for srebot (DESIGN 3.5): a Bolt AsyncApp over HTTP (`mount_slack`) and Socket Mode (`start_socket_mode`).
+
+Modules:
+- `app`: wires Bolt to POST /slack/events and to Socket Mode, verifies, counts and acks before any work.
+- `intake`: turns acknowledged events, `/sre` commands and button clicks into requests and decisions.
+- `commands`: parses the text of `/sre` into a subcommand or the help text.
+- `port`: delivers into threads (the ReplyPort of a request, the Notifier of the process).
+- `blocks`: renders answers, messages and approvals as Block Kit within Slack's limits.
+
+Choices worth knowing:
+- Every request is acknowledged before any database, engine or backend work: listeners only classify
+  in memory and hand off to a task; event dedupe (`claim_event`) runs in that task, after the ack.
+- Redeliveries with `X-Slack-Retry-Num` > 0 (Socket Mode: `retry_attempt`) are acked and dropped;
+  a repeated `event_id` and the second copy of a channel mention (app_mention + message, one
+  `channel`+`ts`, claimed as `msg:{channel}:{ts}`) are dropped through the database.
+- `/sre diagnose checkout` answers "On it…" privately at once, posts "@user asked: …" in the channel
+  and runs the request in that message's thread. `/sre status` is answered privately
+  (chat.postEphemeral). `/sre cancel` cancels the newest request that `/sre` started in the same
+  channel and that this process still has in flight (Slack sends no thread with a slash command;
+  cancel is per process in the dispatcher anyway). In a thread, "cancel" as a message does the same
+  for that thread's own request.
+"""
+
+from integrations.slack.app import (
+    SLACK,
+    SlackIntegration,
+    mount_slack,
+    start_socket_mode,
+)
+
+__all__ = ["SLACK", "SlackIntegration", "mount_slack", "start_socket_mode"]

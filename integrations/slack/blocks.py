@@ -1,0 +1,338 @@
+"""Block Kit rendering of answers, plain messages and approvals, split to fit Slack's message limits."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.answer import SEVERITY_RANK, Answer
+from bot.render import ICON, headline, to_text, tools_line
+from sessions.store import ApprovalRecord
+
+# Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): 3,000 characters in a section's
+# text, 50 blocks and 40,000 characters of `text` in one message, 150 in a header, 2,000 in a context element.
+SECTION_LIMIT = 3_000
+BLOCKS_PER_MESSAGE = 50
+TEXT_LIMIT = 40_000
+HEADER_LIMIT = 150
+CONTEXT_LIMIT = 2_000
+# Our own budgets, well inside those: Slack counts some characters (emoji) as two, and a reader
+# scrolls past a wall of text; beyond MAX_MESSAGES the whole answer is attached as a file snippet.
+SECTION_CHARS = 2_900
+MESSAGE_CHARS = 12_000
+MAX_MESSAGES = 4
+FALLBACK_CHARS = 3_000
+
+STATUS_LINE = {
+    "approved": "✅ Approved by {who} {when} · running…",
+    "executed": "✅ Approved by {who} {when} · {result}",
+    "failed": "❌ Approved by {who} {when} · failed: {result}",
+    "rejected": "🚫 Rejected by {who} {when} · nothing was changed",
+    "expired": "⌛ Expired {when} without a decision · nothing was changed",
+}
+THREAD_OUTCOME = {
+    "executed": "✅ {action} done (approved by {who}): {result}",
+    "failed": "❌ {action} failed (approved by {who}): {result}",
+    "rejected": "🚫 {action} was rejected by {who}; nothing was changed.",
+    "expired": "⌛ {action} expired without a decision; nothing was changed.",
+}
+
+
+@dataclass
+class SlackMessage:
+    """One chat.postMessage / chat.update worth of content."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+
+@dataclass
+class Rendered:
+    """What to send for one answer or message: the messages, and the whole output as a file snippet
+    when it would take more than MAX_MESSAGES messages (then `messages` is a shortened first page)."""
+
+    messages: list[SlackMessage]
+    snippet: str | None = None
+    snippet_name: str = "srebot-answer.txt"
+    title: str = "srebot answer"
+    pages: list[SlackMessage] = field(default_factory=list)  # every page, for when the upload fails
+
+
+# --- text helpers ----------------------------------------------------------------------------------
+def escape(text: str) -> str:
+    """Slack's mrkdwn control characters, so user and tool text cannot mention or link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def trim(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def who(user: str | None) -> str:
+    """A Slack user id as a mention; any other id (terminal name) as plain text."""
+    if not user:
+        return "someone"
+    return f"<@{user}>" if re.fullmatch(r"[UW][A-Z0-9]{2,}", user) else escape(user)
+
+
+def _split_long(line: str, limit: int) -> list[str]:
+    """A line longer than `limit` in pieces, preferring spaces and never cutting an &amp; entity."""
+    pieces = []
+    while len(line) > limit:
+        cut = line.rfind(" ", limit // 2, limit)
+        if cut <= 0:
+            cut = limit
+        amp = line.rfind("&", max(0, cut - 5), cut)
+        if amp > 0 and ";" not in line[amp:cut]:
+            cut = amp
+        pieces.append(line[:cut])
+        line = line[cut:]
+    pieces.append(line)
+    return pieces
+
+
+def pack(lines: list[str], limit: int = SECTION_CHARS) -> list[str]:
+    """Join lines into chunks of at most `limit` characters, keeping lines whole where they fit."""
+    chunks: list[str] = []
+    current = ""
+    for line in lines:
+        for piece in _split_long(line, limit):
+            candidate = f"{current}\n{piece}" if current else piece
+            if len(candidate) <= limit:
+                current = candidate
+            else:
+                chunks.append(current)
+                current = piece
+    if current.strip():
+        chunks.append(current)
+    return chunks
+
+
+# --- blocks ----------------------------------------------------------------------------------------
+DIVIDER: dict[str, Any] = {"type": "divider"}
+
+
+def sections(lines: list[str]) -> list[dict[str, Any]]:
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}} for chunk in pack(lines)]
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": trim(text, HEADER_LIMIT), "emoji": True}}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    elements = [{"type": "mrkdwn", "text": trim(t, CONTEXT_LIMIT)} for t in texts if t][:10]
+    return {"type": "context", "elements": elements}
+
+
+def _size(block: dict[str, Any]) -> int:
+    return len(json.dumps(block, ensure_ascii=False))
+
+
+def paginate(blocks: list[dict[str, Any]], first_text: str, label: str) -> list[SlackMessage]:
+    """Blocks in messages of at most 50 blocks and MESSAGE_CHARS; the first carries the notification text."""
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for block in blocks:
+        if block is DIVIDER and not pages[-1]:
+            continue
+        n = _size(block)
+        if pages[-1] and (len(pages[-1]) >= BLOCKS_PER_MESSAGE or size + n > MESSAGE_CHARS):
+            if pages[-1][-1] is DIVIDER:
+                pages[-1].pop()
+            pages.append([])
+            size = 0
+            if block is DIVIDER:
+                continue
+        pages[-1].append(block)
+        size += n
+    total = len(pages)
+    return [
+        SlackMessage(text=first_text if i == 0 else f"{label} (part {i + 1}/{total})", blocks=page)
+        for i, page in enumerate(pages)
+    ]
+
+
+def _fallback(plain: str) -> str:
+    return trim(escape(plain), FALLBACK_CHARS)
+
+
+def _finish(pages: list[SlackMessage], full_text: str, label: str, note: str, name: str) -> Rendered:
+    """Pages as they are when few enough; else a shortened first page and the whole text as a file."""
+    if len(pages) <= MAX_MESSAGES:
+        return Rendered(messages=pages, pages=pages)
+    first = list(pages[0].blocks)
+    closing = [sections([f"_{note}_"])[0]]
+    last = pages[-1].blocks[-1]
+    if last.get("type") == "context":
+        closing.append(last)
+    budget = MESSAGE_CHARS - sum(_size(b) for b in closing)
+    while first and (len(first) + len(closing) > BLOCKS_PER_MESSAGE or sum(_size(b) for b in first) > budget):
+        first.pop()
+    head = SlackMessage(text=pages[0].text, blocks=first + closing)
+    return Rendered(messages=[head], snippet=full_text, snippet_name=name, title=label, pages=pages)
+
+
+# --- answers and messages --------------------------------------------------------------------------
+def answer_blocks(answer: Answer) -> list[dict[str, Any]]:
+    answer = answer.ranked()
+    title = headline(answer) if answer.status == "completed" else f"{headline(answer)} · {answer.status}"
+    blocks: list[dict[str, Any]] = [header(title)]
+    blocks += sections([escape(line) for line in answer.summary.splitlines()])
+    for severity in SEVERITY_RANK:
+        found = [f for f in answer.findings if f.severity == severity]
+        if not found:
+            continue
+        lines = [f"*{ICON[severity]} {severity.capitalize()} ({len(found)})*"]
+        for finding in found:
+            lines.append(f"• *{escape(finding.title)}*  _{finding.source}_")
+            if finding.evidence:
+                lines += [f">{escape(line)}" for line in finding.evidence.splitlines()]
+        blocks += [DIVIDER, *sections(lines)]
+    if answer.ruled_out:
+        lines = ["*Ruled out*"] + [f"• *{escape(r.cause)}* — {escape(r.why)}" for r in answer.ruled_out]
+        blocks += [DIVIDER, *sections(lines)]
+    if answer.recommendations:
+        lines = ["*Recommended*"]
+        for rec in answer.recommendations:
+            note = "  _(approval requested below)_" if rec.approval_id else ""
+            lines.append(f"→ {escape(rec.title)}{note}")
+        blocks += [DIVIDER, *sections(lines)]
+    if answer.links:
+        lines = ["*Links*"] + [f"• <{_url(link.url)}|{escape(link.title).replace('|', '¦')}>" for link in answer.links]
+        blocks += sections(lines)
+    meta = []
+    if answer.status != "completed" or answer.confidence:
+        meta.append(f"confidence {answer.confidence:.0%}")
+    meta.append(f"{answer.elapsed_ms:.0f} ms")
+    if answer.request_id:
+        meta.append(f"request {answer.request_id}")
+    tools = tools_line(answer)
+    blocks.append(context(*([f"tools: {escape(tools)}"] if tools else []), " · ".join(meta)))
+    return blocks
+
+
+def _url(url: str) -> str:
+    return url.replace(" ", "%20").replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
+
+
+def render_answer(answer: Answer) -> Rendered:
+    label = headline(answer)
+    full = to_text(answer)
+    pages = paginate(answer_blocks(answer), _fallback(full), label)
+    note = (
+        f"The whole answer ({len(answer.findings)} findings) is too long for Slack messages; "
+        "it is attached below as a file."
+    )
+    name = f"srebot-{answer.request_id or 'answer'}.txt"
+    return _finish(pages, full, label, note, name)
+
+
+def render_mrkdwn(mrkdwn: str, plain: str | None = None, *, snippet: bool = True) -> Rendered:
+    """Text that is already Slack mrkdwn (mentions allowed); `plain` is the notification / file text."""
+    plain = plain if plain is not None else mrkdwn
+    label = trim(plain.split("\n", 1)[0], 60) or "srebot"
+    pages = paginate(sections(mrkdwn.splitlines() or [" "]), trim(mrkdwn, FALLBACK_CHARS), label)
+    if not snippet:
+        return Rendered(messages=pages, pages=pages)
+    return _finish(pages, plain, label, "This message is too long for Slack; it is attached below as a file.",
+                   "srebot-message.txt")
+
+
+def render_text(text: str, *, snippet: bool = True) -> Rendered:
+    """A plain message from the core (escaped, so it cannot mention anyone)."""
+    return render_mrkdwn(escape(text), text, snippet=snippet)
+
+
+def render(message: Answer | str) -> Rendered:
+    return render_answer(message) if isinstance(message, Answer) else render_text(message)
+
+
+def placeholder(text: str) -> SlackMessage:
+    return SlackMessage(text=_fallback(text), blocks=[context(f":hourglass_flowing_sand: {escape(text)}")])
+
+
+# --- approvals -------------------------------------------------------------------------------------
+def _approval_body(approval: ApprovalRecord, title: str) -> list[dict[str, Any]]:
+    what = f"*{escape(approval.kind)}* `{escape(approval.target)}`"
+    if approval.params:
+        what += " " + ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in approval.params.items())
+    lines = [f"{title} — {what}", *(escape(line) for line in approval.description.splitlines())]
+    return sections(lines)
+
+
+def approval_request(approval: ApprovalRecord) -> SlackMessage:
+    """The approval message: exactly what will change, who asked, until when, and the two buttons."""
+    blocks = _approval_body(approval, ":raised_hand: *Approval needed*")
+    blocks.append(
+        context(
+            f"Requested by {who(approval.requester)} · expires {approval.expires_at:%H:%M} UTC · "
+            f"`{approval.id}` · someone other than the requester must approve"
+        )
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": "approval",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approval_approve",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "style": "primary",
+                    "value": approval.id,
+                    "confirm": {
+                        "title": {"type": "plain_text", "text": "Approve this action?"},
+                        "text": {"type": "mrkdwn", "text": trim(escape(approval.description), 300)},
+                        "confirm": {"type": "plain_text", "text": "Approve"},
+                        "deny": {"type": "plain_text", "text": "Cancel"},
+                    },
+                },
+                {
+                    "type": "button",
+                    "action_id": "approval_reject",
+                    "text": {"type": "plain_text", "text": "Reject"},
+                    "style": "danger",
+                    "value": approval.id,
+                },
+            ],
+        }
+    )
+    return SlackMessage(text=_fallback(f"Approval needed: {approval.description}"), blocks=blocks)
+
+
+def approval_status_line(approval: ApprovalRecord) -> str:
+    """"Approved by <@U2> 10:51 UTC · rollout restarted", and the like for every status."""
+    template = STATUS_LINE.get(approval.status, "{status}")
+    moment = approval.decided_at or approval.finished_at
+    return template.format(
+        who=who(approval.decided_by),
+        when=f"{moment:%H:%M} UTC" if moment else "",
+        result=escape(approval.result or "done"),
+        status=approval.status,
+    )
+
+
+def approval_decided(approval: ApprovalRecord) -> SlackMessage:
+    """The approval message after a decision: buttons gone, the outcome said."""
+    line = approval_status_line(approval)
+    blocks = _approval_body(approval, "*Approval*")
+    blocks.append(context(f"{line} · `{approval.id}`"))
+    return SlackMessage(text=_fallback(f"{approval.description}: {line}"), blocks=blocks)
+
+
+def approval_outcome(approval: ApprovalRecord) -> str | None:
+    """The line posted in the thread once an approval is final; None while it is not."""
+    template = THREAD_OUTCOME.get(approval.status)
+    if template is None:
+        return None
+    return template.format(
+        action=f"{escape(approval.kind)} `{escape(approval.target)}`",
+        who=who(approval.decided_by),
+        result=escape(approval.result or "done"),
+    )

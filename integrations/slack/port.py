@@ -1,0 +1,233 @@
+"""Delivery into Slack threads: the ReplyPort of one request, the Notifier of the process, and the send path both share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.answer import Answer
+from integrations.slack import blocks
+from integrations.slack.blocks import Rendered, SlackMessage
+from sessions.store import ApprovalRecord, Conversation, Store
+
+log = logging.getLogger("srebot.slack")
+
+
+async def call(
+    method: Callable[..., Awaitable[AsyncSlackResponse]], request_id: str | None = None, **kwargs: Any
+) -> AsyncSlackResponse | None:
+    """One Web API call; a failure left after the client's own retries (429 with Retry-After,
+    connection errors, 5xx) is logged with the request id and gives None, never an exception."""
+    try:
+        return await method(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure is logged here, the caller goes on
+        error = exc.response.get("error") if isinstance(exc, SlackApiError) else f"{exc.__class__.__name__}: {exc}"
+        log.error(
+            "Slack call failed",
+            extra={"slack_method": getattr(method, "__name__", "?"), "error": error, "channel": kwargs.get("channel"),
+                   "request_id": request_id},
+        )
+        return None
+
+
+async def deliver(
+    client: AsyncWebClient,
+    channel: str,
+    thread_ts: str | None,
+    rendered: Rendered,
+    *,
+    replace_ts: str | None = None,
+    request_id: str | None = None,
+) -> list[str]:
+    """Send rendered content into a thread (the first message replacing `replace_ts` when given);
+    returns the ts of every message that made it. A file snippet that cannot be uploaded is sent as
+    plain messages instead, so nothing is dropped."""
+    posted: list[str] = []
+    for index, message in enumerate(rendered.messages):
+        replaced = index == 0 and replace_ts and await call(
+            client.chat_update, request_id, channel=channel, ts=replace_ts, **message.kwargs()
+        )
+        if replaced and replace_ts:
+            posted.append(replace_ts)
+            continue
+        ts = await post_message(client, channel, thread_ts, message, request_id)
+        if ts:
+            posted.append(ts)
+    if rendered.snippet is not None:
+        uploaded = await call(
+            client.files_upload_v2,
+            request_id,
+            channel=channel,
+            thread_ts=thread_ts,
+            content=rendered.snippet,
+            filename=rendered.snippet_name,
+            title=rendered.title,
+        )
+        if uploaded is None:
+            for message in blocks.render_text(rendered.snippet, snippet=False).messages:
+                ts = await post_message(client, channel, thread_ts, message, request_id)
+                if ts:
+                    posted.append(ts)
+    expected = len(rendered.messages)
+    if len(posted) < expected:
+        log.error("answer not fully delivered to Slack", extra={"request_id": request_id, "channel": channel,
+                                                                "sent": len(posted), "expected": expected})
+    return posted
+
+
+async def post_message(
+    client: AsyncWebClient, channel: str, thread_ts: str | None, message: SlackMessage, request_id: str | None = None
+) -> str | None:
+    response = await call(
+        client.chat_postMessage,
+        request_id,
+        channel=channel,
+        thread_ts=thread_ts,
+        unfurl_links=False,
+        unfurl_media=False,
+        **message.kwargs(),
+    )
+    return response.get("ts") if response is not None else None
+
+
+class SlackReplyPort:
+    """One request's thread: the first progress posts a placeholder at once, later ones update it at
+    most once per `min_interval` (the last one wins), and the answer replaces it."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        store: Store,
+        channel: str,
+        thread_ts: str | None,
+        *,
+        request_id: str | None = None,
+        min_interval: float = 1.0,
+    ):
+        self.client = client
+        self.store = store
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.request_id = request_id
+        self.min_interval = min_interval
+        self.placeholder_ts: str | None = None
+        self._lock = asyncio.Lock()
+        self._done = False
+        self._pending: str | None = None
+        self._last = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def progress(self, text: str) -> None:
+        """Never waits for Slack: the placeholder is posted (or updated) by a background task."""
+        if self._done:
+            return
+        self._pending = text
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+
+    async def _flush_pending(self) -> None:
+        while self._pending is not None and not self._done:
+            await asyncio.sleep(max(0.0, self._last + self.min_interval - time.monotonic()))
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            text, self._pending = self._pending, None
+            if text is None or self._done:
+                return
+            message = blocks.placeholder(text)
+            if self.placeholder_ts is None:
+                self.placeholder_ts = await post_message(self.client, self.channel, self.thread_ts, message,
+                                                         self.request_id)
+            else:
+                await call(self.client.chat_update, self.request_id, channel=self.channel, ts=self.placeholder_ts,
+                           **message.kwargs())
+            self._last = time.monotonic()
+
+    async def post(self, message: Answer | str) -> None:
+        self._done = True  # no progress after this; a placeholder being posted is waited for, then replaced
+        async with self._lock:
+            if self._flusher is not None:
+                self._flusher.cancel()
+            replace, self.placeholder_ts = self.placeholder_ts, None
+            await deliver(self.client, self.channel, self.thread_ts, blocks.render(message), replace_ts=replace,
+                          request_id=self.request_id)
+
+    async def ask_approval(self, approval: ApprovalRecord) -> None:
+        await post_approval(self.client, self.store, self.channel, self.thread_ts, approval, self.request_id)
+
+
+async def post_approval(
+    client: AsyncWebClient,
+    store: Store,
+    channel: str,
+    thread_ts: str | None,
+    approval: ApprovalRecord,
+    request_id: str | None = None,
+) -> str | None:
+    """Post the approval message with its buttons and remember where it is, for the later update."""
+    ts = await post_message(client, channel, thread_ts, blocks.approval_request(approval), request_id)
+    if ts is None:
+        return None
+    try:
+        await store.set_approval_message(approval.id, {"channel": channel, "ts": ts, "thread_ts": thread_ts})
+    except Exception:  # the buttons still work; only the later update of this message is lost
+        log.exception("could not remember the approval message", extra={"approval_id": approval.id})
+    return ts
+
+
+class EphemeralPort:
+    """Answers only the person who asked (chat.postEphemeral), for `/sre status` and refusals."""
+
+    def __init__(self, client: AsyncWebClient, channel: str, user: str, *, request_id: str | None = None):
+        self.client = client
+        self.channel = channel
+        self.user = user
+        self.request_id = request_id
+
+    async def progress(self, text: str) -> None:
+        return None
+
+    async def post(self, message: Answer | str) -> None:
+        rendered = blocks.render(message)
+        for page in rendered.pages or rendered.messages:
+            await call(self.client.chat_postEphemeral, self.request_id, channel=self.channel, user=self.user,
+                       **page.kwargs())
+
+    async def ask_approval(self, approval: ApprovalRecord) -> None:
+        await self.post(f"Approval {approval.id} needs a thread; ask in a channel thread instead.")
+
+
+class SlackNotifier:
+    """Reaches Slack threads outside a request: restart notices and approval decisions."""
+
+    platform = "slack"
+
+    def __init__(self, client: AsyncWebClient):
+        self.client = client
+
+    async def say(self, conversation: Conversation, message: Answer | str) -> None:
+        key = conversation.key
+        await deliver(self.client, key.channel, key.thread or None, blocks.render(message))
+
+    async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
+        ref = approval.message_ref or {}
+        if ref.get("channel") and ref.get("ts"):
+            decided = blocks.approval_decided(approval)
+            await call(self.client.chat_update, approval.request_id, channel=ref["channel"], ts=ref["ts"],
+                       **decided.kwargs())
+        outcome = blocks.approval_outcome(approval)
+        if outcome is None:
+            return
+        channel = conversation.key.channel if conversation else ref.get("channel")
+        thread = conversation.key.thread if conversation else ref.get("thread_ts")
+        if channel:
+            await deliver(self.client, channel, thread or None, blocks.render_mrkdwn(outcome),
+                          request_id=approval.request_id)
