@@ -180,21 +180,23 @@ class Dispatcher:
         request = job.request
         request_id_var.set(request.request_id)
         assert job.recorded is not None
-        try:
-            session_id, turn_id = await job.recorded
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("could not record the request")
-            await request.port.post(
-                Answer.failure(
-                    f"I could not start on this (database error: {exc.__class__.__name__}). "
-                    f"Request {request.request_id}.",
-                    session_id="none",
-                )
-            )
-            return
+        # The slot is taken before waiting for the record, so a full house serves threads in the order
+        # their requests arrived (the semaphore is FIFO, workers start in submission order).
         async with self._limit:
+            try:
+                session_id, turn_id = await job.recorded
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("could not record the request")
+                await request.port.post(
+                    Answer.failure(
+                        f"I could not start on this (database error: {exc.__class__.__name__}). "
+                        f"Request {request.request_id}.",
+                        session_id="none",
+                    )
+                )
+                return
             job.started = time.monotonic()
             job.task = asyncio.current_task()  # type: ignore[assignment]
             REQUESTS_IN_FLIGHT.inc()
@@ -205,16 +207,17 @@ class Dispatcher:
 
     async def _execute(self, job: _Job, session_id: str, turn_id: int) -> None:
         request = job.request
-        await self.store.update_turn(turn_id, "running")
         started = time.monotonic()
         status = "failed"
         answer: Answer
+        # Cancellable from the moment it counts as running until the answer exists; a cancel must
+        # never cut the answer's delivery or bookkeeping.
+        self._running[request.key] = job
         try:
-            session = await self.store.get_session(session_id)
-            assert session is not None
-            # only the engine's work is cancellable: a cancel must never cut the answer's bookkeeping
-            self._running[request.key] = job
             try:
+                await self.store.update_turn(turn_id, "running")
+                session = await self.store.get_session(session_id)
+                assert session is not None
                 async with asyncio.timeout(self.timeout):
                     answer = await self.engine.handle(request, session, request.port.progress)
             finally:
