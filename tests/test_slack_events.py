@@ -97,13 +97,24 @@ async def test_bot_messages_and_edits_are_ignored(slack: SlackFake, bot: SlackBo
     assert not slack.calls_to("chat.postMessage")
 
 
-async def test_retries_are_acked_and_dropped(slack: SlackFake, bot: SlackBot) -> None:
-    retries = dropped("retry")
-    status, _ = await bot.event(slack.app_mention("<@UBOT> diagnose checkout"), retry_num=1)
+async def test_retries_are_acked_and_dropped_once_handled(slack: SlackFake, bot: SlackBot) -> None:
+    mention = slack.app_mention("<@UBOT> diagnose checkout")
+    await bot.event(mention, event_id="Ev0FIRST")
+    await bot.idle()
+    handled = len(slack.calls_to("chat.postMessage"))
+    duplicates = dropped("duplicate")
+    status, _ = await bot.event(mention, event_id="Ev0FIRST", retry_num=1)
     assert status == 200
     await bot.idle()
-    assert not slack.calls_to("chat.postMessage")
-    assert dropped("retry") - retries == 1
+    assert len(slack.calls_to("chat.postMessage")) == handled  # not processed again
+    assert dropped("duplicate") - duplicates >= 1
+
+
+async def test_a_retry_whose_first_delivery_was_lost_is_handled(slack: SlackFake, bot: SlackBot) -> None:
+    mention = slack.app_mention("<@UBOT> diagnose checkout")
+    status, _ = await bot.event(mention, event_id="Ev0LOST", retry_num=1)
+    assert status == 200
+    await slack.wait_for("chat.postMessage", in_thread(mention["ts"]))
 
 
 async def test_duplicate_event_id_is_dropped_also_after_a_restart(slack: SlackFake, db_file: str) -> None:

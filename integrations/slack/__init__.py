@@ -10,9 +10,10 @@ Modules:
 Choices worth knowing:
 - Every request is acknowledged before any database, engine or backend work: listeners only classify
   in memory and hand off to a task; event dedupe (`claim_event`) runs in that task, after the ack.
-- Redeliveries with `X-Slack-Retry-Num` > 0 (Socket Mode: `retry_attempt`) are acked and dropped;
-  a repeated `event_id` and the second copy of a channel mention (app_mention + message, one
-  `channel`+`ts`, claimed as `msg:{channel}:{ts}`) are dropped through the database.
+- Redeliveries with `X-Slack-Retry-Num` > 0 (Socket Mode: `retry_attempt`) are acked and go through
+  the same database claim as first deliveries: a repeated `event_id` and the second copy of a channel
+  mention (app_mention + message, one `channel`+`ts`, claimed as `msg:{channel}:{ts}`) are dropped,
+  while a retry whose first delivery never arrived is handled (it is the only copy).
 - `/sre diagnose checkout` answers "On it…" privately at once, posts "@user asked: …" in the channel
   and runs the request in that message's thread. `/sre status` is answered privately
   (chat.postEphemeral). `/sre cancel` cancels the newest request that `/sre` started in the same

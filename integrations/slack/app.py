@@ -143,12 +143,10 @@ class SlackIntegration:
         bolt.action(re.compile(".*"))(self._ack_only)
 
     async def _gate(self, req: AsyncBoltRequest, body: dict[str, Any], next: Any) -> BoltResponse | None:
-        """Global middleware: count every request, ack and drop Slack's redeliveries (X-Slack-Retry-Num,
-        which Bolt also sets for Socket Mode envelopes with a retry_attempt)."""
-        EVENTS_RECEIVED.labels(PLATFORM, kind_of(body)).inc()
-        if is_retry(req.headers):
-            dropped("retry")
-            return BoltResponse(status=200, body="")
+        """Global middleware: count every request. Redeliveries (X-Slack-Retry-Num, which Bolt also sets
+        for Socket Mode envelopes with a retry_attempt) go on to the database claim like any event:
+        when the first delivery never reached any replica, the retry is the only copy of the request."""
+        EVENTS_RECEIVED.labels(PLATFORM, "retry" if is_retry(req.headers) else kind_of(body)).inc()
         return await next()
 
     async def _ignore(self, body: dict[str, Any]) -> None:
