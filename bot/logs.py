@@ -8,7 +8,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-from tools.redact import redact
+from tools.redact import redact, redact_data
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -33,7 +33,9 @@ class JsonFormatter(logging.Formatter):
         entry.update(_extras(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+        plain = {k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in entry.items()}
+        # redact values, not the serialised line: a pattern must never eat a JSON quote
+        return json.dumps(redact_data(plain))
 
 
 class TextFormatter(logging.Formatter):

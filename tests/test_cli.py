@@ -104,3 +104,15 @@ async def test_ready_is_503_when_the_database_is_down() -> None:
         assert body["checks"]["database"].startswith("error:")
         assert (await client.get("/healthz")).status == 200
     await runtime.store.close()
+
+
+def test_check_fails_when_a_configured_backend_is_unreachable(tmp_path: Path) -> None:
+    result = srebot(
+        "check",
+        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}", "PROMETHEUS_URL": "http://127.0.0.1:1"},
+    )
+    assert result.returncode == 1
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    assert rows["database"] == "ok"
+    assert rows["metrics"].startswith("error: unreachable")
+    assert rows["logs"] == "not configured"
