@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from bot.answer import Answer
 from bot.engine.base import Engine
@@ -21,6 +22,7 @@ from sessions.store import Conversation, ConversationKey, Store
 
 log = logging.getLogger("srebot.dispatcher")
 
+EVENT_MEMORY = timedelta(days=1)  # how long delivered platform event ids are kept for dedupe
 CANCEL = re.compile(r"^\s*(cancel|stop|abort)\s*[.!]?\s*$", re.I)
 STATUS = re.compile(r"^\s*status\s*\??\s*$", re.I)
 
@@ -90,13 +92,17 @@ class Dispatcher:
         return len(orphans)
 
     async def _heartbeat_loop(self) -> None:
+        beats = 0
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
                 await self.store.heartbeat(self.instance_id)
                 await self.recover()
+                if beats % 360 == 0:  # about hourly: event ids only matter while a platform may redeliver
+                    await self.store.forget_events(EVENT_MEMORY)
             except Exception:  # the database may blip; the next beat tries again
                 log.exception("heartbeat failed")
+            beats += 1
 
     async def shutdown(self) -> None:
         """Stop taking work, let running work finish until the drain deadline, interrupt the rest."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("srebot.slack")
 
 EVENTS_PATH = "/slack/events"
-EVENT_MEMORY = timedelta(days=1)  # how long delivered event ids are kept for dedupe
 EVENT_KINDS = {"app_mention", "message"}
 PAYLOAD_KINDS = {"block_actions", "url_verification", "view_submission", "view_closed", "shortcut",
                  "message_action", "interactive_message", "block_suggestion"}
@@ -128,7 +125,6 @@ class SlackIntegration:
             ignoring_self_events_enabled=False,  # classify() ignores every bot, counted in the metrics
         )
         self.client.token = self.token
-        self._janitor: asyncio.Task[None] | None = None
         self._register()
 
     def _register(self) -> None:
@@ -187,24 +183,9 @@ class SlackIntegration:
     async def on_startup(self, _: web.Application | None = None) -> None:
         if self.client.session is None or self.client.session.closed:
             self.client.session = aiohttp.ClientSession()  # one connection pool for every Web API call
-        if self._janitor is None:
-            self._janitor = asyncio.create_task(self._forget_old_events(), name="slack-event-janitor")
         await self.identity.get(timeout=5.0)
 
-    async def _forget_old_events(self) -> None:
-        """Event ids only matter while Slack may redeliver (minutes); keep a day of them."""
-        while True:
-            try:
-                await self.runtime.store.forget_events(EVENT_MEMORY)
-            except Exception:  # a database blip: the next round tries again
-                log.exception("could not forget old Slack event ids")
-            await asyncio.sleep(3600)
-
     async def on_shutdown(self, _: web.Application | None = None) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            await asyncio.gather(self._janitor, return_exceptions=True)
-            self._janitor = None
         await self.intake.idle()
 
     async def on_cleanup(self, _: web.Application | None = None) -> None:
