@@ -78,10 +78,11 @@ async def test_orphaned_turns_are_interrupted_once(store: Store) -> None:
     await store.heartbeat("alive")
     other = await store.create_turn(sid, "req_y", "logs checkout", "U1", "alive")
     await store.update_turn(other, "running")
-    await asyncio.sleep(0.05)
+    # "dead" last beat a second ago; "alive" beats now: a margin no loaded machine eats up
+    await asyncio.sleep(1.0)
     await store.heartbeat("alive")
-    found = await store.interrupt_orphans("me", stale_after=0.04)
+    found = await store.interrupt_orphans("me", stale_after=0.8)
     assert [i.turn.request_id for i in found] == ["req_x"]
     assert found[0].conversation.key.thread == "1.0"
-    assert await store.interrupt_orphans("me2", stale_after=0.04) == []
+    assert await store.interrupt_orphans("me2", stale_after=0.8) == []
     assert (await store.get_turn("req_y")).status == "running"
