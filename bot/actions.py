@@ -6,15 +6,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bot.answer import Action
-from bot.approvals import Approvals
+from bot.approvals import ActionFailed, Approvals
 from bot.toolbox import Toolbox
 from sessions.store import ApprovalRecord
-from tools.base import ToolError, ToolResult
+from tools.base import ErrorCode, ToolError, ToolResult
 
 KINDS = ("restart", "scale", "rollback", "ack_incident", "run_automation")
 
 
-class ActionError(Exception):
+class ActionError(ActionFailed):
     """An action cannot be proposed or failed to run; the message is for the thread."""
 
 
@@ -42,7 +42,7 @@ class Actions:
         kube = self.toolbox.kubernetes
         if action.kind == "scale":
             namespace, name = _split_target(action.target)
-            change = _data(await kube.describe_scale(namespace, name, int(action.params["replicas"])))
+            change = _data(await kube.describe_scale(namespace, name, _replicas(action.params)))
             return f"scale {namespace}/{name}: replicas {change.from_replicas} → {change.to_replicas}"
         if action.kind == "rollback":
             namespace, name = _split_target(action.target)
@@ -57,8 +57,7 @@ class Actions:
             live = [pod for pod in report.pods if not pod.terminating]
             return f"restart {len(live)} pod{'s' if len(live) != 1 else ''} of {namespace}/{name} (rolling restart)"
         if action.kind == "ack_incident":
-            title = action.params.get("title")
-            return f"acknowledge incident {action.target}" + (f" “{title}”" if title else "")
+            return await self._describe_ack(action)
         if action.kind == "run_automation":
             targets = action.params.get("target_resources") or []
             on = f" on {', '.join(targets)}" if targets else ""
@@ -66,6 +65,19 @@ class Actions:
             args = f" with {parameters}" if parameters else ""
             return f"run automation {action.target}{on}{args}"
         raise ActionError(f"unknown action {action.kind!r}")
+
+    async def _describe_ack(self, action: Action) -> str:
+        """"acknowledge incident INC-101 “Checkout error rate above 5%” (critical, new → acknowledged)";
+        the title and state come from the control plane when the incident is among the open ones."""
+        found = await self.toolbox.control_plane.open_incidents()
+        if found.error is not None and found.error.code == ErrorCode.NOT_CONFIGURED:
+            raise ActionError(str(found.error))
+        incident = next((i for i in (found.data.items if found.data else []) if i.id == action.target), None)
+        title = incident.title if incident else action.params.get("title")
+        text = f"acknowledge incident {action.target}" + (f" “{title}”" if title else "")
+        if incident is not None:
+            text += f" ({incident.severity}, {incident.status} → acknowledged)"
+        return text
 
     async def propose(
         self,
@@ -106,7 +118,7 @@ class Actions:
             return f"rollout restarted for {namespace}/{name}"
         if approval.kind == "scale":
             namespace, name = _split_target(approval.target)
-            change = _data(await kube.scale(namespace, name, int(params["replicas"])))
+            change = _data(await kube.scale(namespace, name, _replicas(params)))
             return f"{namespace}/{name} scaled: replicas {change.from_replicas} → {change.to_replicas}"
         if approval.kind == "rollback":
             namespace, name = _split_target(approval.target)
@@ -130,6 +142,16 @@ class Actions:
             )
             return f"automation {approval.target} started: execution {started.execution_id} ({started.status})"
         raise ActionError(f"unknown action {approval.kind!r}")
+
+
+def _replicas(params: dict[str, Any]) -> int:
+    try:
+        replicas = int(params["replicas"])
+    except (KeyError, TypeError, ValueError):
+        raise ActionError("scale needs a replica count, e.g. `scale checkout 5`") from None
+    if replicas < 0:
+        raise ActionError(f"cannot scale to {replicas} replicas")
+    return replicas
 
 
 def _tags(images: list[str]) -> list[str]:

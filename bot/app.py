@@ -7,7 +7,7 @@ import logging
 
 from bot.actions import Actions
 from bot.approvals import Approvals
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine
 from bot.ports import Notifier
@@ -32,9 +32,15 @@ class Runtime:
             approvers=settings.approvers,
             ttl_seconds=settings.defaults.approval_ttl_seconds,
             notifiers=self.notifiers,
+            sweep_seconds=settings.approval_sweep_seconds,
         )
         self.actions = Actions(self.toolbox, self.approvals)
-        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions)
+        agent = None
+        if settings.llm_enabled:  # google-adk is imported only when an LLM is configured
+            from bot.engine.agent import Agent
+
+            agent = Agent(settings, self.toolbox, self.actions)
+        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions, agent)
         self.dispatcher = Dispatcher(
             self.store,
             self.engine,
@@ -42,11 +48,37 @@ class Runtime:
             timeout=settings.request_timeout,
             drain_seconds=settings.drain_seconds,
             notifiers=self.notifiers,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            stale_after=settings.instance_stale_seconds,
         )
 
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
         self.dispatcher.notifiers[notifier.platform] = notifier
+
+    def attach_platforms(self) -> None:
+        """Register the notifiers of the configured platforms without serving them (the terminal's
+        `approve`/`reject`), so a decision made here still updates the approval message posted in
+        Slack or Teams and posts the outcome in its thread. Platforms already mounted are kept."""
+        settings = self.settings
+        if settings.slack_enabled and "slack" not in self.notifiers:
+            from integrations.slack.app import web_client
+            from integrations.slack.port import SlackNotifier
+
+            assert settings.slack_bot_token is not None
+            client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
+            self.add_notifier(SlackNotifier(client))
+        if settings.teams_enabled and "teams" not in self.notifiers:
+            from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
+            from integrations.teams.port import TeamsNotifier
+
+            config = BotAuthConfig.from_settings(settings)
+            try:
+                adapter = make_adapter(config)
+            except ConfigError as exc:  # a Slack decision must not fail over a Teams setting
+                log.warning("Teams approval messages cannot be updated from here", extra={"error": str(exc)})
+            else:
+                self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
 
     async def start(self, *, migrate: bool = True) -> None:
         if migrate:

@@ -24,6 +24,10 @@ NO_APPROVERS_HINT = (
 )
 
 
+class ActionFailed(Exception):
+    """Raised by an executor when the action did not happen; the message is for the thread as it is."""
+
+
 @dataclass
 class Decision:
     accepted: bool
@@ -75,9 +79,7 @@ class Approvals:
             request_id=request_id,
         )
         APPROVALS.labels("pending").inc()
-        await self.store.audit(
-            "proposed", requester, approval_id=approval.id, kind=kind, target=target, detail=description
-        )
+        await self._audit("proposed", requester, approval, description)
         return approval
 
     @property
@@ -86,33 +88,30 @@ class Approvals:
 
     # --- decide ----------------------------------------------------------------------------------
     async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
-        """Approve or reject on behalf of `user`. Refusals change nothing; an approval executes once."""
+        """Approve or reject on behalf of `user` (from any platform: buttons, cards, the terminal).
+        Refusals change nothing but the audit log; an approval executes once."""
+        if decision not in ("approve", "reject"):
+            return Decision(False, f"Unknown decision {decision!r}: approve or reject.")
         approval = await self.store.get_approval(approval_id)
         if approval is None:
             return Decision(False, f"There is no approval {approval_id}.")
+        if approval.status == "pending" and approval.expires_at <= utcnow():
+            await self._expire(approval)  # the sweeper has not come round yet
+            approval = await self.store.get_approval(approval_id) or approval
         if approval.status != "pending":
             return Decision(False, _already(approval), approval)
+        refusal = self._refusal(approval, user) if decision == "approve" else self._reject_refusal(approval, user)
+        if refusal:
+            await self._audit("refused", user, approval, f"{decision} via {platform}: {refusal}")
+            return Decision(False, refusal, approval)
         if decision == "approve":
-            refusal = self._refusal(approval, user)
-            if refusal:
-                await self.store.audit(
-                    "refused", user, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=refusal
-                )
-                return Decision(False, refusal, approval)
             return await self._approve(approval, user)
-        if decision == "reject":
-            if user != approval.requester and user not in self.approvers:
-                return Decision(False, "Only an approver or the requester can reject this.", approval)
-            decided = await self.store.transition_approval(
-                approval.id, "pending", "rejected", decided_by=user, decided_at=utcnow(), finished_at=utcnow()
-            )
-            if decided is None:
-                return Decision(False, _already(await self.store.get_approval(approval.id)), approval)
-            APPROVALS.labels("rejected").inc()
-            await self.store.audit("rejected", user, approval_id=approval.id, kind=approval.kind, target=approval.target)
-            await self._changed(decided)
-            return Decision(True, f"Rejected by {user}; nothing was changed.", decided)
-        return Decision(False, f"Unknown decision {decision!r}: approve or reject.")
+        return await self._reject(approval, user)
+
+    def _reject_refusal(self, approval: ApprovalRecord, user: str) -> str | None:
+        if user == approval.requester or user in self.approvers:
+            return None
+        return "Only an approver (SREBOT_APPROVERS) or the requester can reject this."
 
     def _refusal(self, approval: ApprovalRecord, user: str) -> str | None:
         if not self.approvers:
@@ -122,6 +121,19 @@ class Approvals:
         if user not in self.approvers:
             return "You are not in the approvers list (SREBOT_APPROVERS), so you cannot approve this."
         return None
+
+    async def _reject(self, approval: ApprovalRecord, user: str) -> Decision:
+        now = utcnow()
+        rejected = await self.store.transition_approval(
+            approval.id, "pending", "rejected", decided_by=user, decided_at=now, finished_at=now
+        )
+        if rejected is None:
+            current = await self.store.get_approval(approval.id)
+            return Decision(False, _already(current), current)
+        APPROVALS.labels("rejected").inc()
+        await self._audit("rejected", user, approval)
+        await self._changed(rejected)
+        return Decision(True, f"Rejected by {user}; nothing was changed.", rejected)
 
     async def _approve(self, approval: ApprovalRecord, user: str) -> Decision:
         # The conditional UPDATE is the lock: of two clicks (or two replicas) only one gets a row back.
@@ -135,30 +147,31 @@ class Approvals:
                 current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
         APPROVALS.labels("approved").inc()
-        await self.store.audit("approved", user, approval_id=approval.id, kind=approval.kind, target=approval.target)
+        await self._audit("approved", user, approval)
         await self._changed(approved)
         try:
             outcome = await self.executor(approved)
-        except Exception as exc:  # the error is what the thread needs to see
-            detail = f"{exc.__class__.__name__}: {exc}" if not str(exc).startswith(exc.__class__.__name__) else str(exc)
-            final = await self.store.transition_approval(
-                approval.id, "approved", "failed", result=detail[:1000], finished_at=utcnow()
-            )
-            APPROVALS.labels("failed").inc()
-            await self.store.audit(
-                "failed", user, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=detail
-            )
-            await self._changed(final or approved)
-            return Decision(True, f"Approved by {user}, but it failed: {detail}", final or approved)
+        except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
+            detail = _error_text(exc)
+            final = await self._finish(approved, "failed", detail, user)
+            return Decision(True, f"Approved by {user}, but it failed: {detail}", final)
+        final = await self._finish(approved, "executed", outcome, user)
+        return Decision(True, f"Approved by {user} · {outcome}", final)
+
+    async def _finish(self, approved: ApprovalRecord, status: str, result: str, user: str) -> ApprovalRecord:
+        """approved → executed | failed, with the outcome in the row, the audit log and the thread."""
         final = await self.store.transition_approval(
-            approval.id, "approved", "executed", result=outcome[:1000], finished_at=utcnow()
+            approved.id, "approved", status, result=result[:1000], finished_at=utcnow()
         )
-        APPROVALS.labels("executed").inc()
-        await self.store.audit(
-            "executed", user, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=outcome
-        )
+        APPROVALS.labels(status).inc()
+        await self._audit(status, user, approved, result)
         await self._changed(final or approved)
-        return Decision(True, f"Approved by {user} · {outcome}", final or approved)
+        return final or approved
+
+    async def _audit(self, event: str, actor: str, approval: ApprovalRecord, detail: str | None = None) -> None:
+        await self.store.audit(
+            event, actor, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=detail
+        )
 
     # --- expiry ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -184,7 +197,7 @@ class Approvals:
         if expired is None:
             return False
         APPROVALS.labels("expired").inc()
-        await self.store.audit("expired", "srebot", approval_id=approval.id, kind=approval.kind, target=approval.target)
+        await self._audit("expired", "srebot", approval, f"no decision within {_duration(self.ttl_seconds)}")
         await self._changed(expired)
         return True
 
@@ -213,3 +226,17 @@ def _already(approval: ApprovalRecord | None) -> str:
     who = f" by {approval.decided_by}" if approval.decided_by else ""
     when = f" at {approval.decided_at:%H:%M} UTC" if approval.decided_at else ""
     return f"Already {approval.status}{who}{when}; nothing was changed."
+
+
+def _error_text(exc: Exception) -> str:
+    text = str(exc) or repr(exc)
+    if isinstance(exc, ActionFailed) or text.startswith(exc.__class__.__name__):
+        return text
+    return f"{exc.__class__.__name__}: {text}"  # an unexpected error: its type helps
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"

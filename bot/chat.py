@@ -1,14 +1,26 @@
-"""`srebot chat`: an interactive terminal thread where proposed actions are decided at a prompt."""
+"""`srebot chat`: an interactive terminal thread where proposed actions are decided at a prompt.
+
+After an answer that proposed actions, each is offered at a prompt ([a]pprove / [r]eject / leave it
+pending). At any time `approve ID [as USER]` or `reject ID [as USER]` decides an approval, this
+thread's or one posted in Slack or Teams. Every decision goes through `Approvals.decide`, with the
+same rules as the buttons: approvers only, never the requester.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 
 from bot.app import Runtime
 from bot.ports import Request
 from bot.terminal import TerminalPort
 from sessions.store import ConversationKey, new_id
+
+PLATFORM = "cli"
+DECIDE = re.compile(
+    r"^\s*(?P<decision>approve|reject)\s+(?P<id>apr_\w+)(?:\s+(?:as|--user)\s+(?P<user>\S+))?\s*$", re.IGNORECASE
+)
 
 
 async def _input(prompt: str) -> str | None:
@@ -19,29 +31,44 @@ async def _input(prompt: str) -> str | None:
 
 
 async def run_chat(runtime: Runtime, thread: str | None, user: str) -> int:
+    runtime.attach_platforms()  # a decision here updates an approval message posted in Slack or Teams
     thread = thread or new_id("t")
-    key = ConversationKey("cli", "local", "terminal", thread)
-    print(f"srebot chat — thread {thread}. Type 'help', or an empty line / Ctrl-D to leave.", file=sys.stderr)
+    key = ConversationKey(PLATFORM, "local", "terminal", thread)
+    print(f"srebot chat — thread {thread}. Type 'help', 'approve ID [as USER]' / 'reject ID', "
+          "or an empty line / Ctrl-D to leave.", file=sys.stderr)
     while True:
         text = await _input(f"{user}> ")
         if text is None or not text.strip():
             return 0
+        command = DECIDE.match(text)
+        if command:
+            await decide(runtime, command["id"], command["user"] or user, command["decision"].lower())
+            continue
         port = TerminalPort()
         runtime.dispatcher.submit(Request(key=key, user=user, text=text, port=port))
         await port.answer
         await runtime.dispatcher.wait_idle()
         for approval in port.approvals:
-            await _decide_at_prompt(runtime, approval.id)
+            await _decide_at_prompt(runtime, approval.id, user)
 
 
-async def _decide_at_prompt(runtime: Runtime, approval_id: str) -> None:
-    choice = await _input(f"{approval_id}: [a]pprove, [r]eject or Enter to leave it pending? ")
-    if not choice or choice.strip().lower()[:1] not in ("a", "r"):
+async def decide(runtime: Runtime, approval_id: str, user: str, decision: str) -> bool:
+    outcome = await runtime.approvals.decide(approval_id, user, decision, platform=PLATFORM)
+    print(outcome.message, file=sys.stdout if outcome.accepted else sys.stderr)
+    return outcome.accepted
+
+
+async def _decide_at_prompt(runtime: Runtime, approval_id: str, requester: str) -> None:
+    choice = (await _input(f"{approval_id}: [a]pprove, [r]eject or Enter to leave it pending? ") or "").strip().lower()
+    if choice[:1] not in ("a", "r"):
+        print(f"left pending; later: approve {approval_id} as USER", file=sys.stderr)
         return
-    decision = "approve" if choice.strip().lower().startswith("a") else "reject"
-    approver = await _input("approver id (someone other than the requester): ")
-    if not approver or not approver.strip():
+    if choice.startswith("r"):  # the requester may withdraw their own request
+        decider = (await _input(f"rejected by (Enter: {requester}): ") or "").strip() or requester
+        await decide(runtime, approval_id, decider, "reject")
+        return
+    approver = (await _input("approver id (an approver other than the requester): ") or "").strip()
+    if not approver:
         print("no approver given; left pending", file=sys.stderr)
         return
-    outcome = await runtime.approvals.decide(approval_id, approver.strip(), decision, platform="cli")
-    print(outcome.message)
+    await decide(runtime, approval_id, approver, "approve")

@@ -1,4 +1,4 @@
-"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit."""
+"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, bench, eval."""
 
 from __future__ import annotations
 
@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("approval_id")
         p.add_argument("--user", required=True, help="who decides (must be in SREBOT_APPROVERS to approve)")
 
+    bench = sub.add_parser("bench", help="measure ack latency, first reply, throughput, fan-out, cache, RSS")
+    bench.add_argument("--quick", action="store_true", help="small counts for CI (a few seconds)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    evaluation = sub.add_parser("eval", help="run the engine against scenario files and check its answers")
+    evaluation.add_argument("dir", help="a directory of scenario files (*.toml, *.json), or one file")
+    evaluation.add_argument("--json", action="store_true", help="print the results (and answers) as JSON")
+    evaluation.add_argument("--only", default=None, help="only the scenarios whose file name contains this")
+
     audit = sub.add_parser("audit", help="print the audit log")
     audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
     audit.add_argument("--json", action="store_true")
@@ -85,8 +94,10 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.web import build_app
 
     runtime = Runtime(settings)
-    app = build_app(runtime, manage_runtime=False)
-    await runtime.start()
+    # The app starts the runtime (on_startup) and stops it last in on_shutdown: after the platforms have
+    # finished taking what they acknowledged (events being deduplicated, approval clicks being executed),
+    # so no accepted work meets a closed toolbox or database.
+    app = build_app(runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     port = args.port or settings.port
@@ -106,8 +117,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     log.info("stopping: no new work, draining", extra={"drain_seconds": settings.drain_seconds})
     if socket_mode is not None:
         await socket_mode.close_async()
-    await site.stop()
-    await runtime.stop()
+    # stop listening; platforms finish what they took; the dispatcher drains (runtime.stop); clients close
     await runner.cleanup()
     log.info("stopped")
     return EXIT_OK
@@ -217,10 +227,19 @@ async def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
+    """`srebot approve|reject ID --user U`: the same decision path as the buttons; the approval message
+    where it was posted (Slack, Teams) is updated and the outcome posted in its thread."""
+
     async def run(runtime: Runtime) -> int:
+        runtime.attach_platforms()
         outcome = await runtime.approvals.decide(args.approval_id, args.user, args.command, platform="cli")
-        print(outcome.message)
-        return EXIT_OK if outcome.accepted else EXIT_FAIL
+        print(outcome.message, file=sys.stdout if outcome.accepted else sys.stderr)
+        where = outcome.approval.platform if outcome.approval else None
+        if outcome.accepted and where and where not in runtime.notifiers:
+            print(f"srebot: the approval message in {where} was not updated: {where} is not configured here",
+                  file=sys.stderr)
+        failed = outcome.approval is not None and outcome.approval.status == "failed"
+        return EXIT_OK if outcome.accepted and not failed else EXIT_FAIL
 
     return await _with_runtime(settings, run)
 
@@ -251,11 +270,26 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         what = " ".join(x for x in (row.kind, row.target) if x)
+        detail = " ".join(row.detail.split()) if row.detail else ""
         print(f"{row.at:%Y-%m-%d %H:%M:%S} {row.event:<9} {row.actor:<16} {row.approval_id or '-':<28} {what}"
-              + (f" — {row.detail}" if row.detail else ""))
+              + (f" — {detail}" if detail else ""))
     if not rows:
         print("(no audit entries)")
     return EXIT_OK
+
+
+async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.bench import run_bench
+
+    return await run_bench(settings, args)
+
+
+async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.eval import evaluate
+
+    return await evaluate(Path(args.dir), as_json=args.json, only=args.only)
 
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
@@ -267,4 +301,6 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "approve": cmd_decide,
     "reject": cmd_decide,
     "audit": cmd_audit,
+    "bench": cmd_bench,
+    "eval": cmd_eval,
 }

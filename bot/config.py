@@ -8,7 +8,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sessions.db import async_url
@@ -148,7 +157,18 @@ class Settings(BaseSettings):
         120.0, gt=0, validation_alias=AliasChoices("srebot_request_timeout", "request_timeout")
     )
     drain_seconds: float = Field(20.0, ge=0, validation_alias=AliasChoices("srebot_drain_seconds", "drain_seconds"))
+    approval_sweep_seconds: float = Field(
+        15.0, gt=0, validation_alias=AliasChoices("srebot_approval_sweep_seconds", "approval_sweep_seconds")
+    )
     tool_timeout: float = Field(10.0, gt=0, validation_alias=AliasChoices("srebot_tool_timeout", "tool_timeout"))
+    # crash recovery (DESIGN 6): every process beats this often; a replica whose beat is older than
+    # `instance_stale_seconds` is taken for dead and its unfinished turns are reported as interrupted
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, validation_alias=AliasChoices("srebot_heartbeat_seconds", "heartbeat_seconds")
+    )
+    instance_stale_seconds: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("srebot_instance_stale_seconds", "instance_stale_seconds")
+    )
 
     defaults: Defaults = Defaults()
     thresholds: Thresholds = Thresholds()
@@ -187,6 +207,14 @@ class Settings(BaseSettings):
         for name, service in self.services.items():
             service.name = name
         return self
+
+    @field_validator("instance_stale_seconds")
+    @classmethod
+    def _longer_than_a_beat(cls, value: float, info: ValidationInfo) -> float:
+        beat = info.data.get("heartbeat_seconds")
+        if beat is not None and value <= beat:
+            raise ValueError(f"must be longer than SREBOT_HEARTBEAT_SECONDS ({beat:g}), or live replicas are taken for dead")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -36,6 +36,7 @@ def short(text: str, limit: int = 80) -> str:
 class _Job:
     request: Request
     recorded: asyncio.Task[tuple[str, int]] | None = None
+    turn_id: int | None = None  # set as soon as the turn row exists, even if recording fails after
     task: asyncio.Task[None] | None = None
     started: float | None = None
     queued_at: float = field(default_factory=time.monotonic)
@@ -107,8 +108,6 @@ class Dispatcher:
     async def shutdown(self) -> None:
         """Stop taking work, let running work finish until the drain deadline, interrupt the rest."""
         self._accepting = False
-        if self._heartbeat_task:
-            self._heartbeat_task.cancel()
         jobs = [job for queue in self._threads.values() for job in queue]
         workers = list(self._workers.values())
         if workers:
@@ -125,6 +124,10 @@ class Dispatcher:
                     await self._finish_interrupted(job, job.recorded.result()[1])
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        # the heartbeat goes on while draining: other replicas must not take the turns still finishing here
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
         await self.store.retire(self.instance_id)
 
     # --- intake ----------------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class Dispatcher:
         turn_id = await self.store.create_turn(
             session_id, request.request_id, request.text, request.user, self.instance_id
         )
+        job.turn_id = turn_id
         conversation = await self.store.get_session(session_id)
         ahead = len(self._threads.get(request.key, ())) - 1
         note = self.engine.acknowledgement(request.text, conversation.current_service if conversation else None)
@@ -202,6 +206,11 @@ class Dispatcher:
                         session_id="none",
                     )
                 )
+                if job.turn_id is not None:  # the row exists: close it, or it stays "queued" for ever
+                    try:
+                        await self.store.update_turn(job.turn_id, "failed", error=f"{exc.__class__.__name__}: {exc}")
+                    except Exception:
+                        log.exception("could not close the turn")
                 return
             job.started = time.monotonic()
             job.task = asyncio.current_task()  # type: ignore[assignment]

@@ -351,17 +351,15 @@ class Store:
             await db.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
 
     async def interrupt_orphans(self, instance_id: str, stale_after: float) -> list[Interrupted]:
-        """Mark turns left active by dead instances (or by `instance_id` itself) as interrupted.
+        """Mark turns left active by dead instances as interrupted; `instance_id` is the caller, alive.
 
         An instance is dead when its heartbeat is older than `stale_after` seconds or it has no row.
+        The caller's own turns are never taken: it is running them (this runs on every heartbeat).
         Each turn is claimed by one conditional UPDATE, so two replicas never both report it."""
         cutoff = utcnow() - timedelta(seconds=stale_after)
         async with self._sessions() as db:
-            alive = set(
-                await db.scalars(
-                    select(InstanceRow.id).where(InstanceRow.heartbeat_at >= cutoff, InstanceRow.id != instance_id)
-                )
-            )
+            alive = set(await db.scalars(select(InstanceRow.id).where(InstanceRow.heartbeat_at >= cutoff)))
+            alive.add(instance_id)
             candidates = list(await db.scalars(select(TurnRow).where(TurnRow.status.in_(ACTIVE_TURN))))
         claimed: list[Interrupted] = []
         for row in candidates:

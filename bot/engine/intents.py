@@ -1,4 +1,4 @@
-"""Turns a message into an intent, a service mention and parameters, without I/O."""
+"""Turns a message into an intent, the words that may name a service, and parameters; no I/O."""
 
 from __future__ import annotations
 
@@ -18,92 +18,176 @@ HELP_TEXT = """I'm srebot. Ask me in a thread, DM me, or use /sre:
 • status — work in flight · cancel — stop the running request in this thread
 Follow-ups in a thread need no mention: "and its logs?", "what changed?"."""
 
+# Intents of the engine. "pods" and "changes" answer as Answer intent "diagnose"; the write intents as "action".
+ACTIONS = ("restart", "scale", "rollback", "ack_incident", "run_automation")
+NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity", "restart", "scale", "rollback"}
+
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.\-/]*"
+_PERIOD = re.compile(r"\b(\d{1,3})\s*(d|days?|w|weeks?|m|months?)\b", re.IGNORECASE)
+_SLACK_MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
+_TEAMS_MENTION = re.compile(r"<at>[^<]*</at>", re.IGNORECASE)
+
+
+def _rule(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+# A command word at the very start decides the intent ("logs checkout", "/sre pods checkout").
+_COMMANDS: dict[str, str] = {
+    "diagnose": "diagnose",
+    "diag": "diagnose",
+    "investigate": "diagnose",
+    "check": "diagnose",
+    "logs": "logs",
+    "log": "logs",
+    "metrics": "metrics",
+    "signals": "metrics",
+    "pods": "pods",
+    "pod": "pods",
+    "deployment": "pods",
+    "rollout": "pods",
+    "capacity": "capacity",
+    "cost": "cost",
+    "costs": "cost",
+    "spend": "cost",
+    "incidents": "incidents",
+    "incident": "incidents",
+    "alerts": "alerts",
+    "alert": "alerts",
+    "changes": "changes",
+}
+
+# Then the first rule that matches anywhere in the text, in this order: topics that are never about one
+# service's health first, questions about a failure before the narrower topics they may mention.
+_RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("cost", _rule(r"\b(costs?|spend(ing)?|bill(ing)?|budget)\b")),
+    ("incidents", _rule(r"\bincidents?\b")),
+    ("alerts", _rule(r"\b(alerts?|alerting|firing|paging|pages)\b")),
+    ("logs", _rule(r"\b(logs?|log lines|stack ?traces?|exceptions?)\b")),
+    (
+        "diagnose",
+        _rule(
+            r"\b(why|what'?s wrong|wrong with|failing|fails|failed|broken|down|outage|crash\w*|erroring|unhealthy|"
+            r"degraded|slow|timing out|5\d\d|5xx|problems?|issues?|diagnose|investigate)\b"
+        ),
+    ),
+    ("capacity", _rule(r"\b(capacity|cpu|memory|saturat\w*|headroom|limits|requests and limits|throttl\w*)\b")),
+    ("changes", _rule(r"\bwhat('?s| has)?\s+changed\b|\b(changes?|deploy(s|ed|ments?)?|rollouts?|releases?)\b")),
+    ("pods", _rule(r"\b(pods?|replicas|containers?|restarts?)\b")),
+    ("metrics", _rule(r"\b(metrics|golden signals|latency|p99|error rate|traffic|rps|throughput)\b")),
+    ("diagnose", _rule(r"\b(check|health|healthy|status of|look at|errors?|ok|okay|fine)\b")),
+]
+
+_ACTION_RULES: list[tuple[str, re.Pattern[str]]] = [
+    ("ack_incident", _rule(r"\b(ack|acknowledge)\s+(the\s+)?incident\s+#?(?P<id>[\w-]+)")),
+    ("run_automation", _rule(r"\brun\s+(the\s+)?(automation|script)\s+(?P<script>[\w.-]+)(\s+(on|for)\s+(?P<rest>.*))?")),
+    ("scale", _rule(r"^\s*(please\s+)?scale\s+(?P<rest>.*)$")),
+    ("restart", _rule(r"^\s*(please\s+)?(rollout\s+)?restart\s+(?P<rest>.+)$")),
+    ("rollback", _rule(r"^\s*(please\s+)?(rollback|roll\s+back|revert|undo)\s+(?P<rest>.+)$")),
+    # also in a sentence: "can you restart checkout?"
+    ("restart", _rule(r"\b(can|could|should|would)\s+(you|we|i)\s+restart\s+(?P<rest>.+)$")),
+    ("rollback", _rule(r"\b(can|could|should|would)\s+(you|we|i)\s+(rollback|roll\s+back)\s+(?P<rest>.+)$")),
+    ("scale", _rule(r"\b(can|could|should|would)\s+(you|we|i)\s+scale\s+(?P<rest>.+)$")),
+]
+
+# Words that never name a service.
+STOPWORDS = frozenset(
+    """a an the is are was were be been being of for to in on at by with and or but if then so as than
+    what whats what's why how who when where which it its it's this that these those me my our your their
+    i we you they he she them us please pls can could would should will do does did done doing any some all
+    there here now today yesterday tonight ago diagnose diag investigate check logs log metrics metric signals
+    cost costs spend spending bill billing budget incidents incident alerts alert alerting capacity restart
+    restarts restarted restarting scale scaled rollback roll back revert undo ack acknowledge run automation
+    script pods pod deployment deployments rollout rollouts replicas replica help status cancel stop failing
+    fails failed broken down slow health healthy unhealthy degraded wrong problem problems issue issues
+    errors error erroring going on happening happened changed change changes latency rate traffic rps
+    throughput cpu memory service services look about into tell show give get last past week weeks day days
+    month months hour hours minute minutes d w m h again also too just still firing paging pages up hi hello
+    hey thanks thank ok okay fine promql resources limits headroom crash crashing crashes crashed saturated
+    saturation throttled throttling exceptions exception stack trace traces deploy deployed deploys release
+    releases new old p99 golden outage timing out many much more less high low lot lots going container
+    containers has have had not no yes out off prod production env environment cluster namespace app apps
+    there's let let's lets see know think seems seem looks like something anything everything whole site
+    system platform requests""".split()
+)
 
 
 @dataclass
 class Parsed:
     intent: str
-    service: str | None = None  # a word that may name a service, not yet resolved
+    text: str  # the message without mentions
+    candidates: list[str] = field(default_factory=list)  # words that may name a service, in order
+    explicit: str | None = None  # the word right after a command or action verb: a name the user meant
     params: dict[str, object] = field(default_factory=dict)
-    words: list[str] = field(default_factory=list)
 
 
-_PERIOD = re.compile(r"\b(\d{1,3})\s*(d|day|days|w|week|weeks|m|month|months)\b", re.I)
-
-_RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("help", re.compile(r"^\s*(help|\?|what can you do|commands|usage)\b", re.I)),
-    ("promql", re.compile(r"^\s*promql\s*:\s*(?P<expr>.+)$", re.I | re.S)),
-    ("ack_incident", re.compile(r"\b(ack|acknowledge)\s+(the\s+)?incident\s+#?(?P<id>[\w-]+)", re.I)),
-    ("run_automation", re.compile(r"\brun\s+(automation|script)\s+(?P<script>[\w.-]+)(\s+on\s+(?P<svc>" + _WORD + "))?", re.I)),
-    ("scale", re.compile(r"\bscale\s+(?P<svc>" + _WORD + r")\s+(to\s+)?(?P<replicas>\d{1,4})\b", re.I)),
-    ("restart", re.compile(r"\brestart\s+(?P<svc>" + _WORD + ")", re.I)),
-    ("rollback", re.compile(r"\b(rollback|roll\s+back|revert)\s+(?P<svc>" + _WORD + ")", re.I)),
-    ("incidents", re.compile(r"\bincidents?\b", re.I)),
-    ("alerts", re.compile(r"\b(alerts?|firing|paging)\b", re.I)),
-    ("cost", re.compile(r"\b(cost|costs|spend|spending|bill|billing)\b", re.I)),
-    ("capacity", re.compile(r"\b(capacity|cpu|memory|saturat\w*|resources|limits|headroom)\b", re.I)),
-    ("logs", re.compile(r"\b(logs?|errors? in|exceptions?|stack ?traces?)\b", re.I)),
-    ("pods", re.compile(r"\b(pods?|deployment|rollout|replicas|crash\w*)\b", re.I)),
-    ("changes", re.compile(r"\bwhat\s+changed\b|\bchanges?\b|\bdeploy(s|ed)?\b", re.I)),
-    ("metrics", re.compile(r"\b(metrics|golden signals|latency|error rate|traffic|rps)\b", re.I)),
-    (
-        "diagnose",
-        re.compile(
-            r"\b(diagnose|diag|investigate|check|why|what'?s wrong|wrong|failing|broken|down|slow|health|healthy|"
-            r"status of|look at|problem|issue|5\d\d|errors?)\b",
-            re.I,
-        ),
-    ),
-]
-
-# words that are never a service name
-_STOP = set(
-    """a an the is are was were be been of for to in on at by with and or but if then so what whats what's why how
-    who when where which it its it's this that these those me my our your their i we you they he she them us
-    please pls can could would should will do does did done any some all there here now today yesterday
-    diagnose diag investigate check logs log metrics metric cost costs spend incidents incident alerts alert
-    capacity restart scale rollback roll back revert ack acknowledge run automation script pods pod deployment
-    rollout replicas help status cancel stop failing broken down slow health healthy wrong problem issue
-    errors error going on happening changed change changes latency rate traffic cpu memory service services
-    look about into tell show give last past week weeks day days month months d w m again also too just still
-    firing paging up hi hello hey thanks thank ok okay promql resources limits headroom crash crashing
-    saturated saturation exceptions exception stack trace traces deploy deployed deploys new old""".split()
-)
+def clean(text: str) -> str:
+    return _TEAMS_MENTION.sub(" ", _SLACK_MENTION.sub(" ", text)).strip()
 
 
-def _candidates(text: str) -> list[str]:
-    words = re.findall(_WORD, text)
-    return [w.strip(".-/") for w in words if w.lower().strip(".-/") not in _STOP and not w.isdigit() and len(w) > 1]
+def candidates(text: str) -> list[str]:
+    """Words of `text` that could be a service or deployment name (namespace/name included)."""
+    found = []
+    for raw in re.findall(_WORD, text):
+        word = raw.strip(".-/")
+        lowered = word.lower()
+        if (
+            len(word) > 1
+            and lowered not in STOPWORDS
+            and not word.isdigit()
+            and not _PERIOD.fullmatch(word)
+            and not re.fullmatch(r"\d+(ms|s|m|h|d|w|%)?", lowered)
+        ):
+            found.append(word)
+    return found
 
 
 def parse(text: str) -> Parsed:
-    """Classify `text`. The service is a candidate word; the engine resolves it against the catalog."""
-    cleaned = re.sub(r"<@[A-Z0-9]+>", " ", text).strip()  # Slack mentions
-    words = _candidates(cleaned)
-    for intent, pattern in _RULES:
+    """Classify `text`; the service is still a candidate word, which the engine resolves against the catalog
+    and the cluster."""
+    cleaned = clean(text)
+    words = candidates(cleaned)
+    if re.match(r"^\s*(help|\?|what can you do|commands|usage)\s*[?!.]*\s*$", cleaned, re.IGNORECASE) or not cleaned:
+        return Parsed("help", cleaned, words)
+    promql = re.match(r"^\s*promql\s*:\s*(?P<expr>.+)$", cleaned, re.IGNORECASE | re.DOTALL)
+    if promql:
+        return Parsed("metrics", cleaned, [], params={"expr": promql.group("expr").strip()})
+    action = _action(cleaned, words)
+    if action is not None:
+        return action
+    first = re.match(r"^\s*/?(?:sre\s+)?(?P<command>[a-z]+)\b\s*(?P<rest>.*)$", cleaned, re.IGNORECASE | re.DOTALL)
+    if first and first.group("command").lower() in _COMMANDS:
+        intent = _COMMANDS[first.group("command").lower()]
+        rest = candidates(first.group("rest"))
+        parsed = Parsed(intent, cleaned, words, explicit=rest[0] if rest else None)
+    else:
+        intent = next((name for name, pattern in _RULES if pattern.search(cleaned)), "chat")
+        parsed = Parsed(intent, cleaned, words)
+    if parsed.intent == "cost":
+        period = _PERIOD.search(cleaned)
+        if period:
+            unit = period.group(2)[0].lower()
+            parsed.params["days"] = int(period.group(1)) * {"d": 1, "w": 7, "m": 30}[unit]
+    return parsed
+
+
+def _action(cleaned: str, words: list[str]) -> Parsed | None:
+    for intent, pattern in _ACTION_RULES:
         match = pattern.search(cleaned)
         if not match:
             continue
         groups = match.groupdict()
-        parsed = Parsed(intent=intent, words=words)
-        if intent == "promql":
-            parsed.params["expr"] = groups["expr"].strip()
-        elif intent == "ack_incident":
+        rest = candidates(groups.get("rest") or "")
+        parsed = Parsed(intent, cleaned, words, explicit=rest[0] if rest else None)
+        if intent == "ack_incident":
             parsed.params["incident_id"] = groups["id"]
+            parsed.explicit = None
         elif intent == "run_automation":
-            parsed.params["script_id"] = groups["script"]
-            parsed.service = groups.get("svc")
-        elif intent in ("scale", "restart", "rollback"):
-            parsed.service = groups["svc"]
-            if intent == "scale":
-                parsed.params["replicas"] = int(groups["replicas"])
-        if intent == "cost":
-            period = _PERIOD.search(cleaned)
-            if period:
-                unit = period.group(2)[0].lower()
-                parsed.params["days"] = int(period.group(1)) * {"d": 1, "w": 7, "m": 30}[unit]
-        if parsed.service is None and words:
-            parsed.service = words[0]
+            parsed.params["script"] = groups["script"]
+            parsed.candidates = rest
+        elif intent == "scale":
+            count = re.search(r"\b(?:to\s+)?(\d{1,4})\b(?!\s*(%|m|s|h|d)\b)", groups.get("rest") or "")
+            if count:
+                parsed.params["replicas"] = int(count.group(1))
         return parsed
-    return Parsed(intent="chat", service=words[0] if words else None, words=words)
+    return None

@@ -1,0 +1,738 @@
+"""`srebot bench`: measures ack latency, time to first reply, throughput, fan-out, cache and session lookups.
+
+The server is a child process, `python -m bot.bench_server serve` (`srebot serve` with the bench engine
+of bot/bench_server.py), on 127.0.0.1: the load generator and the loopback fakes (Slack Web API, Bot
+Connector, five slow backends) run in this process, so they neither share the server's event loop nor
+count in its RSS. The database is a temporary PostgreSQL database (SREBOT_BENCH_PG, default
+postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end; without PostgreSQL a SQLite file.
+
+Load is bounded in count and time and goes to 127.0.0.1 only, over one aiohttp client session whose
+connections are opened before a burst and reused. Timings are reported, never judged: each figure is
+printed with its goal and whether this run met it, as information.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.bench_server import (
+    ANSWER_PATTERN,
+    BACKENDS_ENV,
+    DIAGNOSE_READS,
+    ENGINE_SECONDS_ENV,
+    bench_backends,
+    fan_out,
+)
+from bot.config import Settings
+from bot.loopback.backends import SlowBackend
+from bot.loopback.bot_connector import BotConnectorFake, personal_message
+from bot.loopback.slack import SlackFake, signed_headers
+
+PG_ADMIN_ENV = "SREBOT_BENCH_PG"
+PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+MAX_CONCURRENCY = 1000  # SREBOT_MAX_CONCURRENCY of the server: 200 events/s × 2 s is 400 requests at once
+CHANNEL = "C0BENCH"
+# what a child process must not inherit: real platforms and backends, another config file
+_CHILD_DROP = ("SLACK_APP_TOKEN", "SREBOT_CONFIG", "PROMETHEUS_URL", "LOKI_URL", "CONTROL_PLANE_URL",
+               "CONTROL_PLANE_TOKEN_URL", "KUBECONFIG", "GOOGLE_API_KEY", "MICROSOFT_APP_PASSWORD",
+               "MICROSOFT_APP_TENANT_ID", "MICROSOFT_APP_TYPE", "SREBOT_TEAMS")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much load each figure gets."""
+
+    mode: str
+    burst: int  # concurrent signed events (Slack) / activities (Teams)
+    sustained_rate: float  # events/s offered in the sustained phase (open loop)
+    sustained_seconds: float
+    diagnoses: int  # concurrent identical diagnose requests
+    fan_out_rounds: int
+    lookups: int  # session lookups of each kind
+    settle: bool  # wait for every answer after each phase (full), or once at the end (quick)
+    engine_seconds: float = 2.0
+    tool_delay: float = 0.2
+    answer_timeout: float = 120.0
+
+
+# The sustained rate is offered a little above the 200/s goal, so a server that keeps up shows >= 200.
+FULL = Plan(mode="full", burst=100, sustained_rate=220, sustained_seconds=10.0, diagnoses=100, fan_out_rounds=20,
+            lookups=1000, settle=True)
+QUICK = Plan(mode="quick", burst=20, sustained_rate=220, sustained_seconds=1.0, diagnoses=20, fan_out_rounds=3,
+             lookups=100, settle=False)
+
+
+# --- statistics ----------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0-100), nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def latency(values_s: list[float]) -> dict[str, Any]:
+    """p50 / p99 / max in milliseconds (None without samples), and how many samples."""
+    ms = [v * 1000 for v in values_s]
+    if not ms:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None, "n": 0}
+    return {"p50_ms": round(percentile(ms, 50) or 0.0, 3), "p99_ms": round(percentile(ms, 99) or 0.0, 3),
+            "max_ms": round(max(ms), 3), "n": len(ms)}
+
+
+def below(value: float | None, limit: float) -> bool:
+    return value is not None and value < limit
+
+
+# --- the machine and the database ---------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor() or "unknown")
+    mem_kb = next((int(line.split()[1]) for line in _read_lines("/proc/meminfo") if line.startswith("MemTotal:")), 0)
+    return {"cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_model": cpu, "memory_gb": round(mem_kb / 2**20, 1), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB, from /proc/<pid>/status."""
+    values = {}
+    for line in _read_lines(f"/proc/{pid}/status"):
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, amount, *_ = line.split()
+            values[key[:-1]] = int(amount) / 1024
+    return round(values.get("VmRSS", 0.0), 1), round(values.get("VmHWM", 0.0), 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used, from /proc/<pid>/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def db_transactions(database_url: str) -> int | None:
+    """Transactions committed or rolled back in the bench's PostgreSQL database so far (None on SQLite)."""
+    if not database_url.startswith("postgresql"):
+        return None
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        return await conn.fetchval("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                                   "WHERE datname = current_database()")
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def temporary_database(workdir: Path) -> Any:
+    """Yields (SQLAlchemy URL, "postgresql" | "sqlite"); a PostgreSQL database is dropped afterwards."""
+    import asyncpg
+
+    admin = os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT)
+    name = f"srebot_bench_{secrets.token_hex(6)}"
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(admin), 5)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        print(f"srebot bench: no PostgreSQL at {admin} ({exc.__class__.__name__}); using SQLite", file=sys.stderr)
+        yield f"sqlite+aiosqlite:///{workdir / 'bench.db'}", "sqlite"
+        return
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = f"{admin.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield url, "postgresql"
+    finally:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the server process -------------------------------------------------------------------------
+class Server:
+    """`python -m bot.bench_server serve` on 127.0.0.1, its log in a file."""
+
+    def __init__(self, env: dict[str, str], workdir: Path):
+        self.env = env
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, session: aiohttp.ClientSession, timeout: float = 60.0) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {k: v for k, v in os.environ.items() if k not in _CHILD_DROP}
+        env.update(self.env, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        with self.log_path.open("wb") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot.bench_server", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                cwd=self.workdir, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.returncode is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{self.url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the server did not answer /healthz within {timeout:g} s:\n{self.log_tail()}")
+
+    async def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.returncode is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            return await self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(_read_lines(str(self.log_path))[-lines:])
+
+    def logged_errors(self) -> int:
+        return sum('"level": "error"' in line or '"level": "critical"' in line for line in _read_lines(str(self.log_path)))
+
+
+# --- watching the fakes -------------------------------------------------------------------------
+class Watch:
+    """Reads a fake's record incrementally: the first message in each thread (Slack thread ts, Teams
+    conversation id) and the answer of each token, with the time the fake received them."""
+
+    def __init__(self, calls: list[Any], first: Callable[[Any], str | None], text: Callable[[Any], str]):
+        self.calls = calls
+        self._first, self._text = first, text
+        self.first_in_thread: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+        self._seen = 0
+
+    def scan(self) -> None:
+        while self._seen < len(self.calls):
+            call = self.calls[self._seen]
+            self._seen += 1
+            if call.status != 200:
+                continue
+            thread = self._first(call)
+            if thread is not None:
+                self.first_in_thread.setdefault(thread, call.at)
+            for token in ANSWER_PATTERN.findall(self._text(call)):
+                self.answered.setdefault(token, call.at)
+
+
+def slack_watch(fake: SlackFake) -> Watch:
+    """Messages posted in a thread (the first is the placeholder); answers posted or replacing it."""
+    return Watch(
+        fake.calls,
+        lambda call: call.args.get("thread_ts") if call.method == "chat.postMessage" else None,
+        lambda call: call.text_blob() if call.method in ("chat.postMessage", "chat.update") else "",
+    )
+
+
+def teams_watch(fake: BotConnectorFake) -> Watch:
+    """Messages and replies sent to a conversation (the first is the acknowledgement)."""
+    sent = ("send", "reply")
+    return Watch(
+        fake.calls,
+        lambda call: call.conversation_id if call.kind in sent else None,
+        lambda call: json.dumps(call.body) if call.kind in sent else "",
+    )
+
+
+async def until(scan: Callable[[], None], done: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
+    """Poll (without touching the server) until `done()`; False when `timeout` passed first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        scan()
+        if done():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+
+
+# --- the server's own ack histogram (/metrics) -----------------------------------------------------
+_BUCKET = re.compile(r'^srebot_ack_latency_seconds_bucket\{(?P<labels>[^}]*)\} (?P<count>[0-9.e+]+)$')
+
+
+async def server_histogram(http: aiohttp.ClientSession, url: str, platform_name: str) -> dict[float, float]:
+    """The cumulative ack-latency buckets the server exported for a platform: {upper bound s: count}."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        match = _BUCKET.match(line)
+        if match and f'platform="{platform_name}"' in match["labels"]:
+            bound = re.search(r'le="([^"]+)"', match["labels"])
+            if bound:
+                buckets[float(bound.group(1))] = float(match["count"])
+    return buckets
+
+
+def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """p50 / p99 of the requests between two scrapes, as the upper bound of their bucket (the server's
+    own view: from its handler's start to its response, without the client's or the network's time)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    result: dict[str, Any] = {"n": int(total)}
+    for name, q in (("p50_le_ms", 0.5), ("p99_le_ms", 0.99)):
+        bound = next((b for b, c in zip(bounds, counts) if total and c >= q * total), None)
+        result[name] = None if bound is None or bound == float("inf") else bound * 1000
+    return result
+
+
+# --- the bench ----------------------------------------------------------------------------------
+@dataclass
+class Sent:
+    token: str
+    key: str  # the Slack thread ts or the Teams conversation id
+    started: float
+    status: int = 0
+    acked: float = 0.0
+
+
+class Bench:
+    def __init__(self, plan: Plan, workdir: Path):
+        self.plan = plan
+        self.workdir = workdir
+        self.figures: dict[str, dict[str, Any]] = {}
+        self.slack = SlackFake()
+        self.connector = BotConnectorFake()
+        self.backends = [SlowBackend(plan.tool_delay) for _ in DIAGNOSE_READS]
+        self.slack_watch = slack_watch(self.slack)
+        self.teams_watch = teams_watch(self.connector)
+        self.pending: list[tuple[str, Watch, list[Sent]]] = []  # (figure, watch, sent)
+        self._tokens = 0
+
+    def token(self, prefix: str) -> str:
+        self._tokens += 1
+        return f"{prefix}-{self._tokens:06d}"
+
+    async def run(self) -> dict[str, Any]:
+        plan = self.plan
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.slack)
+            await stack.enter_async_context(self.connector)
+            for backend in self.backends:
+                await stack.enter_async_context(backend)
+            database_url, database = await stack.enter_async_context(temporary_database(self.workdir))
+            http = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(plan.burst, plan.diagnoses) + 16))
+            )
+            server = Server({
+                "DATABASE_URL": database_url,
+                "SLACK_BOT_TOKEN": self.slack.bot_token,
+                "SLACK_SIGNING_SECRET": self.slack.signing_secret,
+                "SLACK_API_URL": self.slack.api_url,
+                "MICROSOFT_APP_ID": "",  # Bot Framework auth off: the Bot Connector is a loopback fake
+                "SREBOT_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+                "SREBOT_KUBERNETES": "off",
+                "SREBOT_COST": "off",
+                ENGINE_SECONDS_ENV: str(plan.engine_seconds),
+                BACKENDS_ENV: ",".join(b.url for b in self.backends),
+            }, self.workdir)
+            started = time.monotonic()
+            try:
+                await server.start(http)
+                startup_s = time.monotonic() - started
+                await self.warm_up(http, server.url)
+                await self.slack_burst(http, server.url)
+                await self.teams_burst(http, server.url)
+                assert server.process is not None
+                await self.sustained(http, server.url, server.process.pid, database_url)
+                await self.diagnoses(http, server.url)
+                await self.settle()
+                assert server.process is not None
+                rss, peak = rss_mb(server.process.pid)
+                self.figures["rss"] = {"rss_mb": rss, "peak_mb": peak, "goal": "< 300 MB", "meets_goal": rss < 300}
+            finally:
+                exit_code = await server.stop()
+            await self.fan_out()
+            await self.session_lookups(database_url, database)
+        return {
+            "mode": plan.mode,
+            "machine": machine(),
+            "conditions": {
+                "server": "child process `python -m bot.bench_server serve` (srebot serve with the bench engine)",
+                "load_generator": "this process, on the same machine (it and PostgreSQL share the CPUs with the server)",
+                "database": database,
+                "max_concurrency": MAX_CONCURRENCY,
+                "engine_seconds": plan.engine_seconds,
+                "tool_delay_ms": plan.tool_delay * 1000,
+                "server_startup_s": round(startup_s, 2),
+                "server_exit_code": exit_code,
+                "server_log_errors": server.logged_errors(),
+                "plan": asdict(plan),
+            },
+            "figures": self.figures,
+        }
+
+    # --- load ------------------------------------------------------------------------------------
+    async def open_connections(self, http: aiohttp.ClientSession, url: str, count: int) -> None:
+        """Open `count` keep-alive connections, so a burst measures requests, not TCP handshakes."""
+
+        async def one() -> None:
+            async with http.get(f"{url}/healthz") as response:
+                await response.read()
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+    def slack_event(self, token: str, text: str) -> tuple[str, str, dict[str, str]]:
+        """(thread ts, body, signed headers) of a mention that starts a new thread."""
+        event = self.slack.app_mention(f"<@{self.slack.bot_user_id}> {token} {text}", channel=CHANNEL)
+        body = self.slack.event_body(event)
+        return event["ts"], body, signed_headers(body, self.slack.signing_secret)
+
+    async def post(self, http: aiohttp.ClientSession, url: str, sent: Sent, body: str | bytes,
+                   headers: dict[str, str]) -> Sent:
+        sent.started = time.monotonic()
+        try:
+            async with http.post(url, data=body if isinstance(body, bytes) else body.encode(), headers=headers) as response:
+                await response.read()
+                sent.status = response.status
+        except aiohttp.ClientError:
+            sent.status = 0
+        sent.acked = time.monotonic()
+        return sent
+
+    async def send_slack(self, http: aiohttp.ClientSession, url: str, prefix: str, text: str) -> Sent:
+        token = self.token(prefix)
+        ts, body, headers = self.slack_event(token, text)
+        return await self.post(http, f"{url}/slack/events", Sent(token, ts, 0.0), body, headers)
+
+    async def slack_wave(self, http: aiohttp.ClientSession, url: str, prefix: str, text: str, count: int) -> list[Sent]:
+        """`count` events at once, each in a new thread (bodies signed before the clock starts)."""
+        await self.open_connections(http, url, count)
+        prepared = []
+        for _ in range(count):
+            token = self.token(prefix)
+            ts, body, headers = self.slack_event(token, text)
+            prepared.append((Sent(token, ts, 0.0), body, headers))
+        return list(await asyncio.gather(*(self.post(http, f"{url}/slack/events", s, b, h) for s, b, h in prepared)))
+
+    async def answers(self, figure: str, watch: Watch, sent: list[Sent]) -> None:
+        """Every answer of `sent` is waited for now (full) or at the end (quick); then `lost` is set."""
+        self.pending.append((figure, watch, sent))
+        if self.plan.settle:
+            await self.settle()
+
+    async def settle(self) -> None:
+        pending, self.pending = self.pending, []
+        for figure, watch, sent in pending:
+            await until(watch.scan, lambda w=watch, ss=sent: all(s.token in w.answered for s in ss),  # type: ignore[misc]
+                        self.plan.answer_timeout, poll=0.1)
+            if figure in self.figures:
+                self.figures[figure]["lost"] = sum(s.status != 200 or s.token not in watch.answered for s in sent)
+
+    async def warm_up(self, http: aiohttp.ClientSession, url: str) -> None:
+        """A few requests of each kind first: imports and pools warm, as in a server that has been up."""
+        sent = await self.slack_wave(http, url, "w", "sleep", 3)
+        sent += await self.slack_wave(http, url, "wd", "diagnose warmup", 2)
+        tsent = await self.teams_wave(http, url, "wt", 3)
+        await until(self.slack_watch.scan, lambda: all(s.key in self.slack_watch.first_in_thread for s in sent), 30)
+        await until(self.teams_watch.scan, lambda: all(s.key in self.teams_watch.first_in_thread for s in tsent), 30)
+        await self.answers("warm_up", self.slack_watch, sent)
+        await self.answers("warm_up", self.teams_watch, tsent)
+
+    async def slack_burst(self, http: aiohttp.ClientSession, url: str) -> None:
+        watch = self.slack_watch
+        before = await server_histogram(http, url, "slack")
+        sent = await self.slack_wave(http, url, "s", "sleep", self.plan.burst)
+        after = await server_histogram(http, url, "slack")
+        await until(watch.scan, lambda: all(s.key in watch.first_in_thread for s in sent), 30.0)
+        acks = latency([s.acked - s.started for s in sent if s.status == 200])
+        firsts = latency([watch.first_in_thread[s.key] - s.started for s in sent if s.key in watch.first_in_thread])
+        self.figures["slack_ack"] = {
+            **acks, "concurrent": len(sent), "non_200": sum(s.status != 200 for s in sent),
+            "server_side": histogram_quantiles(before, after),
+            "goal": "p99 < 50 ms", "meets_goal": below(acks["p99_ms"], 50),
+        }
+        self.figures["slack_placeholder"] = {
+            **firsts, "missing": sum(s.key not in watch.first_in_thread for s in sent), "lost": None,
+            "goal": "p99 < 300 ms", "meets_goal": below(firsts["p99_ms"], 300),
+        }
+        await self.answers("slack_placeholder", watch, sent)
+
+    async def teams_wave(self, http: aiohttp.ClientSession, url: str, prefix: str, count: int) -> list[Sent]:
+        await self.open_connections(http, url, count)
+        prepared = []
+        for _ in range(count):
+            token = self.token(prefix)
+            conversation = f"a:bench-{token}"
+            activity = personal_message(self.connector.url, f"{token} sleep", conversation_id=conversation)
+            prepared.append((Sent(token, conversation, 0.0), json.dumps(activity)))
+        headers = {"Content-Type": "application/json"}
+        return list(await asyncio.gather(*(self.post(http, f"{url}/api/messages", s, b, headers) for s, b in prepared)))
+
+    async def teams_burst(self, http: aiohttp.ClientSession, url: str) -> None:
+        watch = self.teams_watch
+        before = await server_histogram(http, url, "teams")
+        sent = await self.teams_wave(http, url, "t", self.plan.burst)
+        after = await server_histogram(http, url, "teams")
+        await until(watch.scan, lambda: all(s.key in watch.first_in_thread for s in sent), 30.0)
+        acks = latency([s.acked - s.started for s in sent if s.status == 200])
+        firsts = latency([watch.first_in_thread[s.key] - s.started for s in sent if s.key in watch.first_in_thread])
+        self.figures["teams_ack"] = {**acks, "concurrent": len(sent), "non_200": sum(s.status != 200 for s in sent),
+                                     "server_side": histogram_quantiles(before, after), "goal": None, "meets_goal": None}
+        self.figures["teams_first_reply"] = {
+            **firsts, "missing": sum(s.key not in watch.first_in_thread for s in sent), "lost": None,
+            "goal": None, "meets_goal": None,
+        }
+        await self.answers("teams_first_reply", watch, sent)
+
+    async def sustained(self, http: aiohttp.ClientSession, url: str, pid: int, database_url: str) -> None:
+        """Open loop: events offered at `sustained_rate` for `sustained_seconds`, each in a new thread,
+        whatever the server's pace; every one must be acked 200 and get its answer. Sustained = the lower
+        of the rate they were acked at and the rate their answers completed at."""
+        plan = self.plan
+        watch = self.slack_watch
+        count = int(plan.sustained_rate * plan.sustained_seconds)
+        await self.open_connections(http, url, min(count, 64))
+        tasks: list[asyncio.Task[Sent]] = []
+        cpu_before, xacts_before = cpu_seconds(pid), await db_transactions(database_url)
+        start = time.monotonic()
+        for index in range(count):
+            delay = start + index / plan.sustained_rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            token = self.token("u")
+            ts, body, headers = self.slack_event(token, "sleep")
+            tasks.append(asyncio.create_task(self.post(http, f"{url}/slack/events", Sent(token, ts, 0.0), body, headers)))
+        sent = list(await asyncio.gather(*tasks))
+        ok = [s for s in sent if s.status == 200]
+        acked_window = max((s.acked for s in ok), default=start) - start
+        await until(watch.scan, lambda: all(s.token in watch.answered for s in ok), plan.answer_timeout, poll=0.2)
+        answered = [s for s in ok if s.token in watch.answered]
+        cpu = cpu_seconds(pid) - cpu_before
+        await asyncio.sleep(1.2)  # PostgreSQL publishes a backend's counters at most once a second
+        xacts_after = await db_transactions(database_url)
+        last_answer = max((watch.answered[s.token] for s in answered), default=start)
+        acked_rate = len(ok) / acked_window if acked_window > 0 else 0.0
+        answered_rate = len(answered) / max(last_answer - start - plan.engine_seconds, 1e-9) if answered else 0.0
+        rate = min(acked_rate, answered_rate)
+        lost = len(sent) - len(answered)
+        self.figures["sustained"] = {
+            "events_per_s": round(rate, 1), "acked_per_s": round(acked_rate, 1),
+            "answered_per_s": round(answered_rate, 1), "offered_per_s": plan.sustained_rate,
+            "sent": len(sent), "acked": len(ok), "answered": len(answered), "lost": lost,
+            "seconds": plan.sustained_seconds, "engine_seconds": plan.engine_seconds,
+            "ack": latency([s.acked - s.started for s in ok]),
+            # how long after its request an answer came, beyond the engine's own time: the backlog
+            "answer_lag": latency([watch.answered[s.token] - s.started - plan.engine_seconds for s in answered]),
+            # the cost of one event on the server: what bounds throughput on a given CPU
+            "server_cpu_ms_per_event": round(cpu * 1000 / len(sent), 2) if sent else None,
+            "db_transactions_per_event": (round((xacts_after - xacts_before) / len(sent), 1)
+                                          if sent and xacts_after is not None and xacts_before is not None else None),
+            "goal": ">= 200/s, none lost", "meets_goal": rate >= 200 and lost == 0,
+        }
+
+    async def diagnoses(self, http: aiohttp.ClientSession, url: str) -> None:
+        """`diagnoses` concurrent identical diagnose requests, each in its own thread, same service."""
+        for backend in self.backends:
+            backend.reset()
+        watch = self.slack_watch
+        sent = await self.slack_wave(http, url, "d", "diagnose checkout", self.plan.diagnoses)
+        await until(watch.scan, lambda: all(s.token in watch.answered for s in sent), self.plan.answer_timeout)
+        calls = sum(sum(b.requests.values()) for b in self.backends)
+        distinct = sum(len(b.requests) for b in self.backends)
+        self.figures["backend_calls"] = {
+            "requests": len(sent), "acked": sum(s.status == 200 for s in sent),
+            "answered": sum(s.token in watch.answered for s in sent),
+            "backend_calls": calls, "distinct_queries": distinct,
+            "calls_per_distinct_query": round(calls / distinct, 3) if distinct else None,
+            "max_calls_one_query": max((n for b in self.backends for n in b.requests.values()), default=0),
+            "goal": "1 per distinct query", "meets_goal": calls == distinct and distinct > 0,
+        }
+
+    # --- in this process, after the server stopped ----------------------------------------------
+    async def fan_out(self) -> None:
+        """The reads of a diagnosis against the slow backends: together, then the same calls one by one.
+        Each round uses a new service name, so neither the cache nor single-flight shortens a round."""
+        backends = bench_backends([b.url for b in self.backends])
+        try:
+            await fan_out(backends, "warm-up", "15m")  # connections open
+            parallel: list[float] = []
+            sequential: list[float] = []
+            failed = 0
+            for index in range(self.plan.fan_out_rounds):
+                for together, times in ((True, parallel), (False, sequential)):
+                    started = time.perf_counter()
+                    results = await fan_out(backends, f"fanout-{index}-{together}", "15m", parallel=together)
+                    times.append(time.perf_counter() - started)
+                    failed += sum(not r.ok for r in results)
+        finally:
+            await asyncio.gather(*(b.aclose() for b in backends))
+        p, s = statistics.median(parallel) * 1000, statistics.median(sequential) * 1000
+        self.figures["fan_out"] = {
+            "tools": len(backends), "tool_delay_ms": self.plan.tool_delay * 1000, "rounds": self.plan.fan_out_rounds,
+            "parallel_ms": round(p, 1), "sequential_ms": round(s, 1), "ratio": round(p / s, 3), "failed_calls": failed,
+            "path": "Backend.run of each read, run together by bot.engine.calls.Calls (the playbooks' runner)",
+            "goal": "<= 0.3", "meets_goal": p / s <= 0.3,
+        }
+
+    async def session_lookups(self, database_url: str, database: str) -> None:
+        """Store.session_id_for one call at a time: new threads (insert), cached (warm), and the same
+        threads again after clearing the cache (cold: one database round trip each)."""
+        from sessions.store import ConversationKey, Store
+
+        store = Store(database_url)
+        try:
+            keys = [ConversationKey("bench", "T0BENCH", CHANNEL, f"lookup-{i}") for i in range(self.plan.lookups)]
+            await store.session_id_for(ConversationKey("bench", "T0BENCH", CHANNEL, "warm-up"))
+            create = await _timed(store.session_id_for, keys)
+            warm = await _timed(store.session_id_for, keys)
+            store._thread_cache.clear()  # the bench looks behind the cache on purpose
+            cold = await _timed(store.session_id_for, keys)
+        finally:
+            await store.close()
+        figure: dict[str, Any] = {"database": database}
+        for name, values in (("warm", warm), ("cold", cold), ("create", create)):
+            stats = latency(values)
+            figure[name] = stats
+        figure["goal"] = "p99 < 5 ms (warm and cold)"
+        figure["meets_goal"] = below(figure["warm"]["p99_ms"], 5) and below(figure["cold"]["p99_ms"], 5)
+        self.figures["session_lookup"] = figure
+
+
+async def _timed(fn: Callable[[Any], Awaitable[Any]], items: list[Any]) -> list[float]:
+    times = []
+    for item in items:
+        started = time.perf_counter()
+        await fn(item)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+# --- output -------------------------------------------------------------------------------------
+def _ms(stats: dict[str, Any]) -> str:
+    return f"{_num(stats['p50_ms'])} / {_num(stats['p99_ms'])} ms"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    """(figure, value, goal, meets goal) for the table."""
+    f = report["figures"]
+
+    def verdict(figure: dict[str, Any]) -> str:
+        return {True: "yes", False: "NO", None: "-"}[figure.get("meets_goal")]
+
+    if "slack_ack" in f:
+        a, p = f["slack_ack"], f["slack_placeholder"]
+        yield (f"Slack ack latency p50 / p99, {a['concurrent']} concurrent signed events", _ms(a) +
+               (f" ({a['non_200']} not 200)" if a["non_200"] else ""), a["goal"], verdict(a))
+        yield ("Slack event -> placeholder in thread p50 / p99", _ms(p) +
+               (f" ({p['missing']} missing)" if p["missing"] else "") + (f" ({p['lost']} lost)" if p["lost"] else ""),
+               p["goal"], verdict(p))
+    if "teams_ack" in f:
+        a, p = f["teams_ack"], f["teams_first_reply"]
+        yield (f"Teams /api/messages ack p50 / p99, {a['concurrent']} concurrent", _ms(a) +
+               (f" ({a['non_200']} not 200)" if a["non_200"] else ""), "- (info)", verdict(a))
+        yield ("Teams activity -> first reply p50 / p99", _ms(p) + (f" ({p['missing']} missing)" if p["missing"] else "")
+               + (f" ({p['lost']} lost)" if p["lost"] else ""), "- (info)", verdict(p))
+    if "sustained" in f:
+        s = f["sustained"]
+        yield ((f"sustained events/s, engine {s['engine_seconds']:g} s each, offered {s['offered_per_s']:g}/s "
+                f"for {s['seconds']:g} s (SREBOT_MAX_CONCURRENCY={report['conditions']['max_concurrency']})"),
+               (f"{s['events_per_s']:.0f}/s (acked {s['acked_per_s']:.0f}/s, answered {s['answered_per_s']:.0f}/s); "
+               f"{s['lost']} lost of {s['sent']}"), s["goal"], verdict(s))
+        yield ("  its ack p50 / p99, answer lag beyond the engine p50 / p99",
+               f"{_ms(s['ack'])}; {_ms(s['answer_lag'])}", "- (info)", "-")
+        yield ("  server CPU per event, database transactions per event",
+               f"{s['server_cpu_ms_per_event']} ms, {s['db_transactions_per_event']}", "- (info)", "-")
+    if "fan_out" in f:
+        o = f["fan_out"]
+        yield (f"diagnose fan-out parallel / sequential, {o['tools']} tools of {o['tool_delay_ms']:g} ms",
+               f"{_num(o['parallel_ms'])} / {_num(o['sequential_ms'])} ms = {o['ratio']:.2f}", o["goal"], verdict(o))
+    if "backend_calls" in f:
+        b = f["backend_calls"]
+        yield (f"backend calls for {b['requests']} concurrent identical diagnoses",
+               f"{b['backend_calls']} calls / {b['distinct_queries']} queries = {b['calls_per_distinct_query']:g}",
+               b["goal"], verdict(b))
+    if "session_lookup" in f:
+        s = f["session_lookup"]
+        db = s["database"]
+        yield (f"session lookup p50 / p99 on {db}, warm (cached)", _ms(s["warm"]), "p99 < 5 ms",
+               "yes" if below(s["warm"]["p99_ms"], 5) else "NO")
+        yield (f"session lookup p50 / p99 on {db}, cold (cache cleared)", _ms(s["cold"]), "p99 < 5 ms",
+               "yes" if below(s["cold"]["p99_ms"], 5) else "NO")
+        yield (f"session create (new thread) p50 / p99 on {db}", _ms(s["create"]), "- (info)", "-")
+    if "rss" in f:
+        r = f["rss"]
+        yield ("server RSS at the end of the load (peak)", f"{r['rss_mb']:.0f} MB ({r['peak_mb']:.0f} MB)", r["goal"],
+               verdict(r))
+
+
+def table(report: dict[str, Any]) -> str:
+    m, c = report["machine"], report["conditions"]
+    header = ("figure", "value", "goal", "meets goal")
+    body = list(rows(report))
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(4)]
+    lines = [
+        (f"srebot bench ({report['mode']}): {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Python {m['python']}; "
+        f"database {c['database']}; server log errors: {c['server_log_errors']}"),
+        " | ".join(h.ljust(w) for h, w in zip(header, widths)),
+        "-+-".join("-" * w for w in widths),
+    ]
+    lines += [" | ".join(v.ljust(w) for v, w in zip(row, widths)) for row in body]
+    lines.append("Timings are information, not a verdict: goals are for 2 cores.")
+    return "\n".join(lines)
+
+
+async def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    plan = QUICK if args.quick else FULL
+    with tempfile.TemporaryDirectory(prefix="srebot-bench-") as workdir:
+        try:
+            report = await Bench(plan, Path(workdir)).run()
+        except RuntimeError as exc:
+            print(f"srebot bench: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(report, indent=2) if args.json else table(report))
+    return 0

@@ -1,0 +1,596 @@
+"""Deterministic playbooks that need no LLM: logs, metrics (and free PromQL), capacity, cost, incidents and
+proposed write actions. The diagnosis family (diagnose, changes, pods, alerts) is in bot.engine.diagnosis.
+
+Every playbook runs its backend calls through the context's `Calls` (concurrent, bounded, recorded in the
+answer's `tools`, reported as progress) and returns an Answer; nothing here raises for a backend failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from bot.actions import ActionError, Actions
+from bot.answer import Action, Answer, Finding, Link, Recommendation
+from bot.approvals import NO_APPROVERS_HINT
+from bot.config import Settings, parse_duration
+from bot.engine.calls import Calls, combine
+from bot.engine.findings import pattern_text, signal_title
+from bot.engine.reasoning import Plan
+from bot.engine.resolve import Target
+from bot.engine.text import (
+    clock,
+    join,
+    label,
+    lower_first,
+    number,
+    percent,
+    plural,
+    short,
+    value_text,
+)
+from bot.ports import Progress, Request
+from bot.toolbox import Toolbox
+from sessions.store import ApprovalRecord, Conversation
+from tools.base import ErrorCode, ToolResult
+from tools.cost import CostForecast, CostReport, GroupCost, ServiceCost
+from tools.logs import LogReport
+from tools.metrics import QueryResult, Signal
+from tools.redact import redact
+
+DEFAULT_COST_DAYS = 7
+MAX_SERIES_SHOWN = 10
+# resource limits and requests per pod, for capacity (kube-state-metrics)
+RESOURCE_QUERIES = {
+    "limits": 'max by (resource) (kube_pod_container_resource_limits{{namespace="{namespace}",pod=~"{deployment}-.*"}})',
+    "requests": 'max by (resource) (kube_pod_container_resource_requests{{namespace="{namespace}",pod=~"{deployment}-.*"}})',
+}
+
+
+@dataclass
+class Context:
+    """One request as the playbooks see it."""
+
+    settings: Settings
+    toolbox: Toolbox
+    actions: Actions
+    request: Request
+    session: Conversation
+    progress: Progress
+    calls: Calls
+    now: datetime
+
+    @property
+    def window(self) -> str:
+        return self.settings.defaults.window
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_duration(self.settings.defaults.window)
+
+    def thresholds(self) -> dict[str, tuple[float, float]]:
+        return dict(self.settings.thresholds.model_dump())
+
+    def answer(self, **fields: Any) -> Answer:
+        fields.setdefault("tools", list(self.calls.statuses))
+        return Answer(session_id=self.session.id, **fields)
+
+    @property
+    def approvers_configured(self) -> bool:
+        return self.actions.approvals.configured
+
+    async def approval(self, action: Action) -> ApprovalRecord:
+        """An approval row for `action`, requested by whoever asked; raises ActionError."""
+        return await self.actions.propose(
+            action,
+            requester=self.request.user,
+            platform=self.request.key.platform,
+            session_id=self.session.id,
+            request_id=self.request.request_id,
+        )
+
+    async def propose(self, plans: list[Plan]) -> tuple[list[Recommendation], dict[str, str]]:
+        """Each plan as a recommendation; those with an action become approval rows. A plan that cannot be
+        proposed stays a recommendation without approval, and `problems` says why (by title)."""
+        recommendations, problems = [], {}
+        for plan in plans:
+            if plan.action is None:
+                recommendations.append(Recommendation(title=plan.title))
+                continue
+            try:
+                approval = await self.approval(plan.action)
+            except ActionError as exc:
+                problems[plan.title] = str(exc)
+                recommendations.append(Recommendation(title=plan.title, action=plan.action))
+                continue
+            recommendations.append(Recommendation(title=plan.title, action=plan.action, approval_id=approval.id))
+        return recommendations, problems
+
+
+# --- links ----------------------------------------------------------------------------------------
+def explore_link(grafana: str, datasource: str, expr: str, window: str) -> str:
+    left = {
+        "datasource": datasource,
+        "queries": [{"refId": "A", "expr": expr}],
+        "range": {"from": f"now-{window}", "to": "now"},
+    }
+    return f"{grafana}/explore?left=" + quote(json.dumps(left, separators=(",", ":")), safe="")
+
+
+def links(settings: Settings, target: Target | None, *, promql: str | None = None, logql: str | None = None) -> list[Link]:
+    """The service's dashboard and runbook from the catalog, and Grafana Explore when GRAFANA_URL is set."""
+    out = []
+    if target is not None and target.config.dashboard:
+        out.append(Link(title=f"{target.name} dashboard", url=target.config.dashboard))
+    if target is not None and target.config.runbook:
+        out.append(Link(title=f"{target.name} runbook", url=target.config.runbook))
+    if settings.grafana_url:
+        window = settings.defaults.window
+        if promql:
+            out.append(Link(title="Grafana Explore: metrics", url=explore_link(settings.grafana_url, "Prometheus", promql, window)))
+        if logql:
+            out.append(Link(title="Grafana Explore: logs", url=explore_link(settings.grafana_url, "Loki", logql, window)))
+    return out
+
+
+def failure_note(ctx: Context) -> str:
+    """'Could not check logs (unreachable: …).' for the failed calls of this answer, or ''."""
+    failed = [f"{s.name} ({s.error})" for s in ctx.calls.statuses if not s.ok]
+    return (" Could not check " + join(failed) + ".") if failed else ""
+
+
+def _data(result: ToolResult[Any]) -> Any:
+    return result.data if result.ok else None
+
+
+# --- logs -----------------------------------------------------------------------------------------
+async def logs(ctx: Context, target: Target) -> Answer:
+    results = await ctx.calls.run(
+        {"logs": ctx.toolbox.logs.error_patterns(target.ref, ctx.window_seconds)},
+        intro=f"Reading the error logs of {target.name}…",
+    )
+    report: LogReport | None = _data(results["logs"])
+    base = {"intent": "logs", "service": target.name, "namespace": target.namespace}
+    if report is None:
+        return ctx.answer(
+            **base,
+            summary=f"Could not read the logs of {target.name}: {ctx.calls.statuses[-1].error}.",
+            links=links(ctx.settings, target, logql=target.ref.log_selector),
+        )
+    findings = [
+        Finding(
+            severity="warning" if p.level == "error" else "info",
+            source="logs",
+            title=f"×{p.count} “{pattern_text(p)}” (last {clock(p.last_seen)})",
+            evidence=short(redact(p.sample), 400),
+            value=p.count,
+        )
+        for p in report.patterns
+    ]
+    scanned = f"{report.lines_scanned} error-looking lines scanned" + (
+        ", Loki's limit was reached so counts are lower bounds" if report.limit_hit else ""
+    )
+    if report.patterns:
+        top = "; ".join(f"“{pattern_text(p)}” ×{p.count}" for p in report.patterns[:3])
+        summary = f"Top error patterns of {target.name} in the last {ctx.window} ({scanned}): {top}."
+    else:
+        summary = f"No error-looking lines in the logs of {target.name} in the last {ctx.window} ({report.query})."
+    return ctx.answer(
+        **base,
+        summary=summary + _notes(report.notes),
+        findings=findings,
+        confidence=0.9,
+        links=links(ctx.settings, target, logql=report.query),
+    )
+
+
+def _notes(notes: list[str]) -> str:
+    return (" Note: " + "; ".join(notes) + ".") if notes else ""
+
+
+# --- metrics --------------------------------------------------------------------------------------
+async def metrics(ctx: Context, target: Target) -> Answer:
+    results = await ctx.calls.run(
+        {"metrics": ctx.toolbox.metrics.golden_signals(target.ref, ctx.window, ctx.thresholds())},
+        intro=f"Querying the golden signals of {target.name}…",
+    )
+    signals: list[Signal] | None = _data(results["metrics"])
+    base = {"intent": "metrics", "service": target.name, "namespace": target.namespace}
+    if signals is None:
+        return ctx.answer(**base, summary=f"Could not read the metrics of {target.name}: {ctx.calls.statuses[-1].error}.")
+    findings = [
+        Finding(
+            severity={"critical": "critical", "warning": "warning"}.get(s.health, "info"),  # type: ignore[arg-type]
+            source="metrics",
+            title=signal_title(s) + (f", {s.trend}" if s.trend and s.trend != "stable" and s.value is not None else ""),
+            evidence=s.query,
+            value=s.value,
+        )
+        for s in signals
+    ]
+    parts = [
+        f"{lower_first(label(s.name))} {value_text(s)}"
+        + (f" ({s.health})" if s.health in ("warning", "critical") else "")
+        for s in signals
+    ]
+    if all(s.value is None for s in signals):
+        summary = (
+            f"No metrics for {target.name} in the last {ctx.window}: every golden-signal query returned no data "
+            "(not zero). Check that Prometheus scrapes it and that the catalog's metric templates match its labels."
+        )
+    else:
+        bad = [s for s in signals if s.health in ("warning", "critical")]
+        verdict = ("Out of bounds: " + join([signal_title(s) for s in bad]) + ".") if bad else "All within thresholds."
+        summary = f"{target.name} over the last {ctx.window}: " + ", ".join(parts) + ". " + verdict
+    error_rate = next((s.query for s in signals if s.name == "error_rate"), None)
+    return ctx.answer(
+        **base,
+        summary=summary,
+        findings=findings,
+        confidence=0.9 if any(s.value is not None for s in signals) else 0.3,
+        links=links(ctx.settings, target, promql=error_rate),
+    )
+
+
+async def promql(ctx: Context, expr: str) -> Answer:
+    results = await ctx.calls.run({"metrics": ctx.toolbox.metrics.query(expr)}, intro="Running the PromQL query…")
+    result: ToolResult[QueryResult] = results["metrics"]
+    if not result.ok or result.data is None:
+        assert result.error is not None
+        rejected = result.error.code is ErrorCode.BAD_QUERY
+        return ctx.answer(
+            intent="metrics",
+            status="failed",
+            summary=("Prometheus rejected the query: " if rejected else "Could not run the query: ")
+            + str(result.error.message if rejected else result.error),
+        )
+    data = result.data
+    rows = []
+    for series in data.series:
+        if not series.samples:
+            continue
+        name = series.labels.get("__name__", "")
+        labels_text = ", ".join(f'{k}="{v}"' for k, v in sorted(series.labels.items()) if k != "__name__")
+        rows.append((f"{name}{{{labels_text}}}" if name or labels_text else "value", series.samples[-1].value))
+    rows.sort(key=lambda row: -row[1] if not math.isnan(row[1]) else math.inf)
+    findings = [
+        Finding(severity="info", source="metrics", title=f"{short(redact(text), 160)} = {number(value)}", evidence=expr, value=value)
+        for text, value in rows[:MAX_SERIES_SHOWN]
+    ]
+    if not rows:
+        summary = f"The query returned no data (no series, which is not the same as zero): {expr}"
+    else:
+        shown = "; ".join(f"{short(redact(text), 80)} = {number(value)}" for text, value in rows[:3])
+        summary = f"{plural(len(rows), 'series', 'series')} ({data.result_type}); highest: {shown}."
+    return ctx.answer(
+        intent="metrics",
+        summary=summary + _notes(data.notes),
+        findings=findings,
+        confidence=0.9,
+        links=links(ctx.settings, None, promql=expr),
+    )
+
+
+# --- capacity -------------------------------------------------------------------------------------
+async def capacity(ctx: Context, target: Target) -> Answer:
+    ref = target.ref
+
+    async def resources() -> ToolResult[dict[str, ToolResult[Any]]]:
+        queries = {
+            name: template.format(namespace=ref.namespace, deployment=ref.deployment)
+            for name, template in RESOURCE_QUERIES.items()
+        }
+        signals, *answers = await asyncio.gather(
+            ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+            *(ctx.toolbox.metrics.query(q) for q in queries.values()),
+        )
+        return combine("metrics", {"golden_signals": signals, **dict(zip(queries, answers, strict=True))})
+
+    results = await ctx.calls.run(
+        {
+            "metrics": resources(),
+            "kubernetes": ctx.toolbox.kubernetes.deployment_status(
+                ref.namespace, ref.deployment, window_seconds=int(ctx.window_seconds)
+            ),
+        },
+        intro=f"Checking CPU and memory of {target.name} against its requests and limits…",
+    )
+    parts: dict[str, ToolResult[Any]] = results["metrics"].data or {}
+    signal_list: list[Signal] = _data(parts["golden_signals"]) or [] if parts else []
+    signals = {s.name: s for s in signal_list}
+    report = _data(results["kubernetes"])
+    per_pod = {name: _per_resource(_data(parts[name])) if parts else {} for name in RESOURCE_QUERIES}
+    findings: list[Finding] = []
+    clauses: list[str] = []
+    for name in ("cpu_ratio", "memory_ratio"):
+        signal = signals.get(name)
+        if signal is None:
+            continue
+        findings.append(
+            Finding(
+                severity={"critical": "critical", "warning": "warning"}.get(signal.health, "info"),  # type: ignore[arg-type]
+                source="metrics",
+                title=signal_title(signal) + (f", {signal.trend}" if signal.trend else ""),
+                evidence=signal.query,
+                value=signal.value,
+            )
+        )
+        limit = per_pod["limits"].get("cpu" if name == "cpu_ratio" else "memory")
+        limit_text = f" of its {_resource(name, limit)} limit" if limit else " of its limit"
+        clauses.append(
+            f"{'CPU' if name == 'cpu_ratio' else 'memory'} at "
+            + (f"{percent(signal.value)}{limit_text}" + (f" ({signal.trend})" if signal.trend else "")
+               if signal.value is not None else "no data")
+        )
+    for kind in ("limits", "requests"):
+        values = per_pod[kind]
+        if values:
+            text = ", ".join(f"{_resource(r, v)} {r}" for r, v in sorted(values.items()) if r in ("cpu", "memory"))
+            findings.append(Finding(severity="info", source="metrics", title=f"{kind.capitalize()} per pod: {text}",
+                                    evidence=RESOURCE_QUERIES[kind].format(namespace=ref.namespace, deployment=ref.deployment)))
+            clauses.append(f"{kind} per pod: {text}")
+        else:
+            clauses.append(f"no data on {kind}")
+    plans: list[Plan] = []
+    if report is not None:
+        findings.append(Finding(severity="info" if report.ready >= report.desired else "warning", source="kubernetes",
+                                title=f"{report.ready}/{report.desired} replicas ready",
+                                evidence=f"deployment {report.namespace}/{report.name}", value=report.ready))
+        clauses.append(f"{report.ready}/{report.desired} replicas ready")
+        cpu = signals.get("cpu_ratio")
+        if cpu is not None and cpu.health in ("warning", "critical") and report.desired > 0:
+            wanted = report.desired + max(1, math.ceil(report.desired * 0.5))
+            plans.append(Plan(f"Scale {target.name} from {report.desired} to {wanted} replicas (CPU at "
+                              f"{value_text(cpu)} of its limit)",
+                              Action(kind="scale", target=f"{ref.namespace}/{ref.deployment}", params={"replicas": wanted})))
+    memory = signals.get("memory_ratio")
+    if memory is not None and memory.health in ("warning", "critical"):
+        plans.append(Plan(f"Raise the memory limit of {target.name} or find what grows (memory at "
+                          f"{value_text(memory)} of its limit, {memory.trend or 'trend unknown'})"))
+    recommendations, problems = await ctx.propose(plans)
+    summary = f"Capacity of {target.name}: " + "; ".join(clauses) + "." if clauses else f"No capacity data for {target.name}."
+    summary += _recommended(recommendations, problems, ctx.approvers_configured) + failure_note(ctx)
+    return ctx.answer(
+        intent="capacity",
+        service=target.name,
+        namespace=target.namespace,
+        summary=summary,
+        findings=findings,
+        recommendations=recommendations,
+        confidence=0.8 if signals else 0.3,
+        links=links(ctx.settings, target, promql=signals["cpu_ratio"].query if "cpu_ratio" in signals else None),
+    )
+
+
+def _per_resource(result: QueryResult | None) -> dict[str, float]:
+    if result is None:
+        return {}
+    return {s.labels.get("resource", "?"): s.samples[-1].value for s in result.series if s.samples}
+
+
+def _resource(name: str, value: float | None) -> str:
+    if value is None:
+        return "?"
+    if name.startswith("cpu"):
+        return f"{value:g} CPU" if value >= 1 else f"{value * 1000:.0f}m CPU"
+    mib = value / 2**20
+    return f"{mib / 1024:.1f} GiB" if mib >= 1024 else f"{mib:.0f} MiB"
+
+
+def _recommended(recommendations: list[Recommendation], problems: dict[str, str], approvers: bool) -> str:
+    if not recommendations:
+        return ""
+    parts = []
+    for rec in recommendations:
+        text = rec.title
+        if rec.approval_id:
+            text += f" (approval {rec.approval_id})"
+        elif rec.title in problems:
+            text += f" (cannot be proposed: {problems[rec.title]})"
+        parts.append(text)
+    hint = f" {NO_APPROVERS_HINT}" if not approvers and any(r.action for r in recommendations) else ""
+    return " Recommended: " + "; ".join(parts) + "." + hint
+
+
+# --- cost -----------------------------------------------------------------------------------------
+def _money(amount: float, currency: str) -> str:
+    return f"{currency} {amount:,.2f}"
+
+
+def _change(group: GroupCost) -> str:
+    pct = f", {group.change_pct:+.0f}%" if group.change_pct is not None else ", new"
+    return f"{group.change:+,.2f}{pct}"
+
+
+async def cost(ctx: Context, target: Target | None, days: int | None) -> Answer:
+    period = days or DEFAULT_COST_DAYS
+    tool = ctx.toolbox.cost
+    if target is not None:
+        results = await ctx.calls.run(
+            {"cost": tool.service_cost(target.ref.cost_tag or target.name, period)},
+            intro=f"Reading the cost of {target.name} for {period} days…",
+        )
+        data: ServiceCost | None = _data(results["cost"])
+        base = {"intent": "cost", "service": target.name, "namespace": target.namespace}
+        if data is None:
+            return ctx.answer(**base, summary=f"Could not read the cost of {target.name}: {ctx.calls.statuses[-1].error}.")
+        group = data.cost
+        severity = "warning" if group.change_pct is not None and group.change_pct > 20 else "info"
+        title = (
+            f"{target.name} cost {_money(group.current, data.currency)} in the last {period} days "
+            f"({_change(group)} vs the {period} days before)"
+        )
+        finding = Finding(severity=severity, source="cost", title=title,
+                          evidence=f"Cost Explorer, tag {data.tag_key}={data.tag_value}, {data.start} to {data.end}",
+                          value=round(group.current, 2))
+        estimated = " Some days are estimates (not final yet)." if data.estimated else ""
+        return ctx.answer(**base, summary=title + "." + estimated + _notes(data.notes), findings=[finding], confidence=0.9)
+
+    async def both() -> ToolResult[dict[str, ToolResult[Any]]]:
+        report, forecast = await asyncio.gather(tool.cost_by(period), tool.forecast(30))
+        return combine("cost", {"cost_by": report, "forecast": forecast})
+
+    results = await ctx.calls.run({"cost": both()}, intro=f"Reading cost by service for {period} days…")
+    parts = results["cost"].data or {}
+    report: CostReport | None = _data(parts["cost_by"]) if parts else None
+    forecast: CostForecast | None = _data(parts["forecast"]) if parts else None
+    if report is None:
+        return ctx.answer(intent="cost", summary=f"Could not read the cost: {ctx.calls.statuses[-1].error}.")
+    change = f" ({report.change_pct:+.0f}% vs the {period} days before)" if report.change_pct is not None else ""
+    findings = [
+        Finding(
+            severity="warning" if report.change_pct is not None and report.change_pct > 20 else "info",
+            source="cost",
+            title=f"Total {_money(report.total, report.currency)} in the last {period} days{change}",
+            evidence=f"Cost Explorer by {report.group_by}, {report.start} to {report.end}",
+            value=round(report.total, 2),
+        )
+    ]
+    findings += [
+        Finding(
+            severity="warning" if m.change_pct is not None and m.change_pct > 50 and m.change > 0 else "info",
+            source="cost",
+            title=f"{m.name}: {_money(m.current, report.currency)} ({_change(m)})",
+            evidence=f"Cost Explorer by {report.group_by}",
+            value=round(m.current, 2),
+        )
+        for m in report.top_movers
+    ]
+    if forecast is not None:
+        interval = (
+            f" (80% interval {forecast.lower:,.2f}–{forecast.upper:,.2f})"
+            if forecast.lower is not None and forecast.upper is not None
+            else ""
+        )
+        findings.append(
+            Finding(
+                severity="info",
+                source="cost",
+                title=f"Forecast for the next {forecast.period_days} days: {_money(forecast.amount, forecast.currency)}"
+                + interval,
+                evidence=forecast.basis,
+                value=forecast.amount,
+            )
+        )
+    largest = ", ".join(f"{g.name} {_money(g.current, report.currency)}" for g in report.groups[:3])
+    movers = "; ".join(f"{m.name} {_change(m)}" for m in report.top_movers[:3])
+    summary = f"Spend in the last {period} days: {_money(report.total, report.currency)}{change}."
+    if largest:
+        summary += f" Largest: {largest}."
+    if movers:
+        summary += f" Top movers: {movers}."
+    if forecast is not None:
+        summary += f" Next {forecast.period_days} days: about {_money(forecast.amount, forecast.currency)}" + (
+            " (a rough projection)" if forecast.method != "cost_explorer" else ""
+        ) + "."
+    if report.estimated:
+        summary += " Some days are estimates (not final yet)."
+    return ctx.answer(intent="cost", summary=summary + failure_note(ctx) + _notes(report.notes), findings=findings,
+                      confidence=0.9)
+
+
+# --- incidents ------------------------------------------------------------------------------------
+INCIDENT_SEVERITY = {"critical": "critical", "error": "warning", "warning": "warning"}
+
+
+async def incidents(ctx: Context, target: Target | None) -> Answer:
+    service = target.config.name if target else None
+    results = await ctx.calls.run(
+        {"control_plane": ctx.toolbox.control_plane.open_incidents(service)},
+        intro="Reading open incidents" + (f" of {target.name}…" if target else "…"),
+    )
+    listing = _data(results["control_plane"])
+    base = {"intent": "incidents", "service": target.name if target else None,
+            "namespace": target.namespace if target else None}
+    if listing is None:
+        return ctx.answer(**base, summary=f"Could not read the incidents: {ctx.calls.statuses[-1].error}.")
+    items = listing.items
+    findings, recommendations = [], []
+    for incident in items:
+        affected = [r.get("name") if isinstance(r, dict) else str(r) for r in incident.affected_resources]
+        opened = f", opened {clock(incident.created_at)}" if incident.created_at else ""
+        findings.append(
+            Finding(
+                severity=INCIDENT_SEVERITY.get(incident.severity, "info"),  # type: ignore[arg-type]
+                source="control_plane",
+                title=f"{incident.id} “{short(incident.title, 100)}” ({incident.severity}, {incident.status}{opened})",
+                evidence=(f"affects {', '.join(a for a in affected if a)}" if any(affected) else None),
+            )
+        )
+        if incident.status == "new":
+            recommendations.append(Recommendation(title=f"Acknowledge {incident.id}: say “ack incident {incident.id}”"))
+    scope = f" for {target.name}" if target else ""
+    if items:
+        listed = "; ".join(f"{i.id} “{short(i.title, 60)}” ({i.severity}, {i.status})" for i in items[:5])
+        summary = f"{plural(len(items), 'open incident')}{scope}: {listed}."
+    else:
+        summary = f"No open incidents{scope}."
+    return ctx.answer(**base, summary=summary + _notes(listing.notes), findings=findings,
+                      recommendations=recommendations, confidence=0.9)
+
+
+# --- proposed write actions -----------------------------------------------------------------------
+async def action(ctx: Context, intent: str, target: Target | None, params: dict[str, Any]) -> Answer:
+    """restart / scale / rollback a service, ack an incident, run an automation: an approval, never the change."""
+    base: dict[str, Any] = {"intent": "action"}
+    if target is not None:
+        base |= {"service": target.name, "namespace": target.namespace}
+    kube_target = f"{target.ref.namespace}/{target.ref.deployment}" if target else ""
+    if intent == "scale" and "replicas" not in params:
+        return ctx.answer(**base, summary=f"How many replicas? Say e.g. “scale {target.name if target else 'checkout'} 5”.")
+    if intent == "ack_incident":
+        incident_id = str(params["incident_id"])
+        results = await ctx.calls.run({"control_plane": ctx.toolbox.control_plane.open_incidents()})
+        listing = _data(results["control_plane"])
+        incident = next((i for i in listing.items if i.id.lower() == incident_id.lower()), None) if listing else None
+        if listing is not None and incident is None:
+            return ctx.answer(**base, summary=f"{incident_id} is not an open incident (resolved, or no such id).")
+        title = incident.title if incident else None
+        act = Action(kind="ack_incident", target=incident.id if incident else incident_id,
+                     params={"title": title} if title else {})
+    elif intent == "run_automation":
+        wanted = str(params["script"])
+        results = await ctx.calls.run({"control_plane": ctx.toolbox.control_plane.scripts()})
+        listing = _data(results["control_plane"])
+        script = next((s for s in listing.items if wanted.lower() in (s.id.lower(), s.name.lower())), None) if listing else None
+        if listing is not None and script is None:
+            names = ", ".join(s.name for s in listing.items) or "none"
+            return ctx.answer(**base, summary=f"There is no automation script {wanted}; available: {names}.")
+        declared = {str(p.get("name")) for p in script.parameters if isinstance(p, dict)} if script else set()
+        arguments = {"service": target.config.name} if target and "service" in declared else {}
+        act = Action(
+            kind="run_automation",
+            target=script.id if script else wanted,
+            params={
+                "parameters": arguments,
+                "target_resources": [target.config.name] if target else [],
+                "script_name": script.name if script else wanted,
+            },
+        )
+    else:
+        act = Action(kind=intent, target=kube_target, params={"replicas": params["replicas"]} if intent == "scale" else {})
+    try:
+        approval = await ctx.approval(act)
+    except ActionError as exc:
+        return ctx.answer(**base, status="failed", summary=f"Cannot propose {intent.replace('_', ' ')}: {exc}.")
+    recommendation = Recommendation(title=approval.description, action=act, approval_id=approval.id)
+    who = (
+        f"someone in SREBOT_APPROVERS other than {ctx.request.user} must approve it"
+        if ctx.approvers_configured
+        else NO_APPROVERS_HINT
+    )
+    expires = f" It expires at {clock(approval.expires_at)}." if approval.expires_at else ""
+    summary = f"Proposed: {approval.description}. Nothing changes until approved: {who}{'' if who.endswith('.') else '.'}{expires}"
+    return ctx.answer(**base, summary=summary, recommendations=[recommendation], confidence=1.0)
+
+
+def cost_days(params: dict[str, Any]) -> int | None:
+    days = params.get("days")
+    return int(days) if isinstance(days, int) else None
+
+

@@ -1,0 +1,571 @@
+"""Reasoning over the findings: change correlation, the likely cause and how many independent sources agree on it,
+what is ruled out, recommended actions and confidence.
+
+Pure functions, unit-testable: the engine gathers an `Evidence`, calls `diagnose()`, proposes the `Plan`s it
+returns, then has bot.engine.summary write the paragraph a person reads first.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.answer import SEVERITY_RANK, Action, Finding, RuledOut
+from bot.engine.findings import (
+    CORRELATION,
+    DIAGNOSIS_TOOLS,
+    OOM_LINE,
+    SKEW,
+    STUCK_AFTER,
+    Change,
+    Evidence,
+    KubeView,
+    Scored,
+    already_bad,
+    change_findings,
+    checked,
+    collect_changes,
+    dependency,
+    first_onset,
+    incident_findings,
+    log_findings,
+    pattern_text,
+    scored,
+    severity_of,
+    signal_findings,
+    signal_title,
+    warn_level,
+)
+from bot.engine.text import (
+    RISING,
+    ago,
+    clock,
+    duration,
+    join,
+    label,
+    lower_first,
+    percent,
+    plural,
+    short,
+    tags,
+    value_text,
+)
+from tools.logs import LogPattern
+from tools.metrics import Signal
+
+_PRIORITY = (
+    "bad_rollout",
+    "config_change",
+    "oom",
+    "image_pull",
+    "config_error",
+    "crash_loop",
+    "scheduling",
+    "dependency",
+    "cpu_saturation",
+    "stuck",
+    "unexplained",
+)
+
+
+
+@dataclass
+class Plan:
+    """A recommendation before it is proposed: `action` None for advice that is no write action."""
+
+    title: str
+    action: Action | None = None
+
+
+@dataclass
+class Cause:
+    key: str  # one of _PRIORITY
+    text: str  # "the v2.1.0 rollout (revision 7 at 10:42 UTC by alice)"
+    clauses: list[str]  # the evidence, as it reads in a sentence
+    sources: set[str]  # independent tools that agree on it
+    severity: str
+    plans: list[Plan] = field(default_factory=list)
+
+
+@dataclass
+class Diagnosis:
+    service: str
+    findings: list[Finding]
+    ruled_out: list[RuledOut]
+    plans: list[Plan]
+    cause: Cause | None
+    others: list[Cause]
+    confidence: float
+    healthy: bool
+    checked: list[str]  # what was looked at and found fine, as clauses
+    old_news: list[str]
+    changes: list[Change]
+    correlation: str | None
+    failed: dict[str, str]
+
+
+
+# --- the diagnosis --------------------------------------------------------------------------------
+def diagnose(ev: Evidence) -> Diagnosis:
+    items: list[Scored] = []
+    signals = {s.name: s for s in ev.signals or []}
+    kube = KubeView(ev) if ev.report is not None else None
+    items += signal_findings(ev)
+    if kube is not None:
+        items += kube.findings()
+    unhealthy = [s for s in signals.values() if s.health in ("warning", "critical")]
+    troubled = bool(unhealthy) or (kube is not None and kube.failing)
+    patterns = list(ev.logs.patterns) if ev.logs else []
+    items += log_findings(ev, patterns, troubled)
+    changes = collect_changes(ev, kube)
+    items += change_findings(ev, changes)
+    items += incident_findings(ev)
+
+    onset_signal = first_onset(ev, unhealthy)
+    correlated = _correlate(onset_signal, changes)
+    correlation = None
+    if correlated is not None and onset_signal is not None:
+        correlation = _correlation_text(onset_signal, correlated)
+        items.append(
+            scored(
+                severity_of(onset_signal.health),
+                "engine",
+                correlation,
+                evidence=f"{onset_signal.query} first reached {value_text(onset_signal, warn_level(onset_signal))} at "
+                f"{clock(onset_signal.onset)}; {correlated.detail}",
+                weight=5,
+                tag="correlation",
+            )
+        )
+
+    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal)
+    causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], -len(c.sources), _PRIORITY.index(c.key)))
+    cause = causes[0] if causes else None
+    others = causes[1:]
+    for item in items:
+        if cause is not None and item.tag and item.tag in _TAGS.get(cause.key, ()):
+            item.weight += 10 * len(cause.sources)
+
+    ruled_out = _ruled_out(ev, kube, signals, unhealthy, cause, changes, onset_signal) if (cause or troubled) else []
+    plans = _plans(ev, kube, cause, others)
+    findings = [
+        s.finding
+        for s in sorted(items, key=lambda s: (SEVERITY_RANK[s.finding.severity], -s.weight))
+    ]
+    healthy = not any(f.severity in ("critical", "warning") for f in findings)
+    return Diagnosis(
+        service=ev.service,
+        findings=findings,
+        ruled_out=ruled_out,
+        plans=plans,
+        cause=cause,
+        others=others,
+        confidence=_confidence(ev, cause, healthy),
+        healthy=healthy,
+        checked=checked(ev, kube, signals),
+        old_news=kube.old_news() if kube else [],
+        changes=changes,
+        correlation=correlation,
+        failed=dict(ev.failed),
+    )
+
+
+# which finding tags support which cause (for ranking: the cause's evidence first within a severity)
+_TAGS: dict[str, tuple[str, ...]] = {
+    "bad_rollout": ("pods", "correlation", "rollout", "error_rate", "latency_p99", "logs", "availability", "audit"),
+    "config_change": ("correlation", "audit", "error_rate", "latency_p99", "logs"),
+    "oom": ("oom", "memory_ratio", "pods", "availability", "logs"),
+    "image_pull": ("pods", "availability", "events"),
+    "config_error": ("pods", "availability", "events"),
+    "crash_loop": ("pods", "availability", "logs", "restarts"),
+    "scheduling": ("events", "availability"),
+    "dependency": ("logs", "error_rate", "latency_p99"),
+    "cpu_saturation": ("cpu_ratio", "latency_p99"),
+    "stuck": ("stuck", "availability"),
+    "unexplained": ("error_rate", "latency_p99", "cpu_ratio", "memory_ratio", "restarts"),
+}
+
+
+def _correlate(signal: Signal | None, changes: list[Change]) -> Change | None:
+    """The latest change shortly before the signal turned bad."""
+    if signal is None or signal.onset is None:
+        return None
+    for change in changes:  # newest first
+        if change.at - SKEW <= signal.onset and signal.onset - change.at <= CORRELATION:
+            return change
+    return None
+
+
+def _correlation_text(signal: Signal, change: Change) -> str:
+    """'Errors rose 2 min after checkout v2.1.0 rolled out at 10:42 UTC by alice'."""
+    assert signal.onset is not None
+    word = RISING.get(signal.name, label(signal.name))
+    gap = signal.onset - change.at
+    when = f"{duration(gap)} after" if gap >= timedelta(seconds=60) else "right after"
+    by = f" by {change.who}" if change.rollout and change.who else ""
+    return f"{word} rose {when} {change.what} at {clock(change.at)}{by}"
+
+
+# --- causes ---------------------------------------------------------------------------------------
+def _causes(
+    ev: Evidence,
+    kube: KubeView | None,
+    signals: dict[str, Signal],
+    unhealthy: list[Signal],
+    patterns: list[LogPattern],
+    changes: list[Change],
+    correlated: Change | None,
+    onset: Signal | None,
+) -> list[Cause]:
+    causes: list[Cause] = []
+    worst = min(unhealthy, key=lambda s: (SEVERITY_RANK[severity_of(s.health)], s.name != "error_rate"), default=None)
+    target = f"{ev.namespace}/{ev.deployment}"
+    kube_title = kube.failure_title() if kube else None
+    kube_severity = "critical" if kube and kube.report.ready < max(1, math.ceil(kube.report.desired / 2)) else "warning"
+    crash_line = kube.crash_line() if kube else None
+
+    def log_clause(since: datetime | None = None) -> tuple[str | None, bool]:
+        """What the logs say (the crashed container's last words, the top pattern new since `since`), and
+        whether the logs agree."""
+        said = [f"the crashed container's log says “{crash_line}”"] if crash_line else []
+        fresh = [p for p in patterns if since is None or p.first_seen >= since - SKEW]
+        if since is not None and ev.logs is not None and since < ev.logs.start:
+            fresh = []  # the change was before the logs read: cannot say the pattern is new
+        if fresh:
+            p = fresh[0]
+            said.append(f"the logs show “{pattern_text(p)}” ×{p.count}" + (" since then" if since else ""))
+        return ("; ".join(said) or None), bool(said)
+
+    # a fresh rollout that is unhealthy
+    if kube is not None and kube.fresh and kube.current is not None:
+        rollout = next((c for c in changes if c.rollout), None)
+        pods_bad = bool(kube.failing) or any(
+            c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in kube.report.conditions
+        )
+        metrics_after = correlated is not None and correlated.rollout
+        if pods_bad or metrics_after:
+            sources, clauses = set(), []
+            if pods_bad:
+                sources.add("kubernetes")
+                clauses.append(lower_first(kube_title or f"the rollout of {kube.revision_text()} is stuck"))
+            clauses += [lower_first(signal_title(s)) for s in _call_signals(unhealthy)[:2]]
+            if not _call_signals(unhealthy) and worst is not None:
+                clauses.append(lower_first(signal_title(worst)))
+            if metrics_after:
+                sources.add("metrics")
+            text, agrees = log_clause(rollout.at if rollout else None)
+            if text:
+                clauses.append(text)
+            if agrees:
+                sources.add("logs")
+            if rollout is not None and rollout.who:
+                sources.add("control_plane")
+            by = f" by {rollout.who}" if rollout and rollout.who else ""
+            at = f" at {clock(rollout.at)}" if rollout else ""
+            severity = "critical" if (pods_bad and kube_severity == "critical") or (
+                worst is not None and worst.health == "critical") else "warning"
+            plans = []
+            if kube.previous is not None:
+                plans.append(
+                    Plan(
+                        f"Roll back {ev.service} to revision {kube.previous.number} "
+                        f"(image {tags(kube.previous.images)})",
+                        Action(kind="rollback", target=target),
+                    )
+                )
+            else:
+                plans.append(Plan(f"Fix forward: {ev.service} has no earlier revision to roll back to"))
+            causes.append(
+                Cause(
+                    "bad_rollout",
+                    f"the {tags(kube.current.images)} rollout (revision {kube.current.number}{at}{by})",
+                    clauses,
+                    sources,
+                    severity,
+                    plans,
+                )
+            )
+
+    # a control-plane change shortly before the signals turned bad
+    if correlated is not None and not correlated.rollout and onset is not None:
+        text, agrees = log_clause(correlated.at)
+        causes.append(
+            Cause(
+                "config_change",
+                correlated.cause,
+                [lower_first(signal_title(onset))] + ([text] if text else []),
+                {"control_plane", "metrics"} | ({"logs"} if agrees else set()),
+                severity_of(onset.health),
+                [Plan(f"Review {correlated.cause} and revert it if it was not meant to do this")],
+            )
+        )
+
+    if kube is not None and not (kube.fresh and kube.previous is not None and kube.failing):
+        memory = signals.get("memory_ratio")
+        memory_bad = memory is not None and memory.health in ("warning", "critical")
+        oom_lines = [p for p in patterns if OOM_LINE.search(p.sample or p.pattern)]
+        if kube.oom or (memory_bad and memory is not None and memory.health == "critical"):
+            sources = ({"kubernetes"} if kube.oom else set()) | ({"metrics"} if memory_bad else set())
+            clauses = [lower_first(kube_title)] if kube.oom and kube_title else []
+            if memory is not None and memory.value is not None:
+                clauses.append(lower_first(signal_title(memory)))
+            if oom_lines:
+                sources.add("logs")
+                clauses.append(f"the logs show “{pattern_text(oom_lines[0])}”")
+            causes.append(
+                Cause(
+                    "oom",
+                    "its containers running out of memory",
+                    clauses,
+                    sources,
+                    "critical" if kube.oom and kube_severity == "critical" or (memory and memory.health == "critical")
+                    else "warning",
+                    [Plan(f"Raise the memory limit of {ev.service} or find what grows: containers are OOMKilled "
+                          "(a restart only buys time)")],
+                )
+            )
+        if kube.pulling:
+            message = next((c.message for p in kube.pulling for c in p.containers if c.message), None)
+            image = next((c.image for p in kube.pulling for c in p.containers), "the image")
+            causes.append(
+                Cause(
+                    "image_pull",
+                    f"the image {image} cannot be pulled",
+                    [lower_first(kube_title or "")] + ([short(message, 160)] if message else []),
+                    {"kubernetes"},
+                    kube_severity,
+                    [Plan(f"Fix the image reference or registry access for {image}")],
+                )
+            )
+        if kube.config_errors:
+            message = next((c.message for p in kube.config_errors for c in p.containers if c.message), None)
+            causes.append(
+                Cause(
+                    "config_error",
+                    "a missing Secret or ConfigMap",
+                    [lower_first(kube_title or "")] + ([short(message, 160)] if message else []),
+                    {"kubernetes"},
+                    kube_severity,
+                    [Plan(f"Create or fix the configuration the pods of {ev.service} reference: {message or ''}".strip())],
+                )
+            )
+        if kube.crashing and not kube.oom:
+            sources, clauses = {"kubernetes"}, [lower_first(kube_title or "")]
+            text, agrees = log_clause()
+            if text:
+                clauses.append(text)
+            if agrees:
+                sources.add("logs")
+            restarts = signals.get("restarts")
+            if (restarts and restarts.health in ("warning", "critical")) or (worst and worst.name == "error_rate"):
+                sources.add("metrics")
+            causes.append(
+                Cause(
+                    "crash_loop",
+                    "its containers crashing on start",
+                    clauses,
+                    sources,
+                    kube_severity,
+                    [Plan(f"Fix what makes {ev.service} exit on start ({crash_line or kube.exit_text(kube.crashing)}); "
+                          "a restart will not help")],
+                )
+            )
+        blocked = kube.events.get("FailedScheduling") or kube.events.get("FailedCreate")
+        if blocked:
+            event = blocked[0]
+            causes.append(
+                Cause(
+                    "scheduling",
+                    "pods that cannot be created or scheduled",
+                    [f"{event.reason}: {short(event.message or '', 160)}"],
+                    {"kubernetes"},
+                    "critical" if kube.report.ready == 0 else "warning",
+                    [Plan("Free cluster capacity or raise the namespace quota: " + short(event.message or "", 120))],
+                )
+            )
+        if kube.stuck:
+            causes.append(
+                Cause(
+                    "stuck",
+                    "pods stuck not ready",
+                    [f"{plural(len(kube.stuck), 'pod')} not ready for over {duration(STUCK_AFTER)}"],
+                    {"kubernetes"},
+                    "warning",
+                    [Plan(f"Restart {ev.service}: {plural(len(kube.stuck), 'pod')} stuck not ready "
+                          "without a rollout in progress", Action(kind="restart", target=target))],
+                )
+            )
+
+    found = dependency(patterns, ev.service)
+    calls_bad = [s for s in unhealthy if s.name in ("error_rate", "latency_p99")]
+    if found is not None and calls_bad:
+        name, pattern = found
+        causes.append(
+            Cause(
+                "dependency",
+                f"failing calls to its dependency {name}",
+                [lower_first(signal_title(calls_bad[0])), f"the logs show “{pattern_text(pattern)}” ×{pattern.count}"],
+                {"logs", "metrics"},
+                severity_of(calls_bad[0].health),
+                [Plan(f"Diagnose {name}: {ev.service}'s errors are failed calls to it (ask “diagnose {name}”)")],
+            )
+        )
+
+    cpu = signals.get("cpu_ratio")
+    if cpu is not None and cpu.health in ("warning", "critical"):
+        clauses = [lower_first(signal_title(cpu))]
+        latency = signals.get("latency_p99")
+        if latency is not None and latency.health in ("warning", "critical"):
+            clauses.append(lower_first(signal_title(latency)))
+        rate = signals.get("request_rate")
+        if rate is not None and rate.value and rate.baseline and rate.value / rate.baseline > 1.25:
+            clauses.append(f"traffic is up to {value_text(rate)} from {value_text(rate, rate.baseline)} an hour ago")
+        plans = []
+        if kube is not None and kube.report.desired > 0:
+            desired = kube.report.desired
+            wanted = desired + max(1, math.ceil(desired * 0.5))
+            plans.append(
+                Plan(
+                    f"Scale {ev.service} from {desired} to {wanted} replicas (CPU at {value_text(cpu)} of its limit)",
+                    Action(kind="scale", target=target, params={"replicas": wanted}),
+                )
+            )
+        else:
+            plans.append(Plan(f"Scale out {ev.service} or raise its CPU limit (CPU at {value_text(cpu)} of limit)"))
+        causes.append(Cause("cpu_saturation", "CPU saturation", clauses, {"metrics"}, severity_of(cpu.health), plans))
+
+    explained = {"error_rate", "latency_p99"} if any(c.key != "cpu_saturation" for c in causes) else set()
+    if unhealthy and not causes:
+        causes.append(
+            Cause(
+                "unexplained",
+                "a cause I could not find in the changes, pods or logs",
+                [lower_first(signal_title(s)) for s in sorted(unhealthy, key=lambda s: SEVERITY_RANK[severity_of(s.health)])
+                 if s.name not in explained][:3],
+                {"metrics"},
+                severity_of(worst.health) if worst else "warning",
+            )
+        )
+    return causes
+
+
+def _call_signals(unhealthy: list[Signal]) -> list[Signal]:
+    """Unhealthy error rate and latency, errors first: what the users of a service feel."""
+    order = ("error_rate", "latency_p99")
+    return sorted((s for s in unhealthy if s.name in order), key=lambda s: order.index(s.name))
+
+
+
+# --- ruled out, plans, confidence -----------------------------------------------------------------
+def _ruled_out(
+    ev: Evidence,
+    kube: KubeView | None,
+    signals: dict[str, Signal],
+    unhealthy: list[Signal],
+    cause: Cause | None,
+    changes: list[Change],
+    onset: Signal | None,
+) -> list[RuledOut]:
+    out: list[RuledOut] = []
+    key = cause.key if cause else None
+    memory = signals.get("memory_ratio")
+    if kube is not None and kube.failing:
+        crashed = kube.crashing
+        if crashed and not kube.oom:
+            why = kube.exit_text(crashed) or "no OOMKilled termination"
+            if memory is not None and memory.value is not None:
+                why += f"; memory at {percent(memory.value)} of its limit"
+            out.append(RuledOut(cause="OOM", why=why))
+        if crashed and not kube.pulling:
+            image = tags(kube.current.images) if kube.current else "the image"
+            out.append(RuledOut(cause="Image pull", why=f"{image} was pulled: the containers start, then exit"))
+        failing_nodes = kube.nodes(kube.failing)
+        ready_nodes = kube.nodes([p for p in kube.report.pods if p.ready])
+        if len(failing_nodes) > 1:
+            out.append(RuledOut(cause="Node", why=f"failing pods run on {len(failing_nodes)} nodes "
+                                                  f"({join(sorted(failing_nodes))})"))
+        elif failing_nodes and failing_nodes <= ready_nodes:
+            out.append(RuledOut(cause="Node", why=f"ready pods run on {join(sorted(failing_nodes))} too"))
+        notes = " ".join(kube.report.notes)
+        if "FailedCreate" not in kube.events and "events not checked" not in notes and kube.report.desired > 0 \
+                and len(kube.current_pods) >= kube.report.desired:
+            out.append(RuledOut(cause="Quota", why=f"no FailedCreate events; all {kube.report.desired} pods "
+                                                   "were created"))
+    if key not in ("bad_rollout", "config_change") and (unhealthy or (kube and kube.failing)):
+        rollout = next((c for c in changes if c.rollout), None)
+        if kube is not None and kube.current is not None and kube.current.created_at is not None and not kube.fresh:
+            why = f"the last rollout ({kube.revision_text()}) was {ago(kube.current.created_at, ev.now)}"
+            if ev.audit is not None and not any(c.source == "control_plane" for c in changes):
+                why += f"; the audit log has no changes to {ev.service}"
+            out.append(RuledOut(cause="A recent deploy or change", why=why))
+        elif rollout is not None and kube is not None and not kube.failing and onset is not None \
+                and onset.onset is not None and onset.onset < rollout.at - SKEW:
+            word = RISING.get(onset.name, label(onset.name)).lower()
+            out.append(RuledOut(
+                cause=f"The {rollout.what.removesuffix(' rolled out')} rollout",
+                why=f"{word} rose at {clock(onset.onset)}, {duration(rollout.at - onset.onset)} before it rolled out",
+            ))
+        elif rollout is not None and kube is not None and not kube.failing and already_bad(ev, unhealthy):
+            out.append(RuledOut(
+                cause=f"The {rollout.what.removesuffix(' rolled out')} rollout",
+                why=f"the signals were already bad at the start of the window, before it rolled out at "
+                    f"{clock(rollout.at)}",
+            ))
+    if unhealthy:
+        rate = signals.get("request_rate")
+        if rate is not None and rate.value and rate.baseline and 0.8 <= rate.value / rate.baseline <= 1.25:
+            out.append(RuledOut(cause="Traffic surge", why=f"{value_text(rate)} now, "
+                                                           f"{value_text(rate, rate.baseline)} an hour ago"))
+        cpu = signals.get("cpu_ratio")
+        if key != "cpu_saturation" and cpu is not None and cpu.value is not None and cpu.health == "healthy":
+            out.append(RuledOut(cause="CPU saturation", why=f"CPU at {percent(cpu.value)} of its limit"))
+        if key in ("dependency", "unexplained", "cpu_saturation", "config_change") and kube is not None \
+                and not kube.failing and kube.report.ready >= kube.report.desired > 0:
+            restarts = kube.restarts(kube.current_pods)
+            out.append(RuledOut(cause="Crashing pods", why=f"{kube.report.ready}/{kube.report.desired} pods ready"
+                                + (", no restarts" if restarts == 0 else "")))
+        if key != "oom" and memory is not None and memory.value is not None and memory.health == "healthy" \
+                and not (kube and kube.failing):
+            out.append(RuledOut(cause="Memory", why=f"memory at {percent(memory.value)} of its limit"))
+    return out
+
+
+def _plans(ev: Evidence, kube: KubeView | None, cause: Cause | None, others: list[Cause]) -> list[Plan]:
+    plans = list(cause.plans) if cause else []
+    if cause is not None and cause.key not in ("bad_rollout", "cpu_saturation"):
+        plans += [p for o in others if o.key == "cpu_saturation" for p in o.plans if p.action is not None]
+    if cause is not None and cause.key == "crash_loop":
+        plans = [p for p in plans if not (p.action and p.action.kind == "restart")]
+    for incident in ev.incidents or []:
+        if incident.status == "new":
+            plans.append(
+                Plan(
+                    f"Acknowledge incident {incident.id} “{short(incident.title, 80)}”",
+                    Action(kind="ack_incident", target=incident.id, params={"title": incident.title}),
+                )
+            )
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for plan in plans:
+        key = (plan.action.kind, plan.action.target) if plan.action else ("", plan.title)
+        if key not in seen:
+            seen.add(key)
+            unique.append(plan)
+    return unique
+
+
+def agreement(sources: int) -> float:
+    """Confidence from how many independent sources agree: 0.3 for one, 0.6 for two, 0.85 for three, 0.9 for four."""
+    return {0: 0.15, 1: 0.3, 2: 0.6, 3: 0.85}.get(sources, 0.9)
+
+
+def _confidence(ev: Evidence, cause: Cause | None, healthy: bool) -> float:
+    missing = sum(1 for tool in DIAGNOSIS_TOOLS if tool in ev.failed)
+    answered = sum(1 for tool in DIAGNOSIS_TOOLS if tool in ev.checked)
+    if healthy:
+        base = {0: 0.0, 1: 0.3, 2: 0.5, 3: 0.7}.get(answered, 0.85)
+        return round(base, 2)
+    base = agreement(len(cause.sources)) if cause else 0.15
+    return round(max(0.1, base - 0.1 * missing), 2)
+
+

@@ -1,0 +1,99 @@
+"""`srebot bench --quick --json` runs end to end and reports every figure with sane values (never a timing verdict)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.bench import table
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCIES = ("slack_ack", "slack_placeholder", "teams_ack", "teams_first_reply")
+FIGURES = (*LATENCIES, "sustained", "fan_out", "backend_calls", "session_lookup", "rss")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "bench", "--quick", "--json"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_every_figure_is_reported_with_its_goal(report: dict[str, Any]) -> None:
+    assert report["mode"] == "quick"
+    assert set(FIGURES) <= set(report["figures"])
+    for name in FIGURES:
+        figure = report["figures"][name]
+        assert "goal" in figure and "meets_goal" in figure, name
+        assert figure["meets_goal"] in (True, False, None), name
+    assert report["machine"]["cpus"] >= 1
+    assert report["conditions"]["server_exit_code"] == 0  # SIGTERM drained and stopped it
+    assert report["conditions"]["server_log_errors"] == 0
+
+
+def test_latencies_are_measured_for_every_request_and_nothing_is_lost(report: dict[str, Any]) -> None:
+    figures = report["figures"]
+    for name in LATENCIES:
+        figure = figures[name]
+        assert number(figure["p50_ms"]) and number(figure["p99_ms"]), name
+        assert 0 < figure["p50_ms"] <= figure["p99_ms"] <= figure["max_ms"], name
+    for name in ("slack_ack", "teams_ack"):
+        assert figures[name]["n"] == figures[name]["concurrent"] > 0
+        assert figures[name]["non_200"] == 0
+        assert figures[name]["server_side"]["n"] >= figures[name]["concurrent"]
+    for name in ("slack_placeholder", "teams_first_reply"):
+        assert figures[name]["missing"] == 0
+        assert figures[name]["lost"] == 0
+
+
+def test_sustained_load_is_acked_and_answered_in_full(report: dict[str, Any]) -> None:
+    sustained = report["figures"]["sustained"]
+    assert sustained["sent"] > 0
+    assert sustained["acked"] == sustained["answered"] == sustained["sent"]
+    assert sustained["lost"] == 0
+    for key in ("events_per_s", "acked_per_s", "answered_per_s", "server_cpu_ms_per_event"):
+        assert number(sustained[key]) and sustained[key] > 0, key
+    assert report["conditions"]["max_concurrency"] > 16  # raised for this figure, and said so
+
+
+def test_fan_out_is_parallel_and_identical_diagnoses_share_backend_calls(report: dict[str, Any]) -> None:
+    fan_out = report["figures"]["fan_out"]
+    assert fan_out["failed_calls"] == 0
+    assert fan_out["sequential_ms"] >= fan_out["tools"] * fan_out["tool_delay_ms"]  # the backends' own sleeps
+    assert 0 < fan_out["ratio"] < 1
+    calls = report["figures"]["backend_calls"]
+    assert calls["answered"] == calls["requests"] > 1
+    assert calls["distinct_queries"] == 5
+    assert calls["calls_per_distinct_query"] == 1
+    assert calls["max_calls_one_query"] == 1
+
+
+def test_session_lookups_and_rss(report: dict[str, Any]) -> None:
+    lookup = report["figures"]["session_lookup"]
+    assert lookup["database"] == report["conditions"]["database"]
+    for kind in ("warm", "cold", "create"):
+        assert lookup[kind]["n"] > 0
+        assert number(lookup[kind]["p50_ms"]) and number(lookup[kind]["p99_ms"]), kind
+    assert lookup["warm"]["p50_ms"] <= lookup["cold"]["p50_ms"]  # the cache answers without the database
+    rss = report["figures"]["rss"]
+    assert number(rss["rss_mb"]) and 0 < rss["rss_mb"] <= rss["peak_mb"]
+
+
+def test_the_table_shows_every_figure_beside_its_goal(report: dict[str, Any]) -> None:
+    text = table(report)
+    for words in ("Slack ack latency", "placeholder", "Teams", "sustained events/s", "fan-out", "backend calls",
+                  "session lookup", "RSS", "meets goal"):
+        assert words in text, words
