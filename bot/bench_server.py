@@ -85,7 +85,7 @@ class BenchEngine(Engine):
         self.backends = backends
         self.window = window
 
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
+    def acknowledgement(self, text: str) -> str:
         match = _DIAGNOSE.match(text)
         return f"Looking into {match.group(2)}…" if match else "Looking into it…"
 

@@ -36,7 +36,6 @@ def short(text: str, limit: int = 80) -> str:
 class _Job:
     request: Request
     recorded: asyncio.Task[tuple[str, int]] | None = None
-    turn_id: int | None = None  # set as soon as the turn row exists, even if recording fails after
     task: asyncio.Task[None] | None = None
     started: float | None = None
     queued_at: float = field(default_factory=time.monotonic)
@@ -158,17 +157,17 @@ class Dispatcher:
 
     async def _record(self, job: _Job) -> tuple[str, int]:
         request = job.request
-        session_id = await self.store.session_id_for(request.key, request.reference)
-        turn_id = await self.store.create_turn(
-            session_id, request.request_id, request.text, request.user, self.instance_id
-        )
-        job.turn_id = turn_id
-        conversation = await self.store.get_session(session_id)
+        # The placeholder goes out before any database work: it is what the person is waiting for.
         ahead = len(self._threads.get(request.key, ())) - 1
-        note = self.engine.acknowledgement(request.text, conversation.current_service if conversation else None)
+        note = self.engine.acknowledgement(request.text)
         if ahead > 0:
             note += f" (queued behind {ahead} earlier request{'s' if ahead > 1 else ''} in this thread)"
         await request.port.progress(note)
+        session_id = await self.store.session_id_for(request.key, request.reference)
+        # the turn row comes last, so a failure above leaves nothing "queued" for a restart to report
+        turn_id = await self.store.create_turn(
+            session_id, request.request_id, request.text, request.user, self.instance_id
+        )
         return session_id, turn_id
 
     # --- work ------------------------------------------------------------------------------------
@@ -201,16 +200,11 @@ class Dispatcher:
                 log.exception("could not record the request")
                 await request.port.post(
                     Answer.failure(
-                        f"I could not start on this (database error: {exc.__class__.__name__}). "
+                        f"I could not start on this ({exc.__class__.__name__}); ask again. "
                         f"Request {request.request_id}.",
                         session_id="none",
                     )
                 )
-                if job.turn_id is not None:  # the row exists: close it, or it stays "queued" for ever
-                    try:
-                        await self.store.update_turn(job.turn_id, "failed", error=f"{exc.__class__.__name__}: {exc}")
-                    except Exception:
-                        log.exception("could not close the turn")
                 return
             job.started = time.monotonic()
             job.task = asyncio.current_task()  # type: ignore[assignment]
@@ -230,9 +224,9 @@ class Dispatcher:
         self._running[request.key] = job
         try:
             try:
-                await self.store.update_turn(turn_id, "running")
-                session = await self.store.get_session(session_id)
-                assert session is not None
+                session = await self.store.start_turn(turn_id)
+                if session is None:  # another replica took it for orphaned and said so in the thread
+                    return
                 async with asyncio.timeout(self.timeout):
                     answer = await self.engine.handle(request, session, request.port.progress)
             finally:
@@ -274,9 +268,8 @@ class Dispatcher:
             answer=answer.to_json(),
             error=answer.summary if answer.status == "failed" else None,
             elapsed_ms=elapsed,
+            remember_service=True,
         )
-        if answer.service:
-            await self.store.update_session(session_id, current_service=answer.service)
 
     async def _deliver(self, request: Request, answer: Answer) -> None:
         try:

@@ -40,4 +40,6 @@ def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # No pre-ping: it doubles the round trips of every request. A connection the server dropped is
+    # found on use instead, and the pool is then replaced as a whole; recycling keeps idle ones fresh.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)

@@ -209,28 +209,28 @@ class Store:
     # --- conversations ---------------------------------------------------------------------------
     async def session_id_for(self, key: ConversationKey, reference: dict[str, Any] | None = None) -> str:
         """The session of a thread, created on first use; concurrent first messages get one session."""
-        cached = self._thread_cache.get(key)
-        if cached is not None:
-            return cached
-        found = await self._find_id(key)
-        if found is None:
-            now = utcnow()
-            stmt = (
-                self._dialect_insert(ConversationRow)
-                .values(
-                    id=new_id("s"),
-                    platform=key.platform,
-                    workspace=key.workspace,
-                    channel=key.channel,
-                    thread=key.thread,
-                    reference=reference,
-                    created_at=now,
-                    last_active_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
+        found = await self.find_session_id(key)
+        if found is not None:
+            return found
+        now = utcnow()
+        stmt = (
+            self._dialect_insert(ConversationRow)
+            .values(
+                id=new_id("s"),
+                platform=key.platform,
+                workspace=key.workspace,
+                channel=key.channel,
+                thread=key.thread,
+                reference=reference,
+                created_at=now,
+                last_active_at=now,
             )
-            async with self._sessions.begin() as db:
-                await db.execute(stmt)
+            .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
+            .returning(ConversationRow.id)
+        )
+        async with self._sessions.begin() as db:
+            found = (await db.execute(stmt)).scalar_one_or_none()
+        if found is None:
             found = await self._find_id(key)
             assert found is not None
         self._thread_cache[key] = found
@@ -293,6 +293,21 @@ class Store:
             await db.flush()
             return row.id
 
+    async def start_turn(self, turn_id: int) -> Conversation | None:
+        """Mark a turn running and return its conversation; None when it is no longer active."""
+        async with self._sessions.begin() as db:
+            result = await db.execute(
+                update(TurnRow)
+                .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
+                .values(status="running", started_at=utcnow())
+                .returning(TurnRow.session_id)
+            )
+            session_id = result.scalar_one_or_none()
+            if session_id is None:
+                return None
+            conversation = await db.get(ConversationRow, session_id)
+            return _conversation(conversation) if conversation else None
+
     async def update_turn(
         self,
         turn_id: int,
@@ -303,11 +318,12 @@ class Store:
         answer: dict[str, Any] | None = None,
         error: str | None = None,
         elapsed_ms: int | None = None,
+        remember_service: bool = False,
     ) -> None:
+        """Set a turn's status and results; with `remember_service`, `service` also becomes its
+        conversation's current service (same transaction)."""
         values: dict[str, Any] = {"status": status}
         now = utcnow()
-        if status == "running":
-            values["started_at"] = now
         if status in FINAL_TURN:
             values["finished_at"] = now
         for name, value in (("intent", intent), ("service", service), ("answer", answer), ("error", error)):
@@ -320,6 +336,13 @@ class Store:
             await db.execute(
                 update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN)).values(**values)
             )
+            if remember_service and service:
+                owner = select(TurnRow.session_id).where(TurnRow.id == turn_id).scalar_subquery()
+                await db.execute(
+                    update(ConversationRow)
+                    .where(ConversationRow.id == owner)
+                    .values(current_service=service, last_active_at=now)
+                )
 
     async def get_turn(self, request_id: str) -> TurnRecord | None:
         async with self._sessions() as db:
@@ -382,16 +405,20 @@ class Store:
         return claimed
 
     # --- platform event dedupe -------------------------------------------------------------------
-    async def claim_event(self, platform: str, event_id: str) -> bool:
-        """True for the first delivery of an event id (on any replica), False for every repeat."""
+    async def claim_event(self, platform: str, *event_ids: str) -> bool:
+        """True for the first delivery of an event (on any replica), False for every repeat. Several ids
+        of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
+        was seen before."""
+        now = utcnow()
         stmt = (
             self._dialect_insert(ProcessedEventRow)
-            .values(platform=platform, event_id=event_id, received_at=utcnow())
+            .values([{"platform": platform, "event_id": event_id, "received_at": now} for event_id in event_ids])
             .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(ProcessedEventRow.event_id)
         )
         async with self._sessions.begin() as db:
-            result = await db.execute(stmt)
-            return result.rowcount == 1  # type: ignore[attr-defined]
+            claimed = (await db.execute(stmt)).scalars().all()
+            return len(claimed) == len(set(event_ids))
 
     async def forget_events(self, older_than: timedelta) -> int:
         async with self._sessions.begin() as db:

@@ -48,7 +48,7 @@ class ScriptedEngine(Engine):
         self.started: list[str] = []
         self.finished: list[str] = []
 
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
+    def acknowledgement(self, text: str) -> str:
         return f"Looking into {text}…"
 
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:

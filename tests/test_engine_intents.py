@@ -136,9 +136,9 @@ async def test_without_a_cluster_or_catalog_the_name_is_taken_as_given() -> None
 def test_the_acknowledgement_names_the_service_without_io(tmp_path) -> None:
     settings = load_settings(env={"SREBOT_KUBERNETES": "off"}, config_path="/dev/null", services=CATALOG)
     engine = DiagnosticEngine(settings, Toolbox.from_settings(settings), actions=None)  # type: ignore[arg-type]
-    assert engine.acknowledgement("why is cart checkout slow?", None) == "Looking into checkout…"
-    assert engine.acknowledgement("and its logs?", "catalog") == "Looking into catalog…"
-    assert engine.acknowledgement("help", None) == "One moment…"
-    assert engine.acknowledgement("incidents", None) == "Looking at open incidents…"
-    assert engine.acknowledgement("what now", None) == "Looking into it…"
-    assert engine.acknowledgement("scale checkout 5", None) == "Preparing scale of checkout…"
+    assert engine.acknowledgement("why is cart checkout slow?") == "Looking into checkout…"
+    assert engine.acknowledgement("and its logs?") == "Looking into it…"  # before the session is read
+    assert engine.acknowledgement("help") == "One moment…"
+    assert engine.acknowledgement("incidents") == "Looking at open incidents…"
+    assert engine.acknowledgement("what now") == "Looking into it…"
+    assert engine.acknowledgement("scale checkout 5") == "Preparing scale of checkout…"

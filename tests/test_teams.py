@@ -54,7 +54,7 @@ class ScriptedEngine(Engine):
         self.requests: list[Request] = []
         self.started = asyncio.Event()
 
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
+    def acknowledgement(self, text: str) -> str:
         return f"Looking into “{text}”…"
 
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
@@ -128,7 +128,7 @@ async def test_personal_help_acknowledges_in_the_turn_then_answers_with_a_card(t
         ack = connector.calls[0]
         assert ack.kind == "reply" and ack.activity_id == activity["id"]
         assert ack.conversation_id == personal_conversation_id(ALICE)
-        assert ack.body["text"] == srebot.runtime.engine.acknowledgement("help", None)
+        assert ack.body["text"] == srebot.runtime.engine.acknowledgement("help")
 
         answer = await connector.wait_for(is_card)
         assert answer.kind == "send" and answer.conversation_id == personal_conversation_id(ALICE)

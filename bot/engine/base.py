@@ -11,8 +11,9 @@ from sessions.store import Conversation
 
 class Engine(ABC):
     @abstractmethod
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
-        """The placeholder shown at once ("Looking into checkout…"); must not do I/O."""
+    def acknowledgement(self, text: str) -> str:
+        """The placeholder shown at once ("Looking into checkout…"), from the message alone: it goes out
+        before anything is read or written, so it must not do I/O."""
 
     @abstractmethod
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:

@@ -39,7 +39,7 @@ class DiagnosticEngine(Engine):
         self.resolver = Resolver(settings, toolbox.kubernetes)
 
     # --- acknowledgement (no I/O) ----------------------------------------------------------------
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
+    def acknowledgement(self, text: str) -> str:
         parsed = parse(text)
         if parsed.intent == "help":
             return "One moment…"
@@ -51,7 +51,7 @@ class DiagnosticEngine(Engine):
             return "Looking at cost…"
         if parsed.intent == "metrics" and "expr" in parsed.params:
             return "Running the query…"
-        subject = self.resolver.mentioned(parsed, current_service)
+        subject = self.resolver.mentioned(parsed)
         if parsed.intent in ACTIONS:
             what = parsed.intent.replace("_", " ")
             return f"Preparing {what} of {subject}…" if subject and parsed.intent not in ("ack_incident",) else (

@@ -68,9 +68,9 @@ class Resolver:
                 return key
         return None
 
-    def mentioned(self, parsed: Parsed, current: str | None) -> str | None:
+    def mentioned(self, parsed: Parsed) -> str | None:
         """Best guess without I/O, for the acknowledgement."""
-        return self.from_catalog(parsed.text) or parsed.explicit or (parsed.candidates or [None])[0] or current
+        return self.from_catalog(parsed.text) or parsed.explicit or (parsed.candidates or [None])[0]
 
     def catalog_target(self, key: str) -> Target:
         config = self.settings.complete(self.settings.services[key])

@@ -202,10 +202,8 @@ class SlackIntake:
                 return
             # the event id stops Slack's redeliveries; the message key stops the second copy of a
             # channel mention, which arrives as both app_mention and message with different event ids
-            if incoming.event_id and not await store.claim_event(PLATFORM, incoming.event_id):
-                dropped("duplicate")
-                return
-            if not await store.claim_event(PLATFORM, f"msg:{incoming.key.channel}:{incoming.ts}"):
+            keys = [f"msg:{incoming.key.channel}:{incoming.ts}"] + ([incoming.event_id] if incoming.event_id else [])
+            if not await store.claim_event(PLATFORM, *keys):
                 dropped("duplicate")
                 return
         except Exception as exc:

@@ -139,7 +139,7 @@ class ScriptedEngine(Engine):
         self.finished = asyncio.Event()
         self.requests: list[Request] = []
 
-    def acknowledgement(self, text: str, current_service: str | None) -> str:
+    def acknowledgement(self, text: str) -> str:
         return f"Looking into “{text}”…"
 
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
