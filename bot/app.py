@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from bot.actions import Actions
 from bot.approvals import Approvals
@@ -14,6 +15,9 @@ from bot.ports import Notifier
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
 from sessions.store import Store
+
+if TYPE_CHECKING:
+    from bot.engine.agent import Agent
 
 log = logging.getLogger("srebot.app")
 
@@ -35,12 +39,13 @@ class Runtime:
             sweep_seconds=settings.approval_sweep_seconds,
         )
         self.actions = Actions(self.toolbox, self.approvals)
-        agent = None
+        self.agent: Agent | None = None
         if settings.llm_enabled:  # google-adk is imported only when an LLM is configured
             from bot.engine.agent import Agent
 
-            agent = Agent(settings, self.toolbox, self.actions)
-        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions, agent)
+            self.agent = Agent(settings, self.toolbox, self.actions)
+        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions, self.agent)
+        self._warm_up: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(
             self.store,
             self.engine,
@@ -85,10 +90,16 @@ class Runtime:
             await self.store.upgrade()
         await self.dispatcher.start()
         self.approvals.start()
+        # in the background: serving must not wait for it, and the first request that needs it will
+        self._warm_up = asyncio.create_task(self.toolbox.warm_up(), name="tools-warm-up")
 
     async def stop(self) -> None:
+        if self._warm_up is not None:
+            await asyncio.gather(self._warm_up, return_exceptions=True)
         await self.dispatcher.shutdown()
         await self.approvals.stop()
+        if self.agent is not None:
+            await self.agent.aclose()
         await self.toolbox.aclose()
         await self.store.close()
 

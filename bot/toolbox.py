@@ -82,6 +82,9 @@ class Toolbox:
         self._checked = (now, results)
         return dict(results)
 
+    async def warm_up(self) -> None:
+        await self.kubernetes.warm_up()
+
     async def aclose(self) -> None:
         await asyncio.gather(*(b.aclose() for b in self.backends()), return_exceptions=True)
 

@@ -346,9 +346,13 @@ class Kubernetes(Backend):
 
     # --- internals -------------------------------------------------------------------------
 
+    async def warm_up(self) -> None:
+        """The client imports its ~300 model classes lazily, at the first API object: over a second of
+        blocking. Done here in a worker thread, the first diagnosis does not stall every other request."""
+        if self.configured:
+            await asyncio.to_thread(lambda: (client.AppsV1Api, client.CoreV1Api, client.VersionApi))
+
     async def _apis(self) -> tuple[client.AppsV1Api, client.CoreV1Api]:
-        if not self.configured:  # writes run outside self.run(), which checks this for reads
-            raise ToolError(ErrorCode.NOT_CONFIGURED, self.not_configured_reason())
         async with self._connect_lock:
             if self._api_client is None:
                 self._api_client = client.ApiClient(await self._load_configuration())

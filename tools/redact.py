@@ -6,17 +6,20 @@ import re
 from typing import Any
 
 MASK = "[REDACTED]"
+# A secret value: up to whitespace, a separator or a closing bracket/quote (which belong to the text
+# around it), and never the mask itself, so redacting twice changes nothing.
+_VALUE = r"(?!\[REDACTED\])[^\s\"',;&(){}\[\]<>”’]+"
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization / Proxy-Authorization headers and bare bearer tokens
-    (re.compile(r"(?i)\b((?:proxy-)?authorization\s*[:=]\s*)(?:\"|')?[^\s\"',}]+(?:\s+[^\s\"',}]+)?"), r"\1" + MASK),
+    (re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)" + _VALUE + r"(?:\s+" + _VALUE + ")?"), r"\1" + MASK),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"), "Bearer " + MASK),
     # credentials inside URLs / connection strings: scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@]+:)[^\s@/]+(@)"), r"\1" + MASK + r"\2"),
     # key=value and "key": "value" for secret-looking keys
     (
         re.compile(
-            r"(?i)([\"']?\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|signing[_-]?secret)[\w.-]*[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&}]+)"
+            r"(?i)([\"']?\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|client[_-]?secret|signing[_-]?secret)[\w.-]*[\"']?\s*[:=]\s*)(\"[^\"]*\"|'[^']*'|" + _VALUE + ")"
         ),
         r"\1" + MASK,
     ),

@@ -19,7 +19,7 @@ from bot.engine.text import join
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
 from sessions.store import Conversation
-from tools.redact import MASK, redact
+from tools.redact import redact
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -177,30 +177,23 @@ class DiagnosticEngine(Engine):
         return final
 
 
-def _redact(text: str) -> str:
-    # Backend text is redacted where it enters (tools, reasoning); this pass is the safety net. A text that
-    # already carries the mask went through redact(), and a second pass would take the mask for a secret
-    # value and swallow what follows it (a closing quote or bracket).
-    return text if MASK in text else redact(text)
-
-
 def redact_answer(answer: Answer) -> Answer:
     """Every text of the answer with secrets masked (backend data reaches summaries, titles and evidence)."""
     return answer.model_copy(
         update={
-            "summary": _redact(answer.summary),
+            "summary": redact(answer.summary),
             "findings": [
                 f.model_copy(
                     update={
-                        "title": _redact(f.title),
-                        "evidence": _redact(f.evidence) if f.evidence else f.evidence,
-                        "value": _redact(f.value) if isinstance(f.value, str) else f.value,
+                        "title": redact(f.title),
+                        "evidence": redact(f.evidence) if f.evidence else f.evidence,
+                        "value": redact(f.value) if isinstance(f.value, str) else f.value,
                     }
                 )
                 for f in answer.findings
             ],
-            "recommendations": [r.model_copy(update={"title": _redact(r.title)}) for r in answer.recommendations],
-            "ruled_out": [r.model_copy(update={"why": _redact(r.why)}) for r in answer.ruled_out],
-            "tools": [t.model_copy(update={"error": _redact(t.error) if t.error else t.error}) for t in answer.tools],
+            "recommendations": [r.model_copy(update={"title": redact(r.title)}) for r in answer.recommendations],
+            "ruled_out": [r.model_copy(update={"why": redact(r.why)}) for r in answer.ruled_out],
+            "tools": [t.model_copy(update={"error": redact(t.error) if t.error else t.error}) for t in answer.tools],
         }
     )
