@@ -165,6 +165,7 @@ async def test_an_approvers_click_scales_once_updates_the_message_and_reports_in
     assert row.decided_at is not None and row.finished_at is not None and row.finished_at >= row.decided_at
     final = proposed.updates()[-1]
     assert f"Approved by <@{BOB}> {row.decided_at:%H:%M} UTC" in final.text_blob()
+    assert f"Approved by <@{BOB}>" in final.args["text"]  # the notification fallback mentions, too
     assert "replicas 3 → 5" in final.text_blob() and not buttons(final)
     await proposed.wait_in_thread(f"done (approved by <@{BOB}>)")
     assert await proposed.audit() == [("proposed", REQUESTER), ("approved", BOB), ("executed", BOB)]

@@ -323,7 +323,8 @@ def approval_decided(approval: ApprovalRecord) -> SlackMessage:
     line = approval_status_line(approval)
     blocks = _approval_body(approval, "*Approval*")
     blocks.append(context(f"{line} · `{approval.id}`"))
-    return SlackMessage(text=_fallback(f"{approval.description}: {line}"), blocks=blocks)
+    # the status line is mrkdwn already (a mention of who decided): escape only the raw description
+    return SlackMessage(text=trim(f"{escape(approval.description)}: {line}", FALLBACK_CHARS), blocks=blocks)
 
 
 def approval_outcome(approval: ApprovalRecord) -> str | None:
