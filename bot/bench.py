@@ -1,10 +1,16 @@
 """`srebot bench`: measures ack latency, time to first reply, throughput, fan-out, cache and session lookups.
 
 The server is a child process, `python -m bot.bench_server serve` (`srebot serve` with the bench engine
-of bot/bench_server.py), on 127.0.0.1: the load generator and the loopback fakes (Slack Web API, Bot
-Connector, five slow backends) run in this process, so they neither share the server's event loop nor
-count in its RSS. The database is a temporary PostgreSQL database (SREBOT_BENCH_PG, default
-postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end; without PostgreSQL a SQLite file.
+of bot/bench_server.py, which answers after a fixed time), on 127.0.0.1: the load generator and the
+loopback fakes (Slack Web API, Bot Connector) run in this process, so they neither share the server's
+event loop nor count in its RSS. The database is a temporary PostgreSQL database (SREBOT_BENCH_PG,
+default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end; without PostgreSQL a SQLite file.
+
+The two diagnose figures (fan-out, backend calls) run the product's own `diagnose <service>`: a real
+`bot.app.Runtime` (store on the same database, toolbox, DiagnosticEngine, dispatcher) in this process,
+after the server has stopped, with its Metrics, Logs, Kubernetes and ControlPlane tools pointed at the
+loopback Prometheus, Loki, Kubernetes API and control plane of bot.loopback, each answering every
+request after `tool_delay` (RealDiagnoses).
 
 Load is bounded in count and time and goes to 127.0.0.1 only, over one aiohttp client session whose
 connections are opened before a burst and reused. Timings are reported, never judged: each figure is
@@ -27,25 +33,28 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
-from bot.bench_server import (
-    ANSWER_PATTERN,
-    BACKENDS_ENV,
-    DIAGNOSE_READS,
-    ENGINE_SECONDS_ENV,
-    bench_backends,
-    fan_out,
-)
-from bot.config import Settings
-from bot.loopback.backends import SlowBackend
+from bot.answer import Answer
+from bot.bench_server import ANSWER_PATTERN, ENGINE_SECONDS_ENV
+from bot.config import Settings, load_settings
+from bot.engine.calls import Calls
 from bot.loopback.bot_connector import BotConnectorFake, personal_message
+from bot.loopback.control_plane import ControlPlaneFake
+from bot.loopback.kube import KubeFake
+from bot.loopback.loki import FakeLoki
+from bot.loopback.prometheus import PrometheusFake
+from bot.loopback.serving import QueryCounter
 from bot.loopback.slack import SlackFake, signed_headers
+from bot.ports import Request
+from tools.base import ToolResult
 
 PG_ADMIN_ENV = "SREBOT_BENCH_PG"
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -65,19 +74,19 @@ class Plan:
     burst: int  # concurrent signed events (Slack) / activities (Teams)
     sustained_rate: float  # events/s offered in the sustained phase (open loop)
     sustained_seconds: float
-    diagnoses: int  # concurrent identical diagnose requests
-    fan_out_rounds: int
+    diagnoses: int  # concurrent identical diagnose requests (real engine)
+    fan_out_rounds: int  # diagnoses of the real engine with its fan-out, and as many without
     lookups: int  # session lookups of each kind
     settle: bool  # wait for every answer after each phase (full), or once at the end (quick)
     engine_seconds: float = 2.0
-    tool_delay: float = 0.2
+    tool_delay: float = 0.2  # seconds every loopback backend (Prometheus, Loki, Kubernetes, control plane) waits
     answer_timeout: float = 120.0
 
 
 # The sustained rate is offered a little above the 200/s goal, so a server that keeps up shows >= 200.
 FULL = Plan(mode="full", burst=100, sustained_rate=220, sustained_seconds=10.0, diagnoses=100, fan_out_rounds=20,
             lookups=1000, settle=True)
-QUICK = Plan(mode="quick", burst=20, sustained_rate=220, sustained_seconds=1.0, diagnoses=20, fan_out_rounds=3,
+QUICK = Plan(mode="quick", burst=20, sustained_rate=220, sustained_seconds=1.0, diagnoses=20, fan_out_rounds=2,
              lookups=100, settle=False)
 
 
@@ -324,6 +333,269 @@ def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -
     return result
 
 
+# --- the real diagnose path ----------------------------------------------------------------------
+# What every bench service reports: a healthy service, so a diagnosis reads everything and acts on nothing.
+HEALTHY_SIGNALS = {"request_rate": 50.0, "error_rate": 0.002, "latency_p99": 0.12, "cpu_ratio": 0.3,
+                   "memory_ratio": 0.4, "restarts": 0.0}
+BENCH_NAMESPACE = "bench"
+
+
+class SequentialCalls(Calls):
+    """The engine's own `Calls` with the fan-out taken out: each named call of a playbook goes through
+    `Calls.run` (bounded, recorded, reported the same) only after the previous one has finished."""
+
+    async def run(
+        self, calls: dict[str, Coroutine[Any, Any, ToolResult[Any]]], intro: str | None = None
+    ) -> dict[str, ToolResult[Any]]:
+        results: dict[str, ToolResult[Any]] = {}
+        for index, (name, call) in enumerate(calls.items()):
+            results.update(await super().run({name: call}, intro=intro if index == 0 else None))
+        return results
+
+
+@contextlib.contextmanager
+def sequential_playbooks() -> Iterator[None]:
+    """Inside, the engine (bot.engine.core makes one `Calls` per request) awaits a playbook's calls one by one."""
+    from bot.engine import core
+
+    saved, core.Calls = core.Calls, SequentialCalls  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        core.Calls = saved  # type: ignore[misc]
+
+
+class BenchPort:
+    """A ReplyPort that keeps the answer of one request and when it came."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.answered = 0.0
+        self.progressed: list[float] = []  # the dispatcher's acknowledgement, then the engine's lines
+        self.answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+    async def progress(self, text: str) -> None:
+        self.progressed.append(time.perf_counter())
+
+    async def post(self, message: Answer | str) -> None:
+        if not self.answer.done():
+            self.answered = time.perf_counter()
+            self.answer.set_result(message if isinstance(message, Answer) else Answer(summary=message))
+
+    async def ask_approval(self, approval: Any) -> None:
+        return None
+
+    @property
+    def seconds(self) -> float:
+        return self.answered - self.started
+
+    @property
+    def from_calls(self) -> float:
+        """From the engine's first line (a playbook says what it reads just before its calls start) to the answer."""
+        return self.answered - (self.progressed[1] if len(self.progressed) > 1 else self.started)
+
+
+def _per_backend(counts: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    return {name: {"calls": sum(c.values()), "distinct": len(c)} for name, c in counts.items()}
+
+
+class RealDiagnoses:
+    """`diagnose <service>` as the product runs it: `bot.app.Runtime` (store, toolbox, DiagnosticEngine,
+    dispatcher) in this process, requests submitted to its dispatcher, each in its own thread. Its tools read
+    the loopback Prometheus (golden-signal PromQL answered from profiles), Loki, Kubernetes API and control
+    plane, each answering every request after `delay`; every service is healthy and exists in all four. The
+    servers count what they receive by method, path and query (bot.loopback.serving.QueryCounter)."""
+
+    def __init__(self, plan: Plan, workdir: Path, database_url: str):
+        self.plan = plan
+        self.workdir = workdir
+        self.database_url = database_url
+        self.rounds = [(f"fanpar{i}", f"fanseq{i}") for i in range(plan.fan_out_rounds)]
+        self.services = ["warmup", "checkout", *(name for pair in self.rounds for name in pair)]
+        self.prometheus = PrometheusFake()
+        self.loki = FakeLoki()
+        self.kube = KubeFake(delay=plan.tool_delay)
+        self.control_plane = ControlPlaneFake(delay=plan.tool_delay)
+        self.prometheus.delay = self.loki.delay = plan.tool_delay
+        self.runtime: Any = None
+        self._threads = 0
+
+    def counters(self) -> dict[str, QueryCounter]:
+        """Each tool's loopback server's count, by the tool's name."""
+        return {"metrics": self.prometheus.per_query, "logs": self.loki.per_query,
+                "kubernetes": self.kube.per_query, "control_plane": self.control_plane.per_query}
+
+    def snapshot(self) -> dict[str, Counter[str]]:
+        return {name: Counter(counter.counts) for name, counter in self.counters().items()}
+
+    def since(self, before: dict[str, Counter[str]]) -> dict[str, Counter[str]]:
+        """The requests each server received since `before`, by query."""
+        return {name: Counter(counter.counts) - before[name] for name, counter in self.counters().items()}
+
+    async def __aenter__(self) -> Self:
+        from bot.app import Runtime
+        from bot.eval import (
+            Clock,
+            DeploymentSpec,
+            KubernetesSpec,
+            PodSpec,
+            RevisionSpec,
+            load_kubernetes,
+        )
+        from bot.toolbox import service_ref
+
+        await self.prometheus.start()
+        await self.loki.start()
+        await self.kube.start()
+        await self.control_plane.start()
+        config = self.workdir / "srebot-real.toml"
+        config.write_text("")  # the catalog below is the whole configuration
+        catalog = {"services": {name: {"namespace": BENCH_NAMESPACE} for name in self.services},
+                   "defaults": {"namespace": BENCH_NAMESPACE, "window": "15m"}}
+        cp = self.control_plane
+        settings = load_settings(env={
+            "DATABASE_URL": self.database_url,
+            "SREBOT_MAX_CONCURRENCY": str(MAX_CONCURRENCY),  # as the server's: every request of a burst at once
+            "SREBOT_COST": "off",  # cost is not part of diagnose
+            "PROMETHEUS_URL": self.prometheus.url,
+            "LOKI_URL": self.loki.url,
+            "KUBECONFIG": self.kube.kubeconfig_path,
+            "SREBOT_KUBE_CONTEXT": self.kube.context,
+            "CONTROL_PLANE_URL": cp.url,
+            "CONTROL_PLANE_TOKEN_URL": cp.token_url,
+            "CONTROL_PLANE_CLIENT_ID": cp.client_id,
+            "CONTROL_PLANE_CLIENT_SECRET": cp.client_secret,
+        }, config_path=str(config), **catalog)
+        for name in self.services:
+            self.prometheus.add_service(service_ref(settings, settings.services[name]), dict(HEALTHY_SIGNALS))
+        load_kubernetes(self.kube, KubernetesSpec(deployments=[
+            DeploymentSpec(name=name, namespace=BENCH_NAMESPACE, replicas=2, revisions=[
+                RevisionSpec(revision=1, image=f"bench/{name}:1.0.0", created="-2d", pods=[PodSpec(count=2, created="-2d")]),
+            ]) for name in self.services
+        ]), Clock(datetime.now(UTC)))
+        self.runtime = Runtime(settings)
+        await self.runtime.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+        await self.control_plane.stop()
+        await self.kube.stop()
+        await self.loki.close()
+        await self.prometheus.close()
+
+    def submit(self, service: str) -> BenchPort:
+        """`diagnose <service>` in a new thread, through the runtime's dispatcher."""
+        from sessions.store import ConversationKey
+
+        self._threads += 1
+        port = BenchPort()
+        self.runtime.dispatcher.submit(Request(
+            key=ConversationKey("bench", "T0BENCH", CHANNEL, f"diagnose-{self._threads}"),
+            user="bench-user", text=f"diagnose {service}", port=port,
+        ))
+        return port
+
+    async def diagnose(self, service: str) -> tuple[Answer, BenchPort]:
+        port = self.submit(service)
+        answer = await asyncio.wait_for(port.answer, self.plan.answer_timeout)
+        await self.runtime.dispatcher.wait_idle()  # its turn recorded before anything else is timed
+        return answer, port
+
+    async def run(self, figures: dict[str, dict[str, Any]]) -> None:
+        warm, _ = await self.diagnose("warmup")  # connections, the control plane's token, lazy imports
+        if warm.status != "completed" or not all(t.ok for t in warm.tools):
+            raise RuntimeError(f"the warm-up diagnosis failed: {warm.summary} {[t.model_dump() for t in warm.tools]}")
+        one = await self.fan_out(figures)
+        await self.backend_calls(figures, one)
+
+    async def fan_out(self, figures: dict[str, dict[str, Any]]) -> dict[str, Counter[str]]:
+        """Each round: one diagnosis as the engine runs it (its playbook's tool calls at once), then one of
+        another service with the same calls awaited one after another. A new service each time, so neither
+        the tools' cache nor single-flight shortens a diagnosis. Returns the requests of the first diagnosis."""
+        plan = self.plan
+        parallel: list[BenchPort] = []
+        sequential: list[BenchPort] = []
+        tools_sum: list[float] = []
+        tool_ms: dict[str, list[float]] = {}
+        failed = 0
+        one: dict[str, Counter[str]] = {}
+        for together, alone in self.rounds:
+            before = self.snapshot()
+            answer, port = await self.diagnose(together)
+            one = one or self.since(before)
+            parallel.append(port)
+            tools_sum.append(sum(t.ms or 0.0 for t in answer.tools))
+            failed += sum(not t.ok for t in answer.tools)
+            with sequential_playbooks():
+                answer, port = await self.diagnose(alone)
+            sequential.append(port)
+            failed += sum(not t.ok for t in answer.tools)
+            for t in answer.tools:
+                tool_ms.setdefault(t.name, []).append(t.ms or 0.0)
+        p, s = (statistics.median(port.seconds for port in ports) * 1000 for ports in (parallel, sequential))
+        cp, cs = (statistics.median(port.from_calls for port in ports) * 1000 for ports in (parallel, sequential))
+        each = {name: round(statistics.median(ms), 1) for name, ms in tool_ms.items()}
+        requests = _per_backend(one)
+        figures["fan_out"] = {
+            "tools": len(each), "tool_names": list(each), "tool_delay_ms": plan.tool_delay * 1000,
+            "http_requests_per_diagnose": sum(r["calls"] for r in requests.values()),
+            "http_requests_by_tool": {name: r["calls"] for name, r in requests.items()},
+            "rounds": len(self.rounds), "parallel_ms": round(p, 1), "sequential_ms": round(s, 1),
+            "ratio": round(p / s, 3), "failed_calls": failed,
+            # the same two diagnoses without the request's bookkeeping (dispatcher, database)
+            "from_calls": {"parallel_ms": round(cp, 1), "sequential_ms": round(cs, 1), "ratio": round(cp / cs, 3)},
+            "tool_ms_sequential": each,
+            # the best any fan-out of these tools can do: the slowest tool alone
+            "ratio_floor": round(max(each.values()) / sum(each.values()), 3) if each and sum(each.values()) else None,
+            "tools_sum_ms": round(statistics.median(tools_sum), 1),
+            "path": ("the real `diagnose <service>` (bot.engine.diagnosis.diagnose) of bot.app.Runtime's "
+                     "DiagnosticEngine, submitted to its dispatcher, tools against the loopback servers"),
+            "note": ("parallel: wall time of one diagnosis, submit to answer, as the engine runs it (its tools at "
+                     "once through bot.engine.calls.Calls). sequential: wall time of the same diagnosis of another "
+                     "service with Calls.run awaiting each tool call before the next (SequentialCalls); what a tool "
+                     "does inside is unchanged in both (metrics' queries at once, Kubernetes' two dependent rounds, "
+                     "the control plane's two reads at once), so this is the fan-out of the playbook's tools. "
+                     "ratio_floor = slowest tool / sum of tools: no fan-out can go below it. tools_sum_ms: the "
+                     "parallel run's per-tool times (Answer.tools) added up, a cross-check of sequential_ms. from_calls: "
+                     "the same, timed from the engine's first progress line (its calls about to start) to the answer, "
+                     "without the dispatcher's and the database's part of a request."),
+            "goal": "<= 0.3", "meets_goal": p / s <= 0.3,
+        }
+        return one
+
+    async def backend_calls(self, figures: dict[str, dict[str, Any]], one: dict[str, Counter[str]]) -> None:
+        """`diagnoses` identical `diagnose checkout` at once, each in its own thread: the HTTP requests the
+        loopback servers received, per distinct query (a service no diagnosis asked about before)."""
+        count = self.plan.diagnoses
+        before = self.snapshot()
+        ports = [self.submit("checkout") for _ in range(count)]
+        await asyncio.wait([p.answer for p in ports], timeout=self.plan.answer_timeout)
+        answers = [p.answer.result() for p in ports if p.answer.done()]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtime.dispatcher.wait_idle(), self.plan.answer_timeout)
+        received = self.since(before)
+        by_query = Counter({f"{name} {query}": n for name, counts in received.items() for query, n in counts.items()})
+        calls, distinct = sum(by_query.values()), len(by_query)
+        completed = [a for a in answers if a.status == "completed"]
+        figures["backend_calls"] = {
+            "requests": count, "answered": len(completed), "lost": count - len(completed),
+            "failed_tools": sum(not t.ok for a in answers for t in a.tools),
+            "backend_calls": calls, "distinct_queries": distinct,
+            "calls_per_distinct_query": round(calls / distinct, 3) if distinct else None,
+            "max_calls_one_query": max(by_query.values(), default=0),
+            "queries_per_diagnose": sum(len(c) for c in one.values()),  # one diagnosis alone, for comparison
+            "by_tool": _per_backend(received),
+            "repeated": dict(q for q in by_query.most_common(5) if q[1] > 1),
+            "wall_ms": round(max((p.seconds for p in ports if p.answered), default=0.0) * 1000, 1),
+            "path": ("the real `diagnose checkout` of bot.app.Runtime's DiagnosticEngine, submitted to its "
+                     "dispatcher in different threads at once; counted by the loopback servers by method, path "
+                     "and query, absolute times as minutes before arrival (bot.loopback.serving.QueryCounter)"),
+            "goal": "1 per distinct query", "meets_goal": calls == distinct and distinct > 0,
+        }
+
+
 # --- the bench ----------------------------------------------------------------------------------
 @dataclass
 class Sent:
@@ -341,7 +613,6 @@ class Bench:
         self.figures: dict[str, dict[str, Any]] = {}
         self.slack = SlackFake()
         self.connector = BotConnectorFake()
-        self.backends = [SlowBackend(plan.tool_delay) for _ in DIAGNOSE_READS]
         self.slack_watch = slack_watch(self.slack)
         self.teams_watch = teams_watch(self.connector)
         self.pending: list[tuple[str, Watch, list[Sent]]] = []  # (figure, watch, sent)
@@ -356,11 +627,9 @@ class Bench:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.slack)
             await stack.enter_async_context(self.connector)
-            for backend in self.backends:
-                await stack.enter_async_context(backend)
             database_url, database = await stack.enter_async_context(temporary_database(self.workdir))
             http = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(plan.burst, plan.diagnoses) + 16))
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.burst + 16))
             )
             server = Server({
                 "DATABASE_URL": database_url,
@@ -372,7 +641,6 @@ class Bench:
                 "SREBOT_KUBERNETES": "off",
                 "SREBOT_COST": "off",
                 ENGINE_SECONDS_ENV: str(plan.engine_seconds),
-                BACKENDS_ENV: ",".join(b.url for b in self.backends),
             }, self.workdir)
             started = time.monotonic()
             try:
@@ -383,20 +651,22 @@ class Bench:
                 await self.teams_burst(http, server.url)
                 assert server.process is not None
                 await self.sustained(http, server.url, server.process.pid, database_url)
-                await self.diagnoses(http, server.url)
                 await self.settle()
                 assert server.process is not None
                 rss, peak = rss_mb(server.process.pid)
                 self.figures["rss"] = {"rss_mb": rss, "peak_mb": peak, "goal": "< 300 MB", "meets_goal": rss < 300}
             finally:
                 exit_code = await server.stop()
-            await self.fan_out()
+            async with RealDiagnoses(plan, self.workdir, database_url) as real:
+                await real.run(self.figures)
             await self.session_lookups(database_url, database)
         return {
             "mode": plan.mode,
             "machine": machine(),
             "conditions": {
                 "server": "child process `python -m bot.bench_server serve` (srebot serve with the bench engine)",
+                "diagnose": ("the real Runtime and DiagnosticEngine in this process, after the server stopped, "
+                             "against the loopback Prometheus, Loki, Kubernetes API and control plane"),
                 "load_generator": "this process, on the same machine (it and PostgreSQL share the CPUs with the server)",
                 "database": database,
                 "max_concurrency": MAX_CONCURRENCY,
@@ -470,7 +740,6 @@ class Bench:
     async def warm_up(self, http: aiohttp.ClientSession, url: str) -> None:
         """A few requests of each kind first: imports and pools warm, as in a server that has been up."""
         sent = await self.slack_wave(http, url, "w", "sleep", 3)
-        sent += await self.slack_wave(http, url, "wd", "diagnose warmup", 2)
         tsent = await self.teams_wave(http, url, "wt", 3)
         await until(self.slack_watch.scan, lambda: all(s.key in self.slack_watch.first_in_thread for s in sent), 30)
         await until(self.teams_watch.scan, lambda: all(s.key in self.teams_watch.first_in_thread for s in tsent), 30)
@@ -569,50 +838,6 @@ class Bench:
             "goal": ">= 200/s, none lost", "meets_goal": rate >= 200 and lost == 0,
         }
 
-    async def diagnoses(self, http: aiohttp.ClientSession, url: str) -> None:
-        """`diagnoses` concurrent identical diagnose requests, each in its own thread, same service."""
-        for backend in self.backends:
-            backend.reset()
-        watch = self.slack_watch
-        sent = await self.slack_wave(http, url, "d", "diagnose checkout", self.plan.diagnoses)
-        await until(watch.scan, lambda: all(s.token in watch.answered for s in sent), self.plan.answer_timeout)
-        calls = sum(sum(b.requests.values()) for b in self.backends)
-        distinct = sum(len(b.requests) for b in self.backends)
-        self.figures["backend_calls"] = {
-            "requests": len(sent), "acked": sum(s.status == 200 for s in sent),
-            "answered": sum(s.token in watch.answered for s in sent),
-            "backend_calls": calls, "distinct_queries": distinct,
-            "calls_per_distinct_query": round(calls / distinct, 3) if distinct else None,
-            "max_calls_one_query": max((n for b in self.backends for n in b.requests.values()), default=0),
-            "goal": "1 per distinct query", "meets_goal": calls == distinct and distinct > 0,
-        }
-
-    # --- in this process, after the server stopped ----------------------------------------------
-    async def fan_out(self) -> None:
-        """The reads of a diagnosis against the slow backends: together, then the same calls one by one.
-        Each round uses a new service name, so neither the cache nor single-flight shortens a round."""
-        backends = bench_backends([b.url for b in self.backends])
-        try:
-            await fan_out(backends, "warm-up", "15m")  # connections open
-            parallel: list[float] = []
-            sequential: list[float] = []
-            failed = 0
-            for index in range(self.plan.fan_out_rounds):
-                for together, times in ((True, parallel), (False, sequential)):
-                    started = time.perf_counter()
-                    results = await fan_out(backends, f"fanout-{index}-{together}", "15m", parallel=together)
-                    times.append(time.perf_counter() - started)
-                    failed += sum(not r.ok for r in results)
-        finally:
-            await asyncio.gather(*(b.aclose() for b in backends))
-        p, s = statistics.median(parallel) * 1000, statistics.median(sequential) * 1000
-        self.figures["fan_out"] = {
-            "tools": len(backends), "tool_delay_ms": self.plan.tool_delay * 1000, "rounds": self.plan.fan_out_rounds,
-            "parallel_ms": round(p, 1), "sequential_ms": round(s, 1), "ratio": round(p / s, 3), "failed_calls": failed,
-            "path": "Backend.run of each read, run together by bot.engine.calls.Calls (the playbooks' runner)",
-            "goal": "<= 0.3", "meets_goal": p / s <= 0.3,
-        }
-
     async def session_lookups(self, database_url: str, database: str) -> None:
         """Store.session_id_for one call at a time: new threads (insert), cached (warm), and the same
         threads again after clearing the cache (cold: one database round trip each)."""
@@ -689,12 +914,18 @@ def rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
                f"{s['server_cpu_ms_per_event']} ms, {s['db_transactions_per_event']}", "- (info)", "-")
     if "fan_out" in f:
         o = f["fan_out"]
-        yield (f"diagnose fan-out parallel / sequential, {o['tools']} tools of {o['tool_delay_ms']:g} ms",
-               f"{_num(o['parallel_ms'])} / {_num(o['sequential_ms'])} ms = {o['ratio']:.2f}", o["goal"], verdict(o))
+        yield ((f"diagnose fan-out parallel / sequential, real engine: {o['tools']} tools, "
+                f"{o['http_requests_per_diagnose']} requests of {o['tool_delay_ms']:g} ms each"),
+               (f"{_num(o['parallel_ms'])} / {_num(o['sequential_ms'])} ms = {o['ratio']:.2f} "
+                f"(floor {o['ratio_floor']:.2f}: slowest tool / sum)" if o["ratio_floor"] is not None else
+                f"{_num(o['parallel_ms'])} / {_num(o['sequential_ms'])} ms = {o['ratio']:.2f}"), o["goal"], verdict(o))
     if "backend_calls" in f:
         b = f["backend_calls"]
-        yield (f"backend calls for {b['requests']} concurrent identical diagnoses",
-               f"{b['backend_calls']} calls / {b['distinct_queries']} queries = {b['calls_per_distinct_query']:g}",
+        per = b["calls_per_distinct_query"]
+        yield (f"backend calls for {b['requests']} concurrent identical diagnoses (real engine)",
+               (f"{b['backend_calls']} calls / {b['distinct_queries']} queries = {'n/a' if per is None else f'{per:g}'}"
+                + (f" (most for one query: {b['max_calls_one_query']})" if b["max_calls_one_query"] > 1 else "")
+                + (f" ({b['lost']} lost)" if b["lost"] else "")),
                b["goal"], verdict(b))
     if "session_lookup" in f:
         s = f["session_lookup"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -217,12 +217,16 @@ class ControlPlane(HttpBackend):
 
         return await self.run("resources", fetch, key=(search,))
 
-    async def audit_logs(self, service: str, since: datetime, until: datetime) -> ToolResult[Listing[AuditLog]]:
-        """What was done to `service` (by resource name) between `since` and `until`, newest first:
-        the "what changed" signal of a diagnosis."""
+    async def audit_logs(
+        self, service: str, window_seconds: float, *, now: datetime | None = None
+    ) -> ToolResult[Listing[AuditLog]]:
+        """What was done to `service` (by resource name) in the `window_seconds` before `now` (default: the
+        time of the call), newest first: the "what changed" signal of a diagnosis. Keyed by the window, not
+        by instants, so the people diagnosing one service at once share one call."""
 
         async def fetch() -> Listing[AuditLog]:
-            params = {"start_time": _rfc3339(since), "end_time": _rfc3339(until)}
+            until = now or datetime.now(UTC)
+            params = {"start_time": _rfc3339(until - timedelta(seconds=window_seconds)), "end_time": _rfc3339(until)}
             items, notes = await self._paged("/audit-logs", params, "audit log entries")
             entries = [AuditLog.model_validate(a) for a in items]
             entries = sorted(
@@ -230,7 +234,7 @@ class ControlPlane(HttpBackend):
             )
             return Listing(items=entries, total=len(entries), notes=notes)
 
-        return await self.run("audit_logs", fetch, key=(service, since, until))
+        return await self.run("audit_logs", fetch, key=(service, window_seconds, now))
 
     async def scripts(self, category: str | None = None) -> ToolResult[Listing[Script]]:
         async def fetch() -> Listing[Script]:

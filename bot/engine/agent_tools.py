@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -300,10 +300,7 @@ class AgentTools:
             ref = self.service(service)
         except ValueError as exc:
             return failure(str(exc))
-        until = datetime.now(UTC)
-        return from_result(
-            await self.toolbox.control_plane.audit_logs(ref.name, until - timedelta(seconds=seconds), until)
-        )
+        return from_result(await self.toolbox.control_plane.audit_logs(ref.name, seconds))
 
     async def cost_by(self, period_days: int = 7, group_by: Literal["service", "tag"] = "service") -> dict[str, Any]:
         """Cloud cost (AWS Cost Explorer) of the last `period_days` days against the period before, grouped

@@ -62,7 +62,7 @@ async def control_plane_state(ctx: Context, target: Target, since_seconds: float
     cp = ctx.toolbox.control_plane
     name = target.config.name
     audit, incidents = await asyncio.gather(
-        cp.audit_logs(name, ctx.now - timedelta(seconds=since_seconds), ctx.now), cp.open_incidents(name)
+        cp.audit_logs(name, since_seconds), cp.open_incidents(name)
     )
     return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents})
 

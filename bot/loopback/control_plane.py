@@ -32,6 +32,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.loopback.serving import QueryCounter
+
 API = "/api/v1"
 
 
@@ -62,6 +64,7 @@ class ControlPlaneFake:
     executions: dict[str, dict[str, Any]] = field(default_factory=dict)
     actions: list[Action] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path with query), API calls only
+    per_query: QueryCounter = field(default_factory=QueryCounter)  # every request (token too) by method, path, query
     token_requests: int = 0
     delay: float = 0.0  # seconds every API request waits before it is answered (a slow control plane)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
@@ -153,6 +156,7 @@ class ControlPlaneFake:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.per_query.add_request(request)
         if not request.path.startswith(API):
             return await handler(request)
         self.requests.append((request.method, request.path_qs))

@@ -44,6 +44,8 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.loopback.serving import QueryCounter
+
 TOKEN = "fake-kube-token"
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -84,6 +86,7 @@ class KubeFake:
     hooks: dict[tuple[str, str], list[Callable[[], None]]] = field(default_factory=dict)  # run before a request
     patches: list[PatchRecord] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path with query)
+    per_query: QueryCounter = field(default_factory=QueryCounter)  # requests by method, path and query
     delay: float = 0.0  # seconds every request waits before it is answered (a slow apiserver)
     url: str = ""
     kubeconfig_path: str = ""
@@ -392,6 +395,7 @@ class KubeFake:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path_qs))
+        self.per_query.add_request(request)
         if self.delay:
             await asyncio.sleep(self.delay)
         if request.headers.get("Authorization", "").lower() != f"bearer {TOKEN}":

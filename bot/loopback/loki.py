@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.loopback.serving import QueryCounter
+
 PARSE_ERROR_MARKER = "syntax_error"
 PARSE_ERROR = "parse error at line 1, col 5: syntax error: unexpected IDENTIFIER"
 
@@ -26,6 +28,7 @@ class FakeLoki:
         self.streams: list[tuple[dict[str, str], list[tuple[datetime, str]]]] = []
         self.delay = 0.0  # seconds to wait before answering, to provoke client timeouts
         self.requests: list[dict[str, str]] = []
+        self.per_query = QueryCounter()  # requests by method, path and query (bot.loopback.serving)
         app = web.Application()
         app.router.add_get("/loki/api/v1/query_range", self._query_range)
         app.router.add_get("/loki/api/v1/labels", self._labels)
@@ -45,12 +48,14 @@ class FakeLoki:
         await self._server.close()
 
     async def _labels(self, request: web.Request) -> web.Response:
+        self.per_query.add_request(request)
         names = sorted({name for labels, _ in self.streams for name in labels})
         return web.json_response({"status": "success", "data": names})
 
     async def _query_range(self, request: web.Request) -> web.Response:
         params = dict(request.query)
         self.requests.append(params)
+        self.per_query.add_request(request)
         if self.delay:
             await asyncio.sleep(self.delay)
         query = params["query"]

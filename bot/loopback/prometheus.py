@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.loopback.serving import QueryCounter
 from tools.base import ServiceRef
 from tools.metrics import BUILTIN_TEMPLATES
 
@@ -51,6 +52,7 @@ class PrometheusFake:
         self.exact: dict[str, Profile] = {}  # a whole expression -> its value, for free PromQL
         self.delay = 0.0  # seconds every query waits (a slow server)
         self.queries: list[str] = []
+        self.per_query = QueryCounter()  # requests by method, path and query (bot.loopback.serving)
         app = web.Application()
         app.router.add_route("*", "/api/v1/query", self._query)
         app.router.add_route("*", "/api/v1/query_range", self._query_range)
@@ -96,6 +98,7 @@ class PrometheusFake:
         if request.method == "POST":
             params.update({k: str(v) for k, v in (await request.post()).items()})
         self.queries.append(params.get("query", ""))
+        self.per_query.add(request.method, request.path, params.items())
         if self.delay:
             await asyncio.sleep(self.delay)
         return params
