@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,10 @@ log = logging.getLogger("srebot.approvals")
 # Runs an approved action through the tools' write operations; returns the outcome a person reads,
 # raises on failure. Built by the composition root (bot.actions) so this module needs no tool.
 Executor = Callable[[ApprovalRecord], Awaitable[str]]
+
+# An approved action is one API call with a timeout of seconds; one still unfinished after this long
+# was cut off by a crash and must not stay silent.
+STUCK_AFTER_SECONDS = 600
 
 NO_APPROVERS_HINT = (
     "No approvers are configured, so this cannot be approved yet: set SREBOT_APPROVERS to a "
@@ -154,19 +159,22 @@ class Approvals:
         except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
             detail = _error_text(exc)
             final = await self._finish(approved, "failed", detail, user)
-            return Decision(True, f"Approved by {user}, but it failed: {detail}", final)
+            return Decision(True, f"Approved by {user}, but it failed: {detail}", final or approved)
         final = await self._finish(approved, "executed", outcome, user)
-        return Decision(True, f"Approved by {user} · {outcome}", final)
+        return Decision(True, f"Approved by {user} · {outcome}", final or approved)
 
-    async def _finish(self, approved: ApprovalRecord, status: str, result: str, user: str) -> ApprovalRecord:
-        """approved → executed | failed, with the outcome in the row, the audit log and the thread."""
+    async def _finish(self, approved: ApprovalRecord, status: str, result: str, user: str) -> ApprovalRecord | None:
+        """approved → executed | failed, with the outcome in the row, the audit log and the thread;
+        None when someone else finished it first."""
         final = await self.store.transition_approval(
             approved.id, "approved", status, result=result[:1000], finished_at=utcnow()
         )
+        if final is None:
+            return None
         APPROVALS.labels(status).inc()
         await self._audit(status, user, approved, result)
-        await self._changed(final or approved)
-        return final or approved
+        await self._changed(final)
+        return final
 
     async def _audit(self, event: str, actor: str, approval: ApprovalRecord, detail: str | None = None) -> None:
         await self.store.audit(
@@ -183,10 +191,18 @@ class Approvals:
             await asyncio.gather(self._sweeper, return_exceptions=True)
 
     async def sweep(self) -> int:
-        """Expire pending approvals past their time; returns how many this call expired."""
+        """Expire pending approvals past their time, and close approvals whose execution was cut off;
+        returns how many this call closed."""
         count = 0
         for approval in await self.store.due_for_expiry():
             if await self._expire(approval):
+                count += 1
+        for approval in await self.store.stuck_approvals(utcnow() - timedelta(seconds=STUCK_AFTER_SECONDS)):
+            outcome = (
+                "the srebot process running it stopped before it reported an outcome; "
+                f"check {approval.target} before proposing it again"
+            )
+            if await self._finish(approval, "failed", outcome, "srebot") is not None:
                 count += 1
         return count
 

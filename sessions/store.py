@@ -494,6 +494,14 @@ class Store:
             )
             return [_approval(r) for r in rows]
 
+    async def stuck_approvals(self, decided_before: datetime) -> list[ApprovalRecord]:
+        """Approved but never finished: the process running the action stopped in between."""
+        async with self._sessions() as db:
+            rows = await db.scalars(
+                select(ApprovalRow).where(ApprovalRow.status == "approved", ApprovalRow.decided_at < decided_before)
+            )
+            return [_approval(r) for r in rows]
+
     async def approvals(self, status: str | None = None, limit: int = 100) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             stmt = select(ApprovalRow).order_by(ApprovalRow.created_at.desc()).limit(limit)

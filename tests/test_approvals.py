@@ -164,6 +164,25 @@ async def test_decision_rules_and_their_audit(runtime: Runtime, fakes: Fakes) ->
     assert await audit_of(runtime, late) == [("proposed", REQUESTER), ("expired", "srebot")]
 
 
+async def test_an_approval_cut_off_mid_execution_is_closed_and_said(runtime: Runtime, fakes: Fakes) -> None:
+    """A process that died between approved and executed must not leave the approval silent for ever."""
+    approval = await proposed(runtime, SCALE)
+    long_ago = utcnow() - timedelta(hours=1)
+    # as a crashed process leaves it: approved, never finished
+    await runtime.store.transition_approval(approval.id, "pending", "approved", decided_by=APPROVER, decided_at=long_ago)
+    fresh = await proposed(runtime, RESTART)
+    await runtime.store.transition_approval(fresh.id, "pending", "approved", decided_by=APPROVER, decided_at=utcnow())
+
+    assert await runtime.approvals.sweep() == 1
+    closed = await runtime.store.get_approval(approval.id)
+    assert closed.status == "failed" and "stopped before it reported an outcome" in closed.result
+    assert "check shop/checkout" in closed.result
+    assert (await runtime.store.get_approval(fresh.id)).status == "approved"  # may still be running
+    assert ("failed", "srebot") in await audit_of(runtime, approval)
+    assert await runtime.approvals.sweep() == 0  # closed once
+    assert fakes.kube.patches == []
+
+
 async def test_without_approvers_nothing_can_be_approved(
     fakes: Fakes, tmp_path: Path
 ) -> None:
