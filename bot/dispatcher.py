@@ -97,6 +97,7 @@ class Dispatcher:
             await asyncio.sleep(self._heartbeat_seconds)
             try:
                 await self.store.heartbeat(self.instance_id)
+                await self._cancel_requested()
                 await self.recover()
                 if beats % 360 == 0:  # about hourly: event ids only matter while a platform may redeliver
                     await self.store.forget_events(EVENT_MEMORY)
@@ -299,11 +300,26 @@ class Dispatcher:
     # --- control ---------------------------------------------------------------------------------
     async def _cancel(self, request: Request) -> None:
         job = self._running.get(request.key)
-        if job is None or job.task is None:
+        if job is not None and job.task is not None:
+            job.task.cancel()
+            await request.port.post(f"Cancelling “{short(job.request.text)}”.")
+            return
+        # the thread's request may run on another replica: flag it, its owner cancels it on its next beat
+        turn = await self.store.request_cancel(request.key)
+        if turn is None:
             await request.port.post("Nothing is running in this thread.")
             return
-        job.task.cancel()
-        await request.port.post(f"Cancelling “{short(job.request.text)}”.")
+        await request.port.post(
+            f"Cancelling “{short(turn.text)}” (it is running on another srebot replica; "
+            f"it stops within {self._heartbeat_seconds:g} s)."
+        )
+
+    async def _cancel_requested(self) -> None:
+        """Cancel the requests running here that a "cancel" on another replica flagged in the database."""
+        flagged = set(await self.store.cancel_requests(self.instance_id))
+        for job in list(self._running.values()):
+            if job.request.request_id in flagged and job.task is not None:
+                job.task.cancel()
 
     async def _status(self, request: Request) -> None:
         local = {job.request.request_id: job for queue in self._threads.values() for job in queue}

@@ -47,6 +47,8 @@ class TurnRow(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     elapsed_ms: Mapped[int | None]
+    # "cancel" reached a replica that is not running the turn; the one that is cancels it on its heartbeat
+    cancel_requested_at: Mapped[datetime | None]
 
 
 class InstanceRow(Base):

@@ -361,6 +361,45 @@ class Store:
             rows = await db.scalars(select(TurnRow).where(TurnRow.status.in_(ACTIVE_TURN)).order_by(TurnRow.id))
             return [_turn(r) for r in rows]
 
+    async def request_cancel(self, key: ConversationKey) -> TurnRecord | None:
+        """Flag the newest running turn of a thread for cancelling and return it; None when nothing runs
+        there. The replica running it (`instance_id`) sees the flag on its heartbeat (`cancel_requests`)."""
+        newest = (
+            select(TurnRow.id)
+            .join(ConversationRow, ConversationRow.id == TurnRow.session_id)
+            .where(
+                ConversationRow.platform == key.platform,
+                ConversationRow.workspace == key.workspace,
+                ConversationRow.channel == key.channel,
+                ConversationRow.thread == key.thread,
+                TurnRow.status == "running",
+            )
+            .order_by(TurnRow.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        async with self._sessions.begin() as db:
+            row = await db.scalar(
+                update(TurnRow)
+                .where(TurnRow.id == newest, TurnRow.status == "running")
+                .values(cancel_requested_at=utcnow())
+                .returning(TurnRow)
+            )
+            return _turn(row) if row else None
+
+    async def cancel_requests(self, instance_id: str) -> list[str]:
+        """Request ids of the instance's running turns that a "cancel" on any replica flagged."""
+        async with self._sessions() as db:
+            return list(
+                await db.scalars(
+                    select(TurnRow.request_id).where(
+                        TurnRow.instance_id == instance_id,
+                        TurnRow.status == "running",
+                        TurnRow.cancel_requested_at.is_not(None),
+                    )
+                )
+            )
+
     # --- instances and crash recovery ------------------------------------------------------------
     async def heartbeat(self, instance_id: str) -> None:
         now = utcnow()

@@ -141,6 +141,53 @@ async def test_cancel_stops_the_running_request_and_the_thread_goes_on(store: St
     await dispatcher.shutdown()
 
 
+async def test_cancel_reaches_a_request_running_on_another_replica(store: Store, db_url: str) -> None:
+    async def work(request: Request) -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    # two replicas on one database: A runs the request, the thread's "cancel" lands on B
+    other = Store(db_url)
+    a = Dispatcher(store, ScriptedEngine(work), heartbeat_seconds=0.1)
+    b = Dispatcher(other, ScriptedEngine(work), heartbeat_seconds=0.1)
+    await a.start()
+    await b.start()
+    try:
+        slow, cancel = RecordingPort(), RecordingPort()
+        slow_id = a.submit(Request(key("x"), "u", "slow diagnose", slow))
+        while not (await store.get_turn(slow_id)) or (await store.get_turn(slow_id)).status != "running":
+            await asyncio.sleep(0.01)
+        b.submit(Request(key("x"), "u", "cancel", cancel))
+        await cancel.wait()
+        assert cancel.texts == [
+            "Cancelling “slow diagnose” (it is running on another srebot replica; it stops within 0.1 s)."
+        ]
+        await slow.wait(timeout=5)  # a few of A's heartbeats at most
+        assert slow.answers[0].status == "cancelled" and slow.answers[0].summary == "Cancelled “slow diagnose”."
+        await a.wait_idle()
+        assert (await store.get_turn(slow_id)).status == "cancelled"
+        # nothing runs in the thread any more, on either replica
+        idle = RecordingPort()
+        b.submit(Request(key("x"), "u", "cancel", idle))
+        await idle.wait()
+        assert idle.texts == ["Nothing is running in this thread."]
+        assert await other.cancel_requests(a.instance_id) == []
+    finally:
+        await b.shutdown()
+        await a.shutdown()
+        await other.close()
+
+
+async def test_cancel_with_nothing_running_on_any_replica(store: Store) -> None:
+    dispatcher = Dispatcher(store, ScriptedEngine())
+    await dispatcher.start()
+    port = RecordingPort()
+    dispatcher.submit(Request(key("empty"), "u", "stop", port))
+    await port.wait()
+    assert port.texts == ["Nothing is running in this thread."]
+    await dispatcher.shutdown()
+
+
 async def test_engine_failure_is_never_silent(store: Store) -> None:
     async def work(request: Request) -> str:
         raise RuntimeError("boom")

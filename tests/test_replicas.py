@@ -6,6 +6,8 @@ Loki fake running in the test process, like two pods behind the Slack Request UR
 - one signed event delivered to both (and Slack's second copy of a channel mention, the `message`
   event, to both too) is answered once: one placeholder, one answer, one turn;
 - one Approve click sent to both executes the action once: exactly one PATCH reaches Kubernetes;
+- a "cancel" in a thread, delivered only to B, stops the request A is running there (B flags the
+  turn in the database, A cancels it on its next heartbeat);
 - a thread started on A continues on B: the follow-up without a mention, delivered only to B, is
   answered in the thread, in the same session, about the same service.
 
@@ -52,6 +54,10 @@ approval_ttl = "30m"
 [services.checkout]
 namespace = "shop"
 deployment = "checkout"
+
+# only the cancel test asks about it: a logs request no earlier test has cached (tools cache for 15 s)
+[services.search]
+namespace = "shop"
 """
 
 REQUESTER, APPROVER = "U0ALICE", "U0BOB"
@@ -127,6 +133,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
                 "SREBOT_COST": "off",
                 "SREBOT_APPROVERS": f"{APPROVER},U0CAROL",
                 "SREBOT_TOOL_TIMEOUT": "20",
+                "SREBOT_HEARTBEAT_SECONDS": "0.5",  # how soon a cancel flagged by the other replica lands
             }
             a = ServeProcess(env, cwd=workdir, name="replica-a")
             b = ServeProcess(env, cwd=workdir, name="replica-b")
@@ -239,6 +246,40 @@ async def test_one_approval_clicked_on_both_replicas_executes_once(cluster: Clus
     # one outcome line, never two
     assert len([c for c in slack.calls_to("chat.postMessage", lambda c: c.args.get("thread_ts") == thread)
                 if "done (approved by" in c.text_blob()]) == 1
+
+
+async def test_cancel_delivered_to_one_replica_stops_the_request_on_the_other(cluster: Cluster) -> None:
+    slack, loki, channel = cluster.slack, cluster.loki, "C0CANCEL"
+    queries = len(loki.requests)
+    cancelled_on_a = await cluster.a.metric("srebot_requests_total", status="cancelled")
+    loki.delay = 10.0  # the logs request stays in flight at the backend, far longer than a heartbeat
+    try:
+        mention = slack.app_mention("<@UBOT> logs search", channel=channel)
+        status, _ = await slack.deliver(cluster.a.events_url, slack.event_body(mention))
+        assert status == 200
+
+        async def queried() -> bool:
+            return len(loki.requests) > queries
+
+        await eventually(queried, what="A queries Loki")
+
+        cancel = slack.message("cancel", channel=channel, thread_ts=mention["ts"])
+        status, _ = await slack.deliver(cluster.b.events_url, slack.event_body(cancel))
+        assert status == 200
+        # B's answer to the cancel and A's cancelled answer, in either order
+        messages = await wait_for_thread(
+            slack, channel, mention["ts"],
+            lambda ms: any("Cancelled “logs search”" in m.text for m in ms) and any(
+                "Cancelling “logs search” (it is running on another srebot replica; it stops within 0.5 s)"
+                in m.text for m in ms),
+            timeout=8,  # well inside Loki's delay: the request was cancelled, it did not finish
+        )
+    finally:
+        loki.delay = 0.0
+    assert not any(m.placeholder for m in messages)
+    (turn,) = await cluster.final_turns(channel, mention["ts"], 1)
+    assert turn.status == "cancelled", turn
+    assert await cluster.a.metric("srebot_requests_total", status="cancelled") == cancelled_on_a + 1
 
 
 async def test_a_thread_started_on_one_replica_continues_on_the_other(cluster: Cluster) -> None:

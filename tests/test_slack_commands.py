@@ -74,7 +74,10 @@ async def test_cancel_stops_the_running_slash_request(slack: SlackFake, db_file:
     engine = ScriptedEngine(delay=60)
     async with SlackBot(slack, db_file, engine=engine) as bot:
         _, nothing = await bot.command("cancel")
-        assert nothing["text"] == "Nothing started with /sre in this channel is running."
+        assert nothing["text"] == (
+            "Nothing started with /sre in this channel is running on this replica; "
+            "type `cancel` in the request's thread instead."
+        )
         await bot.command("diagnose checkout")
         asked = await slack.wait_for("chat.postMessage", top_level)
         thread = asked.response["ts"]

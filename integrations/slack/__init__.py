@@ -17,9 +17,12 @@ Choices worth knowing:
 - `/sre diagnose checkout` answers "On it…" privately at once, posts "@user asked: …" in the channel
   and runs the request in that message's thread. `/sre status` is answered privately
   (chat.postEphemeral). `/sre cancel` cancels the newest request that `/sre` started in the same
-  channel and that this process still has in flight (Slack sends no thread with a slash command;
-  cancel is per process in the dispatcher anyway). In a thread, "cancel" as a message does the same
-  for that thread's own request.
+  channel and that this process still has in flight. Slack sends no thread with a slash command and
+  only the process that posted "@user asked: …" knows that thread came from `/sre` (nothing in the
+  database says so), so on another replica `/sre cancel` finds nothing and its private reply says to
+  type `cancel` in the request's thread instead. That message works on any replica: the dispatcher
+  cancels a local request at once, and flags one running elsewhere in the database
+  (`turns.cancel_requested_at`) for its replica to cancel on its next heartbeat.
 """
 
 from integrations.slack.app import (

@@ -226,7 +226,13 @@ class SlackIntake:
         if command.name == "cancel":
             target = self._slash_target(team, channel)
             if target is None:
-                await ack(text="Nothing started with /sre in this channel is running.", response_type="ephemeral")
+                # Slack names no thread, and which /sre threads are whose is known only here (see the
+                # package docstring); a message in the thread reaches a request on any replica
+                await ack(
+                    text="Nothing started with /sre in this channel is running on this replica; "
+                    "type `cancel` in the request's thread instead.",
+                    response_type="ephemeral",
+                )
                 return
             await ack(text=f"Cancelling “{short(target[1])}”…", response_type="ephemeral")
             self.submit(target[0], user, "cancel")
