@@ -30,9 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from bot.loopback.serving import QueryCounter
+from bot.loopback.serving import QueryCounter, Served, serve
 
 API = "/api/v1"
 
@@ -52,7 +51,7 @@ class Action:
 
 
 @dataclass
-class ControlPlaneFake:
+class ControlPlaneFake(Served):
     client_id: str = "srebot"
     client_secret: str = "cp-client-secret"
     expires_in: int = 300
@@ -72,7 +71,6 @@ class ControlPlaneFake:
     failures: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)
     url: str = ""
     token_url: str = ""
-    _server: TestServer | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> ControlPlaneFake:
@@ -93,22 +91,9 @@ class ControlPlaneFake:
                 web.get(f"{API}/automation/executions/{{id}}", self._get_execution),
             ]
         )
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        self.url = str(self._server.make_url("")).rstrip("/")
+        self._runner, self.url = await serve(app)
         self.token_url = f"{self.url}/token"
         return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.close()
-            self._server = None
-
-    async def __aenter__(self) -> ControlPlaneFake:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- test controls ---------------------------------------------------------------------
 

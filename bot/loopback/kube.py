@@ -42,9 +42,8 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from bot.loopback.serving import QueryCounter
+from bot.loopback.serving import QueryCounter, Served, serve
 
 TOKEN = "fake-kube-token"
 REVISION = "deployment.kubernetes.io/revision"
@@ -67,7 +66,7 @@ class PatchRecord:
 
 
 @dataclass
-class KubeFake:
+class KubeFake(Served):
     """In-memory cluster state behind an aiohttp server on 127.0.0.1 (random port).
 
     Objects are stored as Kubernetes JSON dicts keyed by (namespace, name); tests may edit them
@@ -90,7 +89,6 @@ class KubeFake:
     delay: float = 0.0  # seconds every request waits before it is answered (a slow apiserver)
     url: str = ""
     kubeconfig_path: str = ""
-    _server: TestServer | None = None
     _dir: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -116,27 +114,17 @@ class KubeFake:
                 web.get(f"{apps}/namespaces/{{ns}}/replicasets", self._list_replicasets),
             ]
         )
-        self._server = TestServer(app, host="127.0.0.1")
-        await self._server.start_server()
-        self.url = str(self._server.make_url("")).rstrip("/")
+        self._runner, self.url = await serve(app)
         self._dir = tempfile.mkdtemp(prefix="kubefake-")
         self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
         Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
         return self
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.close()
-            self._server = None
+    async def close(self) -> None:
+        await super().close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-    async def __aenter__(self) -> KubeFake:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def kubeconfig(self) -> dict[str, Any]:
         return {

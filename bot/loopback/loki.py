@@ -10,9 +10,8 @@ import re
 from datetime import UTC, datetime
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from bot.loopback.serving import QueryCounter
+from bot.loopback.serving import QueryCounter, Served, serve
 
 PARSE_ERROR_MARKER = "syntax_error"
 PARSE_ERROR = "parse error at line 1, col 5: syntax error: unexpected IDENTIFIER"
@@ -21,7 +20,7 @@ _MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 _REGEX_FILTER = re.compile(r"\|~\s*`([^`]*)`")
 
 
-class FakeLoki:
+class FakeLoki(Served):
     """Answers like Loki does: equality stream matchers, a `|~` line filter, the time range, limit and direction."""
 
     def __init__(self) -> None:
@@ -32,20 +31,15 @@ class FakeLoki:
         app = web.Application()
         app.router.add_get("/loki/api/v1/query_range", self._query_range)
         app.router.add_get("/loki/api/v1/labels", self._labels)
-        self._server = TestServer(app, host="127.0.0.1")
-
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
+        self._app = app
+        self.url = ""
 
     def add(self, labels: dict[str, str], lines: list[tuple[datetime, str]]) -> None:
         self.streams.append((labels, lines))
 
-    async def start(self) -> None:
-        await self._server.start_server()
-
-    async def close(self) -> None:
-        await self._server.close()
+    async def start(self) -> FakeLoki:
+        self._runner, self.url = await serve(self._app)
+        return self
 
     async def _labels(self, request: web.Request) -> web.Response:
         self.per_query.add_request(request)

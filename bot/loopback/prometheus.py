@@ -23,9 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from bot.loopback.serving import QueryCounter
+from bot.loopback.serving import QueryCounter, Served, serve
 from tools.base import ServiceRef
 from tools.metrics import BUILTIN_TEMPLATES
 
@@ -46,7 +45,7 @@ def value_at(profile: Profile, moment: datetime) -> float | None:
     return current
 
 
-class PrometheusFake:
+class PrometheusFake(Served):
     def __init__(self) -> None:
         self.signals: list[tuple[re.Pattern[str], Profile]] = []
         self.exact: dict[str, Profile] = {}  # a whole expression -> its value, for free PromQL
@@ -57,11 +56,8 @@ class PrometheusFake:
         app.router.add_route("*", "/api/v1/query", self._query)
         app.router.add_route("*", "/api/v1/query_range", self._query_range)
         app.router.add_get("/-/ready", self._ready)
-        self._server = TestServer(app, host="127.0.0.1")
-
-    @property
-    def url(self) -> str:
-        return str(self._server.make_url("")).rstrip("/")
+        self._app = app
+        self.url = ""
 
     def add_service(self, ref: ServiceRef, profiles: dict[str, Profile]) -> None:
         """Answer the queries of `ref`'s signals (built-in templates and its overrides) from `profiles`."""
@@ -77,11 +73,8 @@ class PrometheusFake:
             self.signals.append((re.compile(pattern), profile))
 
     async def start(self) -> PrometheusFake:
-        await self._server.start_server()
+        self._runner, self.url = await serve(self._app)
         return self
-
-    async def close(self) -> None:
-        await self._server.close()
 
     # --- HTTP ------------------------------------------------------------------------------------
     def _profile(self, query: str) -> tuple[bool, Profile]:
