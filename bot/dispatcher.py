@@ -218,7 +218,6 @@ class Dispatcher:
     async def _execute(self, job: _Job, session_id: str, turn_id: int) -> None:
         request = job.request
         started = time.monotonic()
-        status = "failed"
         answer: Answer
         # Cancellable from the moment it counts as running until the answer exists; a cancel must
         # never cut the answer's delivery or bookkeeping.
@@ -232,7 +231,6 @@ class Dispatcher:
                     answer = await self.engine.handle(request, session, request.port.progress)
             finally:
                 self._running.pop(request.key, None)
-            status = answer.status
         except TimeoutError:
             answer = Answer.failure(
                 f"Timed out after {self.timeout:g} s while working on “{short(request.text)}”. "
@@ -242,7 +240,6 @@ class Dispatcher:
             if not self._accepting:
                 await self._finish_interrupted(job, turn_id)
                 raise
-            status = "cancelled"
             answer = Answer.failure(f"Cancelled “{short(request.text)}”.", status="cancelled")
             # the cancel was for this request only: swallow it so the thread's queue goes on
             task = asyncio.current_task()
@@ -263,7 +260,7 @@ class Dispatcher:
         await self._deliver(request, answer)
         await self.store.update_turn(
             turn_id,
-            answer.status if status != "failed" else "failed",
+            answer.status,
             intent=answer.intent,
             service=answer.service,
             answer=answer.to_json(),
