@@ -28,6 +28,7 @@ COPY bot ./bot
 COPY integrations ./integrations
 COPY tools ./tools
 COPY sessions ./sessions
+COPY devtools ./devtools
 
 # The runtime never writes bytecode (read-only root filesystem): compile it here.
 RUN pip install --upgrade pip setuptools wheel \

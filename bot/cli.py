@@ -279,7 +279,7 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.bench import run_bench
+    from devtools.bench import run_bench
 
     return await run_bench(settings, args)
 
@@ -287,7 +287,7 @@ async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bot.eval import evaluate
+    from devtools.eval import evaluate
 
     return await evaluate(Path(args.dir), as_json=args.json, only=args.only)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.bench import table
+from devtools.bench import table
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = ("slack_ack", "slack_placeholder", "teams_ack", "teams_first_reply")

@@ -11,7 +11,7 @@ from bot.config import load_settings
 from bot.engine.core import DiagnosticEngine
 from bot.engine.intents import parse
 from bot.engine.resolve import Resolver
-from bot.loopback.kube import KubeFake
+from devtools.loopback.kube import KubeFake
 from bot.toolbox import Toolbox
 from tools.kubernetes import Kubernetes
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.eval import evaluate
+from devtools.eval import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "eval" / "scenarios"

@@ -1,9 +1,9 @@
-"""The Bot Connector fake and Teams activity builders of the test suite, re-exported from bot.loopback.bot_connector.
+"""The Bot Connector fake and Teams activity builders of the test suite, re-exported from devtools.loopback.bot_connector.
 
 They live in the package because the `srebot bench` command ships them; see `BotConnectorFake` there for usage.
 """
 
-from bot.loopback.bot_connector import (
+from devtools.loopback.bot_connector import (
     ALICE,
     BOB,
     BOT_APP_ID,

@@ -1,11 +1,11 @@
-"""The control-plane fake of the test suite: `ControlPlaneFake` (bot.loopback.control_plane) and the
+"""The control-plane fake of the test suite: `ControlPlaneFake` (devtools.loopback.control_plane) and the
 suite's standard state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.loopback.control_plane import API, Action, ControlPlaneFake, rfc3339
+from devtools.loopback.control_plane import API, Action, ControlPlaneFake, rfc3339
 
 __all__ = ["API", "Action", "ControlPlaneFake", "load_shop_scenario", "rfc3339"]
 

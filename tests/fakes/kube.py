@@ -1,11 +1,11 @@
-"""The Kubernetes fake of the test suite: `KubeFake` (bot.loopback.kube) and the suite's standard cluster."""
+"""The Kubernetes fake of the test suite: `KubeFake` (devtools.loopback.kube) and the suite's standard cluster."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.loopback.kube import REVISION, TOKEN, KubeFake, PatchRecord, condition, ts
+from devtools.loopback.kube import REVISION, TOKEN, KubeFake, PatchRecord, condition, ts
 
 __all__ = ["REVISION", "TOKEN", "KubeFake", "PatchRecord", "load_shop_scenario", "ts"]
 

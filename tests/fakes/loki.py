@@ -1,4 +1,4 @@
-"""The Loki fake of the test suite: `FakeLoki` (bot.loopback.loki) and its fixture."""
+"""The Loki fake of the test suite: `FakeLoki` (devtools.loopback.loki) and its fixture."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.loopback.loki import PARSE_ERROR, PARSE_ERROR_MARKER, FakeLoki
+from devtools.loopback.loki import PARSE_ERROR, PARSE_ERROR_MARKER, FakeLoki
 
 __all__ = ["PARSE_ERROR", "PARSE_ERROR_MARKER", "FakeLoki", "loki_fixture"]
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.loopback.control_plane import ControlPlaneFake
-from bot.loopback.kube import KubeFake
-from bot.loopback.loki import FakeLoki
+from devtools.loopback.control_plane import ControlPlaneFake
+from devtools.loopback.kube import KubeFake
+from devtools.loopback.loki import FakeLoki
 from tests.fakes import control_plane, kube
 from tests.fakes.prometheus import MetricsServer
 

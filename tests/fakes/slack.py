@@ -1,7 +1,7 @@
-"""The Slack side of the test suite: the loopback Slack of bot.loopback.slack (re-exported) and the bot harness.
+"""The Slack side of the test suite: the loopback Slack of devtools.loopback.slack (re-exported) and the bot harness.
 
 `SlackFake` (the fake Web API, Socket Mode and payload builders), `Call`, `Upload`, `sign` and
-`signed_headers` live in `bot.loopback.slack`, `serve` in `bot.loopback.serving` (the `srebot bench`
+`signed_headers` live in `devtools.loopback.slack`, `serve` in `devtools.loopback.serving` (the `srebot bench`
 command ships them); they are re-exported here so tests import everything Slack from one place:
 
     async with SlackFake() as slack, SlackBot(slack, database_url) as bot:
@@ -31,8 +31,8 @@ from aiohttp import web
 
 from bot.answer import Answer
 from bot.engine.base import Engine
-from bot.loopback.serving import serve
-from bot.loopback.slack import Call, SlackFake, Upload, _Service, sign, signed_headers
+from devtools.loopback.serving import serve
+from devtools.loopback.slack import Call, SlackFake, Upload, _Service, sign, signed_headers
 from bot.ports import Progress, Request
 from sessions.store import Conversation
 

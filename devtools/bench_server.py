@@ -1,12 +1,12 @@
 """The server side of `srebot bench`: `srebot serve` itself, with the runtime's engine swapped for a bench engine.
 
-`srebot bench` starts `python -m bot.bench_server serve --host 127.0.0.1 --port P` as a child process.
+`srebot bench` starts `python -m devtools.bench_server serve --host 127.0.0.1 --port P` as a child process.
 That is `bot.cli.main(["serve", ...])` — migrations, Slack, Teams, dispatcher, signals, drain — with one
 change: `bot.app.Runtime` builds a `BenchEngine` instead of the diagnostic engine, as the test suite's
 SlackBot does. The bench engine answers every "<token> <anything>" after sleeping
 SREBOT_BENCH_ENGINE_SECONDS, so the server's figures (ack latency, first reply, sustained throughput, RSS)
 measure the platforms, the dispatcher and the database, not the engine. The diagnose figures (fan-out and
-backend calls) run the real diagnostic engine instead: `bot.bench.RealDiagnoses`, in the bench's process.
+backend calls) run the real diagnostic engine instead: `devtools.bench.RealDiagnoses`, in the bench's process.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback.serving import QueryCounter, Served, serve
+from devtools.loopback.serving import QueryCounter, Served, serve
 from tools.base import ServiceRef
 from tools.metrics import BUILTIN_TEMPLATES
 
@@ -51,7 +51,7 @@ class PrometheusFake(Served):
         self.exact: dict[str, Profile] = {}  # a whole expression -> its value, for free PromQL
         self.delay = 0.0  # seconds every query waits (a slow server)
         self.queries: list[str] = []
-        self.per_query = QueryCounter()  # requests by method, path and query (bot.loopback.serving)
+        self.per_query = QueryCounter()  # requests by method, path and query (devtools.loopback.serving)
         app = web.Application()
         app.router.add_route("*", "/api/v1/query", self._query)
         app.router.add_route("*", "/api/v1/query_range", self._query_range)

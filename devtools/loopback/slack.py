@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 import aiohttp
 from aiohttp import web
 
-from bot.loopback.serving import serve
+from devtools.loopback.serving import serve
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`srebot bench`: measures ack latency, time to first reply, throughput, fan-out, cache and session lookups.
 
-The server is a child process, `python -m bot.bench_server serve` (`srebot serve` with the bench engine
-of bot/bench_server.py, which answers after a fixed time), on 127.0.0.1: the load generator and the
+The server is a child process, `python -m devtools.bench_server serve` (`srebot serve` with the bench engine
+of devtools/bench_server.py, which answers after a fixed time), on 127.0.0.1: the load generator and the
 loopback fakes (Slack Web API, Bot Connector) run in this process, so they neither share the server's
 event loop nor count in its RSS. The database is a temporary PostgreSQL database (SREBOT_BENCH_PG,
 default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end; without PostgreSQL a SQLite file.
@@ -9,7 +9,7 @@ default postgresql://postgres@127.0.0.1:5432/postgres), dropped at the end; with
 The two diagnose figures (fan-out, backend calls) run the product's own `diagnose <service>`: a real
 `bot.app.Runtime` (store on the same database, toolbox, DiagnosticEngine, dispatcher) in this process,
 after the server has stopped, with its Metrics, Logs, Kubernetes and ControlPlane tools pointed at the
-loopback Prometheus, Loki, Kubernetes API and control plane of bot.loopback, each answering every
+loopback Prometheus, Loki, Kubernetes API and control plane of devtools.loopback, each answering every
 request after `tool_delay` (RealDiagnoses).
 
 Load is bounded in count and time and goes to 127.0.0.1 only, over one aiohttp client session whose
@@ -43,16 +43,16 @@ from typing import Any, Self
 import aiohttp
 
 from bot.answer import Answer
-from bot.bench_server import ANSWER_PATTERN, ENGINE_SECONDS_ENV
+from devtools.bench_server import ANSWER_PATTERN, ENGINE_SECONDS_ENV
 from bot.config import Settings, load_settings
 from bot.engine.calls import Calls
-from bot.loopback.bot_connector import BotConnectorFake, personal_message
-from bot.loopback.control_plane import ControlPlaneFake
-from bot.loopback.kube import KubeFake
-from bot.loopback.loki import FakeLoki
-from bot.loopback.prometheus import PrometheusFake
-from bot.loopback.serving import QueryCounter
-from bot.loopback.slack import SlackFake, signed_headers
+from devtools.loopback.bot_connector import BotConnectorFake, personal_message
+from devtools.loopback.control_plane import ControlPlaneFake
+from devtools.loopback.kube import KubeFake
+from devtools.loopback.loki import FakeLoki
+from devtools.loopback.prometheus import PrometheusFake
+from devtools.loopback.serving import QueryCounter
+from devtools.loopback.slack import SlackFake, signed_headers
 from bot.ports import Request
 from tools.base import ToolResult
 
@@ -199,7 +199,7 @@ def free_port() -> int:
 
 # --- the server process -------------------------------------------------------------------------
 class Server:
-    """`python -m bot.bench_server serve` on 127.0.0.1, its log in a file."""
+    """`python -m devtools.bench_server serve` on 127.0.0.1, its log in a file."""
 
     def __init__(self, env: dict[str, str], workdir: Path):
         self.env = env
@@ -215,7 +215,7 @@ class Server:
         env.update(self.env, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         with self.log_path.open("wb") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.bench_server", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                sys.executable, "-m", "devtools.bench_server", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                 cwd=self.workdir, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout
@@ -404,7 +404,7 @@ class RealDiagnoses:
     dispatcher) in this process, requests submitted to its dispatcher, each in its own thread. Its tools read
     the loopback Prometheus (golden-signal PromQL answered from profiles), Loki, Kubernetes API and control
     plane, each answering every request after `delay`; every service is healthy and exists in all four. The
-    servers count what they receive by method, path and query (bot.loopback.serving.QueryCounter)."""
+    servers count what they receive by method, path and query (devtools.loopback.serving.QueryCounter)."""
 
     def __init__(self, plan: Plan, workdir: Path, database_url: str):
         self.plan = plan
@@ -434,7 +434,7 @@ class RealDiagnoses:
 
     async def __aenter__(self) -> Self:
         from bot.app import Runtime
-        from bot.eval import (
+        from devtools.eval import (
             Clock,
             DeploymentSpec,
             KubernetesSpec,
@@ -591,7 +591,7 @@ class RealDiagnoses:
             "wall_ms": round(max((p.seconds for p in ports if p.answered), default=0.0) * 1000, 1),
             "path": ("the real `diagnose checkout` of bot.app.Runtime's DiagnosticEngine, submitted to its "
                      "dispatcher in different threads at once; counted by the loopback servers by method, path "
-                     "and query, absolute times as minutes before arrival (bot.loopback.serving.QueryCounter)"),
+                     "and query, absolute times as minutes before arrival (devtools.loopback.serving.QueryCounter)"),
             "goal": "1 per distinct query", "meets_goal": calls == distinct and distinct > 0,
         }
 
@@ -664,7 +664,7 @@ class Bench:
             "mode": plan.mode,
             "machine": machine(),
             "conditions": {
-                "server": "child process `python -m bot.bench_server serve` (srebot serve with the bench engine)",
+                "server": "child process `python -m devtools.bench_server serve` (srebot serve with the bench engine)",
                 "diagnose": ("the real Runtime and DiagnosticEngine in this process, after the server stopped, "
                              "against the loopback Prometheus, Loki, Kubernetes API and control plane"),
                 "load_generator": "this process, on the same machine (it and PostgreSQL share the CPUs with the server)",

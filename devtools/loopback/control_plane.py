@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.loopback.serving import QueryCounter, Served, serve
+from devtools.loopback.serving import QueryCounter, Served, serve
 
 API = "/api/v1"
 

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from bot.loopback.serving import QueryCounter, Served, serve
+from devtools.loopback.serving import QueryCounter, Served, serve
 
 TOKEN = "fake-kube-token"
 REVISION = "deployment.kubernetes.io/revision"

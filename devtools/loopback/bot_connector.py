@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from bot.loopback.serving import Served, serve
+from devtools.loopback.serving import Served, serve
 
 BOT_APP_ID = "00000000-0000-0000-0000-00000000b07"
 BOT_ID = f"28:{BOT_APP_ID}"

@@ -63,9 +63,9 @@ A scenario file (TOML, or the same structure as JSON) holds the backends' data a
     question = "and its logs?"
 
 Times are relative to the start of the scenario ("-3m", "-2h", "-6d", "now") or RFC 3339. The backends
-are loopback servers of bot.loopback: the Kubernetes API fake (the real kubernetes client talks to it),
+are loopback servers of devtools.loopback: the Kubernetes API fake (the real kubernetes client talks to it),
 the Loki fake, the control-plane fake with its token endpoint, and a Prometheus HTTP API that answers
-the engine's golden-signal PromQL from the profiles (bot.loopback.prometheus explains why not raw
+the engine's golden-signal PromQL from the profiles (devtools.loopback.prometheus explains why not raw
 samples). Cost Explorer is not simulated: cost is off in every scenario.
 """
 
@@ -98,10 +98,10 @@ from bot.config import (
     load_settings,
     parse_duration,
 )
-from bot.loopback.control_plane import ControlPlaneFake, rfc3339
-from bot.loopback.kube import KubeFake, condition
-from bot.loopback.loki import FakeLoki
-from bot.loopback.prometheus import Profile, PrometheusFake
+from devtools.loopback.control_plane import ControlPlaneFake, rfc3339
+from devtools.loopback.kube import KubeFake, condition
+from devtools.loopback.loki import FakeLoki
+from devtools.loopback.prometheus import Profile, PrometheusFake
 from bot.ports import Request
 from bot.toolbox import service_ref
 from sessions.store import ApprovalRecord, ConversationKey, new_id

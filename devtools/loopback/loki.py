@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from bot.loopback.serving import QueryCounter, Served, serve
+from devtools.loopback.serving import QueryCounter, Served, serve
 
 PARSE_ERROR_MARKER = "syntax_error"
 PARSE_ERROR = "parse error at line 1, col 5: syntax error: unexpected IDENTIFIER"
@@ -27,7 +27,7 @@ class FakeLoki(Served):
         self.streams: list[tuple[dict[str, str], list[tuple[datetime, str]]]] = []
         self.delay = 0.0  # seconds to wait before answering, to provoke client timeouts
         self.requests: list[dict[str, str]] = []
-        self.per_query = QueryCounter()  # requests by method, path and query (bot.loopback.serving)
+        self.per_query = QueryCounter()  # requests by method, path and query (devtools.loopback.serving)
         app = web.Application()
         app.router.add_get("/loki/api/v1/query_range", self._query_range)
         app.router.add_get("/loki/api/v1/labels", self._labels)
