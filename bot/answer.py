@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -13,6 +14,8 @@ Intent = Literal[
 Severity = Literal["critical", "warning", "info"]
 Source = Literal["metrics", "logs", "kubernetes", "cost", "control_plane", "engine"]
 ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation"]
+# the state of the service asked about, as the engine judged it (optional in the JSON; see bot.presentation)
+Verdict = Literal["failing", "degraded", "healthy", "inconclusive"]
 
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
@@ -23,6 +26,7 @@ class Finding(BaseModel):
     title: str = Field(min_length=1)
     evidence: str | None = None
     value: float | str | None = None
+    link: str | None = None  # opens `evidence` (a query) in Grafana Explore or the Prometheus graph page
 
 
 class Action(BaseModel):
@@ -54,6 +58,24 @@ class ToolStatus(BaseModel):
     error: str | None = None
 
 
+class ChartMark(BaseModel):
+    at: datetime
+    label: str  # "onset", "v2.1.0 rolled out"
+    kind: Literal["onset", "change"] = "change"
+
+
+class Chart(BaseModel):
+    """The key signal over the window, for a picture: its points, thresholds, onset and the change before it."""
+
+    title: str  # "Error rate of checkout"
+    unit: str = ""  # ratio | s | req/s | ""
+    query: str
+    points: list[tuple[datetime, float]]
+    warning: float | None = None
+    critical: float | None = None
+    marks: list[ChartMark] = []
+
+
 class Answer(BaseModel):
     status: Status = "completed"
     intent: Intent = "chat"
@@ -68,6 +90,12 @@ class Answer(BaseModel):
     tools: list[ToolStatus] = []
     session_id: str = "none"
     elapsed_ms: float = Field(0, ge=0)
+    # Optional additions to DESIGN 3.7, set by the diagnosis playbooks: the verdict, a short headline
+    # (cause, impact), when the trouble started, and the key signal to draw.
+    verdict: Verdict | None = None
+    headline: str | None = None
+    since: datetime | None = None
+    chart: Chart | None = None
     request_id: str | None = Field(None, exclude=True)
 
     def ranked(self) -> "Answer":

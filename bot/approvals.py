@@ -113,6 +113,10 @@ class Approvals:
             return await self._approve(approval, user)
         return await self._reject(approval, user)
 
+    def may_approve(self, approval: ApprovalRecord, user: str) -> bool:
+        """Whether `user` is allowed to approve `approval` (an approver who did not ask for it)."""
+        return self._refusal(approval, user) is None
+
     def _reject_refusal(self, approval: ApprovalRecord, user: str) -> str | None:
         if user == approval.requester or user in self.approvers:
             return None

@@ -1,4 +1,4 @@
-"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, bench, eval."""
+"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, feedback, bench, eval."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="print the audit log")
     audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
     audit.add_argument("--json", action="store_true")
+    feedback = sub.add_parser("feedback", help="list the ratings people gave answers (thumbs up / down)")
+    feedback.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
+    feedback.add_argument("--json", action="store_true")
     return parser
 
 
@@ -244,21 +247,28 @@ async def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_runtime(settings, run)
 
 
+def since_of(value: str | None) -> datetime | None:
+    """--since: a duration back from now (24h, 7d) or an ISO time; raises ValueError for anything else."""
+    if not value:
+        return None
+    try:
+        return datetime.now(timezone.utc) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        try:
+            since = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"--since {value!r} is neither a duration (24h) nor an ISO time") from None
+    return since if since.tzinfo is not None else since.replace(tzinfo=timezone.utc)
+
+
 async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from sessions.store import Store
 
-    since = None
-    if args.since:
-        try:
-            since = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(args.since))
-        except ValueError:
-            try:
-                since = datetime.fromisoformat(args.since)
-            except ValueError:
-                print(f"srebot: --since {args.since!r} is neither a duration (24h) nor an ISO time", file=sys.stderr)
-                return EXIT_CONFIG
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=timezone.utc)
+    try:
+        since = since_of(args.since)
+    except ValueError as exc:
+        print(f"srebot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     store = Store(settings.database_url)
     try:
         await store.upgrade()
@@ -275,6 +285,44 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
               + (f" — {detail}" if detail else ""))
     if not rows:
         print("(no audit entries)")
+    return EXIT_OK
+
+
+async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
+    """Ratings of answers, newest first: when, 👍/👎, who, the question and the answer's verdict line. A thumbs-down
+    is a case for the eval corpus."""
+    from bot.answer import Answer
+    from bot.presentation import headline_of, verdict_of
+    from sessions.store import Store
+
+    try:
+        since = since_of(args.since)
+    except ValueError as exc:
+        print(f"srebot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = Store(settings.database_url)
+    try:
+        await store.upgrade()
+        rows = await store.feedback(since)
+    finally:
+        await store.close()
+    entries = []
+    for row in rows:
+        answer = Answer.model_validate(row.turn.answer) if row.turn.answer else None
+        entries.append({
+            "at": row.at.isoformat(), "rating": row.rating, "user": row.user_id, "request_id": row.turn.request_id,
+            "question": row.turn.text, "intent": row.turn.intent, "service": row.turn.service,
+            "verdict": verdict_of(answer).title if answer else None, "headline": headline_of(answer) if answer else None,
+        })
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    for entry in entries:
+        mark = "👍" if entry["rating"] == "good" else "👎"
+        print(f"{entry['at'][:19].replace('T', ' ')} {mark} {entry['user']:<16} {entry['request_id']:<28} "
+              f"“{' '.join(entry['question'].split())}” → {entry['verdict'] or '(no answer)'}")
+    if not entries:
+        print("(no feedback)")
     return EXIT_OK
 
 
@@ -301,6 +349,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "approve": cmd_decide,
     "reject": cmd_decide,
     "audit": cmd_audit,
+    "feedback": cmd_feedback,
     "bench": cmd_bench,
     "eval": cmd_eval,
 }

@@ -197,12 +197,12 @@ class Dispatcher:
                 session_id, turn_id = await job.recorded
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception:
                 log.exception("could not record the request")
                 await request.port.post(
                     Answer.failure(
-                        f"I could not start on this ({exc.__class__.__name__}); ask again. "
-                        f"Request {request.request_id}.",
+                        "I could not start on this: my database did not take the request; ask again. "
+                        f"The error is logged under request {request.request_id}.",
                         session_id="none",
                     )
                 )
@@ -245,11 +245,11 @@ class Dispatcher:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-        except Exception as exc:
-            log.exception("engine failed")
+        except Exception:
+            log.exception("engine failed")  # the exception goes to the log with the request id, not into the chat
             answer = Answer.failure(
-                f"Something went wrong while working on “{short(request.text)}” "
-                f"({exc.__class__.__name__}). Request {request.request_id}.",
+                f"Something went wrong on my side while working on “{short(request.text)}”. "
+                f"The error is logged under request {request.request_id}.",
             )
         elapsed = int((time.monotonic() - started) * 1000)
         answer = answer.model_copy(

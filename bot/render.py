@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 from bot.answer import Answer
+from bot.presentation import present, tools_line
 
 ICON = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
-STATUS_ICON = {"completed": "✅", "failed": "❌", "cancelled": "⏹"}
 
 
 def headline(answer: Answer) -> str:
-    subject = f" {answer.namespace}/{answer.service}" if answer.service and answer.namespace else (
-        f" {answer.service}" if answer.service else ""
-    )
-    return f"{STATUS_ICON.get(answer.status, '')} {answer.intent}{subject}".strip()
-
-
-def tools_line(answer: Answer) -> str:
-    parts = []
-    for tool in answer.tools:
-        if tool.ok:
-            parts.append(f"{tool.name} ✓ {tool.ms:.0f} ms" if tool.ms is not None else f"{tool.name} ✓")
-        else:
-            parts.append(f"{tool.name} ✗ {tool.error or 'failed'}")
-    return " · ".join(parts)
+    """The verdict line: '🔴 Failing · shop/checkout', never a success mark for a request that merely finished."""
+    return present(answer).verdict.text
 
 
 def to_text(answer: Answer) -> str:
-    lines = [headline(answer), "", answer.summary]
+    shown = present(answer)
+    lines = [shown.verdict.text, "", shown.headline]
+    if shown.since:
+        lines.append(f"Since {shown.since}.")
+    if shown.warning_text:
+        lines.append(shown.warning_text.replace("`", ""))
+    lines += ["", answer.summary] if answer.summary != shown.headline else []
     ranked = answer.ranked().findings
     if ranked:
         lines += ["", "Findings:"]
@@ -44,7 +38,7 @@ def to_text(answer: Answer) -> str:
             lines.append(f"  → {rec.title}{suffix}")
     if answer.links:
         lines += ["", "Links:"] + [f"  {link.title}: {link.url}" for link in answer.links]
-    footer = tools_line(answer)
+    footer = tools_line(answer.tools)
     if footer:
         lines += ["", footer]
     if answer.status != "completed" or answer.confidence:

@@ -51,6 +51,19 @@ class TurnRow(Base):
     cancel_requested_at: Mapped[datetime | None]
 
 
+class FeedbackRow(Base):
+    """A person's thumbs up or down on one answer (a turn); one per person and turn, the latest wins."""
+
+    __tablename__ = "answer_feedback"
+    __table_args__ = (UniqueConstraint("turn_id", "user_id", name="uq_feedback_turn_user"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(128))
+    rating: Mapped[str] = mapped_column(String(8))  # good | bad
+    at: Mapped[datetime] = mapped_column(index=True)
+
+
 class InstanceRow(Base):
     """A running srebot process; a stale heartbeat means its running turns were cut off."""
 

@@ -19,6 +19,7 @@ from sessions.models import (
     ApprovalRow,
     AuditRow,
     ConversationRow,
+    FeedbackRow,
     InstanceRow,
     ProcessedEventRow,
     TurnRow,
@@ -111,6 +112,14 @@ class AuditRecord:
     kind: str | None
     target: str | None
     detail: str | None
+
+
+@dataclass
+class FeedbackRecord:
+    at: datetime
+    rating: str  # good | bad
+    user_id: str
+    turn: TurnRecord
 
 
 @dataclass
@@ -547,6 +556,30 @@ class Store:
             if status:
                 stmt = stmt.where(ApprovalRow.status == status)
             return [_approval(r) for r in await db.scalars(stmt)]
+
+    # --- feedback on answers -----------------------------------------------------------------------
+    async def add_feedback(self, request_id: str, user_id: str, rating: str) -> bool:
+        """Store a person's rating of the answer to `request_id` (their earlier one is replaced); False when no
+        such turn exists."""
+        async with self._sessions.begin() as db:
+            turn_id = await db.scalar(select(TurnRow.id).where(TurnRow.request_id == request_id))
+            if turn_id is None:
+                return False
+            await db.execute(delete(FeedbackRow).where(FeedbackRow.turn_id == turn_id, FeedbackRow.user_id == user_id))
+            await db.execute(insert(FeedbackRow).values(turn_id=turn_id, user_id=user_id, rating=rating, at=utcnow()))
+            return True
+
+    async def feedback(self, since: datetime | None = None, limit: int = 1000) -> list[FeedbackRecord]:
+        """Ratings, newest first, each with its turn (the question and the answer as it was given)."""
+        async with self._sessions() as db:
+            stmt = (
+                select(FeedbackRow, TurnRow).join(TurnRow, TurnRow.id == FeedbackRow.turn_id)
+                .order_by(FeedbackRow.at.desc(), FeedbackRow.id.desc()).limit(limit)
+            )
+            if since is not None:
+                stmt = stmt.where(FeedbackRow.at >= since)
+            rows = (await db.execute(stmt)).all()
+            return [FeedbackRecord(_aware(f.at), f.rating, f.user_id, _turn(t)) for f, t in rows]  # type: ignore[arg-type]
 
     # --- audit -----------------------------------------------------------------------------------
     async def audit(

@@ -9,6 +9,8 @@ step written to the audit log.
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import os
 import sys
@@ -341,10 +343,13 @@ async def test_without_approvers_the_answer_says_how_to_configure_them(world: Wo
     proposed = await scale_proposed(world, SREBOT_APPROVERS="")
     assert "replicas 3 → 5" in proposed.message.text_blob() and buttons(proposed.message)
     # the answer (the thread's placeholder, replaced) says why nobody can approve and how to change that
+    # (up front, next to the button that proposes the change)
     answer = [c for c in world.slack.calls if c.method in ("chat.postMessage", "chat.update")
-              and proposed.approval.id in c.text_blob() and not buttons(c)]
-    assert answer and "No approvers are configured" in answer[-1].text_blob()
-    assert "set SREBOT_APPROVERS to a comma-separated list of user ids" in answer[-1].text_blob()
+              and c.args.get("blocks") and c.args["blocks"][0]["type"] == "header"
+              and proposed.approval.id in [b["value"] for b in buttons(c)]]
+    shown = json.dumps(answer[-1].args["blocks"], ensure_ascii=False)
+    assert answer and "No approvers are configured" in shown
+    assert "set SREBOT_APPROVERS to a comma-separated list of user ids" in shown
     await proposed.click("approval_approve", BOB)
     await proposed.click("approval_approve", CAROL)
     await proposed.bot.idle()

@@ -97,8 +97,13 @@ async def test_approval_message_shows_what_who_until_when_and_buttons(slack: Sla
     assert f"<@{REQUESTER}>" in text and f"{approval.expires_at:%H:%M} UTC" in text
     stored = await asked.bot.runtime.store.get_approval(approval.id)
     assert stored.message_ref == {"channel": "C0INCIDENT", "ts": asked.message.response["ts"], "thread_ts": asked.thread}
-    # the answer itself points at the approval message
-    assert slack.calls_to("chat.update", lambda c: "approval requested below" in c.text_blob())
+    # the answer itself carries the change as a button that says what it does, and approves it (after a confirm)
+    answers = slack.calls_to("chat.update", lambda c: any(b["action_id"] == "approval_approve" for b in buttons(c)))
+    [button] = [b for b in buttons(answers[-1]) if b["action_id"] == "approval_approve"]
+    assert button["value"] == approval.id and button["text"]["text"].startswith("Restart") and button["confirm"]
+    assert button["style"] == "primary"
+    reject = [b for b in buttons(asked.message) if b["action_id"] == "approval_reject"][0]
+    assert "style" not in reject  # the safe choice is not styled as danger
 
 
 async def test_refused_clicks_get_a_private_explanation_and_change_nothing(slack: SlackFake, asked: Asked) -> None:

@@ -76,11 +76,31 @@ async def test_chatter_and_unknown_threads_are_ignored(slack: SlackFake, bot: Sl
 
 
 async def test_direct_message_is_always_handled(slack: SlackFake, bot: SlackBot) -> None:
+    """In a DM (an assistant thread) the thread shows a status while the work runs, the steps stream as a plan,
+    and the answer follows in the thread."""
+    dm = slack.message("diagnose checkout", channel="D0ALICE", channel_type="im")
+    await bot.event(dm)
+    status = await slack.wait_for("assistant.threads.setStatus", lambda c: c.args["channel_id"] == "D0ALICE")
+    assert status.args["thread_ts"] == dm["ts"] and status.args["status"] and status.args["loading_messages"]
+    answer = await slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "D0ALICE")
+    assert answer.args["thread_ts"] == dm["ts"] and "checkout" in answer.args["blocks"][0]["text"]["text"]
+    stream = slack.calls_to("chat.startStream")
+    assert stream and stream[0].args["channel"] == "D0ALICE" and stream[0].args["thread_ts"] == dm["ts"]
+    assert stream[0].args["task_display_mode"] == "plan"
+    assert slack.calls_to("chat.stopStream") and not slack.calls_to("chat.update")
+
+
+async def test_direct_message_falls_back_to_a_placeholder_without_the_assistant_surface(
+    slack: SlackFake, bot: SlackBot
+) -> None:
+    slack.fail("assistant.threads.setStatus", "not_allowed_token_type")
     dm = slack.message("diagnose checkout", channel="D0ALICE", channel_type="im")
     await bot.event(dm)
     placeholder = await slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "D0ALICE")
     assert placeholder.args["thread_ts"] == dm["ts"]
-    await slack.wait_for("chat.update", lambda c: c.args["channel"] == "D0ALICE")
+    answer = await slack.wait_for("chat.update", lambda c: c.args["channel"] == "D0ALICE")
+    assert answer.args["ts"] == placeholder.response["ts"] and "checkout" in answer.args["blocks"][0]["text"]["text"]
+    assert not slack.calls_to("chat.startStream")
 
 
 async def test_bot_messages_and_edits_are_ignored(slack: SlackFake, bot: SlackBot) -> None:
@@ -202,7 +222,8 @@ async def test_engine_failure_is_posted_with_the_request_id(slack: SlackFake, db
         assert failure.args["ts"] == placeholder.response["ts"]
         request_id = engine.requests[0].request_id
         assert request_id in failure.text_blob()
-        assert failure.args["blocks"][0]["text"]["text"].startswith("❌") and "failed" in failure.args["blocks"][0]["text"]["text"]
+        assert failure.args["blocks"][0]["text"]["text"].startswith("⚠️ Could not answer: Something went wrong")
+        assert "RuntimeError" not in failure.text_blob() and "boom" not in failure.text_blob()  # that is in the log
 
 
 async def test_progress_updates_are_coalesced(slack: SlackFake, db_file: str) -> None:

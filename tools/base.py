@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
@@ -133,9 +135,30 @@ def exception_error(exc: BaseException, what: str) -> ToolError:
         return exc
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException)):
         return ToolError(ErrorCode.TIMEOUT, f"{what}: timed out")
+    # what a person reads stays free of Python: the exception itself goes to the log (with the request id)
+    log.warning("backend call failed", extra={"what": what, "error": redact(f"{exc.__class__.__name__}: {exc}")})
     if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, ConnectionError, OSError)):
-        return ToolError(ErrorCode.UNREACHABLE, f"{what}: cannot connect ({exc.__class__.__name__}: {exc})")
-    return ToolError(ErrorCode.BACKEND_ERROR, f"{what}: {exc.__class__.__name__}: {exc}")
+        return ToolError(ErrorCode.UNREACHABLE, f"{what}: cannot connect ({connect_reason(exc)})")
+    return ToolError(ErrorCode.BACKEND_ERROR, f"{what}: unexpected failure (details in the log)")
+
+
+def connect_reason(exc: BaseException) -> str:
+    """'connection refused', 'host not found', … from the exception or the OS error under it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return "host not found"
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno).lower()
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    if "refused" in text or "all connection attempts failed" in text:
+        return "connection refused"
+    if "name or service not known" in text or "getaddrinfo" in text or "nodename" in text:
+        return "host not found"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection was closed"
+    return "cannot connect"
 
 
 def bound_list(items: list[T], limit: int, what: str) -> tuple[list[T], list[str]]:

@@ -111,6 +111,7 @@ class Signal:
     thresholds: tuple[float, float] | None = None  # (warning, critical)
     onset: datetime | None = None  # first time in the window the series reached the warning threshold
     error: str | None = None  # why this signal has no value when its query failed
+    points: list[Sample] = field(default_factory=list)  # the worst series over the window, for a chart
 
 
 class Metrics(HttpBackend):
@@ -232,6 +233,7 @@ class Metrics(HttpBackend):
         signal.value = _worst_latest(current)
         signal.baseline = _worst_latest(baseline)
         points = _worst_points(history)
+        signal.points = points
         signal.trend = _trend(points)
         if thresholds is not None:
             signal.onset = next((sample.time for sample in points if sample.value >= thresholds[0]), None)

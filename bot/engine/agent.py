@@ -196,7 +196,10 @@ class Agent:
         except _Stop as exc:
             reason = str(exc)[:300]
         except Exception as exc:  # any LLM or ADK failure: the deterministic answer stands
-            reason = turn.limit_hit or f"{exc.__class__.__name__}: {str(exc)[:300]}"
+            # the person reads "the model call failed"; the exception goes to the log with the request id
+            log.warning("LLM call failed", extra={"request_id": request.request_id,
+                                                  "error": self._scrub(f"{exc.__class__.__name__}: {str(exc)[:300]}")})
+            reason = turn.limit_hit or "the model call failed"
         finally:
             self._turns.pop(session.id, None)
         text = self._scrub("\n\n".join(t for t in turn.texts if t.strip())).strip()

@@ -8,14 +8,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bot.answer import Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
+from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, RuledOut, ToolStatus, Verdict
 from bot.engine import reasoning
 from bot.engine.calls import Calls, combine
 from bot.engine.findings import CORRELATION, CRASH_REASONS, Evidence
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
-from bot.engine.summary import changes_lead, write_summary
-from bot.engine.text import clock, join, plural, short
+from bot.engine.summary import changes_lead, headline, verdict, write_summary
+from bot.engine.text import clock, join, label, plural, short
 from tools.base import ToolResult
 from tools.kubernetes import DeploymentReport, PodStatus
 
@@ -23,6 +23,7 @@ CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_ALERT_SERVICES = 3
+VERDICT_ORDER: list[Verdict] = ["failing", "degraded", "inconclusive", "healthy"]  # worst first
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
 
 
@@ -120,6 +121,7 @@ async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose") -> 
     lookback = CHANGES_LOOKBACK if focus == "changes" else timedelta(seconds=ctx.window_seconds) + CORRELATION
     ev = await gather_evidence(ctx, target, lookback=lookback)
     d = reasoning.diagnose(ev)
+    await ctx.progress(key_results(d))
     recommendations, problems = await ctx.propose(d.plans)
     lead = changes_lead(d, ctx.now, lookback) if focus == "changes" else None
     summary = write_summary(
@@ -129,12 +131,47 @@ async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose") -> 
     promql = signals["error_rate"].query if "error_rate" in signals else None
     return _answer(ctx, target, d, summary, recommendations, links(
         ctx.settings, target, promql=promql, logql=ev.logs.query if ev.logs else None
-    ))
+    ), chart=key_chart(ev, d))
+
+
+def key_results(d: reasoning.Diagnosis) -> str:
+    """What each backend said first, as one progress line: 'metrics: Error rate 8.3% (critical > 5%) · kubernetes: …'."""
+    first: dict[str, str] = {}
+    for finding in d.findings:  # most severe first
+        first.setdefault(finding.source, short(finding.title, 100))
+    return " · ".join(f"{source}: {title}" for source, title in first.items() if source != "engine") or (
+        f"Weighing the evidence on {d.service}…")
+
+
+def key_chart(ev: Evidence, d: reasoning.Diagnosis) -> Chart | None:
+    """The signal that turned bad (first, else the worst), over the window, with its thresholds, its onset and
+    the change before it; None when no signal is unhealthy or it has too few points to draw."""
+    unhealthy = [s for s in ev.signals or [] if s.health in ("warning", "critical")]
+    signal = d.onset or min(unhealthy, key=lambda s: (s.health != "critical", s.name != "error_rate"), default=None)
+    if signal is None or len(signal.points) < 2:
+        return None
+    start = signal.points[0].time
+    marks = []
+    if signal.onset is not None and signal.onset > start:
+        marks.append(ChartMark(at=signal.onset, label="onset", kind="onset"))
+    change = d.correlated or next((c for c in d.changes if c.rollout and c.at >= start), None)
+    if change is not None and change.at >= start:
+        marks.append(ChartMark(at=change.at, label=change.what, kind="change"))
+    warning, critical = signal.thresholds or (None, None)
+    return Chart(
+        title=f"{label(signal.name)} of {ev.service}",
+        unit=signal.unit,
+        query=signal.query,
+        points=[(p.time, p.value) for p in signal.points],
+        warning=warning,
+        critical=critical,
+        marks=marks,
+    )
 
 
 def _answer(
     ctx: Context, target: Target, d: reasoning.Diagnosis, summary: str, recommendations: list[Recommendation],
-    answer_links: list[Link],
+    answer_links: list[Link], *, chart: Chart | None = None,
 ) -> Answer:
     return ctx.answer(
         intent="diagnose",
@@ -146,6 +183,10 @@ def _answer(
         ruled_out=d.ruled_out,
         confidence=d.confidence,
         links=answer_links,
+        verdict=verdict(d),
+        headline=headline(d),
+        since=d.onset.onset if d.onset is not None else None,
+        chart=chart,
     )
 
 
@@ -259,6 +300,10 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         confidence=min((a.confidence for a in diagnoses), default=0.9),
         links=[link for a in diagnoses for link in a.links],
         tools=statuses,
+        verdict=min((a.verdict for a in diagnoses if a.verdict), key=VERDICT_ORDER.index, default=None),
+        headline=sentences[0] + (" " + diagnoses[0].headline if diagnoses and diagnoses[0].headline else ""),
+        since=min((a.since for a in diagnoses if a.since), default=None),
+        chart=next((a.chart for a in diagnoses if a.chart), None),
     )
 
 

@@ -35,6 +35,7 @@ from bot.engine.text import (
     value_text,
 )
 from bot.ports import Progress, Request
+from bot.presentation import query_of
 from bot.toolbox import Toolbox
 from sessions.store import ApprovalRecord, Conversation
 from tools.base import ErrorCode, ToolResult
@@ -78,7 +79,16 @@ class Context:
 
     def answer(self, **fields: Any) -> Answer:
         fields.setdefault("tools", list(self.calls.statuses))
+        fields["findings"] = [self._linked(f) for f in fields.get("findings", [])]
         return Answer(session_id=self.session.id, **fields)
+
+    def _linked(self, finding: Finding) -> Finding:
+        """A finding whose evidence is a query gets the link that opens it, when a UI's URL is configured."""
+        if finding.link:
+            return finding
+        query = query_of(finding)
+        link = query and query_link(self.settings, finding.source, query)
+        return finding.model_copy(update={"link": link}) if link else finding
 
     @property
     def approvers_configured(self) -> bool:
@@ -113,6 +123,16 @@ class Context:
 
 
 # --- links ----------------------------------------------------------------------------------------
+def query_link(settings: Settings, source: str, query: str) -> str | None:
+    """Grafana Explore when GRAFANA_URL is set, else (PromQL only) the Prometheus graph page."""
+    window = settings.defaults.window
+    if settings.grafana_url:
+        return explore_link(settings.grafana_url, "Loki" if source == "logs" else "Prometheus", query, window)
+    if source == "metrics" and settings.prometheus_url:
+        return f"{settings.prometheus_url}/graph?g0.expr={quote(query, safe='')}&g0.tab=0&g0.range_input={window}"
+    return None
+
+
 def explore_link(grafana: str, datasource: str, expr: str, window: str) -> str:
     left = {
         "datasource": datasource,

@@ -102,6 +102,8 @@ class Diagnosis:
     changes: list[Change]
     correlation: str | None
     failed: dict[str, str]
+    onset: Signal | None = None  # the unhealthy signal that turned bad first inside the window
+    correlated: Change | None = None  # the change shortly before that onset
 
 
 
@@ -167,6 +169,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
         changes=changes,
         correlation=correlation,
         failed=dict(ev.failed),
+        onset=onset_signal,
+        correlated=correlated,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bot.answer import Recommendation
+from bot.answer import Recommendation, Verdict
 from bot.approvals import NO_APPROVERS_HINT
 from bot.engine.reasoning import Diagnosis
 from bot.engine.text import (
@@ -14,6 +14,44 @@ from bot.engine.text import (
     join,
     lower_first,
 )
+
+
+# --- the verdict and the headline -----------------------------------------------------------------
+def nothing_checked(d: Diagnosis) -> bool:
+    return not d.checked and not d.findings and bool(d.failed)
+
+
+def verdict(d: Diagnosis) -> Verdict:
+    """failing / degraded from the cause (or the worst finding), healthy, or inconclusive when nothing could be
+    checked."""
+    if nothing_checked(d) or (not d.checked and not d.findings):
+        return "inconclusive"
+    if d.cause is not None:
+        return "failing" if d.cause.severity == "critical" else "degraded"
+    if any(f.severity == "critical" for f in d.findings):
+        return "failing"
+    return "degraded" if not d.healthy else "healthy"
+
+
+def headline(d: Diagnosis) -> str:
+    """The summary's first sentence: the state, its most likely cause and the evidence for it."""
+    service = d.service
+    if nothing_checked(d):
+        if all(error == "not configured" for error in d.failed.values()):
+            return "No backend is configured, so nothing could be checked: " + ", ".join(d.failed) + "."
+        return f"Nothing could be checked for {service}: " + "; ".join(f"{k} ({v})" for k, v in d.failed.items()) + "."
+    if d.cause is not None:
+        cause = d.cause
+        state = "is failing" if cause.severity == "critical" else "is degraded"
+        if cause.key == "unexplained":
+            head = f"{service} {state}: " + "; ".join(cause.clauses) + "; I found no change, crash or dependency "
+            return head + "that explains it."
+        return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(c for c in cause.clauses if c) + "."
+    if not d.healthy:
+        problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
+        return f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + "."
+    scope = " in what could be checked" if d.failed else ""
+    return f"No problems found in {service}{scope}: " + "; ".join(d.checked) + "."
 
 
 # --- the summary ----------------------------------------------------------------------------------
@@ -28,34 +66,20 @@ def write_summary(
     """One paragraph: the cause with its evidence, the change correlation, what was ruled out, what to do,
     and what could not be checked. `problems` are the proposal failures by recommendation title."""
     sentences: list[str] = [lead] if lead else []
-    service = d.service
-    if not d.checked and not d.findings and d.failed:
-        if all(error == "not configured" for error in d.failed.values()):
-            return "No backend is configured, so nothing could be checked: " + ", ".join(d.failed) + "."
-        return f"Nothing could be checked for {service}: " + "; ".join(f"{k} ({v})" for k, v in d.failed.items()) + "."
+    if nothing_checked(d):
+        return headline(d)
+    head = headline(d)
+    sentences.append(head)
     if d.cause is not None:
-        cause = d.cause
-        state = "is failing" if cause.severity == "critical" else "is degraded"
-        if cause.key == "unexplained":
-            head = f"{service} {state}: " + "; ".join(cause.clauses) + "; I found no change, crash or dependency "
-            head += "that explains it"
-        else:
-            head = f"{service} {state}, most likely because of {cause.text}: " + "; ".join(c for c in cause.clauses if c)
-        sentences.append(head + ".")
         if d.correlation and d.correlation not in head:
             sentences.append(d.correlation + ".")
         for other in d.others[:2]:
             if other.clauses and other.clauses[0] and other.clauses[0] not in head:
                 sentences.append(f"Also: {other.clauses[0]}.")
     elif not d.healthy:
-        problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
-        sentences.append(f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + ".")
         fine = [c for c in d.checked if not c.startswith("no data")]
         if fine:
             sentences.append("Otherwise: " + "; ".join(fine) + ".")
-    else:
-        scope = " in what could be checked" if d.failed else ""
-        sentences.append(f"No problems found in {service}{scope}: " + "; ".join(d.checked) + ".")
     if d.old_news:
         sentences.append("Old news, not the cause: " + "; ".join(d.old_news[:2]) + ".")
     if d.ruled_out:

@@ -41,6 +41,7 @@ class Upload:
     file_id: str
     filename: str
     content: str
+    data: bytes = b""  # the bytes as uploaded (a PNG chart is not text)
 
 
 def _strings(value: Any) -> list[str]:
@@ -110,8 +111,8 @@ class SlackFake(_Service):
 
     Web API methods answered: auth.test (the bot's `bot_user_id` / `bot_id` / `team_id`),
     chat.postMessage (a new `ts`), chat.update, chat.postEphemeral, files.getUploadURLExternal,
-    the upload URL itself (content kept in `uploads`), files.completeUploadExternal, and
-    apps.connections.open (a ws:// URL of this server). Any other method answers `{"ok": true}`.
+    the upload URL itself (content kept in `uploads`), files.completeUploadExternal, chat.startStream (a
+    new `ts`), views.publish, and apps.connections.open (a ws:// URL of this server). Any other method answers `{"ok": true}`.
 
     Recording: `calls` (a `Call` per Web API request, in order, with the method, the parsed form or JSON
     arguments, the token, the HTTP status sent back and the monotonic time it arrived), `calls_to(method)`,
@@ -314,6 +315,10 @@ class SlackFake(_Service):
         if method == "files.completeUploadExternal":
             files = args.get("files") or []
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
+        if method == "chat.startStream":
+            return {"ok": True, "channel": channel, "ts": self.next_ts()}
+        if method == "views.publish":
+            return {"ok": True, "view": {"id": f"V{next(self._ids):08d}", **(args.get("view") or {})}}
         if method == "apps.connections.open":
             return {"ok": True, "url": self.ws_url}
         return {"ok": True}
@@ -325,6 +330,7 @@ class SlackFake(_Service):
         for upload in self.uploads:
             if upload.file_id == file_id:
                 upload.content = content
+                upload.data = data
         await self._notify()
         return web.Response(text=f"OK - {len(data)}")
 
@@ -461,15 +467,21 @@ class SlackFake(_Service):
 
     def block_actions(
         self, action_id: str, value: str, *, user: str = "U0BOB", channel: str = "C0INCIDENT",
-        message_ts: str | None = None, thread_ts: str | None = None,
+        message_ts: str | None = None, thread_ts: str | None = None, block_id: str = "approval",
+        element: str = "button", home: bool = False,
     ) -> str:
-        """A button click's form body (`payload=` JSON)."""
+        """A button click's form body (`payload=` JSON): on a message, or in the App Home (`home=True`).
+        `element` "feedback_buttons" is a click on a feedback button."""
         message_ts = message_ts or self.next_ts()
         message: dict[str, Any] = {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id,
                                    "ts": message_ts, "text": "Approval needed", "blocks": []}
         if thread_ts:
             message["thread_ts"] = thread_ts
-        payload = {
+        clicked: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "value": value, "type": element,
+                                   "action_ts": f"{time.time():.6f}"}
+        if element == "button":
+            clicked["text"] = {"type": "plain_text", "text": action_id, "emoji": True}
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
             "api_app_id": self.api_app_id,
@@ -483,12 +495,14 @@ class SlackFake(_Service):
             "message": message,
             "state": {"values": {}},
             "response_url": f"{self.url}response/{uuid.uuid4().hex}",
-            "actions": [{
-                "action_id": action_id, "block_id": "approval", "value": value, "type": "button",
-                "text": {"type": "plain_text", "text": action_id, "emoji": True},
-                "action_ts": f"{time.time():.6f}",
-            }],
+            "actions": [clicked],
         }
+        if home:
+            view_id = f"V{next(self._ids):08d}"
+            for key in ("channel", "message", "response_url"):
+                del payload[key]
+            payload["container"] = {"type": "view", "view_id": view_id}
+            payload["view"] = {"id": view_id, "type": "home", "blocks": [], "state": {"values": {}}}
         return urlencode({"payload": json.dumps(payload)})
 
     # --- sending to a bot ------------------------------------------------------------------------

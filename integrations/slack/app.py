@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.metrics import ACK_LATENCY, EVENTS_RECEIVED
 from integrations.slack.intake import PLATFORM, Identity, SlackIntake, dropped
 from integrations.slack.port import SlackNotifier
+from integrations.slack.surface import SlackSurface
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -99,6 +100,7 @@ class SlackIntegration:
         self.client = web_client(settings.slack_api_url)
         self.identity = Identity(self.client)
         self.intake = SlackIntake(runtime, self.client, self.identity)
+        self.surface = SlackSurface(runtime, self.client)
 
         async def authorize(enterprise_id: str | None, team_id: str | None, user_id: str | None) -> AuthorizeResult:
             # auth.test is asked once per process (at startup), not on a request's way to its ack
@@ -130,6 +132,7 @@ class SlackIntegration:
     def _register(self) -> None:
         bolt, intake = self.bolt, self.intake
         bolt.use(self._gate)
+        self.surface.register(bolt)  # before the catch-alls below, and before the thread's approval buttons
         bolt.event("app_mention")(intake.on_event)
         bolt.event("message")(intake.on_event)
         bolt.event(re.compile(".*"))(self._ignore)  # never a 404 (which Slack would retry)
@@ -187,6 +190,7 @@ class SlackIntegration:
 
     async def on_shutdown(self, _: web.Application | None = None) -> None:
         await self.intake.idle()
+        await self.surface.idle()
 
     async def on_cleanup(self, _: web.Application | None = None) -> None:
         if self.client.session is not None:
@@ -196,6 +200,7 @@ class SlackIntegration:
     async def wait_idle(self) -> None:
         """Every acknowledged event taken and every request answered (for tests and benchmarks)."""
         await self.intake.idle()
+        await self.surface.idle()
         await self.runtime.dispatcher.wait_idle()
         await self.intake.idle()
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from bot.answer import SEVERITY_RANK, Answer
-from bot.render import ICON, headline, to_text, tools_line
+from slack_sdk.models.messages.chunk import TaskUpdateChunk
+
+from bot.answer import SEVERITY_RANK, Answer, ToolStatus
+from bot.presentation import BACKENDS, ActionButton, Step, change_label, present, problem, query_of
+from bot.render import ICON, headline, to_text
 from sessions.store import ApprovalRecord
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): 3,000 characters in a section's
@@ -179,42 +183,146 @@ def _finish(pages: list[SlackMessage], full_text: str, label: str, note: str, na
 
 
 # --- answers and messages --------------------------------------------------------------------------
-def answer_blocks(answer: Answer) -> list[dict[str, Any]]:
-    answer = answer.ranked()
-    title = headline(answer) if answer.status == "completed" else f"{headline(answer)} · {answer.status}"
-    blocks: list[dict[str, Any]] = [header(title)]
-    blocks += sections([escape(line) for line in answer.summary.splitlines()])
+DETAILS_ACTION = "answer_details"
+FEEDBACK_ACTION = "answer_feedback"
+APPROVE, REJECT = "approval_approve", "approval_reject"
+
+
+def answer_blocks(answer: Answer, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The short first message (it fits one phone screen): the verdict, the headline and since when, what
+    could not be checked, at most three key evidence lines, the actions labelled with their change, "Show
+    details", and feedback buttons. Without a request id to fetch them by, the details follow inline."""
+    shown = present(answer, now)
+    head = escape(shown.headline) + (f"\n_since {shown.since}_" if shown.since else "")
+    blocks: list[dict[str, Any]] = [header(shown.verdict.text), *sections([head])]
+    if shown.warning_text:
+        blocks.append(context(f":warning: {escape(shown.warning_text)}"))
+    if shown.evidence:
+        blocks += sections([f"• {escape(line)}" for line in shown.evidence])
+    if shown.next_step:
+        blocks += sections([f"*Next:* {escape(shown.next_step)}"])
+    blocks += [action_row(button) for button in shown.actions]
+    if shown.has_details and answer.request_id:
+        blocks.append({"type": "actions", "block_id": "answer_more", "elements": [{
+            "type": "button", "action_id": DETAILS_ACTION, "text": {"type": "plain_text", "text": "Show details"},
+            "value": answer.request_id,
+        }]})
+    blocks.append(context(escape(shown.details.footer)))
+    if answer.request_id:
+        blocks.append(feedback_block(answer.request_id))
+    elif shown.has_details:
+        blocks += [DIVIDER, *details_blocks(answer, with_header=False)]
+    return blocks
+
+
+def action_row(button: ActionButton) -> dict[str, Any]:
+    """One proposed change as a button that says what it does; pressing it approves (after a confirmation)."""
+    return {
+        "type": "actions",
+        "block_id": f"approval_{button.approval_id}",
+        "elements": [{
+            "type": "button",
+            "action_id": APPROVE,
+            "text": {"type": "plain_text", "text": button.label},
+            "style": "primary",
+            "value": button.approval_id,
+            "confirm": confirm(button.full),
+        }],
+    }
+
+
+def confirm(change: str) -> dict[str, Any]:
+    return {
+        "title": {"type": "plain_text", "text": "Approve this change?"},
+        "text": {"type": "mrkdwn", "text": trim(escape(change), 280)
+                 + "\n_Someone other than the person who asked must approve._"},
+        "confirm": {"type": "plain_text", "text": "Approve"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+    }
+
+
+def feedback_block(request_id: str) -> dict[str, Any]:
+    """Thumbs up / down on an answer; the value names the turn it is stored with."""
+    return {
+        "type": "context_actions",
+        "block_id": f"feedback_{request_id}",
+        "elements": [{
+            "type": "feedback_buttons",
+            "action_id": FEEDBACK_ACTION,
+            "positive_button": {"text": {"type": "plain_text", "text": "Helpful"},
+                                "accessibility_label": "This answer was helpful", "value": f"good {request_id}"},
+            "negative_button": {"text": {"type": "plain_text", "text": "Not helpful"},
+                                "accessibility_label": "This answer was not helpful", "value": f"bad {request_id}"},
+        }],
+    }
+
+
+def details_blocks(answer: Answer, *, with_header: bool = True) -> list[dict[str, Any]]:
+    """Everything behind "Show details": the whole summary, every finding, queries as code with links that open
+    them, what was ruled out, every recommendation, links, and each backend's time as a table."""
+    shown = present(answer)
+    details = shown.details
+    blocks: list[dict[str, Any]] = [header(f"Details · {shown.verdict.title}")] if with_header else []
+    blocks += sections([escape(line) for line in details.summary.splitlines()])
+    queries = {q.text: q for q in details.queries}
     for severity in SEVERITY_RANK:
-        found = [f for f in answer.findings if f.severity == severity]
+        found = [f for f in details.findings if f.severity == severity]
         if not found:
             continue
         lines = [f"*{ICON[severity]} {severity.capitalize()} ({len(found)})*"]
         for finding in found:
             lines.append(f"• *{escape(finding.title)}*  _{finding.source}_")
-            if finding.evidence:
-                lines += [f">{escape(line)}" for line in finding.evidence.splitlines()]
+            query = query_of(finding)
+            rest = (finding.evidence or "").removeprefix(query or "").removeprefix(" · ").strip()
+            if rest:
+                lines += [f">{escape(line)}" for line in rest.splitlines()]
         blocks += [DIVIDER, *sections(lines)]
-    if answer.ruled_out:
-        lines = ["*Ruled out*"] + [f"• *{escape(r.cause)}* — {escape(r.why)}" for r in answer.ruled_out]
+    if queries:
+        blocks += [DIVIDER, *sections(["*Queries*"])]
+        for query in list(queries.values())[:MAX_QUERIES]:
+            blocks.append(code(query.text))
+            opener = "Grafana Explore" if query.link and "/explore?" in query.link else "Prometheus"
+            if query.link:
+                blocks.append(context(f"{query.source} · <{_url(query.link)}|Open in {opener}>"))
+    if details.ruled_out:
+        lines = ["*Ruled out*"] + [f"• *{escape(r.cause)}* — {escape(r.why)}" for r in details.ruled_out]
         blocks += [DIVIDER, *sections(lines)]
-    if answer.recommendations:
+    if details.advice:
         lines = ["*Recommended*"]
-        for rec in answer.recommendations:
-            note = "  _(approval requested below)_" if rec.approval_id else ""
+        for rec in details.advice:
+            note = "  _(approval requested)_" if rec.approval_id else ""
             lines.append(f"→ {escape(rec.title)}{note}")
         blocks += [DIVIDER, *sections(lines)]
-    if answer.links:
-        lines = ["*Links*"] + [f"• <{_url(link.url)}|{escape(link.title).replace('|', '¦')}>" for link in answer.links]
+    if details.links:
+        lines = ["*Links*"] + [f"• <{_url(link.url)}|{escape(link.title).replace('|', '¦')}>" for link in details.links]
         blocks += sections(lines)
-    meta = []
-    if answer.status != "completed" or answer.confidence:
-        meta.append(f"confidence {answer.confidence:.0%}")
-    meta.append(f"{answer.elapsed_ms:.0f} ms")
-    if answer.request_id:
-        meta.append(f"request {answer.request_id}")
-    tools = tools_line(answer)
-    blocks.append(context(*([f"tools: {escape(tools)}"] if tools else []), " · ".join(meta)))
+    if details.tools:
+        blocks.append(tools_table(details.tools))
+    blocks.append(context(escape(details.footer)))
     return blocks
+
+
+MAX_QUERIES = 8
+CODE_LIMIT = 2_900
+
+
+def code(text: str) -> dict[str, Any]:
+    """Text shown exactly as it is (a rich-text preformatted block: no markdown, no escaping needed)."""
+    return {"type": "rich_text", "elements": [{
+        "type": "rich_text_preformatted", "elements": [{"type": "text", "text": trim(text, CODE_LIMIT)}],
+    }]}
+
+
+def tools_table(tools: list[ToolStatus]) -> dict[str, Any]:
+    """Each backend's outcome and time as a table block (Slack shows one table per message)."""
+    def cell(text: str) -> dict[str, Any]:
+        return {"type": "raw_text", "text": text}
+
+    rows = [[cell("Backend"), cell("Result"), cell("Time")]]
+    for tool in tools[:99]:
+        result = "ok" if tool.ok else trim(problem(tool), 200)
+        rows.append([cell(tool.name), cell(result), cell(f"{tool.ms:.0f} ms" if tool.ms is not None else "–")])
+    return {"type": "table", "rows": rows, "column_settings": [None, {"is_wrapped": True}, {"align": "right"}]}
 
 
 def _url(url: str) -> str:
@@ -231,6 +339,15 @@ def render_answer(answer: Answer) -> Rendered:
     )
     name = f"srebot-{answer.request_id or 'answer'}.txt"
     return _finish(pages, full, label, note, name)
+
+
+def render_details(answer: Answer) -> Rendered:
+    """The details of an answer, posted in its thread when someone presses "Show details"."""
+    label = f"Details · {headline(answer)}"
+    full = to_text(answer)
+    pages = paginate(details_blocks(answer), _fallback(full), label)
+    note = "The details are too long for Slack messages; they are attached below as a file."
+    return _finish(pages, full, label, note, f"srebot-{answer.request_id or 'answer'}-details.txt")
 
 
 def render_mrkdwn(mrkdwn: str, plain: str | None = None, *, snippet: bool = True) -> Rendered:
@@ -251,6 +368,18 @@ def render_text(text: str, *, snippet: bool = True) -> Rendered:
 
 def render(message: Answer | str) -> Rendered:
     return render_answer(message) if isinstance(message, Answer) else render_text(message)
+
+
+def loading_messages(text: str) -> list[str]:
+    """What the assistant thread's status rotates through while the work runs."""
+    return [trim(text, 150), "Reading metrics, pods, logs and recent changes…", "Weighing the evidence…"]
+
+
+def task_chunk(step: Step) -> TaskUpdateChunk:
+    """A step of the work as a task in the streamed plan ("metrics: error rate 8.3%")."""
+    title = BACKENDS.get(step.id, step.id)
+    return TaskUpdateChunk(id=step.id, title=title[:1].upper() + title[1:], status=step.status,
+                           output=trim(step.output, 200) if step.output else None)
 
 
 def placeholder(text: str) -> SlackMessage:
@@ -275,34 +404,17 @@ def approval_request(approval: ApprovalRecord) -> SlackMessage:
             f"`{approval.id}` · someone other than the requester must approve"
         )
     )
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": "approval",
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": "approval_approve",
-                    "text": {"type": "plain_text", "text": "Approve"},
-                    "style": "primary",
-                    "value": approval.id,
-                    "confirm": {
-                        "title": {"type": "plain_text", "text": "Approve this action?"},
-                        "text": {"type": "mrkdwn", "text": trim(escape(approval.description), 300)},
-                        "confirm": {"type": "plain_text", "text": "Approve"},
-                        "deny": {"type": "plain_text", "text": "Cancel"},
-                    },
-                },
-                {
-                    "type": "button",
-                    "action_id": "approval_reject",
-                    "text": {"type": "plain_text", "text": "Reject"},
-                    "style": "danger",
-                    "value": approval.id,
-                },
-            ],
-        }
-    )
+    # the button says exactly what it changes; rejecting is the safe choice, so it is not styled as danger
+    blocks.append({
+        "type": "actions",
+        "block_id": "approval",
+        "elements": [
+            {"type": "button", "action_id": APPROVE, "text": {"type": "plain_text", "text": change_label(approval.description)},
+             "style": "primary", "value": approval.id, "confirm": confirm(approval.description)},
+            {"type": "button", "action_id": REJECT, "text": {"type": "plain_text", "text": "Reject (change nothing)"},
+             "value": approval.id},
+        ],
+    })
     return SlackMessage(text=_fallback(f"Approval needed: {approval.description}"), blocks=blocks)
 
 

@@ -206,11 +206,11 @@ class SlackIntake:
             if not await store.claim_event(PLATFORM, *keys):
                 dropped("duplicate")
                 return
-        except Exception as exc:
+        except Exception:
             log.exception("could not take a Slack event", extra={"event_id": incoming.event_id})
             if not incoming.follow_up:
                 message = blocks.render_text(
-                    f"I could not take this request (database error: {exc.__class__.__name__}); ask again in a moment."
+                    "I could not take this request: my database is unavailable; ask again in a moment."
                 )
                 await post_message(self.client, incoming.key.channel, incoming.key.thread, message.messages[0])
             return
@@ -287,9 +287,9 @@ class SlackIntake:
         try:
             outcome = await self.runtime.approvals.decide(action.get("value", ""), user, decision, platform=PLATFORM)
             accepted, message = outcome.accepted, outcome.message
-        except Exception as exc:
+        except Exception:
             log.exception("approval decision failed")
-            accepted, message = False, f"Your decision could not be recorded ({exc.__class__.__name__}); try again."
+            accepted, message = False, "Your decision could not be recorded (see the log); try again."
         if not accepted and channel:
             await call(self.client.chat_postEphemeral, channel=channel, user=user, thread_ts=thread,
                        text=blocks.escape(message))

@@ -9,10 +9,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.models.messages.chunk import Chunk, PlanUpdateChunk
+from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.answer import Answer
+from bot.chart import draw
+from bot.presentation import Step, steps_of
 from integrations.slack import blocks
 from integrations.slack.blocks import Rendered, SlackMessage
 from sessions.store import ApprovalRecord, Conversation, Store
@@ -99,7 +103,11 @@ async def post_message(
 
 class SlackReplyPort:
     """One request's thread: the first progress posts a placeholder at once, later ones update it at
-    most once per `min_interval` (the last one wins), and the answer replaces it."""
+    most once per `min_interval` (the last one wins), and the answer replaces it.
+
+    In a direct message (an assistant thread) the thread shows a status with loading messages instead
+    (assistant.threads.setStatus) and the playbook's steps stream as a plan of tasks (chat.startStream);
+    where Slack refuses either, the placeholder is used as in a channel."""
 
     def __init__(
         self,
@@ -123,6 +131,10 @@ class SlackReplyPort:
         self._pending: str | None = None
         self._last = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        # direct-message channel ids start with D: there the assistant surface is used
+        self._assistant = channel.startswith("D") and thread_ts is not None
+        self._stream: AsyncChatStream | None = None
+        self._steps: dict[str, Step] = {}
 
     async def progress(self, text: str) -> None:
         """Never waits for Slack: the placeholder is posted (or updated) by a background task."""
@@ -142,6 +154,11 @@ class SlackReplyPort:
             text, self._pending = self._pending, None
             if text is None or self._done:
                 return
+            if self._assistant:
+                self._assistant = await self._show_steps(text)
+                if self._assistant:
+                    self._last = time.monotonic()
+                    return
             message = blocks.placeholder(text)
             if self.placeholder_ts is None:
                 self.placeholder_ts = await post_message(self.client, self.channel, self.thread_ts, message,
@@ -151,17 +168,72 @@ class SlackReplyPort:
                            **message.kwargs())
             self._last = time.monotonic()
 
+    async def _show_steps(self, text: str) -> bool:
+        """The status with loading messages (first time), then the steps as task updates; False when Slack
+        refused, so the placeholder takes over."""
+        assert self.thread_ts is not None
+        title, steps = steps_of(text)
+        if self._stream is None:
+            status = await call(self.client.assistant_threads_setStatus, self.request_id, channel_id=self.channel,
+                                thread_ts=self.thread_ts, status="is investigating…",
+                                loading_messages=blocks.loading_messages(title or text))
+            if status is None:
+                return False
+            self._stream = await self.client.chat_stream(channel=self.channel, thread_ts=self.thread_ts,
+                                                         task_display_mode="plan", buffer_size=1)
+        chunks: list[Chunk] = [PlanUpdateChunk(title=title)] if title else []
+        for step in steps:
+            if self._steps.get(step.id) != step:
+                self._steps[step.id] = step
+                chunks.append(blocks.task_chunk(step))
+        if chunks and await call(self._stream.append, self.request_id, chunks=chunks) is None:
+            self._stream = None
+            return False
+        return True
+
+    async def _close_stream(self) -> None:
+        """The plan ends with every step that was still running marked done (the answer follows)."""
+        if self._stream is None:
+            return
+        unfinished = [Step(s.id, "complete", s.output) for s in self._steps.values() if s.status == "in_progress"]
+        await call(self._stream.stop, self.request_id, chunks=[blocks.task_chunk(s) for s in unfinished] or None)
+        self._stream = None
+
     async def post(self, message: Answer | str) -> None:
         self._done = True  # no progress after this; a placeholder being posted is waited for, then replaced
         async with self._lock:
             if self._flusher is not None:
                 self._flusher.cancel()
+            await self._close_stream()
             replace, self.placeholder_ts = self.placeholder_ts, None
             await deliver(self.client, self.channel, self.thread_ts, blocks.render(message), replace_ts=replace,
                           request_id=self.request_id)
+            if isinstance(message, Answer):
+                await upload_chart(self.client, self.channel, self.thread_ts, message, self.request_id)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         await post_approval(self.client, self.store, self.channel, self.thread_ts, approval, self.request_id)
+
+
+async def upload_chart(
+    client: AsyncWebClient, channel: str, thread_ts: str | None, answer: Answer, request_id: str | None = None
+) -> bool:
+    """The answer's key signal drawn as a PNG and uploaded into the thread; False when there is none or it failed
+    (the answer itself is already there)."""
+    if answer.chart is None:
+        return False
+    try:
+        png = await asyncio.to_thread(draw, answer.chart)
+    except Exception:  # a drawing failure costs the picture, never the answer
+        log.exception("could not draw the chart", extra={"request_id": request_id})
+        return False
+    marks = ", ".join(f"{m.label} {m.at:%H:%M} UTC" for m in answer.chart.marks)
+    uploaded = await call(
+        client.files_upload_v2, request_id, channel=channel, thread_ts=thread_ts, file=png,
+        filename=f"{answer.service or 'srebot'}-{answer.chart.title.split(' of ')[0].lower().replace(' ', '-')}.png",
+        title=answer.chart.title, alt_txt=f"{answer.chart.title} over the window" + (f"; {marks}" if marks else ""),
+    )
+    return uploaded is not None
 
 
 async def post_approval(

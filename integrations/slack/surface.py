@@ -1,0 +1,204 @@
+"""Slack's app surface around the answers: "Show details", feedback buttons, the App Home (open investigations,
+pending approvals) and suggested prompts in new assistant threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.answer import Answer
+from bot.presentation import change_label, when
+from integrations.slack import blocks
+from integrations.slack.blocks import APPROVE, REJECT, escape, header, sections, trim, who
+from integrations.slack.port import call, deliver
+from sessions.store import ApprovalRecord, TurnRecord, utcnow
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+log = logging.getLogger("srebot.slack")
+
+PLATFORM = "slack"
+HOME_BLOCK = "home_approval_"
+HOME_ITEMS = 20
+HOME_BLOCKS = 100  # Slack's limit for a Home tab view
+RATINGS = {"good", "bad"}
+
+
+class SlackSurface:
+    """Listeners for the parts of Slack around a thread's answers; each acks at once and works in a task."""
+
+    def __init__(self, runtime: Runtime, client: AsyncWebClient):
+        self.runtime = runtime
+        self.client = client
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def register(self, bolt: AsyncApp) -> None:
+        # approvals pressed in the App Home come here first (Bolt runs the first listener that matches)
+        for action_id in (APPROVE, REJECT):
+            bolt.action({"action_id": action_id, "block_id": re.compile(f"^{HOME_BLOCK}")})(self.on_home_decision)
+        bolt.action(blocks.DETAILS_ACTION)(self.on_details)
+        bolt.action(blocks.FEEDBACK_ACTION)(self.on_feedback)
+        bolt.event("app_home_opened")(self.on_home_opened)
+        bolt.event("assistant_thread_started")(self.on_assistant_thread)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- "Show details" ------------------------------------------------------------------------------
+    async def on_details(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self._spawn(self._details(body, action.get("value", "")))
+
+    async def _details(self, body: dict[str, Any], request_id: str) -> None:
+        channel, thread, user = _where(body)
+        turn = await self._turn(request_id)
+        if turn is None or not turn.answer or not channel:
+            if channel:
+                await call(self.client.chat_postEphemeral, request_id, channel=channel, user=user, thread_ts=thread,
+                           text="The details of this answer are no longer stored; ask again for a fresh answer.")
+            return
+        answer = Answer.model_validate(turn.answer).model_copy(update={"request_id": request_id})
+        await deliver(self.client, channel, thread, blocks.render_details(answer), request_id=request_id)
+
+    # --- feedback ------------------------------------------------------------------------------------
+    async def on_feedback(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self._spawn(self._feedback(body, action.get("value", "")))
+
+    async def _feedback(self, body: dict[str, Any], value: str) -> None:
+        rating, _, request_id = value.partition(" ")
+        channel, thread, user = _where(body)
+        if rating not in RATINGS or not request_id:
+            log.warning("feedback with an unexpected value", extra={"value": value[:100]})
+            return
+        try:
+            stored = await self.runtime.store.add_feedback(request_id, user, rating)
+        except Exception:
+            log.exception("could not store feedback", extra={"request_id": request_id})
+            stored = False
+        text = ("Thanks — noted with this answer." + (" A thumbs-down becomes a test case for srebot."
+                                                      if rating == "bad" else "")) if stored else (
+            "I could not store your rating; try again in a moment.")
+        if channel:
+            await call(self.client.chat_postEphemeral, request_id, channel=channel, user=user, thread_ts=thread,
+                       text=text)
+
+    # --- App Home ------------------------------------------------------------------------------------
+    async def on_home_opened(self, event: dict[str, Any]) -> None:
+        if event.get("tab") == "home" and event.get("user"):
+            self._spawn(self.publish_home(event["user"]))
+
+    async def on_home_decision(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self._spawn(self._home_decision(body, action))
+
+    async def _home_decision(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        user = (body.get("user") or {}).get("id", "")
+        decision = "approve" if action.get("action_id") == APPROVE else "reject"
+        try:
+            outcome = await self.runtime.approvals.decide(action.get("value", ""), user, decision, platform=PLATFORM)
+            notice = outcome.message
+        except Exception:
+            log.exception("approval decision from the App Home failed")
+            notice = "Your decision could not be recorded; try again."
+        await self.publish_home(user, notice=notice)
+
+    async def publish_home(self, user: str, *, notice: str | None = None) -> None:
+        """Publish `user`'s Home tab: open investigations, and pending approvals with buttons where they may
+        approve."""
+        try:
+            turns = await self.runtime.store.active_turns()
+            pending = await self.runtime.store.approvals("pending", limit=HOME_ITEMS)
+        except Exception:
+            log.exception("could not read the App Home's state")
+            view = home_view([], [], user, can_approve=lambda _: False, now=utcnow(),
+                             notice="I could not read the current state (database unavailable); open the tab again.")
+        else:
+            view = home_view(turns, pending, user, can_approve=lambda a: self.runtime.approvals.may_approve(a, user),
+                             now=utcnow(), notice=notice)
+        await call(self.client.views_publish, None, user_id=user, view=view)
+
+    # --- assistant threads ---------------------------------------------------------------------------
+    async def on_assistant_thread(self, event: dict[str, Any]) -> None:
+        thread = event.get("assistant_thread") or {}
+        if thread.get("channel_id") and thread.get("thread_ts"):
+            self._spawn(call(self.client.assistant_threads_setSuggestedPrompts, None, channel_id=thread["channel_id"],
+                             thread_ts=thread["thread_ts"], title="Ask about a service",
+                             prompts=suggested_prompts(list(self.runtime.settings.services))))
+
+    async def _turn(self, request_id: str) -> TurnRecord | None:
+        try:
+            return await self.runtime.store.get_turn(request_id)
+        except Exception:
+            log.exception("could not read a turn", extra={"request_id": request_id})
+            return None
+
+
+def _where(body: dict[str, Any]) -> tuple[str | None, str | None, str]:
+    """The channel, the thread of the message that was clicked, and who clicked."""
+    message = body.get("message") or {}
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return channel, message.get("thread_ts") or message.get("ts"), (body.get("user") or {}).get("id", "")
+
+
+def suggested_prompts(services: list[str]) -> list[dict[str, str]]:
+    """Up to four prompts for a new assistant thread, about the catalog's first service when there is one."""
+    service = services[0] if services else "checkout"
+    return [
+        {"title": f"Why is {service} failing?", "message": f"why is {service} failing?"},
+        {"title": f"What changed in {service}?", "message": f"what changed in {service}?"},
+        {"title": "What alerts are firing?", "message": "what alerts are firing?"},
+        {"title": "Help", "message": "help"},
+    ]
+
+
+def home_view(
+    turns: list[TurnRecord],
+    pending: list[ApprovalRecord],
+    user: str,
+    *,
+    can_approve: Any,
+    now: datetime,
+    notice: str | None = None,
+) -> dict[str, Any]:
+    """The Home tab: open investigations and pending approvals (approvable here by eligible approvers)."""
+    view: list[dict[str, Any]] = [header("srebot")]
+    if notice:
+        view += sections([f":information_source: {escape(notice)}"])
+    view += [blocks.DIVIDER, *sections([f"*Open investigations ({len(turns)})*"])]
+    if not turns:
+        view.append(blocks.context("Nothing is being investigated right now."))
+    for turn in turns[:HOME_ITEMS]:
+        age = when(turn.created_at, now) if turn.created_at else ""
+        view += sections([f"• *{escape(turn.status)}*: “{escape(trim(' '.join(turn.text.split()), 150))}” "
+                          f"— {who(turn.user_id)}" + (f" · {age}" if age else "")])
+    view += [blocks.DIVIDER, *sections([f"*Pending approvals ({len(pending)})*"])]
+    if not pending:
+        view.append(blocks.context("No change is waiting for approval."))
+    for approval in pending[:HOME_ITEMS]:
+        view += sections([f"*{escape(change_label(approval.description))}*"])
+        view.append(blocks.context(f"Requested by {who(approval.requester)} · expires {when(approval.expires_at, now)}"
+                                   f" · `{approval.id}`"))
+        if can_approve(approval):
+            view.append({"type": "actions", "block_id": f"{HOME_BLOCK}{approval.id}", "elements": [
+                {"type": "button", "action_id": APPROVE, "style": "primary", "value": approval.id,
+                 "text": {"type": "plain_text", "text": "Approve"}, "confirm": blocks.confirm(approval.description)},
+                {"type": "button", "action_id": REJECT, "value": approval.id,
+                 "text": {"type": "plain_text", "text": "Reject (change nothing)"}},
+            ]})
+        else:
+            view.append(blocks.context("_You cannot approve this one (you asked for it, or you are not an approver)._"))
+    return {"type": "home", "blocks": view[:HOME_BLOCKS]}
