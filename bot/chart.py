@@ -21,7 +21,8 @@ CHANGE = "#5F6368"
 
 def value_label(unit: str, value: float) -> str:
     if unit == "ratio":
-        return f"{value * 100:.0f}%" if value >= 0.1 or value == 0 else f"{value * 100:.1f}%"
+        text = f"{value * 100:.0f}%" if value >= 0.1 or value == 0 else f"{value * 100:.1f}%"
+        return text.replace(".0%", "%")
     if unit == "s":
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
     if unit == "req/s":
@@ -51,9 +52,10 @@ def draw(chart: Chart, *, width: int = 720, height: int = 260, colours: int | No
         onset = mark.kind == "onset"
         colour = CRITICAL if onset else CHANGE
         axes.axvline(at, color=colour, linewidth=1.5, linestyle="--" if onset else "-")
-        text = f"{mark.label} {at:%H:%M}"
-        axes.annotate(text, (at, axes.get_ylim()[1]), fontsize=8, color=colour, ha="right" if onset else "left",
-                      va="top", xytext=(-3 if onset else 3, -2 - 11 * index), textcoords="offset points")
+        # the change comes before the onset: its label to the left of its line, the onset's to the right
+        axes.annotate(f"{mark.label} {at:%H:%M}", (at, axes.get_ylim()[1]), fontsize=8, color=colour,
+                      ha="left" if onset else "right", va="top", xytext=(3 if onset else -3, -2 - 11 * index),
+                      textcoords="offset points", bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none"})
     axes.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=UTC))
     axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: value_label(chart.unit, v)))
     axes.tick_params(labelsize=8)
@@ -66,7 +68,8 @@ def draw(chart: Chart, *, width: int = 720, height: int = 260, colours: int | No
     figure.savefig(buffer, format="png", dpi=dpi)
     if colours is None:
         return buffer.getvalue()
-    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(colors=colours)
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=colours)
     small = io.BytesIO()
     image.save(small, format="PNG", optimize=True)
     return small.getvalue()

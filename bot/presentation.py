@@ -127,7 +127,8 @@ class Presentation:
         """'I could not reach Loki (connection refused) — `srebot check` shows each backend's state'."""
         if not self.warnings:
             return None
-        return "; ".join(self.warnings) + " — " + CHECK_HINT
+        text = "; ".join(self.warnings) + " — " + CHECK_HINT
+        return text[:1].upper() + text[1:]
 
 
 def present(answer: Answer, now: datetime | None = None) -> Presentation:
@@ -295,19 +296,18 @@ def query_of(finding: Finding) -> str | None:
 def problem(tool: ToolStatus) -> str:
     """A backend's failure as a person acts on it: which backend, and what went wrong in a few words."""
     name = BACKENDS.get(tool.name, tool.name)
-    title = name[0].upper() + name[1:]
     error = tool.error or "failed"
     if error == "not configured":
-        return f"{title} is not configured"
+        return f"{name} is not configured"
     code, _, message = error.partition(": ")
     reason = message.rsplit("(", 1)[1].rstrip(")") if message.endswith(")") and "(" in message else ""
     if code == "unreachable":
         return f"I could not reach {name}" + (f" ({reason})" if reason else "")
     if code == "timeout":
-        return f"{title} did not answer in time"
+        return f"{name} did not answer in time"
     if code in ("unauthorized", "forbidden"):
-        return f"{title} refused my credentials ({code})"
-    return f"{title} failed: {shorten(message or error, 120)}"
+        return f"{name} refused my credentials ({code})"
+    return f"{name} failed: {shorten(message or error, 120)}"
 
 
 def footer(answer: Answer) -> str:

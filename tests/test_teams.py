@@ -355,7 +355,8 @@ async def test_a_large_answer_is_split_into_messages_under_the_teams_limit(tmp_p
         cards = [c for c in connector.calls if is_card(c)]
         assert 1 < len(cards) < 10 and cards[-1] is last and "session s_" in last.text
         assert all(c.size < 40_000 for c in cards)
-        assert "more findings in the next message" in cards[0].text
+        assert "The details follow in the next message." in cards[0].text  # short first, the rest after it
+        assert "more findings in the next message" in cards[1].text
         text = "\n".join(c.text for c in cards)
         assert all(f"pattern {i:03d}" in text for i in range(120))
 

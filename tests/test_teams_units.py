@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity
 
-from bot.answer import Answer, Finding, Link, Recommendation, ToolStatus
+from bot.answer import Answer, Chart, Finding, Link, Recommendation, ToolStatus
 from bot.app import Runtime
 from bot.approvals import Decision
+from bot.chart import draw
 from bot.config import load_settings
 from integrations.teams.adapter import Outbox
 from integrations.teams.bot import TeamsBot, conversation_key, strip_bot_mention, user_of
 from integrations.teams.cards import (
     CARD_BUDGET,
+    CHART_COLOURS,
+    CHART_HEIGHT,
+    CHART_WIDTH,
     MAX_PARTS,
     answer_cards,
     approval_card,
@@ -154,22 +160,62 @@ def test_approval_card_has_two_submit_actions_and_loses_them_once_decided() -> N
     assert "actions" not in decided and "Approved by aad-bob" in card_text(decided)
 
 
-def test_answer_card_shows_findings_by_severity_and_the_rest() -> None:
+def test_answer_card_is_short_first_with_the_rest_behind_show_details() -> None:
     answer = Answer(
         intent="diagnose", service="checkout", namespace="shop", summary="Errors after the rollout.",
         findings=[Finding(severity="info", source="kubernetes", title="3 pods ready"),
-                  Finding(severity="critical", source="metrics", title="Error rate 8.3%", evidence="sum(rate(…))")],
+                  Finding(severity="critical", source="metrics", title="Error rate 8.3%",
+                          evidence='sum(rate(http_requests_total{pod=~"api-.*",code=~"5.."}[5m]))')],
         recommendations=[Recommendation(title="Roll back checkout", approval_id="apr_1")],
         links=[Link(title="Grafana", url="https://grafana.example/d/abc")],
         tools=[ToolStatus(name="metrics", ok=True, ms=120), ToolStatus(name="cost", ok=False, error="not configured")],
         confidence=0.8, session_id="s_1",
     )
     [card] = answer_cards(answer)
-    text = card_text(card)
-    assert text.index("Critical (1)") < text.index("Error rate 8.3%") < text.index("Info (1)") < text.index("3 pods")
+    header = card["body"][0]
+    assert header["style"] == "attention" and card_text(header) == "🔴 Failing · shop/checkout"
+    assert header["items"][0]["color"] == "Attention"
+    [details] = [b for b in card["body"] if b.get("id") == "details"]
+    assert details["isVisible"] is False
+    assert card["actions"] == [{"type": "Action.ToggleVisibility", "title": "Show details", "targetElements": ["details"]}]
+    short = card_text({"body": [b for b in card["body"] if b is not details]})
+    assert "Errors after the rollout." in short and "Error rate 8.3%" in short and "Proposed: Roll back checkout" in short
+    assert "Critical (1)" not in short and "3 pods ready" not in short  # behind "Show details"
+    assert "Cost Explorer is not configured" in short  # what could not be checked, up front
+    hidden = card_text(details)
+    assert hidden.index("Critical (1)") < hidden.index("Error rate 8.3%") < hidden.index("Info (1)") < hidden.index("3 pods")
     for expected in ("Roll back checkout", "apr_1", "[Grafana](https://grafana.example/d/abc)", "metrics ✓ 120 ms",
-                     "cost ✗ not configured", "confidence 80%", "session s_1"):
-        assert expected in text
+                     "cost ✗ not configured"):
+        assert expected in hidden
+    assert "confidence 80%" in short and "session s_1" in short
+    # the query is a TextRun in monospace: never read as markdown, so `.*` survives as typed
+    [query] = [r for b in details["items"] for r in _runs(b) if "pod=~" in r["text"]]
+    assert query["text"] == 'sum(rate(http_requests_total{pod=~"api-.*",code=~"5.."}[5m]))'
+    assert query["fontType"] == "Monospace"
+
+
+def _runs(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("type") == "TextRun":
+            return [node]
+        return [r for value in node.values() for r in _runs(value)]
+    if isinstance(node, list):
+        return [r for value in node for r in _runs(value)]
+    return []
+
+
+def test_a_chart_is_an_inline_image_in_the_card() -> None:
+    answer = Answer(intent="diagnose", service="checkout", summary="checkout is failing.", session_id="s_1",
+                    findings=[Finding(severity="critical", source="metrics", title="Error rate 8.3%")],
+                    chart=Chart(title="Error rate of checkout", unit="ratio", query="q",
+                                points=[(utcnow() - timedelta(minutes=10 - i), 0.08 * (i > 5)) for i in range(10)],
+                                warning=0.01, critical=0.05))
+    png = draw(answer.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS)
+    [card] = answer_cards(answer, png)
+    [image] = [b for b in card["body"] if b["type"] == "Image"]
+    assert image["url"].startswith("data:image/png;base64,") and base64.b64decode(image["url"].split(",", 1)[1]) == png
+    assert image["altText"] == "Error rate of checkout over the window"
+    assert len(png) < 8_000 and payload_size(card) <= CARD_BUDGET
 
 
 def test_oversized_answers_are_split_and_never_dropped_silently() -> None:
@@ -177,8 +223,9 @@ def test_oversized_answers_are_split_and_never_dropped_silently() -> None:
     cards = answer_cards(Answer(summary="s " * 20_000, findings=findings, session_id="s_1"))
     assert 1 < len(cards) <= MAX_PARTS
     assert all(payload_size(c) <= CARD_BUDGET for c in cards)
-    assert "20 more findings in the next message" in card_text(cards[0])
-    assert all(f"**f{i}**" in "".join(card_text(c) for c in cards) for i in range(20))
+    assert "The details follow in the next message." in card_text(cards[0])
+    assert "20 more findings in the next message" in card_text(cards[1])
+    assert all(f"f{i} · logs" in "".join(card_text(c) for c in cards) for i in range(20))
 
     huge = [Finding(severity="info", source="logs", title=f"g{i}", evidence="e" * 9000) for i in range(200)]
     cards = answer_cards(Answer(summary="s", findings=huge, session_id="s_1"))

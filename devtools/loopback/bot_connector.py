@@ -78,13 +78,16 @@ class ConnectorCall:
 
 
 def card_text(node: Any) -> str:
-    """Every text of an Adaptive Card (TextBlocks and facts as "title: value"), in order."""
+    """Every text of an Adaptive Card (TextBlocks, RichTextBlocks as one line each, and facts as "title: value"),
+    in order."""
     found: list[str] = []
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             if value.get("type") == "TextBlock":
                 found.append(str(value.get("text", "")))
+            elif value.get("type") == "RichTextBlock":
+                found.append("".join(str(run.get("text", "")) for run in value.get("inlines", [])))
             elif value.get("type", "Fact") == "Fact" and "title" in value and "value" in value:
                 found.append(f"{value['title']}: {value['value']}")
             for key, inner in value.items():

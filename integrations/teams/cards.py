@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from bot.answer import Answer
-from bot.render import ICON, headline, tools_line
+from bot.presentation import present, tools_line
+from bot.render import ICON
 from sessions.store import ApprovalRecord
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -23,7 +25,6 @@ MAX_PARTS = 10  # one answer is never spread over more messages than this; the l
 _NOTE_RESERVE = 600  # room kept in every part for its "… N more findings" note and part header
 
 SEVERITY_TITLE = {"critical": "Critical", "warning": "Warning", "info": "Info"}
-STATUS_COLOR = {"completed": "Good", "failed": "Attention", "cancelled": "Warning"}
 SEVERITY_COLOR = {"critical": "Attention", "warning": "Warning", "info": "Accent"}
 
 
@@ -60,6 +61,28 @@ class _Item:
     finding: bool = False  # counted in "… N more findings"
 
 
+# a verdict's container style (Adaptive Cards have no free colours: these are the host's palette)
+CONTAINER_STYLE = {"failing": "attention", "degraded": "warning", "healthy": "good", "inconclusive": "emphasis",
+                   "failed": "attention", "cancelled": "emphasis", "answer": "accent"}
+DETAILS_ID = "details"
+CHART_MIME = "data:image/png;base64,"
+# the chart travels inside the card: small and with a quantised palette it costs about 7 KB of base64
+CHART_WIDTH, CHART_HEIGHT, CHART_COLOURS = 560, 200, 32
+
+
+def plain(text: str, **style: Any) -> dict[str, Any]:
+    """Text shown exactly as it is: a TextRun is never read as markdown (so `pod=~"api-.*"` keeps its `*`)."""
+    run_style = {k: v for k, v in style.items() if k in ("weight", "color", "isSubtle", "size", "fontType", "italic")}
+    block_style = {k: v for k, v in style.items() if k not in run_style}
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **run_style}], **block_style}
+
+
+def runs(*parts: tuple[str, dict[str, Any]], **block_style: Any) -> dict[str, Any]:
+    """Several differently styled plain texts in one line."""
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": t, **s} for t, s in parts if t],
+            **block_style}
+
+
 def _lines(text: str) -> list[dict[str, Any]]:
     """A paragraph per block; lines inside a paragraph stay tight (Adaptive Card markdown drops single newlines)."""
     blocks: list[dict[str, Any]] = []
@@ -69,56 +92,113 @@ def _lines(text: str) -> list[dict[str, Any]]:
     return blocks
 
 
+def _plain_lines(text: str) -> list[dict[str, Any]]:
+    return [plain(line, spacing="Small") for line in text.strip().splitlines() if line.strip()]
+
+
 def _section(title: str, **style: Any) -> dict[str, Any]:
     return text_block(title, weight="Bolder", spacing="Medium", **style)
 
 
-def _answer_items(answer: Answer) -> list[_Item]:
-    items = [_Item(b) for b in _lines(answer.summary)]
-    ranked = answer.ranked().findings
+def chart_image(png: bytes, alt: str) -> dict[str, Any]:
+    """The chart inline as a data URI: Teams shows it without the bot hosting anything, at the cost of the
+    card's size (a quantised 560×200 PNG is about 5 KB, 7 KB as base64)."""
+    return {"type": "Image", "url": CHART_MIME + base64.b64encode(png).decode(), "altText": alt, "size": "Stretch",
+            "spacing": "Medium"}
+
+
+def summary_items(answer: Answer, chart_png: bytes | None = None) -> list[dict[str, Any]]:
+    """What a person reads first: the verdict in its colour, the headline and since when, what could not be
+    checked, the key evidence, the proposed changes, and the chart."""
+    shown = present(answer)
+    key = shown.verdict.key
+    body: list[dict[str, Any]] = [{
+        "type": "Container", "style": CONTAINER_STYLE[key], "bleed": True,
+        "items": [text_block(shown.verdict.text, weight="Bolder", size="Large", color=shown.verdict.tone.teams)],
+    }]
+    body.append(plain(shown.headline, spacing="Medium"))
+    if shown.since:
+        body.append(plain(f"since {shown.since}", isSubtle=True, spacing="None"))
+    if shown.warning_text:
+        body.append(plain(shown.warning_text.replace("`", ""), color="Warning", spacing="Small"))
+    for line, finding in zip(shown.evidence, answer.ranked().findings, strict=False):
+        body.append(runs((f"{finding.source}  ", {"isSubtle": True, "size": "Small"}), (line, {"weight": "Bolder"}),
+                         spacing="Small"))
+    if shown.next_step:
+        body.append(runs(("Next: ", {"weight": "Bolder"}), (shown.next_step, {}), spacing="Medium"))
+    for button in shown.actions:
+        body.append(runs(("Proposed: ", {"weight": "Bolder"}), (button.full, {}),
+                         (" — approve or reject it on the approval card", {"isSubtle": True}), spacing="Small"))
+    if chart_png is not None and shown.chart_title:
+        body.append(chart_image(chart_png, f"{shown.chart_title} over the window"))
+    return body
+
+
+def details_items(answer: Answer) -> list[_Item]:
+    """Everything behind "Show details": the whole summary, every finding with its query in monospace (and a
+    link that opens it), what was ruled out, every recommendation, links, each backend's outcome."""
+    shown = present(answer)
+    details = shown.details
+    items = [_Item(b) for b in _plain_lines(details.summary)]
     for severity in ("critical", "warning", "info"):
-        group = [f for f in ranked if f.severity == severity]
+        group = [f for f in details.findings if f.severity == severity]
         if not group:
             continue
         items.append(_Item(_section(f"{ICON[severity]} {SEVERITY_TITLE[severity]} ({len(group)})",
                                     color=SEVERITY_COLOR[severity])))
         for finding in group:
-            parts = [text_block(f"**{finding.title}** · {finding.source}", spacing="Small")]
+            parts = [runs((finding.title, {"weight": "Bolder"}), (f" · {finding.source}", {"isSubtle": True}),
+                          spacing="Small")]
             if finding.evidence:
-                parts.append(text_block(finding.evidence, fontType="Monospace", size="Small", isSubtle=True,
-                                        spacing="None"))
+                parts.append(plain(finding.evidence, fontType="Monospace", size="Small", isSubtle=True,
+                                   spacing="None"))
+            if finding.link:
+                opener = "Grafana Explore" if "/explore?" in finding.link else "Prometheus"
+                parts.append(text_block(f"[Open in {opener}]({finding.link})", size="Small", spacing="None"))
             items.append(_Item({"type": "Container", "items": parts}, finding=True))
-    if answer.ruled_out:
+    if details.ruled_out:
         items.append(_Item(_section("Ruled out")))
-        items += [_Item(text_block(f"– **{r.cause}**: {r.why}", spacing="None")) for r in answer.ruled_out]
-    if answer.recommendations:
+        items += [_Item(runs((f"– {r.cause}: ", {"weight": "Bolder"}), (r.why, {}), spacing="None"))
+                  for r in details.ruled_out]
+    if details.advice:
         items.append(_Item(_section("Recommendations")))
-        for rec in answer.recommendations:
-            suffix = f" (approval `{rec.approval_id}`, see the approval card)" if rec.approval_id else ""
-            items.append(_Item(text_block(f"→ {rec.title}{suffix}", spacing="Small")))
-    if answer.links:
+        for rec in details.advice:
+            suffix = f" (approval {rec.approval_id}, see the approval card)" if rec.approval_id else ""
+            items.append(_Item(plain(f"→ {rec.title}{suffix}", spacing="Small")))
+    if details.links:
         items.append(_Item(_section("Links")))
-        items += [_Item(text_block(f"[{link.title}]({link.url})", spacing="None")) for link in answer.links]
-    tools = tools_line(answer)
+        items += [_Item(text_block(f"[{link.title}]({link.url})", spacing="None")) for link in details.links]
+    tools = tools_line(details.tools)
     if tools:
-        items.append(_Item(text_block(tools, size="Small", isSubtle=True, spacing="Medium")))
-    footer = f"session {answer.session_id} · {answer.elapsed_ms:.0f} ms"
-    if answer.confidence:
-        footer = f"confidence {answer.confidence:.0%} · " + footer
-    if answer.request_id:
-        footer += f" · request {answer.request_id}"
-    items.append(_Item(text_block(footer, size="Small", isSubtle=True, spacing="None")))
+        items.append(_Item(plain(tools, size="Small", isSubtle=True, spacing="Medium")))
     return items
 
 
-def answer_cards(answer: Answer, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
-    """The answer as one card, or as several parts when it is too big for one Teams message.
+def _footer(answer: Answer) -> dict[str, Any]:
+    return plain(f"{present(answer).details.footer} · session {answer.session_id}", size="Small", isSubtle=True,
+                 spacing="Medium")
 
-    Nothing is dropped silently: every part but the last ends with "… N more findings in the next
-    message", and what does not fit into MAX_PARTS messages is counted in the last one."""
-    title = headline(answer)
-    color = STATUS_COLOR.get(answer.status, "Default")
-    return split_cards(title, _answer_items(answer), budget=budget, color=color)
+
+def answer_cards(answer: Answer, chart_png: bytes | None = None, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
+    """The answer as one card: the short part, the chart, and the details behind "Show details"
+    (Action.ToggleVisibility). When that is too big for one Teams message, the details follow as cards of
+    their own; nothing is dropped silently (see split_cards)."""
+    short = summary_items(answer, chart_png)
+    details = details_items(answer)
+    footer = _footer(answer)
+    if not details:
+        return [card([*short, footer])]
+    hidden = {"type": "Container", "id": DETAILS_ID, "isVisible": False, "items": [i.element for i in details]}
+    toggle = {"type": "Action.ToggleVisibility", "title": "Show details", "targetElements": [DETAILS_ID]}
+    whole = card([*short, footer, hidden], [toggle])
+    if payload_size(whole) <= budget:
+        return [whole]
+    if payload_size(card(short)) > budget // 2:  # a chart that crowds out the rest is left out
+        short = summary_items(answer)
+    note = plain("The details follow in the next message.", isSubtle=True, spacing="Small")
+    rest = split_cards(f"Details · {present(answer).verdict.title}", [*details, _Item(footer)], budget=budget,
+                       max_parts=MAX_PARTS - 1)
+    return [card([*short, note]), *rest]
 
 
 def text_cards(text: str, title: str | None = None, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
@@ -127,7 +207,8 @@ def text_cards(text: str, title: str | None = None, budget: int = CARD_BUDGET) -
 
 
 def split_cards(
-    title: str | None, items: list[_Item], *, budget: int = CARD_BUDGET, color: str = "Default"
+    title: str | None, items: list[_Item], *, budget: int = CARD_BUDGET, color: str = "Default",
+    max_parts: int = MAX_PARTS,
 ) -> list[dict[str, Any]]:
     limit = budget - _NOTE_RESERVE
     fitted = [piece for item in items for piece in _fit(item, limit // 2)]
@@ -140,7 +221,7 @@ def split_cards(
             used = payload_size(card([]))
         parts[-1].append(item)
         used += size
-    shown, hidden = parts[:MAX_PARTS], parts[MAX_PARTS:]
+    shown, hidden = parts[:max_parts], parts[max_parts:]
     hidden_findings = sum(i.finding for part in hidden for i in part)
     hidden_items = sum(len(part) for part in hidden)
     cards = []
@@ -184,9 +265,22 @@ def _fit(item: _Item, limit: int) -> Iterable[_Item]:
         for index, inner in enumerate(element["items"]):
             yield from _fit(_Item(inner, finding=item.finding and index == 0), limit)
         return
-    text = str(element.get("text", ""))
+    if element.get("type") == "RichTextBlock":  # its longest run is cut, the others stay with the first piece
+        inlines = element["inlines"]
+        longest = max(range(len(inlines)), key=lambda i: len(inlines[i].get("text", "")))
+
+        def rebuild(piece: str, first: bool) -> dict[str, Any]:
+            kept = [dict(r, text=piece) if i == longest else r for i, r in enumerate(inlines) if first or i == longest]
+            return {**element, "inlines": kept}
+
+        text = str(inlines[longest].get("text", ""))
+    else:
+        def rebuild(piece: str, first: bool) -> dict[str, Any]:
+            return {**element, "text": piece}
+
+        text = str(element.get("text", ""))
     # 4 bytes a character covers UTF-16 surrogate pairs and JSON escapes like \" and \n
-    room = max((limit - payload_size({**element, "text": ""})) // 4, 100)
+    room = max((limit - payload_size(rebuild("", True))) // 4, 100)
     first = True
     while text:
         piece = text[:room]
@@ -194,7 +288,7 @@ def _fit(item: _Item, limit: int) -> Iterable[_Item]:
             cut = max(piece.rfind("\n"), piece.rfind(" "))
             piece = piece[:cut + 1] if cut > room // 2 else piece
         text = text[len(piece):]
-        yield _Item({**element, "text": piece}, finding=item.finding and first)
+        yield _Item(rebuild(piece, first), finding=item.finding and first)
         first = False
 
 

@@ -11,9 +11,14 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ActivityTypes, Attachment
 
 from bot.answer import Answer
+from bot.chart import draw
+from bot.presentation import present
 from integrations.teams.adapter import Outbox, send_in_turn
 from integrations.teams.cards import (
     CARD_BUDGET,
+    CHART_COLOURS,
+    CHART_HEIGHT,
+    CHART_WIDTH,
     answer_cards,
     approval_card,
     approval_outcome,
@@ -41,13 +46,21 @@ def card_activity(card: dict[str, Any], summary: str | None = None) -> Activity:
     return activity
 
 
-def message_activities(message: Answer | str) -> list[Activity]:
-    """A message as the Teams activities it takes: one, or several when it is over the size limit."""
+async def message_activities(message: Answer | str) -> list[Activity]:
+    """A message as the Teams activities it takes: one, or several when it is over the size limit. An answer's
+    chart is drawn (in a thread) into its card."""
     if isinstance(message, str):
         if payload_size(message) <= CARD_BUDGET:
             return [text_activity(message)]
         return [card_activity(card, message) for card in text_cards(message)]
-    return [card_activity(card, message.summary) for card in answer_cards(message)]
+    png = None
+    if message.chart is not None:
+        try:
+            png = await asyncio.to_thread(draw, message.chart, width=CHART_WIDTH, height=CHART_HEIGHT,
+                                          colours=CHART_COLOURS)
+        except Exception:  # a drawing failure costs the picture, never the answer
+            log.exception("could not draw the chart", extra={"request_id": message.request_id})
+    return [card_activity(card, present(message).headline) for card in answer_cards(message, png)]
 
 
 class TeamsPort:
@@ -127,7 +140,7 @@ class TeamsPort:
             await self._update(self._placeholder_id, text_activity(text))
 
     async def post(self, message: Answer | str) -> None:
-        for activity in message_activities(message):
+        for activity in await message_activities(message):
             await self.send(activity)
         await self._settle()
 
@@ -163,7 +176,7 @@ class TeamsNotifier:
             log.warning("no conversation reference stored; cannot reach the Teams thread",
                         extra={"session_id": conversation.id})
             return
-        for activity in message_activities(message):
+        for activity in await message_activities(message):
             await self.outbox.send(conversation.reference, activity)
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:

@@ -1,0 +1,181 @@
+"""What a person reads first, the same for Slack and Teams: the verdict (never a success mark on a sick service or
+on "nothing could be checked"), a short headline, three key evidence lines, actions that say what they change,
+backend failures as something to act on; and every rendered payload of the eval corpus within the platforms'
+limits, the first message fitting one phone screen."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.answer import Action, Answer, Finding, Recommendation, ToolStatus
+from bot.approvals import NO_APPROVERS_HINT
+from bot.chart import draw
+from bot.presentation import HEADLINE_CHARS, present, steps_of, when
+from devtools.eval import run_scenario
+from integrations.slack import blocks
+from integrations.teams.cards import CARD_BUDGET, CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, answer_cards, payload_size
+from tools.base import exception_error
+
+EVAL = Path(__file__).resolve().parent.parent / "eval" / "scenarios"
+NOW = datetime(2026, 12, 3, 10, 56, tzinfo=UTC)
+SUCCESS_MARKS = ("✅", "✔", "☑", "🟢")
+
+
+def diagnosis(*findings: Finding, tools: list[ToolStatus] | None = None, **extra) -> Answer:
+    return Answer(intent="diagnose", service="checkout", namespace="shop", summary="s.", findings=list(findings),
+                  tools=tools if tools is not None else [ToolStatus(name="metrics", ok=True, ms=80)], **extra)
+
+
+CRITICAL = Finding(severity="critical", source="kubernetes", title="3 of 3 pods CrashLoopBackOff")
+WARNING = Finding(severity="warning", source="metrics", title="p99 latency 1.3 s (warning > 500 ms)")
+
+
+@pytest.mark.parametrize(
+    ("answer", "header"),
+    [
+        (diagnosis(CRITICAL), "🔴 Failing · shop/checkout"),
+        (diagnosis(WARNING), "🟠 Degraded · shop/checkout"),
+        (diagnosis(), "🟢 Healthy · shop/checkout"),
+        (diagnosis(tools=[ToolStatus(name="metrics", ok=True), ToolStatus(name="logs", ok=False, error="timeout: x")]),
+         "🟢 Healthy in what could be checked · shop/checkout"),
+        (diagnosis(tools=[ToolStatus(name="metrics", ok=False, error="unreachable: m (connection refused)")]),
+         "⚪ Inconclusive · shop/checkout"),
+        (diagnosis(tools=[]), "⚪ Inconclusive · shop/checkout"),
+        (diagnosis(CRITICAL, verdict="degraded"), "🟠 Degraded · shop/checkout"),  # the engine's verdict wins
+        (Answer.failure("Timed out after 120 s while working on “diagnose checkout”. Request req_1."),
+         "⚠️ Could not answer: Timed out after 120 s while working on “diagnose checkout”."),
+        (Answer.failure("Cancelled “diagnose checkout”.", status="cancelled"), "⏹ Cancelled"),
+        (Answer(intent="cost", service="checkout", summary="checkout cost $1,204 in the last 7 days."), "🔵 Cost · checkout"),
+    ],
+    ids=["failing", "degraded", "healthy", "healthy-partly", "nothing-checked", "no-tools", "engine-verdict",
+         "failed-request", "cancelled", "not-a-health-question"],
+)
+def test_the_verdict_is_the_header(answer: Answer, header: str) -> None:
+    shown = present(answer, NOW)
+    assert shown.verdict.text == header
+    if shown.verdict.key != "healthy":
+        assert not any(mark in shown.verdict.text for mark in SUCCESS_MARKS)
+
+
+def test_short_first_headline_evidence_and_actions() -> None:
+    long_summary = ("checkout is failing, most likely because of the v2.1.0 rollout (revision 7 at 10:42 UTC by alice): "
+                    + "; ".join(f"clause {i} with a number {i}.{i}%" for i in range(40)) + ". Ruled out: OOM.")
+    answer = diagnosis(
+        Finding(severity="info", source="kubernetes", title="Old news: a pod restarted 3 days ago; not the cause"),
+        CRITICAL, WARNING,
+        Finding(severity="critical", source="metrics", title="Error rate 8.3% (critical > 5%)"),
+        Finding(severity="warning", source="logs", title="1,204 × NullPointerException"),
+        since=NOW - timedelta(minutes=12),
+        recommendations=[
+            Recommendation(title="Roll back checkout to v2.0.3 (revision 6)", approval_id="apr_1",
+                           action=Action(kind="rollback", target="shop/checkout")),
+            Recommendation(title="Check the payments dependency"),
+        ],
+    ).model_copy(update={"summary": long_summary + " Recommended: roll back (approval apr_1)."})
+    shown = present(answer, NOW)
+    assert len(shown.headline) <= HEADLINE_CHARS and shown.headline.startswith("checkout is failing")
+    assert "apr_" not in shown.headline
+    assert shown.since == "10:44 UTC (12 min ago)"
+    assert shown.evidence == ["3 of 3 pods CrashLoopBackOff", "Error rate 8.3% (critical > 5%)",
+                              "p99 latency 1.3 s (warning > 500 ms)"]
+    [action] = shown.actions
+    assert (action.label, action.approval_id) == ("Roll back checkout to v2.0.3 (revision 6)", "apr_1")
+    assert shown.next_step == "Check the payments dependency"
+    assert shown.has_details
+
+
+def test_no_approvers_is_said_up_front() -> None:
+    answer = diagnosis(CRITICAL, recommendations=[
+        Recommendation(title="Restart checkout", approval_id="apr_2", action=Action(kind="restart", target="shop/c"))])
+    answer = answer.model_copy(update={"summary": f"checkout is failing. {NO_APPROVERS_HINT}"})
+    assert present(answer, NOW).next_step == NO_APPROVERS_HINT
+
+
+def test_backend_failures_read_as_what_to_do_without_python() -> None:
+    error = exception_error(ConnectionRefusedError(111, "Connection refused"), "logs query_range")
+    assert str(error) == "unreachable: logs query_range: cannot connect (connection refused)"
+    odd = exception_error(KeyError("data"), "metrics query")
+    assert "KeyError" not in str(odd) and "details in the log" in str(odd)
+    answer = diagnosis(CRITICAL, tools=[ToolStatus(name="metrics", ok=True),
+                                        ToolStatus(name="logs", ok=False, error=str(error)),
+                                        ToolStatus(name="kubernetes", ok=False, error="timeout: kubernetes: no answer"),
+                                        ToolStatus(name="cost", ok=False, error="not configured")])
+    assert present(answer, NOW).warning_text == (
+        "I could not reach Loki (connection refused); the Kubernetes API did not answer in time; "
+        "AWS Cost Explorer is not configured — `srebot check` shows each backend's state")
+
+
+def test_times_are_utc_and_relative() -> None:
+    assert when(NOW - timedelta(hours=2, minutes=5), NOW) == "08:51 UTC (2 h 5 min ago)"
+    assert when(NOW + timedelta(minutes=30), NOW) == "11:26 UTC (in 30 min)"
+    assert when(NOW - timedelta(days=3), NOW) == "2026-11-30 10:56 UTC (3 days ago)"
+
+
+def test_progress_lines_read_as_steps() -> None:
+    title, steps = steps_of("Checking metrics, Kubernetes, logs of checkout…")
+    assert title == "Checking metrics, Kubernetes, logs of checkout…" and steps == []
+    _, steps = steps_of("metrics ✓ 120 ms · logs ✗ unreachable · waiting for kubernetes, control_plane…")
+    assert [(s.id, s.status) for s in steps] == [("metrics", "complete"), ("logs", "error"),
+                                                 ("kubernetes", "in_progress"), ("control_plane", "in_progress")]
+    _, steps = steps_of("metrics: Error rate 8.3% (critical > 5%) · kubernetes: 3 of 3 pods CrashLoopBackOff")
+    assert [(s.id, s.output) for s in steps] == [("metrics", "Error rate 8.3% (critical > 5%)"),
+                                                 ("kubernetes", "3 of 3 pods CrashLoopBackOff")]
+
+
+# --- the eval corpus, rendered ---------------------------------------------------------------------
+PHONE_BLOCKS = 12  # header, headline, a warning, evidence, next step, up to 3 action rows, details, footer, feedback
+PHONE_CHARS = 1_500  # what a phone shows in one screen of a Slack thread, roughly
+TEAMS_CARD_BYTES = 28_000  # Teams' documented card size (UTF-8 JSON); the budget we split at is stricter in UTF-16
+
+
+def visible(blocks_: list[dict]) -> str:
+    texts = []
+    for block in blocks_:
+        if "text" in block and isinstance(block["text"], dict):
+            texts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            if isinstance(element, dict) and isinstance(element.get("text"), (str, dict)):
+                texts.append(element["text"] if isinstance(element["text"], str) else element["text"]["text"])
+    return "\n".join(texts)
+
+
+def assert_slack_limits(message: blocks.SlackMessage) -> None:
+    assert len(message.blocks) <= blocks.BLOCKS_PER_MESSAGE and len(message.text) <= blocks.TEXT_LIMIT
+    for block in message.blocks:
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= blocks.SECTION_LIMIT
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= blocks.HEADER_LIMIT
+        for element in block.get("elements", []):
+            if element.get("type") == "button":
+                assert len(element["text"]["text"]) <= 75 and len(element.get("value", "")) <= 2000
+    assert sum(b["type"] == "table" for b in message.blocks) <= 1
+
+
+async def test_eval_corpus_answers_render_within_the_limits_and_fit_a_phone() -> None:
+    answers = []
+    for path in sorted(EVAL.glob("*.toml")):
+        result = await run_scenario(path)
+        assert result.answers, f"{path.name}: {result.reasons}"
+        answers += [a.model_copy(update={"request_id": "req_" + "0" * 24}) for a in result.answers]
+    answers.sort(key=lambda a: len(json.dumps(a.to_json())), reverse=True)
+    longest = answers[0]
+    assert longest.chart is not None and len(longest.findings) >= 5  # the corpus has real diagnoses in it
+    for answer in answers:
+        rendered = blocks.render_answer(answer)
+        [first] = rendered.messages  # short first: always one message
+        assert_slack_limits(first)
+        assert len(first.blocks) <= PHONE_BLOCKS and len(visible(first.blocks)) <= PHONE_CHARS
+        for message in blocks.render_details(answer).messages:
+            assert_slack_limits(message)
+        png = draw(answer.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS) if answer.chart else None
+        cards = answer_cards(answer, png)
+        for card in cards:
+            assert payload_size(card) <= CARD_BUDGET
+            assert len(json.dumps(card, ensure_ascii=False).encode()) <= TEAMS_CARD_BYTES
+        if png is not None:
+            assert any(b["type"] == "Image" for b in cards[0]["body"])
