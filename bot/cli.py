@@ -11,10 +11,12 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.config import ConfigError, Settings, load_settings, parse_duration
 from bot.logs import setup_logging
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -261,20 +263,28 @@ def since_of(value: str | None) -> datetime | None:
     return since if since.tzinfo is not None else since.replace(tzinfo=timezone.utc)
 
 
-async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+async def read_since(settings: Settings, since: str | None, read: Callable[[Any, datetime | None], Awaitable[T]]) -> T | None:
+    """`read(store, since)` on the configured database, for --since; None (after saying why) when --since is
+    not a duration or a time."""
     from sessions.store import Store
 
     try:
-        since = since_of(args.since)
+        moment = since_of(since)
     except ValueError as exc:
         print(f"srebot: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return None
     store = Store(settings.database_url)
     try:
         await store.upgrade()
-        rows = await store.audit_log(since)
+        return await read(store, moment)
     finally:
         await store.close()
+
+
+async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    rows = await read_since(settings, args.since, lambda store, since: store.audit_log(since))
+    if rows is None:
+        return EXIT_CONFIG
     if args.json:
         print(json.dumps([vars(r) for r in rows], default=str, indent=2))
         return EXIT_OK
@@ -293,19 +303,10 @@ async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
     is a case for the eval corpus."""
     from bot.answer import Answer
     from bot.presentation import headline_of, verdict_of
-    from sessions.store import Store
 
-    try:
-        since = since_of(args.since)
-    except ValueError as exc:
-        print(f"srebot: {exc}", file=sys.stderr)
+    rows = await read_since(settings, args.since, lambda store, since: store.feedback(since))
+    if rows is None:
         return EXIT_CONFIG
-    store = Store(settings.database_url)
-    try:
-        await store.upgrade()
-        rows = await store.feedback(since)
-    finally:
-        await store.close()
     entries = []
     for row in rows:
         answer = Answer.model_validate(row.turn.answer) if row.turn.answer else None

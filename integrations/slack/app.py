@@ -100,7 +100,7 @@ class SlackIntegration:
         self.client = web_client(settings.slack_api_url)
         self.identity = Identity(self.client)
         self.intake = SlackIntake(runtime, self.client, self.identity)
-        self.surface = SlackSurface(runtime, self.client)
+        self.surface = SlackSurface(runtime, self.client, self.intake.spawn)
 
         async def authorize(enterprise_id: str | None, team_id: str | None, user_id: str | None) -> AuthorizeResult:
             # auth.test is asked once per process (at startup), not on a request's way to its ack
@@ -190,7 +190,6 @@ class SlackIntegration:
 
     async def on_shutdown(self, _: web.Application | None = None) -> None:
         await self.intake.idle()
-        await self.surface.idle()
 
     async def on_cleanup(self, _: web.Application | None = None) -> None:
         if self.client.session is not None:
@@ -200,7 +199,6 @@ class SlackIntegration:
     async def wait_idle(self) -> None:
         """Every acknowledged event taken and every request answered (for tests and benchmarks)."""
         await self.intake.idle()
-        await self.surface.idle()
         await self.runtime.dispatcher.wait_idle()
         await self.intake.idle()
 

@@ -330,24 +330,21 @@ def _url(url: str) -> str:
 
 
 def render_answer(answer: Answer) -> Rendered:
-    label = headline(answer)
-    full = to_text(answer)
-    pages = paginate(answer_blocks(answer), _fallback(full), label)
-    note = (
-        f"The whole answer ({len(answer.findings)} findings) is too long for Slack messages; "
-        "it is attached below as a file."
-    )
-    name = f"srebot-{answer.request_id or 'answer'}.txt"
-    return _finish(pages, full, label, note, name)
+    note = (f"The whole answer ({len(answer.findings)} findings) is too long for Slack messages; "
+            "it is attached below as a file.")
+    return _render_answer(answer, answer_blocks(answer), headline(answer), note, "")
 
 
 def render_details(answer: Answer) -> Rendered:
     """The details of an answer, posted in its thread when someone presses "Show details"."""
-    label = f"Details · {headline(answer)}"
-    full = to_text(answer)
-    pages = paginate(details_blocks(answer), _fallback(full), label)
     note = "The details are too long for Slack messages; they are attached below as a file."
-    return _finish(pages, full, label, note, f"srebot-{answer.request_id or 'answer'}-details.txt")
+    return _render_answer(answer, details_blocks(answer), f"Details · {headline(answer)}", note, "-details")
+
+
+def _render_answer(answer: Answer, answer_blocks: list[dict[str, Any]], label: str, note: str, suffix: str) -> Rendered:
+    full = to_text(answer)
+    pages = paginate(answer_blocks, _fallback(full), label)
+    return _finish(pages, full, label, note, f"srebot-{answer.request_id or 'answer'}{suffix}.txt")
 
 
 def render_mrkdwn(mrkdwn: str, plain: str | None = None, *, snippet: bool = True) -> Rendered:

@@ -3,9 +3,9 @@ pending approvals) and suggested prompts in new assistant threads."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +34,10 @@ RATINGS = {"good", "bad"}
 class SlackSurface:
     """Listeners for the parts of Slack around a thread's answers; each acks at once and works in a task."""
 
-    def __init__(self, runtime: Runtime, client: AsyncWebClient):
+    def __init__(self, runtime: Runtime, client: AsyncWebClient, spawn: Callable[[Coroutine[Any, Any, Any]], None]):
         self.runtime = runtime
         self.client = client
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._spawn = spawn  # the intake's: its idle() waits for these too
 
     def register(self, bolt: AsyncApp) -> None:
         # approvals pressed in the App Home come here first (Bolt runs the first listener that matches)
@@ -47,15 +47,6 @@ class SlackSurface:
         bolt.action(blocks.FEEDBACK_ACTION)(self.on_feedback)
         bolt.event("app_home_opened")(self.on_home_opened)
         bolt.event("assistant_thread_started")(self.on_assistant_thread)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def idle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # --- "Show details" ------------------------------------------------------------------------------
     async def on_details(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
