@@ -39,10 +39,11 @@ K8S_VERSIONS = ["1.29", kv_utils.latest_version()]
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "secret.example.yaml"}
 
-SLACK_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"}
+SLACK_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim", "app_home_opened",
+                "assistant_thread_started", "assistant_thread_context_changed"}
 SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
-    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read",
+    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read", "assistant:write",
 }
 TEAMS_COMMANDS = {"help", "diagnose", "logs", "cost", "incidents", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
@@ -473,6 +474,9 @@ def test_slack_manifest() -> None:
     assert info["name"] == "srebot" and len(info["description"]) <= 140
     assert manifest["features"]["bot_user"]["display_name"] == "srebot"
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True  # open investigations, pending approvals
+    assistant = manifest["features"]["assistant_view"]  # Slack's AI-app surface: status, streamed steps, prompts
+    assert assistant["assistant_description"] and 1 <= len(assistant["suggested_prompts"]) <= 4
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == SLACK_EVENTS
     assert len(settings["event_subscriptions"]["bot_events"]) == len(SLACK_EVENTS)
