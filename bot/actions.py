@@ -160,14 +160,22 @@ def tags(images: list[str]) -> list[str]:
     return [image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else image for image in images]
 
 
-def deployment(asked: Asked) -> str:
-    assert asked.service is not None, "a service is resolved before a deployment action"
-    return f"{asked.service.namespace}/{asked.service.deployment}"
+class DeploymentAction(ActionType[P]):
+    """An action on a service's Kubernetes deployment; its target is "namespace/deployment"."""
 
+    def deployment(self, asked: Asked) -> str:
+        assert asked.service is not None, "a service is resolved before a deployment action"
+        return f"{asked.service.namespace}/{asked.service.deployment}"
 
-def deployment_of(args: dict[str, Any], service: ServiceLookup) -> str:
-    ref = service(str(args.get("service") or ""), str(args.get("namespace") or ""))
-    return f"{ref.namespace}/{ref.deployment}"
+    def deployment_of(self, args: dict[str, Any], service: ServiceLookup) -> str:
+        ref = service(str(args.get("service") or ""), str(args.get("namespace") or ""))
+        return f"{ref.namespace}/{ref.deployment}"
+
+    async def from_chat(self, asked: Asked) -> Action:
+        return self.action(self.deployment(asked))
+
+    def from_tool(self, args: dict[str, Any], service: ServiceLookup) -> Action:
+        return self.action(self.deployment_of(args, service))
 
 
 # --- the declarations -----------------------------------------------------------------------------
@@ -178,7 +186,7 @@ async def restart_deployment(service: str, namespace: str = "", tool_context: An
 
 
 @declare
-class Restart(ActionType[NoParams]):
+class Restart(DeploymentAction[NoParams]):
     kind = "restart"
     tool = staticmethod(restart_deployment)
 
@@ -192,12 +200,6 @@ class Restart(ActionType[NoParams]):
         namespace, name = split_target(approval.target)
         data(await toolbox.kubernetes.restart(namespace, name, datetime.now(timezone.utc)))
         return f"rollout restarted for {namespace}/{name}"
-
-    async def from_chat(self, asked: Asked) -> Action:
-        return self.action(deployment(asked))
-
-    def from_tool(self, args: dict[str, Any], service: ServiceLookup) -> Action:
-        return self.action(deployment_of(args, service))
 
 
 class ScaleParams(BaseModel):
@@ -220,7 +222,7 @@ async def scale_deployment(
 
 
 @declare
-class Scale(ActionType[ScaleParams]):
+class Scale(DeploymentAction[ScaleParams]):
     kind = "scale"
     params = ScaleParams
     usage = "scale needs a replica count, e.g. `scale checkout 5`"
@@ -240,10 +242,10 @@ class Scale(ActionType[ScaleParams]):
         if "replicas" not in asked.params:
             name = asked.service.name if asked.service else "checkout"
             raise NotProposed(f"How many replicas? Say e.g. “scale {name} 5”.")
-        return self.action(deployment(asked), ScaleParams(replicas=asked.params["replicas"]))
+        return self.action(self.deployment(asked), ScaleParams(replicas=asked.params["replicas"]))
 
     def from_tool(self, args: dict[str, Any], service: ServiceLookup) -> Action:
-        target = deployment_of(args, service)
+        target = self.deployment_of(args, service)
         replicas = int(args.get("replicas", -1))
         if not 0 <= replicas <= 1000:
             raise ValueError(f"replicas must be between 0 and 1000, not {args.get('replicas')!r}")
@@ -257,7 +259,7 @@ async def rollback_deployment(service: str, namespace: str = "", tool_context: A
 
 
 @declare
-class Rollback(ActionType[NoParams]):
+class Rollback(DeploymentAction[NoParams]):
     kind = "rollback"
     tool = staticmethod(rollback_deployment)
 
@@ -273,12 +275,6 @@ class Rollback(ActionType[NoParams]):
         namespace, name = split_target(approval.target)
         plan = data(await toolbox.kubernetes.rollback(namespace, name))
         return f"{namespace}/{name} rolled back to revision {plan.to_revision} ({', '.join(tags(plan.to_images))})"
-
-    async def from_chat(self, asked: Asked) -> Action:
-        return self.action(deployment(asked))
-
-    def from_tool(self, args: dict[str, Any], service: ServiceLookup) -> Action:
-        return self.action(deployment_of(args, service))
 
 
 class AckParams(BaseModel):
