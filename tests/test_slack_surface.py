@@ -13,7 +13,7 @@ import pytest
 from bot.answer import Action, Answer, Chart, ChartMark, Finding, Recommendation
 from bot.cli import main
 from integrations.slack import blocks
-from sessions.store import utcnow
+from sessions.store import Proposal, utcnow
 from tests.fakes.slack import (  # noqa: F401 - fixtures
     ScriptedEngine,
     SlackBot,
@@ -94,8 +94,8 @@ async def test_feedback_is_stored_with_the_turn_and_listed(slack: SlackFake, db_
 def proposing(runtime_box: list) -> ScriptedEngine:
     async def propose(request, session) -> Answer:
         approval = await runtime_box[0].approvals.propose(
-            kind="restart", target="shop/checkout", params={}, description="restart 3 pods of shop/checkout (rolling restart)",
-            requester=request.user, platform="slack", session_id=session.id, request_id=request.request_id)
+            Proposal("restart", "shop/checkout", {}, "restart 3 pods of shop/checkout (rolling restart)",
+                     request.origin(session.id)))
         return Answer(intent="action", service="checkout", summary="A restart should help.", session_id=session.id,
                       recommendations=[Recommendation(title="Restart checkout", approval_id=approval.id,
                                                       action=Action(kind="restart", target="shop/checkout"))])

@@ -11,9 +11,9 @@ from typing import Any
 from slack_sdk.models.messages.chunk import TaskUpdateChunk
 
 from bot.answer import SEVERITY_RANK, Answer, ToolStatus
+from bot.ports import ApprovalRecord
 from bot.presentation import BACKENDS, ActionButton, Step, change_label, present, problem, query_of
 from bot.render import ICON, headline, to_text
-from sessions.store import ApprovalRecord
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): 3,000 characters in a section's
 # text, 50 blocks and 40,000 characters of `text` in one message, 150 in a header, 2,000 in a context element.

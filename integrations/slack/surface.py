@@ -6,21 +6,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Coroutine
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.answer import Answer
+from bot.ports import Core, Overview
 from bot.presentation import change_label, when
 from integrations.slack import blocks
 from integrations.slack.blocks import APPROVE, REJECT, escape, header, sections, trim, who
 from integrations.slack.port import call, deliver
-from sessions.store import ApprovalRecord, TurnRecord, utcnow
-
-if TYPE_CHECKING:
-    from bot.app import Runtime
 
 log = logging.getLogger("srebot.slack")
 
@@ -34,8 +30,8 @@ RATINGS = {"good", "bad"}
 class SlackSurface:
     """Listeners for the parts of Slack around a thread's answers; each acks at once and works in a task."""
 
-    def __init__(self, runtime: Runtime, client: AsyncWebClient, spawn: Callable[[Coroutine[Any, Any, Any]], None]):
-        self.runtime = runtime
+    def __init__(self, core: Core, client: AsyncWebClient, spawn: Callable[[Coroutine[Any, Any, Any]], None]):
+        self.core = core
         self.client = client
         self._spawn = spawn  # the intake's: its idle() waits for these too
 
@@ -55,13 +51,17 @@ class SlackSurface:
 
     async def _details(self, body: dict[str, Any], request_id: str) -> None:
         channel, thread, user = _where(body)
-        turn = await self._turn(request_id)
-        if turn is None or not turn.answer or not channel:
-            if channel:
-                await call(self.client.chat_postEphemeral, request_id, channel=channel, user=user, thread_ts=thread,
-                           text="The details of this answer are no longer stored; ask again for a fresh answer.")
+        if not channel:
             return
-        answer = Answer.model_validate(turn.answer).model_copy(update={"request_id": request_id})
+        try:
+            answer = await self.core.answer_of(request_id)
+        except Exception:
+            log.exception("could not read an answer", extra={"request_id": request_id})
+            answer = None
+        if answer is None:
+            await call(self.client.chat_postEphemeral, request_id, channel=channel, user=user, thread_ts=thread,
+                       text="I could not find the details of this answer; ask again for a fresh one.")
+            return
         await deliver(self.client, channel, thread, blocks.render_details(answer), request_id=request_id)
 
     # --- feedback ------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class SlackSurface:
             log.warning("feedback with an unexpected value", extra={"value": value[:100]})
             return
         try:
-            stored = await self.runtime.store.add_feedback(request_id, user, rating)
+            stored = await self.core.rate(request_id, user, rating)
         except Exception:
             log.exception("could not store feedback", extra={"request_id": request_id})
             stored = False
@@ -100,7 +100,7 @@ class SlackSurface:
         user = (body.get("user") or {}).get("id", "")
         decision = "approve" if action.get("action_id") == APPROVE else "reject"
         try:
-            outcome = await self.runtime.approvals.decide(action.get("value", ""), user, decision, platform=PLATFORM)
+            outcome = await self.core.decide(action.get("value", ""), user, decision, platform=PLATFORM)
             notice = outcome.message
         except Exception:
             log.exception("approval decision from the App Home failed")
@@ -110,16 +110,13 @@ class SlackSurface:
     async def publish_home(self, user: str, *, notice: str | None = None) -> None:
         """Publish `user`'s Home tab: open investigations, and pending approvals with buttons where they may
         approve."""
+        now = datetime.now(UTC)
         try:
-            turns = await self.runtime.store.active_turns()
-            pending = await self.runtime.store.approvals("pending", limit=HOME_ITEMS)
+            view = home_view(await self.core.overview(user, HOME_ITEMS), now=now, notice=notice)
         except Exception:
             log.exception("could not read the App Home's state")
-            view = home_view([], [], user, can_approve=lambda _: False, now=utcnow(),
+            view = home_view(Overview([], []), now=now,
                              notice="I could not read the current state (database unavailable); open the tab again.")
-        else:
-            view = home_view(turns, pending, user, can_approve=lambda a: self.runtime.approvals.may_approve(a, user),
-                             now=utcnow(), notice=notice)
         await call(self.client.views_publish, None, user_id=user, view=view)
 
     # --- assistant threads ---------------------------------------------------------------------------
@@ -128,14 +125,7 @@ class SlackSurface:
         if thread.get("channel_id") and thread.get("thread_ts"):
             self._spawn(call(self.client.assistant_threads_setSuggestedPrompts, None, channel_id=thread["channel_id"],
                              thread_ts=thread["thread_ts"], title="Ask about a service",
-                             prompts=suggested_prompts(list(self.runtime.settings.services))))
-
-    async def _turn(self, request_id: str) -> TurnRecord | None:
-        try:
-            return await self.runtime.store.get_turn(request_id)
-        except Exception:
-            log.exception("could not read a turn", extra={"request_id": request_id})
-            return None
+                             prompts=suggested_prompts(list(self.core.settings.services))))
 
 
 def _where(body: dict[str, Any]) -> tuple[str | None, str | None, str]:
@@ -156,19 +146,12 @@ def suggested_prompts(services: list[str]) -> list[dict[str, str]]:
     ]
 
 
-def home_view(
-    turns: list[TurnRecord],
-    pending: list[ApprovalRecord],
-    user: str,
-    *,
-    can_approve: Any,
-    now: datetime,
-    notice: str | None = None,
-) -> dict[str, Any]:
+def home_view(overview: Overview, *, now: datetime, notice: str | None = None) -> dict[str, Any]:
     """The Home tab: open investigations and pending approvals (approvable here by eligible approvers)."""
     view: list[dict[str, Any]] = [header("srebot")]
     if notice:
         view += sections([f":information_source: {escape(notice)}"])
+    turns, pending = overview.investigations, overview.approvals
     view += [blocks.DIVIDER, *sections([f"*Open investigations ({len(turns)})*"])]
     if not turns:
         view.append(blocks.context("Nothing is being investigated right now."))
@@ -179,11 +162,11 @@ def home_view(
     view += [blocks.DIVIDER, *sections([f"*Pending approvals ({len(pending)})*"])]
     if not pending:
         view.append(blocks.context("No change is waiting for approval."))
-    for approval in pending[:HOME_ITEMS]:
+    for approval, may_approve in pending[:HOME_ITEMS]:
         view += sections([f"*{escape(change_label(approval.description))}*"])
         view.append(blocks.context(f"Requested by {who(approval.requester)} · expires {when(approval.expires_at, now)}"
                                    f" · `{approval.id}`"))
-        if can_approve(approval):
+        if may_approve:
             view.append({"type": "actions", "block_id": f"{HOME_BLOCK}{approval.id}", "elements": [
                 {"type": "button", "action_id": APPROVE, "style": "primary", "value": approval.id,
                  "text": {"type": "plain_text", "text": "Approve"}, "confirm": blocks.confirm(approval.description)},

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.answer import Answer
+from bot.ports import ApprovalRecord
 from bot.presentation import present, tools_line
 from bot.render import ICON
-from sessions.store import ApprovalRecord
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"  # 1.5 is not rendered everywhere (older mobile clients); 1.4 has all we use
