@@ -276,8 +276,10 @@ def headline_of(answer: Answer) -> str:
 
 
 def key_evidence(answer: Answer) -> list[str]:
-    """The most severe findings' titles (they carry the numbers), at most KEY_EVIDENCE, problems before facts."""
-    findings = sorted(answer.findings, key=lambda f: SEVERITY_RANK[f.severity])
+    """The most severe findings' titles (they carry the numbers), at most KEY_EVIDENCE, problems before facts;
+    what the headline already says is not repeated."""
+    said = headline_of(answer).lower()
+    findings = [f for f in sorted(answer.findings, key=lambda f: SEVERITY_RANK[f.severity]) if f.title.lower() not in said]
     problems = [f for f in findings if f.severity != "info"]
     chosen = (problems or findings)[:KEY_EVIDENCE]
     return [shorten(f.title, 200) for f in chosen]

@@ -139,7 +139,7 @@ def mrkdwn(text: str) -> str:
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])", r"<b>\1</b>", text)
     text = re.sub(r"(?<![\w_])_([^_\n]+)_(?![\w_])", r"<i>\1</i>", text)
-    lines = [f"<blockquote>{line[4:]}</blockquote>" if line.startswith("&gt;") else line for line in text.split("\n")]
+    lines = [f"<blockquote>{line[1:]}</blockquote>" if line.startswith(">") else line for line in text.split("\n")]
     return "\n".join(lines).replace("</blockquote>\n<blockquote>", "<br>")
 
 

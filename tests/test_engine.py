@@ -290,10 +290,12 @@ async def test_diagnose_runs_the_tools_concurrently_and_reports_each_as_it_finis
     progress = [text for kind, text in port.events if kind == "progress"]
     assert progress[0] == "Looking into catalog…"
     assert progress[1] == "Checking metrics, Kubernetes, logs, changes and incidents of catalog…"
-    finished = progress[2:]
-    assert len(finished) == 4  # one update per finished tool, the last names them all
+    finished, results = progress[2:6], progress[6:]
+    assert all("✓" in line for line in finished)  # one update per finished tool, the last names them all
     assert all(f"{name} ✓" in finished[-1] for name in ms) and "waiting" not in finished[-1]
     assert "waiting for" in finished[0]
+    # then what each backend said first, in one line (streamed as steps where the platform shows them)
+    assert len(results) == 1 and "metrics: " in results[0] and "kubernetes: " in results[0]
 
 
 async def test_a_slow_backend_times_out_and_the_rest_of_the_answer_comes(shop: Shop, runtime: Runtime) -> None:

@@ -184,7 +184,7 @@ def _answer(
         confidence=d.confidence,
         links=answer_links,
         verdict=verdict(d),
-        headline=headline(d),
+        headline=headline(d, brief=True),
         since=d.onset.onset if d.onset is not None else None,
         chart=chart,
     )

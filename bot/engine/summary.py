@@ -33,8 +33,9 @@ def verdict(d: Diagnosis) -> Verdict:
     return "degraded" if not d.healthy else "healthy"
 
 
-def headline(d: Diagnosis) -> str:
-    """The summary's first sentence: the state, its most likely cause and the evidence for it."""
+def headline(d: Diagnosis, *, brief: bool = False) -> str:
+    """The summary's first sentence: the state, its most likely cause and the evidence for it (`brief`: only the
+    strongest piece of evidence, for the short view)."""
     service = d.service
     if nothing_checked(d):
         if all(error == "not configured" for error in d.failed.values()):
@@ -46,7 +47,8 @@ def headline(d: Diagnosis) -> str:
         if cause.key == "unexplained":
             head = f"{service} {state}: " + "; ".join(cause.clauses) + "; I found no change, crash or dependency "
             return head + "that explains it."
-        return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(c for c in cause.clauses if c) + "."
+        clauses = [c for c in cause.clauses if c][: 1 if brief else None]
+        return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(clauses) + "."
     if not d.healthy:
         problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
         return f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + "."

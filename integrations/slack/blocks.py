@@ -271,7 +271,7 @@ def details_blocks(answer: Answer, *, with_header: bool = True) -> list[dict[str
             continue
         lines = [f"*{ICON[severity]} {severity.capitalize()} ({len(found)})*"]
         for finding in found:
-            lines.append(f"• *{escape(finding.title)}*  _{finding.source}_")
+            lines.append(f"• *{escape(finding.title)}*  _{finding.source.replace('_', ' ')}_")
             query = query_of(finding)
             rest = (finding.evidence or "").removeprefix(query or "").removeprefix(" · ").strip()
             if rest:
