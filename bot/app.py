@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from bot.actions import Actions
 from bot.approvals import Approvals
-from bot.config import ConfigError, Settings
+from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine
 from bot.ports import Notifier
@@ -73,17 +73,10 @@ class Runtime:
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
             self.add_notifier(SlackNotifier(client))
-        if settings.teams_enabled and "teams" not in self.notifiers:
-            from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
-            from integrations.teams.port import TeamsNotifier
+        if settings.teams_mode != "off" and "teams" not in self.notifiers:
+            from integrations.teams import teams_notifier
 
-            config = BotAuthConfig.from_settings(settings)
-            try:
-                adapter = make_adapter(config)
-            except ConfigError as exc:  # a Slack decision must not fail over a Teams setting
-                log.warning("Teams approval messages cannot be updated from here", extra={"error": str(exc)})
-            else:
-                self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
+            self.add_notifier(teams_notifier(settings))
 
     async def start(self, *, migrate: bool = True) -> None:
         if migrate:
