@@ -31,7 +31,7 @@ from integrations.teams import adapter as teams_adapter
 from integrations.teams.adapter import reference_dict
 from integrations.teams.bot import LOCAL_DECISIONS, conversation_key
 from integrations.teams.cards import DECIDE_VERB, REFRESH_VERB
-from sessions.store import Conversation
+from sessions.store import Conversation, Origin, Proposal
 from tests.fakes.bot_connector import (
     ALICE,
     BOB,
@@ -328,11 +328,10 @@ async def _propose(srebot: Srebot, connector: BotConnectorFake, **fields: Any) -
     await connector.wait_for(is_card)
     session_id = await srebot.runtime.store.find_session_id(conversation_key(_activity(activity)))
     assert session_id is not None
+    what = {"kind": "restart", "target": "shop/checkout", "params": {}, "description": "Restart checkout in shop",
+            **fields}
     approval = await srebot.runtime.approvals.propose(
-        **{"kind": "restart", "target": "shop/checkout", "params": {}, "description": "Restart checkout in shop",
-           **fields},
-        requester=ALICE.aad_object_id, platform="teams", session_id=session_id,
-    )
+        Proposal(**what, origin=Origin(ALICE.aad_object_id, "teams", session_id)))
     await srebot.teams.bot.port(reference_dict(_activity(activity))).ask_approval(approval)
     sent = await connector.wait_for(lambda c: is_card(c) and approval.id in c.text)
     return approval, sent

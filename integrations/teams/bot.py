@@ -28,7 +28,7 @@ from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
 from integrations.teams.port import TeamsPort, approval_names
-from sessions.store import ApprovalRecord, ConversationKey
+from sessions.store import ApprovalRecord, ApprovalState, ConversationKey
 
 log = logging.getLogger("srebot.teams")
 
@@ -230,7 +230,7 @@ class TeamsBot(ActivityHandler):
         """The approval as the person in `activity` sees it: their buttons, or why they have none."""
         ref = approval.message_ref or {}
         common = {"names": approval_names(approval), "approver_ids": ref.get("approver_ids") or ()}
-        if approval.status != "pending":
+        if approval.status != ApprovalState.PENDING:
             return approval_card(approval, **common)
         if self.auth.local:
             return approval_card(approval, **common, view=ApprovalView(note=note or LOCAL_DECISIONS))
