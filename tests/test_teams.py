@@ -499,6 +499,24 @@ async def test_every_request_needs_a_valid_token_for_this_bot(tmp_path, connecto
         assert [r.text for r in engine.requests] == ["help"]
 
 
+async def test_without_the_bots_own_token_a_request_is_503_and_taken_up_on_retry(
+        tmp_path, connector, login, monkeypatch) -> None:
+    class EntraDown(StaticTokens):
+        async def get_access_token(self, resource_url: str, scopes: list[str], force_refresh: bool = False) -> str:
+            raise ValueError("Failed to acquire token")
+
+    engine = ScriptedEngine()
+    monkeypatch.setattr(teams_adapter, "msal_provider", EntraDown)
+    async with serve(auth_env(tmp_path, login, connector.url), engine, login) as srebot:
+        activity = personal_message(connector.url, "help")
+        assert await srebot.post(activity) == 503
+        assert connector.calls == [] and engine.requests == []
+        monkeypatch.setattr(srebot.teams.adapter._channel_service_client_factory, "tokens", StaticTokens(None))
+        assert await srebot.post(activity) == 200  # the Bot Framework's retry of the same activity
+        await connector.wait_for(is_card)
+        assert [r.text for r in engine.requests] == ["help"]
+
+
 async def test_replies_never_go_to_a_service_url_outside_the_allow_list(tmp_path, connector, login) -> None:
     async with BotConnectorFake() as elsewhere:
         # without credentials: a serviceUrl that is not allowed is refused, and nothing is sent there

@@ -40,6 +40,10 @@ THREAD_MARK = ";messageid="  # a channel thread's conversation id is the channel
 TokenProviderFactory = Callable[[AgentAuthConfiguration], AccessTokenProviderBase]
 
 
+class TokenUnavailable(Exception):
+    """The bot's own token for the Bot Connector could not be had (Entra ID down, a wrong secret)."""
+
+
 class Destinations:
     """Outgoing HTTP to Bot Connector service URLs: every call has a deadline (`timeout`, waiting for a
     connection included) and one host gets at most `per_destination` connections at once, so a slow or
@@ -83,15 +87,13 @@ class ConnectorFactory(ChannelServiceClientFactoryBase):
         scopes: list[str] | None = None,
         use_anonymous: bool = False,
     ) -> TeamsConnectorClient:
-        session = self.destinations.session(service_url)
         token = ""
         if self.tokens is not None and not use_anonymous:
             try:
                 token = await self.tokens.get_access_token(audience, scopes or claims_identity.get_token_scope())
-            except BaseException:
-                await session.close()
-                raise
-        return TeamsConnectorClient(service_url, token, session=session)
+            except Exception as exc:  # Entra ID unreachable or refusing: nothing can be sent now
+                raise TokenUnavailable(f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+        return TeamsConnectorClient(service_url, token, session=self.destinations.session(service_url))
 
     async def create_user_token_client(
         self, context: TurnContext, claims_identity: ClaimsIdentity, use_anonymous: bool = False

@@ -14,6 +14,7 @@ from microsoft_agents.hosting.core import Agent
 from pydantic import ValidationError
 
 from bot.metrics import ACK_LATENCY, EVENTS_DROPPED
+from integrations.teams.adapter import TokenUnavailable
 from integrations.teams.auth import Refused, TeamsAuth, Unavailable
 
 log = logging.getLogger("srebot.teams")
@@ -75,6 +76,9 @@ def messages_handler(
             return _unauthorized(str(exc))
         try:
             invoke = await adapter.process_activity(identity, activity, agent.on_turn)
+        except TokenUnavailable as exc:  # the Bot Framework retries; nothing was taken on
+            log.error("cannot get the bot's token for the Bot Connector: %s", exc)
+            return web.json_response({"error": "cannot reply now"}, status=503)
         except Exception:
             log.exception("Teams activity failed", extra={"activity_type": activity.type})
             return web.json_response({"error": "internal error"}, status=500)
