@@ -23,7 +23,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
-from bot.engine.intents import HELP_TEXT, parse
+from bot.engine.intents import parse
+from bot.wording import HELP_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

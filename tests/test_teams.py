@@ -22,7 +22,7 @@ from bot.answer import Answer, Finding
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.engine.base import Engine
-from bot.engine.intents import HELP_TEXT
+from bot.wording import HELP_TEXT
 from bot.ports import Progress, Request
 from bot.web import build_app
 from devtools.loopback.botframework_login import BotFrameworkLogin
@@ -132,9 +132,7 @@ def auth_env(tmp_path: Path, login: BotFrameworkLogin, *service_urls: str, **ext
 async def serve(env: dict[str, str], engine: Engine | None = None,
                 login: BotFrameworkLogin | None = None) -> AsyncIterator[Srebot]:
     """The srebot web app in process, started and stopped like `srebot serve` (migrations, drain)."""
-    runtime = Runtime(load_settings(env=env))
-    if engine is not None:
-        runtime.engine = runtime.dispatcher.engine = engine
+    runtime = Runtime(load_settings(env=env), engine=engine)
     app = build_app(runtime)
     app[TEAMS].bot.update_interval = 0  # no progress throttling in tests
     async with TestClient(TestServer(app)) as client:

@@ -1,6 +1,6 @@
 """Microsoft Teams on the shared engine (Microsoft 365 Agents SDK, CloudAdapter on aiohttp); every SDK import stays in here.
 
-`mount_teams(app, runtime)` adds `POST /api/messages` and registers the Teams notifier, when Teams is
+`mount_teams(app, core)` adds `POST /api/messages` and registers the Teams notifier, when Teams is
 configured (an app id, or the explicit local mode); otherwise nothing is mounted and the path is 404.
 Modules: auth (token validation, serviceUrl allow-list), adapter (CloudAdapter, bounded Bot Connector
 clients, proactive Outbox), endpoint (the HTTP handler), bot (the activity handler), port (TeamsPort and
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from microsoft_agents.hosting.aiohttp import CloudAdapter
 
-from bot.app import Runtime
+from bot.ports import Core
 from bot.config import Settings
 from integrations.teams.adapter import Destinations, Outbox, make_adapter
 from integrations.teams.auth import TeamsAuth
@@ -47,8 +47,8 @@ def teams_notifier(settings: Settings) -> TeamsNotifier:
     return TeamsNotifier(Outbox(make_adapter(auth, Destinations(auth.service_urls)), auth))
 
 
-def mount_teams(app: web.Application, runtime: Runtime) -> TeamsIntegration:
-    auth = TeamsAuth(runtime.settings)
+def mount_teams(app: web.Application, core: Core) -> TeamsIntegration:
+    auth = TeamsAuth(core.settings)
     if auth.local:
         log.warning(
             "SREBOT_TEAMS_INSECURE=local: Teams requests are NOT authenticated and approvals cannot be decided "
@@ -58,14 +58,14 @@ def mount_teams(app: web.Application, runtime: Runtime) -> TeamsIntegration:
     destinations = Destinations(auth.service_urls)
     adapter = make_adapter(auth, destinations)
     outbox = Outbox(adapter, auth)
-    teams = TeamsIntegration(auth, adapter, destinations, outbox, TeamsBot(runtime, outbox, auth),
+    teams = TeamsIntegration(auth, adapter, destinations, outbox, TeamsBot(core, outbox, auth),
                              TeamsNotifier(outbox))
-    runtime.add_notifier(teams.notifier)
+    core.add_notifier(teams.notifier)
     app[TEAMS] = teams
     app.router.add_post("/api/messages", messages_handler(adapter, auth, teams.bot))
 
     async def drain(_: web.Application) -> None:
-        await teams.bot.drain(runtime.settings.drain_seconds)
+        await teams.bot.drain(core.settings.drain_seconds)
 
     async def close(_: web.Application) -> None:
         await destinations.close()

@@ -20,15 +20,12 @@ from microsoft_agents.activity import (
 )
 from microsoft_agents.hosting.core import ActivityHandler, TurnContext
 
-from bot.app import Runtime
-from bot.approvals import Decision
-from bot.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
-from bot.ports import Request
+from bot.ports import ApprovalRecord, ApprovalState, ConversationKey, Core, Decision, Request
+from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
 from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
 from integrations.teams.port import TeamsPort, approval_names
-from sessions.store import ApprovalRecord, ApprovalState, ConversationKey
 
 log = logging.getLogger("srebot.teams")
 
@@ -120,10 +117,10 @@ class TeamsBot(ActivityHandler):
     """Personal chats are always handled; group chats need an @mention of the bot; in a channel a
     message needs the mention unless its thread already has a session (a follow-up)."""
 
-    def __init__(self, runtime: Runtime, outbox: Outbox, auth: TeamsAuth, *, ack_wait: float = 2.0,
+    def __init__(self, core: Core, outbox: Outbox, auth: TeamsAuth, *, ack_wait: float = 2.0,
                  update_interval: float = 1.5):
         super().__init__()
-        self.runtime = runtime
+        self.core = core
         self.outbox = outbox
         self.auth = auth
         self.ack_wait = ack_wait  # how long a turn waits for the acknowledgement to reply with it
@@ -131,8 +128,8 @@ class TeamsBot(ActivityHandler):
         self._background: set[asyncio.Task[Any]] = set()
 
     def port(self, reference: dict[str, Any], turn: TurnContext | None = None, *, personal: bool = False) -> TeamsPort:
-        return TeamsPort(self.outbox, self.runtime.store, reference, turn=turn, update_interval=self.update_interval,
-                         personal=personal, approvers=self.runtime.approvals.approvers)
+        return TeamsPort(self.outbox, self.core, reference, turn=turn, update_interval=self.update_interval,
+                         personal=personal)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         EVENTS_RECEIVED.labels(PLATFORM, turn_context.activity.type or "unknown").inc()
@@ -153,7 +150,7 @@ class TeamsBot(ActivityHandler):
         key = conversation_key(activity)
         kind = (activity.conversation.conversation_type or "personal").lower()
         mentioned = mentions_bot(activity)
-        session_id = await self.runtime.store.find_session_id(key)
+        session_id = await self.core.session_of(key)
         if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
             EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
             return
@@ -161,17 +158,17 @@ class TeamsBot(ActivityHandler):
             return
         if session_id is not None and not self.auth.local:
             # an authenticated activity whose serviceUrl matched its token: the conversation may have moved
-            await self.runtime.store.update_session(session_id, reference=reference)
+            await self.core.remember_reference(session_id, reference)
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context, personal=kind == "personal")
-        self.runtime.dispatcher.submit(
+        self.core.submit(
             Request(key=key, user=user_of(activity), text=text, port=port, reference=reference)
         )
         await port.hold_turn(self.ack_wait)
 
     async def _first_delivery(self, activity: Activity) -> bool:
         """False for a repeated delivery of one activity id (on any replica, across restarts)."""
-        if activity.id and not await self.runtime.store.claim_event(PLATFORM, activity.id):
+        if activity.id and not await self.core.claim(PLATFORM, activity.id):
             EVENTS_DROPPED.labels(PLATFORM, "duplicate").inc()
             return False
         return True
@@ -184,12 +181,12 @@ class TeamsBot(ActivityHandler):
         if self.auth.local:
             return Decision(False, LOCAL_DECISIONS)
         user = user_of(activity)
-        approval = await self.runtime.store.get_approval(approval_id)
+        approval = await self.core.approval(approval_id)
         name = activity.from_property.name if activity.from_property else None
         if approval is not None and approval.message_ref and name and approval_names(approval).get(user) != name:
             names = {**approval_names(approval), user: name}
-            await self.runtime.store.set_approval_message(approval_id, {**approval.message_ref, "names": names})
-        task = self._spawn(self.runtime.approvals.decide(approval_id, user, decision, platform=PLATFORM))
+            await self.core.approval_posted(approval_id, {**approval.message_ref, "names": names})
+        task = self._spawn(self.core.decide(approval_id, user, decision, platform=PLATFORM))
         done, _ = await asyncio.wait([task], timeout=self.ack_wait)
         return task.result() if done else None
 
@@ -221,7 +218,7 @@ class TeamsBot(ActivityHandler):
                 note = decision.message
         elif action.verb != REFRESH_VERB:
             return _error_response(400, f"unknown action {action.verb!r}")
-        approval = await self.runtime.store.get_approval(approval_id)
+        approval = await self.core.approval(approval_id)
         if approval is None:
             return _error_response(404, f"There is no approval {approval_id}.")
         return _card_response(self._card_for(approval, activity, note))
@@ -235,11 +232,10 @@ class TeamsBot(ActivityHandler):
         if self.auth.local:
             return approval_card(approval, **common, view=ApprovalView(note=note or LOCAL_DECISIONS))
         user = user_of(activity)
-        approvals = self.runtime.approvals
-        can_approve = approvals.refusal(approval, user, "approve") is None
-        can_reject = approvals.refusal(approval, user, "reject") is None
+        can_approve = self.core.refusal(approval, user, "approve") is None
+        can_reject = self.core.refusal(approval, user, "reject") is None
         if note is None and not can_approve:
-            note = approvals.refusal(approval, user, "approve")
+            note = self.core.refusal(approval, user, "approve")
         return approval_card(approval, **common, view=ApprovalView(can_approve, can_reject, note))
 
     def _spawn(self, coro: Coroutine[Any, Any, Decision]) -> asyncio.Task[Decision]:

@@ -13,7 +13,7 @@ from microsoft_agents.hosting.aiohttp import CloudAdapter
 from microsoft_agents.hosting.core import Agent
 from pydantic import ValidationError
 
-from bot.metrics import ACK_LATENCY, EVENTS_DROPPED
+from bot.telemetry import ACK_LATENCY, EVENTS_DROPPED
 from integrations.teams.adapter import TokenUnavailable
 from integrations.teams.auth import Refused, TeamsAuth, Unavailable
 

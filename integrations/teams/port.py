@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from microsoft_agents.activity import Activity, ActivityTypes, Attachment, StreamInfo
 from microsoft_agents.hosting.core import TurnContext
 
 from bot.answer import Answer
+from bot.ports import ApprovalRecord, Conversation, Core
 from integrations.teams.adapter import Outbox, send_in_turn
 from integrations.teams.cards import (
     CARD_BUDGET,
@@ -23,7 +23,6 @@ from integrations.teams.cards import (
     payload_size,
     text_cards,
 )
-from sessions.store import ApprovalRecord, Conversation, Store
 
 log = logging.getLogger("srebot.teams")
 
@@ -91,20 +90,18 @@ class TeamsPort:
     def __init__(
         self,
         outbox: Outbox,
-        store: Store,
+        core: Core,
         reference: dict[str, Any],
         *,
         turn: TurnContext | None = None,
         update_interval: float = 1.5,
         personal: bool = False,
-        approvers: Iterable[str] = (),
     ):
         self.outbox = outbox
-        self.store = store
+        self.core = core
         self.reference = reference
         self.update_interval = update_interval
         self.personal = personal
-        self.approvers = set(approvers)
         self.first_sent = asyncio.Event()
         self._turn = turn
         self._send_lock = asyncio.Lock()
@@ -179,14 +176,14 @@ class TeamsPort:
         if activity_id is None:
             return
         try:
-            await self.store.set_approval_message(approval.id, {"activity_id": activity_id, **ref})
+            await self.core.approval_posted(approval.id, {"activity_id": activity_id, **ref})
         except Exception:
             log.exception("could not store the approval message reference")
 
     async def _approver_ids(self, approval: ApprovalRecord) -> list[str]:
         """The Teams ids of the conversation's members who may approve (not the requester): their card
         refreshes to their own view with the buttons. Without the member list, "Review" still works."""
-        if not self.approvers:
+        if not self.core.settings.approvers:
             return []
         try:
             members = await self.outbox.members(self.reference)
@@ -194,7 +191,7 @@ class TeamsPort:
             log.warning("could not list the conversation's members: %s", exc.__class__.__name__)
             return []
         return [m.id for m in members
-                if m.aad_object_id in self.approvers and m.aad_object_id != approval.requester and m.id]
+                if m.id and m.aad_object_id and self.core.refusal(approval, m.aad_object_id, "approve") is None]
 
 
 class TeamsNotifier:
