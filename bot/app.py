@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from bot.actions import Actions
 from bot.answer import Answer
 from bot.approvals import Approvals
-from bot.config import ConfigError, Settings
+from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine, Engine
 from bot.ports import Decision, Notifier, Overview, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
-from sessions.store import ApprovalState, ConversationKey, Store, utcnow
+from sessions.store import ApprovalRecord, ApprovalState, ConversationKey, Store, utcnow
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -98,6 +98,12 @@ class Runtime:
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         await self.store.set_approval_message(approval_id, message_ref)
 
+    async def approval(self, approval_id: str) -> ApprovalRecord | None:
+        return await self.store.get_approval(approval_id)
+
+    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
+        return self.approvals.refusal(approval, user, decision)
+
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
         self.dispatcher.notifiers[notifier.platform] = notifier
@@ -114,7 +120,7 @@ class Runtime:
     async def overview(self, user: str, limit: int = 20) -> Overview:
         turns = await self.store.active_turns()
         pending = await self.store.approvals(ApprovalState.PENDING, limit=limit)
-        return Overview(turns[:limit], [(a, self.approvals.may_approve(a, user)) for a in pending])
+        return Overview(turns[:limit], [(a, self.approvals.refusal(a, user, "approve") is None) for a in pending])
 
     # --- platforms without serving them ----------------------------------------------------------
     def attach_platforms(self) -> None:
@@ -129,17 +135,10 @@ class Runtime:
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
             self.add_notifier(SlackNotifier(client))
-        if settings.teams_enabled and "teams" not in self.notifiers:
-            from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
-            from integrations.teams.port import TeamsNotifier
+        if settings.teams_mode != "off" and "teams" not in self.notifiers:
+            from integrations.teams import teams_notifier
 
-            config = BotAuthConfig.from_settings(settings)
-            try:
-                adapter = make_adapter(config)
-            except ConfigError as exc:  # a Slack decision must not fail over a Teams setting
-                log.warning("Teams approval messages cannot be updated from here", extra={"error": str(exc)})
-            else:
-                self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
+            self.add_notifier(teams_notifier(settings))
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, migrate: bool = True) -> None:
