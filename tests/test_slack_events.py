@@ -98,7 +98,8 @@ async def test_direct_message_falls_back_to_a_placeholder_without_the_assistant_
     await bot.event(dm)
     placeholder = await slack.wait_for("chat.postMessage", lambda c: c.args["channel"] == "D0ALICE")
     assert placeholder.args["thread_ts"] == dm["ts"]
-    answer = await slack.wait_for("chat.update", lambda c: c.args["channel"] == "D0ALICE")
+    answer = await slack.wait_for("chat.update", lambda c: c.args["channel"] == "D0ALICE"
+                                  and c.args["blocks"][0]["type"] == "header")
     assert answer.args["ts"] == placeholder.response["ts"] and "checkout" in answer.args["blocks"][0]["text"]["text"]
     assert not slack.calls_to("chat.startStream")
 
