@@ -14,6 +14,7 @@ from bot.engine import DiagnosticEngine
 from bot.ports import Notifier
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
+from sessions.db import PoolSettings
 from sessions.store import Store
 
 if TYPE_CHECKING:
@@ -27,7 +28,11 @@ class Runtime:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = Store(settings.database_url)
+        self.store = Store(
+            settings.database_url,
+            pool=PoolSettings(settings.db_pool_size, settings.db_pool_overflow, settings.db_pool_wait),
+            deadline=settings.db_deadline,
+        )
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
         self.toolbox = Toolbox.from_settings(settings)
         self.approvals = Approvals(
@@ -46,10 +51,14 @@ class Runtime:
             self.agent = Agent(settings, self.toolbox, self.actions)
         self.engine = DiagnosticEngine(settings, self.toolbox, self.actions, self.agent)
         self._warm_up: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self.database_error: str | None = None  # why the database could not be opened yet
         self.dispatcher = Dispatcher(
             self.store,
             self.engine,
             max_concurrency=settings.max_concurrency,
+            max_queued=settings.max_queued,
+            db_deadline=settings.db_deadline,
             timeout=settings.request_timeout,
             drain_seconds=settings.drain_seconds,
             notifiers=self.notifiers,
@@ -85,15 +94,59 @@ class Runtime:
             else:
                 self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
 
-    async def start(self, *, migrate: bool = True) -> None:
+    async def start(self, *, migrate: bool = True, wait_for_database: bool = True) -> None:
+        """Open the database (migrations), then take work. Without `wait_for_database` (the server) a
+        database that does not answer yet is retried in the background: the process serves /healthz,
+        /readyz says 503 with the database's error, and chat requests are told the bot cannot work yet."""
+        if wait_for_database:
+            await self._open(migrate)
+            return
+        try:
+            await self._open_if_reachable(migrate)
+            return
+        except Exception as exc:  # down, refusing, or still starting: the server starts anyway
+            self._unreachable(exc)
+        self._opening = asyncio.create_task(self._open_when_reachable(migrate), name="open-database")
+
+    async def _open_if_reachable(self, migrate: bool, timeout: float = 5.0) -> None:
+        # a short probe first: a database that does not answer must not hold up serving /healthz
+        async with asyncio.timeout(timeout):
+            await self.store.ping()
+        await self._open(migrate)
+
+    async def _open(self, migrate: bool) -> None:
         if migrate:
             await self.store.upgrade()
         await self.dispatcher.start()
         self.approvals.start()
+        self.database_error = None
         # in the background: serving must not wait for it, and the first request that needs it will
         self._warm_up = asyncio.create_task(self.toolbox.warm_up(), name="tools-warm-up")
 
+    async def _open_when_reachable(self, migrate: bool) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._open_if_reachable(migrate)
+                log.info("database reachable; taking work")
+                return
+            except Exception as exc:  # down, refusing, or still starting: try again shortly
+                self._unreachable(exc)
+            delay = min(delay * 2, 15.0)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.database_error = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        log.warning("database not reachable; retrying", extra={"error": self.database_error})
+
+    @property
+    def ready(self) -> bool:
+        return self.dispatcher.ready
+
     async def stop(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+            await asyncio.gather(self._opening, return_exceptions=True)
         if self._warm_up is not None:
             await asyncio.gather(self._warm_up, return_exceptions=True)
         await self.dispatcher.shutdown()
@@ -109,7 +162,7 @@ class Runtime:
         try:
             async with asyncio.timeout(timeout):
                 await self.store.ping()
-            results["database"] = "ok"
+            results["database"] = "ok" if self.ready or self._opening is None else "error: starting (migrations)"
         except Exception as exc:  # any failure means not ready; the text says which
             results["database"] = f"error: {exc.__class__.__name__}: {str(exc)[:200]}"
         results.update(await self.toolbox.check())

@@ -32,7 +32,8 @@ class Notifier(Protocol):
     platform: str
 
     async def say(self, conversation: Conversation, message: Answer | str) -> None:
-        """Post into the conversation's thread."""
+        """Post into the conversation's thread. Notifiers whose replies post a placeholder also take
+        `replace=` (the port's `placeholder_ref`, kept with the turn) and replace that message."""
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
         """Update the approval message to show its new status (who decided, when, the outcome)."""

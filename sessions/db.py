@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -11,6 +14,20 @@ _DRIVERS = {
     "postgresql+psycopg2": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The connection pool of one process: `size` kept open, `overflow` more under load, and how long
+    (`wait`, seconds) a transaction may wait for a free connection before it counts as a failed try."""
+
+    size: int = 10
+    overflow: int = 10
+    wait: float = 10.0
+
+    @property
+    def connections(self) -> int:
+        return self.size + self.overflow
 
 
 def async_url(url: str) -> str:
@@ -25,21 +42,38 @@ def is_sqlite(url: str) -> bool:
     return async_url(url).startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, pool: PoolSettings = PoolSettings()) -> AsyncEngine:
     url = async_url(url)
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-            # WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
+        return _sqlite_engine(url, busy_seconds=30)
     # No pre-ping: it doubles the round trips of every request. A connection the server dropped is
     # found on use instead, and the pool is then replaced as a whole; recycling keeps idle ones fresh.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    return create_async_engine(
+        url, pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.wait, pool_recycle=300
+    )
+
+
+def make_lease_engine(url: str, timeout: float) -> AsyncEngine:
+    """The heartbeat's own engine: a fresh connection per beat (no pool to wait for, none to go stale)
+    and a short timeout on connecting and on the statement, so a slow database cannot stretch a beat."""
+    url = async_url(url)
+    if is_sqlite(url):
+        return _sqlite_engine(url, busy_seconds=timeout)
+    return create_async_engine(
+        url, poolclass=NullPool, connect_args={"timeout": timeout, "command_timeout": timeout}
+    )
+
+
+def _sqlite_engine(url: str, busy_seconds: float) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": busy_seconds})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

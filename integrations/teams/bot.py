@@ -14,11 +14,12 @@ from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, Mention
 
 from bot.app import Runtime
+from bot.dispatcher import NOT_READY, database_trouble
 from bot.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
 from bot.ports import Request
 from integrations.teams.adapter import Outbox, reference_dict
 from integrations.teams.port import TeamsPort
-from sessions.store import ConversationKey
+from sessions.store import ConversationKey, DatabaseError, database_deadline
 
 log = logging.getLogger("srebot.teams")
 
@@ -145,14 +146,31 @@ class TeamsBot(TeamsActivityHandler):
         key = conversation_key(activity)
         kind = (activity.conversation.conversation_type or "personal").lower()
         mentioned = mentions_bot(activity)
-        session_id = await self.runtime.store.find_session_id(key)
-        if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
-            EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
+        addressed = mentioned or kind == "personal"
+        if not self.runtime.ready:
+            # without the database a follow-up cannot be told from chatter in a thread the bot is not in
+            EVENTS_DROPPED.labels(PLATFORM, "not_ready").inc()
+            if addressed:
+                await turn_context.send_activity(mention_reply(activity, NOT_READY))
             return
-        if not await self._first_delivery(activity):
+        ours = addressed
+        try:
+            with database_deadline(self.runtime.settings.db_deadline):
+                session_id = await self.runtime.store.find_session_id(key)
+                ours = addressed or session_id is not None
+                if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
+                    EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
+                    return
+                if not await self._first_delivery(activity):
+                    return
+                if session_id is not None:  # the serviceUrl may have moved: keep the freshest reference
+                    await self.runtime.store.update_session(session_id, reference=reference)
+        except DatabaseError as exc:
+            log.warning("could not take a Teams message", extra={"error": str(exc)})
+            EVENTS_DROPPED.labels(PLATFORM, "database").inc()
+            if ours:  # a follow-up gets the same reply as a mention, once it is known to be in our thread
+                await turn_context.send_activity(mention_reply(activity, database_trouble("take this request", exc)))
             return
-        if session_id is not None:  # the serviceUrl may have moved: keep the freshest reference
-            await self.runtime.store.update_session(session_id, reference=reference)
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context)
         self.runtime.dispatcher.submit(
