@@ -152,7 +152,9 @@ class Dispatcher:
         async with asyncio.timeout(self._lease_timeout):
             await self.store.register(self.instance_id, self._stale_after)
         running = {job.turn_id: job for job in self._running.values() if job.turn_id is not None}
-        for turn_id in await self.store.turns_ended(running):
+        with database_deadline(self._lease_timeout):
+            ended = await self.store.turns_ended(running)
+        for turn_id in ended:
             job = running[turn_id]
             job.taken_over = True
             if job.task is not None:
@@ -186,6 +188,8 @@ class Dispatcher:
             for task in [*pending, *stuck]:
                 task.cancel()
             await asyncio.gather(*pending, *stuck, return_exceptions=True)
+        if self._background:  # answers that exist are being delivered: let them, rather than say "restarting"
+            await asyncio.wait(list(self._background), timeout=2.0)
         await asyncio.gather(*(self._tell_interrupted(job) for job in jobs if not job.told))
         if self._background:
             await asyncio.wait(list(self._background), timeout=self.drain_seconds or None)
@@ -243,7 +247,7 @@ class Dispatcher:
         job = _Job(request)
         # Recording starts now, so a request is in the database (and its thread's order fixed across
         # replicas) even while it waits behind others; it waits in this process, never in the pool.
-        job.recorded = asyncio.create_task(self._record(job, ahead_overall=waiting - self.max_concurrency + 1))
+        job.recorded = asyncio.create_task(self._record(job, in_line=waiting - self.max_concurrency + 1))
         queue = self._threads.setdefault(request.key, deque())
         queue.append(job)
         QUEUE_DEPTH.inc()
@@ -262,15 +266,15 @@ class Dispatcher:
         OUTCOMES.labels(outcome).inc()
         self._spawn(request.port.post(message))
 
-    async def _record(self, job: _Job, ahead_overall: int) -> tuple[str, int]:
+    async def _record(self, job: _Job, in_line: int) -> tuple[str, int]:
         request = job.request
         # The placeholder goes out before any database work: it is what the person is waiting for.
         ahead = len(self._threads.get(request.key, ())) - 1
         note = self.engine.acknowledgement(request.text)
         if ahead > 0:
             note += f" (queued behind {ahead} earlier request{'s' if ahead > 1 else ''} in this thread)"
-        elif ahead_overall > 0:
-            note += f" (busy: {ahead_overall} request{'s' if ahead_overall > 1 else ''} ahead of yours)"
+        elif in_line > 0:
+            note += f" (I'm busy: you are number {in_line} in line)"
         await request.port.progress(note)
         with database_deadline(self.db_deadline):
             session_id = await self.store.session_id_for(request.key, request.reference)
@@ -407,6 +411,10 @@ class Dispatcher:
             "elapsed_ms": elapsed,
             "remember_service": True,
         }
+        # a cancel (shutdown's drain deadline) must never cut an answer that exists
+        await asyncio.shield(self._spawn(self._finish(job, turn_id, values, answer)))
+
+    async def _finish(self, job: _Job, turn_id: int, values: dict[str, Any], answer: Answer) -> None:
         # The turn is closed before the answer goes out: a replica whose turn was taken over (its lease
         # lapsed) must not answer a thread that was already told. When the database cannot take it now,
         # the answer still goes out and the update is retried later.
@@ -504,10 +512,11 @@ class Dispatcher:
         )
 
     # --- helpers ---------------------------------------------------------------------------------
-    def _spawn(self, coro: Awaitable[object]) -> None:
+    def _spawn(self, coro: Awaitable[object]) -> asyncio.Task[object]:
         task: asyncio.Task[object] = asyncio.ensure_future(coro)  # type: ignore[assignment]
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _notify(self, conversation: Conversation, message: str, *, replace: dict[str, Any] | None = None) -> None:
         notifier = self.notifiers.get(conversation.key.platform)

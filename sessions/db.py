@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -54,13 +53,15 @@ def make_engine(url: str, pool: PoolSettings = PoolSettings()) -> AsyncEngine:
 
 
 def make_lease_engine(url: str, timeout: float) -> AsyncEngine:
-    """The heartbeat's own engine: a fresh connection per beat (no pool to wait for, none to go stale)
-    and a short timeout on connecting and on the statement, so a slow database cannot stretch a beat."""
+    """The heartbeat's own engine: one connection kept open for it (and one more for readiness probes),
+    never shared with requests, with a short timeout on connecting, waiting and each statement, so
+    neither a busy pool nor a slow database can stretch a beat. A connection that broke is replaced."""
     url = async_url(url)
     if is_sqlite(url):
         return _sqlite_engine(url, busy_seconds=timeout)
     return create_async_engine(
-        url, poolclass=NullPool, connect_args={"timeout": timeout, "command_timeout": timeout}
+        url, pool_size=1, max_overflow=1, pool_timeout=timeout, pool_pre_ping=True,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
     )
 
 
