@@ -19,7 +19,7 @@ from bot.engine.base import Engine
 from bot.logs import request_id_var
 from bot.metrics import OUTCOMES, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
 from bot.ports import Notifier, Request
-from sessions.store import Conversation, ConversationKey, DatabaseError, Store, database_deadline
+from sessions.store import Conversation, ConversationKey, DatabaseError, Store, TurnState, database_deadline
 
 log = logging.getLogger("srebot.dispatcher")
 
@@ -217,7 +217,7 @@ class Dispatcher:
         )
         if job.turn_id is not None:
             with database_deadline(min(self.db_deadline, 2.0)):
-                await self._settle(job.turn_id, {"status": "interrupted"})
+                await self._settle(job.turn_id, {"status": TurnState.INTERRUPTED})
 
     # --- intake ----------------------------------------------------------------------------------
     def submit(self, request: Request) -> str:
@@ -403,7 +403,7 @@ class Dispatcher:
         REQUESTS.labels(answer.intent, answer.status).inc()
         REQUEST_DURATION.labels(answer.intent, answer.status).observe(elapsed / 1000)
         values = {
-            "status": answer.status,
+            "status": TurnState(answer.status),
             "intent": answer.intent,
             "service": answer.service,
             "answer": answer.to_json(),

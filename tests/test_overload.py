@@ -406,3 +406,20 @@ async def test_slack_mentions_and_follow_ups_get_the_same_database_error_reply(o
         store = bot.runtime.store
         turns = await store.recent_turns(await store.find_session_id(ConversationKey("slack", slack.team_id, mention["channel"], mention["ts"])))
         assert [(t.text, t.status) for t in turns] == [("help", "completed"), ("and now?", "completed")]
+
+
+async def test_teams_is_told_plainly_while_the_database_is_not_there(own_pg_stopped: OwnPostgres) -> None:
+    from tests.fakes.bot_connector import BotConnectorFake, personal_message
+    from tests.test_teams import serve
+
+    async with BotConnectorFake() as connector, serve({"DATABASE_URL": own_pg_stopped.url, "MICROSOFT_APP_ID": ""}) as srebot:
+        assert not srebot.runtime.ready
+        assert await srebot.post(personal_message(connector.url, "help")) == 200
+        told = await connector.wait_for(lambda call: "database" in call.text)
+        assert "I can't work yet: my database is not reachable" in told.text
+
+        await own_pg_stopped.start()
+        await until(lambda: srebot.runtime.ready, 60)
+        assert await srebot.post(personal_message(connector.url, "help")) == 200
+        answer = await connector.wait_for(lambda call: call.card is not None)
+        assert "database" not in answer.text
