@@ -162,7 +162,9 @@ class Runtime:
         try:
             async with asyncio.timeout(timeout):
                 await self.store.ping()
-            results["database"] = "ok" if self.ready or self._opening is None else "error: starting (migrations)"
+            results["database"] = (
+                "ok" if self.ready or self._opening is None else f"error: {self.database_error or 'starting'}"
+            )
         except Exception as exc:  # any failure means not ready; the text says which
             results["database"] = f"error: {exc.__class__.__name__}: {str(exc)[:200]}"
         results.update(await self.toolbox.check())

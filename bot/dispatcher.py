@@ -53,6 +53,12 @@ class _Job:
     queued_at: float = field(default_factory=time.monotonic)
     told: bool = False  # the person has the answer, or was told why not
     taken_over: bool = False  # another replica took this turn (our lease lapsed): it answers, not us
+    placeholder_kept: bool = False  # where its placeholder is, is in its turn row
+
+    @property
+    def placeholder(self) -> dict[str, Any] | None:
+        """Where the request's placeholder is, for ports that post one (e.g. Slack's)."""
+        return getattr(self.request.port, "placeholder_ref", None)
 
     @property
     def turn_id(self) -> int | None:
@@ -164,7 +170,9 @@ class Dispatcher:
         beats = 0
         while True:
             await asyncio.sleep(self._heartbeat_seconds)
-            steps: list[Callable[[], Awaitable[object]]] = [self._settle_pending, self._cancel_requested, self.recover]
+            steps: list[Callable[[], Awaitable[object]]] = [
+                self._settle_pending, self._keep_placeholders, self._cancel_requested, self.recover
+            ]
             if beats % 360 == 0:  # about hourly: event ids only matter while a platform may redeliver
                 steps.append(lambda: self.store.forget_events(EVENT_MEMORY))
             for step in steps:
@@ -199,7 +207,7 @@ class Dispatcher:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self.ready:
             try:
-                await self._settle_pending()
+                await self._settle_pending(within=2.0)  # a last try, short: the pod has a grace period
                 async with asyncio.timeout(self._lease_timeout):
                     await self.store.retire(self.instance_id)
             except Exception as exc:  # the lease then expires by itself
@@ -339,7 +347,8 @@ class Dispatcher:
         """Mark the turn running once every earlier turn of its thread (on any replica) has ended; None
         when it can no longer run (another replica took it over and told its thread)."""
         request = job.request
-        placeholder = getattr(request.port, "placeholder_ref", None)  # ports that post one say where
+        placeholder = job.placeholder
+        job.placeholder_kept = placeholder is not None
         delay, waited, told = 0.2, 0.0, False
         while True:
             with database_deadline(self.db_deadline):
@@ -435,12 +444,29 @@ class Dispatcher:
             log.warning("could not close a turn; retrying later", extra={"turn_id": turn_id, "error": str(exc)})
             self._unsettled[turn_id] = values
         except Exception:
-            log.exception("could not close a turn", extra={"turn_id": turn_id})
+            # Not the database being away: something in the results. The status alone is what keeps a
+            # restart from telling an answered thread "I was restarted"; it is retried until it lands.
+            log.exception("could not close a turn; keeping its status only", extra={"turn_id": turn_id})
+            self._unsettled[turn_id] = {"status": values["status"]}
+            try:
+                await self._settle_pending()
+            except Exception as exc:
+                log.warning("could not close a turn; retrying later", extra={"turn_id": turn_id, "error": str(exc)})
         return None
 
-    async def _settle_pending(self) -> None:
+    async def _keep_placeholders(self) -> None:
+        """Store where the placeholders posted after their turn started are, so that whoever ends the
+        turn after a crash replaces it rather than leave "Looking into it…" above its notice."""
+        for job in list(self._running.values()):
+            placeholder, turn_id = job.placeholder, job.turn_id
+            if not job.placeholder_kept and placeholder is not None and turn_id is not None:
+                with database_deadline(self._heartbeat_seconds):
+                    await self.store.set_placeholder(turn_id, placeholder)
+                job.placeholder_kept = True
+
+    async def _settle_pending(self, within: float | None = None) -> None:
         for turn_id, values in list(self._unsettled.items()):
-            with database_deadline(min(self.db_deadline, self._heartbeat_seconds)):
+            with database_deadline(within or min(self.db_deadline, self._heartbeat_seconds)):
                 await self.store.update_turn(turn_id, **values)
             self._unsettled.pop(turn_id, None)
 

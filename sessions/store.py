@@ -531,6 +531,12 @@ class Store:
             return TurnStart(_conversation(conversation) if conversation else None)
 
     @retried
+    async def set_placeholder(self, turn_id: int, placeholder: dict[str, Any]) -> None:
+        """Remember where a running turn's placeholder is (posted after the turn started)."""
+        async with self._begin() as db:
+            await db.execute(update(TurnRow).where(TurnRow.id == turn_id).values(placeholder=placeholder))
+
+    @retried
     async def turns_ended(self, turn_ids: Iterable[int]) -> set[int]:
         """Those of the given turns that are no longer active (finished, or taken over by another replica)."""
         ids = list(turn_ids)
