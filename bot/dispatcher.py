@@ -16,9 +16,10 @@ from typing import Any
 
 from bot.answer import Answer
 from bot.engine.base import Engine
-from bot.logs import request_id_var
-from bot.metrics import OUTCOMES, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
+from bot.logging_setup import request_id_var
 from bot.ports import Notifier, Request
+from bot.telemetry import OUTCOMES, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
+from bot.wording import NOT_READY, database_trouble, short
 from sessions.store import Conversation, ConversationKey, DatabaseError, Store, TurnState, database_deadline
 
 log = logging.getLogger("srebot.dispatcher")
@@ -27,17 +28,6 @@ EVENT_MEMORY = timedelta(days=1)  # how long delivered platform event ids are ke
 CANCEL = re.compile(r"^\s*(cancel|stop|abort)\s*[.!]?\s*$", re.I)
 STATUS = re.compile(r"^\s*status\s*\??\s*$", re.I)
 RESTARTING = "I'm restarting and not taking new work; ask again in a moment."
-NOT_READY = "I can't work yet: my database is not reachable. Ask again in a minute."
-
-
-def database_trouble(what: str, exc: BaseException) -> str:
-    """What a person is told when the database kept the bot from doing `what` (e.g. "take this request")."""
-    return f"I could not {what}: my database is not answering ({exc}). Ask again in a minute."
-
-
-def short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def database_failure(what: str, exc: BaseException, request: Request) -> Answer:

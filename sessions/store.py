@@ -296,8 +296,10 @@ class Store:
         lease_timeout: float = 5.0,
         cache_size: int = 10_000,
         cache_ttl: float = 600.0,
+        clock: Callable[[], datetime] = utcnow,
     ):
         self.url = async_url(url)
+        self.clock = clock  # the time stamped on rows and compared with expiry
         self.pool = pool
         self.engine: AsyncEngine = make_engine(self.url, pool)
         # the heartbeat's own engine: a busy pool must never make a live replica look dead
@@ -324,7 +326,7 @@ class Store:
         agree on every lease; the process's own clock on SQLite, which one process alone uses."""
         if self._postgres:
             return func.now() + timedelta(seconds=offset) if offset else func.now()
-        return literal(utcnow() + timedelta(seconds=offset), DateTime(timezone=True))
+        return literal(self.clock() + timedelta(seconds=offset), DateTime(timezone=True))
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncSession]:
@@ -385,7 +387,7 @@ class Store:
         found = await self.find_session_id(key)
         if found is not None:
             return found
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ConversationRow)
             .values(
@@ -445,7 +447,7 @@ class Store:
         current_service: str | None = None,
         reference: dict[str, Any] | None = None,
     ) -> None:
-        values: dict[str, Any] = {"last_active_at": utcnow()}
+        values: dict[str, Any] = {"last_active_at": self.clock()}
         if current_service is not None:
             values["current_service"] = current_service
         if reference is not None:
@@ -474,7 +476,7 @@ class Store:
                 user_id=user_id,
                 text=text_,
                 status=TurnState.QUEUED,
-                created_at=utcnow(),
+                created_at=self.clock(),
             )
             .on_conflict_do_nothing(index_elements=["request_id"])
             .returning(TurnRow.id)
@@ -513,7 +515,7 @@ class Store:
                 )
                 if earlier:
                     return TurnStart(blocked=True)
-            values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": utcnow()}
+            values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
             if instance_id is not None:
                 values["instance_id"] = instance_id
             if placeholder is not None:
@@ -564,7 +566,7 @@ class Store:
         conversation's current service (same transaction). False when the turn was no longer active
         (another replica took it over, or it was already final): it is not reopened."""
         values: dict[str, Any] = {"status": status}
-        now = utcnow()
+        now = self.clock()
         if status in FINAL_TURN:
             values["finished_at"] = now
         for name, value in (("intent", intent), ("service", service), ("answer", answer), ("error", error)):
@@ -629,7 +631,7 @@ class Store:
             row = await db.scalar(
                 update(TurnRow)
                 .where(TurnRow.id == newest, TurnRow.status == TurnState.RUNNING)
-                .values(cancel_requested_at=utcnow())
+                .values(cancel_requested_at=self.clock())
                 .returning(TurnRow)
             )
             return _turn(row) if row else None
@@ -702,7 +704,7 @@ class Store:
                         TurnRow.instance_id != instance_id,
                         TurnRow.instance_id.not_in(leased),
                     )
-                    .values(status=TurnState.INTERRUPTED, finished_at=utcnow())
+                    .values(status=TurnState.INTERRUPTED, finished_at=self.clock())
                     .returning(TurnRow)
                     .execution_options(synchronize_session=False)
                 )
@@ -724,7 +726,7 @@ class Store:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
         of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
         was seen before."""
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ProcessedEventRow)
             .values([{"platform": platform, "event_id": event_id, "received_at": now} for event_id in event_ids])
@@ -739,13 +741,13 @@ class Store:
     async def forget_events(self, older_than: timedelta) -> int:
         async with self._begin() as db:
             result = await db.execute(
-                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < utcnow() - older_than)
+                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < self.clock() - older_than)
             )
             return result.rowcount or 0  # type: ignore[attr-defined]
 
     # --- approvals -------------------------------------------------------------------------------
     async def create_approval(self, proposal: Proposal, ttl_seconds: float) -> ApprovalRecord:
-        now = utcnow()
+        now = self.clock()
         origin = proposal.origin
         row = ApprovalRow(
             id=new_id("apr"),
@@ -783,7 +785,7 @@ class Store:
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         stmt = update(ApprovalRow).where(ApprovalRow.id == approval_id, ApprovalRow.status.in_(allowed))
         if to_status == ApprovalState.APPROVED:
-            stmt = stmt.where(ApprovalRow.expires_at > utcnow())
+            stmt = stmt.where(ApprovalRow.expires_at > self.clock())
         async with self._begin() as db:
             result = await db.execute(stmt.values(status=to_status, **values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -800,7 +802,7 @@ class Store:
     async def due_for_expiry(self) -> list[ApprovalRecord]:
         async with self._session() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= utcnow())
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= self.clock())
             )
             return [_approval(r) for r in rows]
 
@@ -833,7 +835,7 @@ class Store:
         async with self._begin() as db:
             await db.execute(
                 insert(AuditRow).values(
-                    at=utcnow(),
+                    at=self.clock(),
                     event=event,
                     actor=actor,
                     approval_id=approval_id,
