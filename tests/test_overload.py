@@ -21,7 +21,7 @@ from bot.dispatcher import Dispatcher
 from bot.ports import Request
 from sessions.db import PoolSettings
 from sessions.store import ACTIVE_TURN, Conversation, ConversationKey, Store
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import pg_database
 from tests.fakes.serve import REPO, ServeProcess, answers, wait_for_thread
 from tests.fakes.slack import SlackFake
 from tests.helpers import RecordingPort, ScriptedEngine
@@ -67,11 +67,8 @@ class Notes:
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    url = await _create_pg_database()
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await _drop_pg_database(url)
 
 
 @pytest.fixture
