@@ -476,9 +476,11 @@ async def test_slack_mentions_and_follow_ups_get_the_same_database_error_reply(o
 
 async def test_teams_is_told_plainly_while_the_database_is_not_there(own_pg_stopped: OwnPostgres) -> None:
     from tests.fakes.bot_connector import BotConnectorFake, personal_message
-    from tests.test_teams import serve
+    from tests.test_teams import local_env, serve
 
-    async with BotConnectorFake() as connector, serve({"DATABASE_URL": own_pg_stopped.url, "MICROSOFT_APP_ID": ""}) as srebot:
+    async with BotConnectorFake() as connector, serve(
+        {**local_env(own_pg_stopped.root, connector.url), "DATABASE_URL": own_pg_stopped.url}
+    ) as srebot:
         assert not srebot.runtime.ready
         assert await srebot.post(personal_message(connector.url, "help")) == 200
         told = await connector.wait_for(lambda call: "database" in call.text)
