@@ -8,6 +8,7 @@ only as `bot.ports.Core`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -24,6 +25,7 @@ from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
 from sessions.db import PoolSettings
 from sessions.store import ApprovalRecord, ApprovalState, ConversationKey, Store, database_deadline, utcnow
+from tools.redact import redact
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -135,9 +137,10 @@ class Runtime:
         return await self.store.add_feedback(request_id, user, rating)
 
     async def overview(self, user: str, limit: int = 20) -> Overview:
-        turns = await self.store.active_turns()
+        # a question may carry a pasted secret: the overview shows it to everyone who opens it, so redacted
+        turns = [dataclasses.replace(t, text=redact(t.text)) for t in (await self.store.active_turns())[:limit]]
         pending = await self.store.approvals(ApprovalState.PENDING, limit=limit)
-        return Overview(turns[:limit], [(a, self.approvals.refusal(a, user, "approve") is None) for a in pending])
+        return Overview(turns, [(a, self.approvals.refusal(a, user, "approve") is None) for a in pending])
 
     # --- platforms without serving them ----------------------------------------------------------
     def attach_platforms(self) -> None:

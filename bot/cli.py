@@ -313,6 +313,7 @@ async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
     is a case for the eval corpus."""
     from bot.answer import Answer
     from bot.presentation import headline_of, verdict_of
+    from tools.redact import redact
 
     rows = await read_since(settings, args.since, lambda store, since: store.feedback(since))
     if rows is None:
@@ -322,7 +323,7 @@ async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
         answer = Answer.model_validate(row.turn.answer) if row.turn.answer else None
         entries.append({
             "at": row.at.isoformat(), "rating": row.rating, "user": row.user_id, "request_id": row.turn.request_id,
-            "question": row.turn.text, "intent": row.turn.intent, "service": row.turn.service,
+            "question": redact(row.turn.text), "intent": row.turn.intent, "service": row.turn.service,
             "verdict": verdict_of(answer).title if answer else None, "headline": headline_of(answer) if answer else None,
         })
     if args.json:

@@ -149,3 +149,19 @@ async def test_new_assistant_threads_get_suggested_prompts(slack: SlackFake, db_
     [prompts] = slack.calls_to("assistant.threads.setSuggestedPrompts")
     assert prompts.args["channel_id"] == "D0ALICE" and prompts.args["thread_ts"] == "1700000000.000100"
     assert 1 <= len(prompts.args["prompts"]) <= 4 and all(p["message"] for p in prompts.args["prompts"])
+
+
+async def test_app_home_shows_open_investigations_with_secrets_redacted(slack: SlackFake, db_file: str) -> None:
+    gate = asyncio.Event()
+    engine = ScriptedEngine(gate=gate)
+    async with SlackBot(slack, db_file, engine=engine) as bot:
+        await bot.event(slack.app_mention("<@UBOT> diagnose checkout password=hunter2secret"))
+        await asyncio.wait_for(engine.started.wait(), 10)
+        await bot.event({"type": "app_home_opened", "user": APPROVER, "channel": "D0HOME", "tab": "home",
+                         "event_ts": slack.next_ts()})
+        published = await slack.wait_for("views.publish")
+        gate.set()
+        await bot.idle()
+    text = json.dumps(published.args["view"], ensure_ascii=False)
+    assert "Open investigations (1)" in text and "diagnose checkout password=[REDACTED]" in text
+    assert "hunter2secret" not in text and "<@U0ALICE>" in text

@@ -1,15 +1,15 @@
 """answer feedback: thumbs up / down on an answer, stored with its turn
 
-Revision ID: 0003_answer_feedback
-Revises: 0002
+Revision ID: 0004_answer_feedback
+Revises: 0003_instance_lease
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003_answer_feedback'
-down_revision = '0002'
+revision = '0004_answer_feedback'
+down_revision = '0003_instance_lease'
 branch_labels = None
 depends_on = None
 
