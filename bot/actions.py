@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bot.answer import Action
@@ -11,7 +11,7 @@ from bot.toolbox import Toolbox
 from sessions.store import ApprovalRecord
 from tools.base import ErrorCode, ToolError, ToolResult
 
-KINDS = ("restart", "scale", "rollback", "ack_incident", "run_automation")
+KINDS = ("restart", "scale", "rollback", "ack_incident", "run_automation", "silence")
 
 
 class ActionError(ActionFailed):
@@ -64,6 +64,10 @@ class Actions:
             parameters = action.params.get("parameters") or {}
             args = f" with {parameters}" if parameters else ""
             return f"run automation {action.target}{on}{args}"
+        if action.kind == "silence":
+            if not self.toolbox.alertmanager.configured:
+                raise ActionError(self.toolbox.alertmanager.not_configured_reason())
+            return f"silence alerts matching {action.target} for {_silence_duration(action.params)} in Alertmanager"
         raise ActionError(f"unknown action {action.kind!r}")
 
     async def _describe_ack(self, action: Action) -> str:
@@ -141,6 +145,18 @@ class Actions:
                 )
             )
             return f"automation {approval.target} started: execution {started.execution_id} ({started.status})"
+        if approval.kind == "silence":
+            now = datetime.now(timezone.utc)
+            silence = _data(
+                await self.toolbox.alertmanager.create_silence(
+                    dict(params.get("matchers") or {}),
+                    now,
+                    now + timedelta(seconds=float(params.get("seconds") or 3600)),
+                    created_by=approval.requester,
+                    comment=f"Silenced via srebot, approved by {approval.decided_by} (approval {approval.id})",
+                )
+            )
+            return f"silence {silence.id} created in Alertmanager until {silence.ends_at:%H:%M} UTC"
         raise ActionError(f"unknown action {approval.kind!r}")
 
 
@@ -152,6 +168,11 @@ def _replicas(params: dict[str, Any]) -> int:
     if replicas < 0:
         raise ActionError(f"cannot scale to {replicas} replicas")
     return replicas
+
+
+def _silence_duration(params: dict[str, Any]) -> str:
+    seconds = float(params.get("seconds") or 3600)
+    return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds / 60:g}m"
 
 
 def _tags(images: list[str]) -> list[str]:

@@ -12,7 +12,9 @@ Intent = Literal[
 ]
 Severity = Literal["critical", "warning", "info"]
 Source = Literal["metrics", "logs", "kubernetes", "cost", "control_plane", "engine"]
-ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation"]
+# every write an approval can carry; "silence" is proposed from an alert thread's button and never recommended in
+# an Answer (whose schema lists the other five)
+ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation", "silence"]
 
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bot.actions import Actions
+from bot.alerts.desk import AlertDesk
 from bot.approvals import Approvals
 from bot.config import ConfigError, Settings
 from bot.dispatcher import Dispatcher
@@ -56,6 +57,7 @@ class Runtime:
             heartbeat_seconds=settings.heartbeat_seconds,
             stale_after=settings.instance_stale_seconds,
         )
+        self.alerts = AlertDesk(settings, self.store, self.dispatcher, self.actions, self.toolbox, self.notifiers)
 
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
@@ -72,7 +74,7 @@ class Runtime:
 
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
-            self.add_notifier(SlackNotifier(client))
+            self.add_notifier(SlackNotifier(client, self.store))
         if settings.teams_enabled and "teams" not in self.notifiers:
             from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
             from integrations.teams.port import TeamsNotifier
@@ -96,6 +98,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._warm_up is not None:
             await asyncio.gather(self._warm_up, return_exceptions=True)
+        await self.alerts.idle()  # notifications already acknowledged to Alertmanager are applied
         await self.dispatcher.shutdown()
         await self.approvals.stop()
         if self.agent is not None:

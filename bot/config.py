@@ -97,6 +97,62 @@ class ServiceConfig(BaseModel):
     metrics: dict[str, str] = {}
 
 
+SERVICE_LABELS = ["service", "app", "deployment", "namespace", "pod", "job"]
+
+
+class AlertRoute(BaseModel):
+    """One [[alerts.routes]] entry: alerts whose labels equal every `match` value go to its destination."""
+
+    match: dict[str, str]
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> "AlertRoute":
+        if not self.match:
+            raise ValueError("match needs at least one label (an empty match is the default destination)")
+        if bool(self.slack_channel) == bool(self.teams_conversation):
+            raise ValueError("give exactly one of slack_channel or teams_conversation")
+        return self
+
+
+class AlertsConfig(BaseModel):
+    """[alerts] (DESIGN 3.9): where alert threads go, how the service is found, how often one is re-investigated."""
+
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+    service_labels: list[str] = Field(default_factory=lambda: list(SERVICE_LABELS))
+    cooldown: str = "30m"
+    routes: list[AlertRoute] = []
+    # the control plane's firing alerts polled into the same threads (off unless asked for)
+    poll_control_plane: bool = False
+    poll_interval: str = "1m"
+    silence_duration: str = "1h"
+
+    @field_validator("cooldown", "poll_interval", "silence_duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _duration_text(value)
+
+    @model_validator(mode="after")
+    def _one_default(self) -> "AlertsConfig":
+        if self.slack_channel and self.teams_conversation:
+            raise ValueError("give one default destination: slack_channel or teams_conversation")
+        return self
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.cooldown)
+
+    @property
+    def poll_seconds(self) -> float:
+        return parse_duration(self.poll_interval)
+
+    @property
+    def silence_seconds(self) -> float:
+        return parse_duration(self.silence_duration)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
 
@@ -134,6 +190,9 @@ class Settings(BaseSettings):
     control_plane_token_url: str | None = None
     control_plane_client_id: str | None = None
     control_plane_client_secret: SecretStr | None = None
+
+    alerts_token: SecretStr | None = Field(None, validation_alias=AliasChoices("srebot_alerts_token", "alerts_token"))
+    alertmanager_url: str | None = None
 
     google_api_key: SecretStr | None = None
     google_gemini_base_url: str | None = None
@@ -173,6 +232,7 @@ class Settings(BaseSettings):
     defaults: Defaults = Defaults()
     thresholds: Thresholds = Thresholds()
     services: dict[str, ServiceConfig] = {}
+    alerts: AlertsConfig = AlertsConfig()
 
     config_file: str | None = None
 
@@ -193,7 +253,9 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url")
+    @field_validator(
+        "prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url", "alertmanager_url"
+    )
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -232,6 +294,11 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    @property
+    def alerts_enabled(self) -> bool:
+        """POST /alerts/alertmanager exists only with a token to check (else it answers 404)."""
+        return self.alerts_token is not None and bool(self.alerts_token.get_secret_value())
 
     @property
     def llm_enabled(self) -> bool:
@@ -299,7 +366,7 @@ def load_settings(env: dict[str, str] | None = None, config_path: str | None = N
         raise ConfigError(_describe(exc, path)) from None
 
 
-_SECTIONS = {"defaults", "thresholds", "services"}
+_SECTIONS = {"defaults", "thresholds", "services", "alerts"}
 
 
 def _env_names(name: str, alias: object) -> set[str]:

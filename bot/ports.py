@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.answer import Answer
 from sessions.store import ApprovalRecord, Conversation, ConversationKey, new_id
+
+if TYPE_CHECKING:
+    from bot.alerts.view import AlertView, Investigation
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -38,6 +41,23 @@ class Notifier(Protocol):
         """Update the approval message to show its new status (who decided, when, the outcome)."""
 
 
+@runtime_checkable
+class AlertThreads(Protocol):
+    """A Notifier that can also hold alert threads: a root message per alert group, kept up to date."""
+
+    platform: str
+
+    async def open_alert(self, channel: str, view: AlertView) -> tuple[ConversationKey, dict[str, Any]] | None:
+        """Post the root message in `channel`; its thread's key and what `update_alert` needs, or None
+        when it could not be posted."""
+
+    async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
+        """Rewrite the root message to show `view` (resolved, new alerts)."""
+
+    def thread_port(self, key: ConversationKey, request_id: str | None = None) -> ReplyPort:
+        """A ReplyPort into the thread, for an investigation or an approval started outside a platform event."""
+
+
 @dataclass
 class Request:
     """One message for the bot, already translated from its platform."""
@@ -50,9 +70,12 @@ class Request:
     # what a Notifier needs to reach this thread later (e.g. a Teams ConversationReference)
     reference: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.monotonic)
+    # an alert-driven investigation: the alerts the engine starts from (bot.alerts)
+    alert: Investigation | None = None
 
 
 __all__ = [
+    "AlertThreads",
     "Answer",
     "ApprovalRecord",
     "Conversation",

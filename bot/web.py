@@ -37,6 +37,11 @@ def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicati
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     settings = runtime.settings
+    if settings.alerts_enabled:  # without a token the endpoint does not exist (404)
+        from bot.alerts.receiver import PATH, make_handler
+
+        assert settings.alerts_token is not None
+        app.router.add_post(PATH, make_handler(runtime.alerts, settings.alerts_token.get_secret_value()))
     if settings.slack_enabled:
         from integrations.slack import mount_slack
 

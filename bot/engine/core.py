@@ -72,7 +72,10 @@ class DiagnosticEngine(Engine):
             Calls(progress, deadline=self.settings.tool_timeout * 2.5),
             datetime.now(UTC),
         )
-        answer = await self._route(ctx, parsed)
+        if request.alert is not None:
+            answer = await diagnosis.alert_group(ctx, self.resolver, request.alert)
+        else:
+            answer = await self._route(ctx, parsed)
         if self.agent is not None and self.settings.llm_enabled and parsed.intent in AGENT_INTENTS:
             answer = await self._agent(ctx, parsed, answer)
         return redact_answer(answer)

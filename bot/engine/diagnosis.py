@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.answer import Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
 from bot.engine import reasoning
@@ -19,10 +19,14 @@ from bot.engine.text import clock, join, plural, short
 from tools.base import ToolResult
 from tools.kubernetes import DeploymentReport, PodStatus
 
+if TYPE_CHECKING:
+    from bot.alerts.view import Investigation
+
 CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_ALERT_SERVICES = 3
+MAX_ALERT_FINDINGS = 10
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
 
 
@@ -260,6 +264,50 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         links=[link for a in diagnoses for link in a.links],
         tools=statuses,
     )
+
+
+# --- one alert group (bot.alerts) ------------------------------------------------------------------
+async def alert_group(ctx: Context, resolver: Resolver, brief: Investigation) -> Answer:
+    """The diagnose playbook for the service the alerts' labels name, with the alerts as its first findings."""
+    source = "control_plane" if brief.source == "control_plane" else "metrics"
+    fired = [
+        Finding(
+            severity=ALERT_SEVERITY.get(a.severity, ALERT_SEVERITY.get(a.severity.lower(), "warning")),  # type: ignore[arg-type]
+            source=source,  # type: ignore[arg-type]
+            title=f"{a.name}" + (f" ({a.severity})" if a.severity else "") + f" firing since {clock(a.starts_at)}"
+            + (f": {short(a.annotations['summary'], 120)}" if a.annotations.get("summary") else ""),
+            evidence=", ".join(f'{k}="{v}"' for k, v in sorted(a.labels.items()))[:500] or None,
+        )
+        for a in brief.alerts[:MAX_ALERT_FINDINGS]
+    ]
+    names = join(brief.names[:3]) + (f" and {len(brief.names) - 3} more" if len(brief.names) > 3 else "")
+    target = await _alert_target(ctx, resolver, brief)
+    if target is None:
+        known = await resolver.known()
+        tried = join(list(brief.service.candidates)) or "none of the configured service labels"
+        summary = (
+            f"{names} firing, and I could not tie it to a service: its labels name {tried}, which I don't know "
+            f"(known services: {', '.join(known[:25]) or 'none yet'}). Add the service to the catalog, or set "
+            "[alerts] service_labels to the label that names it."
+        )
+        return ctx.answer(intent="alerts", summary=summary, findings=fired, confidence=0.2)
+    answer = await diagnose(ctx, target)
+    return answer.model_copy(
+        update={"summary": f"{answer.summary} (Alerting: {names}.)", "findings": fired + answer.findings}
+    )
+
+
+async def _alert_target(ctx: Context, resolver: Resolver, brief: Investigation) -> Target | None:
+    for name in brief.service.candidates:
+        found = await resolver.lookup(name)
+        if found is not None and found.target is not None:
+            return found.target
+    if brief.service.candidates and not ctx.settings.services and await resolver.deployments() is None:
+        # nothing to check a name against (no catalog, no cluster): take the labels' word for it
+        return resolver.deployment_target(
+            brief.namespace or ctx.settings.defaults.namespace, brief.service.candidates[0], source="unverified"
+        )
+    return None
 
 
 def _merge_statuses(into: list[ToolStatus], more: list[ToolStatus]) -> list[ToolStatus]:

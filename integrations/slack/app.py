@@ -26,7 +26,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import ACK_LATENCY, EVENTS_RECEIVED
-from integrations.slack.intake import PLATFORM, Identity, SlackIntake, dropped
+from integrations.slack.intake import ALERT_BUTTONS, PLATFORM, Identity, SlackIntake, dropped
 from integrations.slack.port import SlackNotifier
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class SlackIntegration:
         bolt.command(re.compile("^/"))(intake.on_command)
         bolt.action("approval_approve")(intake.on_approval)
         bolt.action("approval_reject")(intake.on_approval)
+        bolt.action(re.compile(f"^({'|'.join(ALERT_BUTTONS)})$"))(intake.on_alert_button)
         bolt.action(re.compile(".*"))(self._ack_only)
 
     async def _gate(self, req: AsyncBoltRequest, body: dict[str, Any], next: Any) -> BoltResponse | None:
@@ -220,7 +221,7 @@ def mount_slack(app: web.Application, runtime: Runtime) -> SlackIntegration:
     app.on_startup.append(slack.on_startup)
     app.on_shutdown.append(slack.on_shutdown)
     app.on_cleanup.append(slack.on_cleanup)
-    runtime.add_notifier(SlackNotifier(slack.client))
+    runtime.add_notifier(SlackNotifier(slack.client, runtime.store))
     return slack
 
 
@@ -229,7 +230,7 @@ async def start_socket_mode(app: web.Application, runtime: Runtime) -> AsyncSock
     slack = app.get(SLACK)
     if slack is None:  # Socket Mode alone, without the HTTP endpoint
         slack = SlackIntegration(runtime)
-        runtime.add_notifier(SlackNotifier(slack.client))
+        runtime.add_notifier(SlackNotifier(slack.client, runtime.store))
     if slack.client.session is None:
         await slack.on_startup()
     token = runtime.settings.slack_app_token

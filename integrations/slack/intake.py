@@ -30,6 +30,8 @@ PLATFORM = "slack"
 # bot_message, ...) is ignored
 HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 SLASH_MEMORY = 20  # /sre threads remembered per channel, for `/sre cancel`
+# the buttons of an alert thread's root message (integrations.slack.alerts) -> the desk's button names
+ALERT_BUTTONS = {"alert_silence": "silence", "alert_ack": "ack", "alert_investigate": "investigate"}
 
 
 def dropped(reason: str) -> None:
@@ -293,3 +295,24 @@ class SlackIntake:
         if not accepted and channel:
             await call(self.client.chat_postEphemeral, channel=channel, user=user, thread_ts=thread,
                        text=blocks.escape(message))
+
+    async def on_alert_button(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self.spawn(self._press(body, action))
+
+    async def _press(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Silence / Acknowledge propose an approval in the thread, Investigate again re-runs the investigation;
+        the person who pressed is told privately what happened (or why nothing did)."""
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        message = body.get("message") or {}
+        button = ALERT_BUTTONS.get(action.get("action_id", ""), "")
+        try:
+            outcome = await self.runtime.alerts.press(action.get("value", ""), button, user, PLATFORM)
+            text = outcome.message
+        except Exception as exc:
+            log.exception("alert button failed")
+            text = f"That did not work ({exc.__class__.__name__}); try again."
+        if channel:
+            await call(self.client.chat_postEphemeral, channel=channel, user=user,
+                       thread_ts=message.get("thread_ts") or message.get("ts"), text=blocks.escape(text))

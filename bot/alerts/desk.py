@@ -1,0 +1,351 @@
+"""What one alert group notification changes — open its thread, investigate, update, resolve — with the database
+deciding across deliveries and replicas; and the thread's buttons (silence, acknowledge, investigate again)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bot.actions import ActionError, Actions
+from bot.alerts.payload import AlertGroup, key_hash
+from bot.alerts.routing import Destination, destination, find_service
+from bot.alerts.view import common_labels, investigation, view
+from bot.answer import Action
+from bot.config import Settings
+from bot.dispatcher import Dispatcher
+from bot.metrics import ALERTS_DEDUPLICATED, ALERTS_INVESTIGATED, ALERTS_RECEIVED, ALERTS_RESOLVED
+from bot.ports import AlertThreads, Notifier, Request
+from bot.engine.text import clock, duration
+from bot.toolbox import Toolbox
+from sessions.alerts import AlertGroupRecord, AlertStore
+from sessions.store import ConversationKey, Store, new_id, utcnow
+
+log = logging.getLogger("srebot.alerts")
+
+USER = "alertmanager"  # who an alert-driven investigation is "asked" by
+OPEN_CLAIM = timedelta(seconds=60)  # a replica posting a root message for longer than this is taken for dead
+MAX_STORED_ALERTS = 100
+MAX_ACK_PROPOSALS = 3
+AGAIN_GUARD = timedelta(seconds=10)  # "Investigate again" pressed twice (or on two replicas) runs once
+ATTEMPTS = 5  # compare-and-set rounds before a delivery gives up (it is re-sent every group_interval)
+
+
+@dataclass
+class Outcome:
+    """What a button press tells the person who pressed it (privately); `ok` False: nothing happened."""
+
+    ok: bool
+    message: str
+
+
+class AlertDesk:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        dispatcher: Dispatcher,
+        actions: Actions,
+        toolbox: Toolbox,
+        notifiers: Mapping[str, Notifier],
+    ):
+        self.settings = settings
+        self.store = store
+        self.groups = AlertStore(store)
+        self.dispatcher = dispatcher
+        self.actions = actions
+        self.toolbox = toolbox
+        self.notifiers = notifiers
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- background work (the webhook answers before any of it) ---------------------------------
+    def spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert notification failed", exc_info=task.exception())
+
+    async def idle(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- notifications ---------------------------------------------------------------------------
+    async def receive(self, group: AlertGroup) -> str:
+        """Apply one notification; returns what it did: opened, investigated, updated, resolved, duplicate,
+        unrouted (no destination configured or reachable) or failed (the root message could not be posted)."""
+        ALERTS_RECEIVED.labels(group.source, group.status).inc()
+        handle = key_hash(group.key)
+        created = await self.groups.insert(handle, {"group_key": group.key, "source": group.source, **self._state(group)})
+        record = created or await self.groups.seen(handle)
+        for _ in range(ATTEMPTS):
+            if record is None:  # deleted in between: nothing to continue
+                return "duplicate"
+            outcome = await self._apply(record, group, fresh=created is not None)
+            if outcome is not None:
+                if outcome == "duplicate":
+                    ALERTS_DEDUPLICATED.labels(group.source).inc()
+                log.info("alert notification", extra={"alert_group": record.id, "outcome": outcome, "status": group.status})
+                return outcome
+            created = None
+            record = await self.groups.by_key(handle)
+        log.warning("alert notification kept losing to concurrent ones", extra={"alert_group": record and record.id})
+        return "duplicate"
+
+    def _state(self, group: AlertGroup) -> dict[str, Any]:
+        """The columns a notification sets: status, the alerts and their digest, labels, service, destination."""
+        labels = group.labels
+        match = find_service(self.settings, labels)
+        dest = destination(self.settings.alerts, labels)
+        alerts = sorted(group.alerts, key=lambda a: (a.status != "firing", a.starts_at))
+        return {
+            "status": group.status,
+            "digest": group.digest,
+            "labels": {"common": labels, "group": group.group_labels, "annotations": group.common_annotations},
+            "alerts": {
+                "items": [a.to_json() for a in alerts[:MAX_STORED_ALERTS]],
+                "truncated": group.truncated + max(0, len(alerts) - MAX_STORED_ALERTS),
+                "external_url": group.external_url,
+            },
+            "service": match.shown,
+            "platform": dest.platform if dest else None,
+            "channel": dest.channel if dest else None,
+            "started_at": group.since,
+            "resolved_at": (group.ended or utcnow()) if group.status == "resolved" else None,
+        }
+
+    async def _apply(self, record: AlertGroupRecord, group: AlertGroup, *, fresh: bool) -> str | None:
+        """Decide and make one change; None when another delivery changed the group first (read again)."""
+        if group.status == "resolved":
+            return await self._resolve(record, group, fresh=fresh)
+        if record.thread is None:
+            return await self._open(record, group)
+        return await self._refresh(record, group)
+
+    async def _open(self, record: AlertGroupRecord, group: AlertGroup) -> str | None:
+        now = utcnow()
+        if record.opening_at is not None and now - record.opening_at < OPEN_CLAIM:
+            return "duplicate"  # another delivery (here or on another replica) is posting the root message
+        state = self._state(group)
+        dest = Destination(state["platform"], state["channel"]) if state["platform"] else None
+        threads = self._threads(dest)
+        if dest is None or threads is None:
+            changed = await self.groups.change(record, **state)
+            if changed is None:
+                return None
+            log.warning(
+                "alert group has no destination",
+                extra={"alert_group": record.id, "destination": dest and f"{dest.platform}:{dest.channel}"},
+            )
+            return "unrouted"
+        claimed = await self.groups.change(record, **state, opening_at=now)
+        if claimed is None:
+            return None
+        opened = await threads.open_alert(dest.channel, view(self.settings, claimed))
+        if opened is None:
+            await self._release(claimed.id)
+            return "failed"
+        key, message = opened
+        session_id = await self.store.session_id_for(key)
+        fingerprints = group.fingerprints
+        thread = {"key": [key.platform, key.workspace, key.channel, key.thread], "message": message}
+        # only this delivery changes an opening group's thread, but a resolution may land meanwhile: keep it
+        for _ in range(ATTEMPTS):
+            current = await self.groups.get(claimed.id)
+            if current is None:
+                return "failed"
+            done = await self.groups.change(
+                current, thread=thread, session_id=session_id, opening_at=None, investigated_at=now,
+                investigated={"fingerprints": fingerprints},
+            )
+            if done is not None:
+                break
+        else:
+            return "failed"
+        if done.status == "resolved":  # resolved while the root message was being posted
+            await threads.update_alert(key, message, view(self.settings, done))
+            return "opened"
+        self._investigate(done, "new")
+        return "opened"
+
+    async def _release(self, group_id: str) -> None:
+        """Give up the claim to post the root message, so the next delivery tries again."""
+        for _ in range(ATTEMPTS):
+            current = await self.groups.get(group_id)
+            if current is None or await self.groups.change(current, opening_at=None) is not None:
+                return
+
+    async def _refresh(self, record: AlertGroupRecord, group: AlertGroup) -> str | None:
+        now = utcnow()
+        refired = record.status == "resolved"
+        changed = group.digest != record.digest
+        investigated = set((record.investigated or {}).get("fingerprints") or [])
+        new_alerts = bool(set(group.fingerprints) - investigated)
+        cooled = record.investigated_at is None or now - record.investigated_at >= timedelta(
+            seconds=self.settings.alerts.cooldown_seconds
+        )
+        due = new_alerts or cooled
+        if not (refired or changed or due):
+            return "duplicate"
+        values = self._state(group)
+        if not refired:  # the group's start stays the first alert's; a re-fire starts again
+            values.pop("started_at")
+        if due:
+            values.update(investigated_at=now, investigated={"fingerprints": group.fingerprints})
+        updated = await self.groups.change(record, **values)
+        if updated is None:
+            return None
+        threads = self._threads_of(updated)
+        if threads is None:
+            return "unrouted"
+        key, message = _thread(updated)
+        if refired or changed:
+            await threads.update_alert(key, message, view(self.settings, updated))
+        if refired:
+            await self.notifiers[key.platform].say(
+                await self._conversation(updated, key), f"🔥 Firing again since {clock(group.since)}."
+            )
+        if due:
+            self._investigate(updated, "changed" if new_alerts else "cooldown")
+            return "investigated"
+        return "updated"
+
+    async def _resolve(self, record: AlertGroupRecord, group: AlertGroup, *, fresh: bool) -> str | None:
+        if record.status == "resolved" and not fresh:
+            return "duplicate"
+        if fresh:  # first heard of when it resolved: nothing was said, so nothing to close
+            return "resolved"
+        state = self._state(group)
+        state.pop("started_at")
+        updated = await self.groups.change(record, **state)
+        if updated is None:
+            return None
+        ALERTS_RESOLVED.labels(group.source).inc()
+        threads = self._threads_of(updated)
+        if updated.thread is None or threads is None:
+            return "resolved"
+        key, message = _thread(updated)
+        shown = view(self.settings, updated)
+        await threads.update_alert(key, message, shown)
+        assert shown.resolved_at is not None
+        await self.notifiers[key.platform].say(
+            await self._conversation(updated, key),
+            f"✅ Resolved at {clock(shown.resolved_at)}, after {duration(shown.resolved_at - shown.since)}.",
+        )
+        return "resolved"
+
+    # --- investigations --------------------------------------------------------------------------
+    def _investigate(self, record: AlertGroupRecord, reason: str, user: str = USER) -> str:
+        """Run the investigation in the group's thread on the shared dispatcher; returns the request id."""
+        key, _ = _thread(record)
+        threads = self._threads_of(record)
+        assert threads is not None
+        brief = investigation(self.settings, record)
+        subject = brief.service.shown or "this"
+        request_id = new_id("req")
+        self.dispatcher.submit(
+            Request(
+                key=key,
+                user=user,
+                text=f"why is {subject} alerting?",
+                port=threads.thread_port(key, request_id),
+                request_id=request_id,
+                alert=brief,
+            )
+        )
+        ALERTS_INVESTIGATED.labels(reason).inc()
+        return request_id
+
+    # --- buttons ---------------------------------------------------------------------------------
+    async def press(self, group_id: str, button: str, user: str, platform: str) -> Outcome:
+        """A button of the root message: "investigate", "silence" or "ack"."""
+        record = await self.groups.get(group_id)
+        if record is None or record.thread is None:
+            return Outcome(False, "I have no alert thread for this button any more.")
+        if button == "investigate":
+            return await self._again(record, user)
+        if button == "silence":
+            return await self._propose_silence(record, user, platform)
+        if button == "ack":
+            return await self._propose_ack(record, user, platform)
+        return Outcome(False, f"Unknown alert button {button!r}.")
+
+    async def _again(self, record: AlertGroupRecord, user: str) -> Outcome:
+        now = utcnow()
+        if record.investigated_at is not None and now - record.investigated_at < AGAIN_GUARD:
+            return Outcome(False, "An investigation of this alert just started; its answer comes in the thread.")
+        fingerprints = sorted({a["fingerprint"] for a in record.alerts.get("items") or [] if a.get("status") == "firing"})
+        updated = await self.groups.change(record, investigated_at=now, investigated={"fingerprints": fingerprints})
+        if updated is None:
+            return Outcome(False, "Someone else just changed this alert group; press again if nothing starts.")
+        self._investigate(updated, "again", user)
+        return Outcome(True, "Investigating again; the answer comes in the thread.")
+
+    async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
+        matchers = common_labels(record)
+        if not matchers:
+            return Outcome(False, "The alerts of this group share no label, so no silence would match only them.")
+        target = ",".join(f'{k}="{v}"' for k, v in sorted(matchers.items()))
+        action = Action(
+            kind="silence", target=target, params={"matchers": matchers, "seconds": self.settings.alerts.silence_seconds}
+        )
+        return await self._propose(record, [action], user, platform)
+
+    async def _propose_ack(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
+        service = record.service
+        found = await self.toolbox.control_plane.open_incidents(service)
+        if not found.ok or found.data is None:
+            return Outcome(False, f"I could not read the open incidents: {found.error_text}.")
+        incidents = [i for i in found.data.items if i.status != "acknowledged"][:MAX_ACK_PROPOSALS]
+        if not incidents:
+            return Outcome(False, f"No unacknowledged incident is open for {service or 'these alerts'} in the control plane.")
+        actions = [Action(kind="ack_incident", target=i.id, params={"title": i.title}) for i in incidents]
+        return await self._propose(record, actions, user, platform)
+
+    async def _propose(self, record: AlertGroupRecord, actions: list[Action], user: str, platform: str) -> Outcome:
+        threads = self._threads_of(record)
+        if threads is None:
+            return Outcome(False, "This alert thread's platform is not connected here.")
+        key, _ = _thread(record)
+        port = threads.thread_port(key)
+        proposed = []
+        for action in actions:
+            try:
+                approval = await self.actions.propose(
+                    action, requester=user, platform=platform, session_id=record.session_id
+                )
+            except ActionError as exc:
+                return Outcome(False, str(exc))
+            await port.ask_approval(approval)
+            proposed.append(approval.id)
+        return Outcome(True, f"Proposed {', '.join(proposed)}; someone else approves it in the thread.")
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _threads(self, dest: Destination | None) -> AlertThreads | None:
+        notifier = self.notifiers.get(dest.platform) if dest else None
+        return notifier if isinstance(notifier, AlertThreads) else None
+
+    def _threads_of(self, record: AlertGroupRecord) -> AlertThreads | None:
+        if record.thread is None:
+            return None
+        platform = record.thread["key"][0]
+        notifier = self.notifiers.get(platform)
+        return notifier if isinstance(notifier, AlertThreads) else None
+
+    async def _conversation(self, record: AlertGroupRecord, key: ConversationKey) -> Any:
+        session_id = record.session_id or await self.store.session_id_for(key)
+        conversation = await self.store.get_session(session_id)
+        assert conversation is not None
+        return conversation
+
+
+def _thread(record: AlertGroupRecord) -> tuple[ConversationKey, dict[str, Any]]:
+    assert record.thread is not None
+    platform, workspace, channel, thread = record.thread["key"]
+    return ConversationKey(platform, workspace, channel, thread), dict(record.thread.get("message") or {})
