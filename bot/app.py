@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from bot.actions import Actions
 from bot.alerts.desk import AlertDesk
+from bot.alerts.poller import ControlPlanePoller
 from bot.approvals import Approvals
 from bot.config import ConfigError, Settings
 from bot.dispatcher import Dispatcher
@@ -58,6 +59,11 @@ class Runtime:
             stale_after=settings.instance_stale_seconds,
         )
         self.alerts = AlertDesk(settings, self.store, self.dispatcher, self.actions, self.toolbox, self.notifiers)
+        self.alert_poller = (
+            ControlPlanePoller(self.alerts, self.toolbox.control_plane, settings.alerts.poll_seconds)
+            if settings.alerts.poll_control_plane
+            else None
+        )
 
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
@@ -92,12 +98,16 @@ class Runtime:
             await self.store.upgrade()
         await self.dispatcher.start()
         self.approvals.start()
+        if self.alert_poller is not None:
+            self.alert_poller.start()
         # in the background: serving must not wait for it, and the first request that needs it will
         self._warm_up = asyncio.create_task(self.toolbox.warm_up(), name="tools-warm-up")
 
     async def stop(self) -> None:
         if self._warm_up is not None:
             await asyncio.gather(self._warm_up, return_exceptions=True)
+        if self.alert_poller is not None:
+            await self.alert_poller.stop()
         await self.alerts.idle()  # notifications already acknowledged to Alertmanager are applied
         await self.dispatcher.shutdown()
         await self.approvals.stop()

@@ -481,3 +481,108 @@ async def test_silence_and_ack_buttons_propose_approvals_in_the_thread(alerting:
     await alerting.bot.slack.intake.idle()
     told = await alerting.slack.wait_for_count("chat.postEphemeral", 2)
     assert "control plane is not configured" in told[-1].text_blob()
+
+
+async def test_secrets_in_annotations_never_reach_the_thread(alerting: Alerting) -> None:
+    leaky = alert()
+    leaky["annotations"] = {"summary": "db down: postgres://app:hunter2secret@db:5432/shop",
+                            "description": "password=s3cr3t-value", "runbook_url": "https://wiki/x?token=abcdef123456"}
+    await alerting.post(payload(leaky))
+    await alerting.settle()
+    said = alerting.slack.texts()
+    assert alerting.roots() and "[REDACTED]" in said
+    for secret in ("hunter2secret", "s3cr3t-value", "abcdef123456", TOKEN):
+        assert secret not in said
+
+
+# --- the control plane's alerts, polled into the same flow -----------------------------------------
+@pytest.fixture
+async def control_plane() -> AsyncIterator[Any]:
+    from tests.fakes.control_plane import ControlPlaneFake, load_shop_scenario
+
+    async with ControlPlaneFake() as cp:
+        load_shop_scenario(cp)
+        yield cp
+
+
+def plane_env(cp: Any, tmp_path: Path, *, poll: bool) -> dict[str, str]:
+    env = bot_env(tmp_path)
+    path = tmp_path / "srebot-plane.toml"
+    path.write_text(CONFIG.replace('cooldown = "30m"', f'cooldown = "30m"\npoll_control_plane = {str(poll).lower()}\npoll_interval = "1h"'))
+    return {**env, "SREBOT_CONFIG": str(path), "CONTROL_PLANE_URL": cp.url,
+            "CONTROL_PLANE_TOKEN_URL": cp.token_url, "CONTROL_PLANE_CLIENT_ID": cp.client_id,
+            "CONTROL_PLANE_CLIENT_SECRET": cp.client_secret}
+
+
+async def test_control_plane_polling_is_off_by_default(slack: SlackFake, db_file: str, tmp_path: Path, control_plane: Any) -> None:
+    async with SlackBot(slack, db_file, engine=ScriptedEngine(), env=plane_env(control_plane, tmp_path, poll=False)) as bot:
+        assert bot.runtime.alert_poller is None
+        assert not [r for r in control_plane.requests if "/alerts" in r[1]]
+
+
+async def test_control_plane_alerts_get_a_thread_once_and_resolve_when_they_stop(
+    slack: SlackFake, db_file: str, tmp_path: Path, control_plane: Any
+) -> None:
+    engine = ScriptedEngine()
+    async with SlackBot(slack, db_file, engine=engine, env=plane_env(control_plane, tmp_path, poll=True)) as bot:
+        from bot.alerts.poller import ControlPlanePoller
+        from tools.control_plane import ControlPlane
+
+        alerting = Alerting(slack, bot, engine)
+        # the server's poller polls once at start (then every hour here)
+        await slack.wait_for("chat.postMessage", lambda c: c.args.get("channel") == CHANNEL)
+        await asyncio.wait_for(engine.finished.wait(), 10)
+        # more rounds, as another replica would poll: without the tool's 15 s cache, to see the change at once
+        fresh = ControlPlane(control_plane.url, token_url=control_plane.token_url, client_id=control_plane.client_id,
+                             client_secret=control_plane.client_secret, cache_ttl=0)
+        poller = ControlPlanePoller(bot.runtime.alerts, fresh, 3600)
+        assert await poller.poll() == ["duplicate"]
+        (root,) = alerting.roots()
+        assert "Firing: CheckoutHighErrorRate — checkout" in root.text_blob()
+        assert len(alerting.investigations()) == 1
+        assert alerting.investigations()[0].alert.source == "control_plane"
+        control_plane.alerts[0]["status"] = "resolved"
+        assert await poller.poll() == ["resolved"]
+        await alerting.settle()
+        ts = root.response["ts"]
+        assert any("Resolved: CheckoutHighErrorRate" in c.text_blob()
+                   for c in slack.calls_to("chat.update", lambda c: c.args.get("ts") == ts))
+        # a control-plane alert cannot be silenced in Alertmanager: said, nothing proposed
+        group_id = root.args["blocks"][-1]["elements"][0]["value"]
+        outcome = await bot.runtime.alerts.press(group_id, "silence", "U0ALICE", "slack")
+        assert not outcome.ok and "nothing to silence" in outcome.message
+        await fresh.aclose()
+
+
+async def test_acknowledge_incident_from_an_alert_thread_goes_through_four_eyes(
+    slack: SlackFake, db_file: str, tmp_path: Path, control_plane: Any
+) -> None:
+    async with SlackBot(slack, db_file, engine=ScriptedEngine(), env=plane_env(control_plane, tmp_path, poll=False)) as bot:
+        alerting = Alerting(slack, bot, bot.engine)
+        await alerting.post(payload())
+        await alerting.settle()
+        (root,) = alerting.roots()
+        ts, group_id = root.response["ts"], root.args["blocks"][-1]["elements"][1]["value"]
+        await bot.click("alert_ack", group_id, user="U0ALICE", channel=CHANNEL, message_ts=ts)
+        approval = await slack.wait_for("chat.postMessage", lambda c: c.args.get("thread_ts") == ts
+                                        and "Approval needed" in c.text_blob())
+        assert "acknowledge incident INC-101" in approval.text_blob()
+        approval_id = approval.args["blocks"][-1]["elements"][0]["value"]
+        await bot.click("approval_approve", approval_id, user="U0ALICE", channel=CHANNEL, thread_ts=ts)  # the requester
+        await bot.slack.intake.idle()
+        assert not [a for a in control_plane.actions if a.path.endswith("/acknowledge")]
+        await bot.click("approval_approve", approval_id, user="U0BOB", channel=CHANNEL, thread_ts=ts)
+        await bot.slack.intake.idle()
+        (ack,) = [a for a in control_plane.actions if a.path.endswith("/acknowledge")]
+        assert "INC-101" in ack.path
+
+
+async def test_a_teams_destination_is_stored_and_logged_as_unrouted(slack: SlackFake, db_file: str, tmp_path: Path) -> None:
+    env = bot_env(tmp_path)
+    path = tmp_path / "teams.toml"
+    path.write_text(CONFIG.replace('slack_channel = "CALERTS"', 'teams_conversation = "19:abc@thread.tacv2"'))
+    engine = ScriptedEngine()
+    async with SlackBot(slack, db_file, engine=engine, env={**env, "SREBOT_CONFIG": str(path)}) as bot:
+        assert await bot.runtime.alerts.receive(AlertGroup.from_webhook(WebhookPayload.model_validate(payload()))) == "unrouted"
+        assert [r["status"] for r in await group_rows(bot)] == ["firing"]
+        assert engine.requests == []

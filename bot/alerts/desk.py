@@ -288,6 +288,8 @@ class AlertDesk:
         return Outcome(True, "Investigating again; the answer comes in the thread.")
 
     async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
+        if record.source != "alertmanager":
+            return Outcome(False, "These alerts come from the control plane, not Alertmanager: there is nothing to silence.")
         matchers = common_labels(record)
         if not matchers:
             return Outcome(False, "The alerts of this group share no label, so no silence would match only them.")

@@ -3,7 +3,7 @@ investigation carries to the engine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from bot.alerts.payload import Alert
@@ -11,6 +11,7 @@ from bot.alerts.routing import ServiceMatch, find_service
 from bot.config import Settings
 from bot.engine.text import clock, duration, join
 from sessions.alerts import AlertGroupRecord
+from tools.redact import redact, redact_data
 
 SEVERITY_ORDER = ("critical", "error", "high", "warning", "medium", "low", "info", "none")
 MAX_LISTED = 10  # alerts listed in the root message; the rest are counted
@@ -114,10 +115,15 @@ def common_labels(record: AlertGroupRecord) -> dict[str, str]:
 
 
 def view(settings: Settings, record: AlertGroupRecord) -> AlertView:
-    alerts = alerts_of(record)
+    """What the root message shows; label and annotation values are redacted (a rule's description may quote a
+    secret), the stored labels are not (a silence must match them as they are)."""
+    alerts = tuple(
+        replace(a, labels=redact_data(a.labels), annotations=redact_data(a.annotations), url=redact(a.url))
+        for a in alerts_of(record)
+    )
     shown = tuple(a for a in alerts if a.status == "firing") if record.status == "firing" else alerts
     match = find_service(settings, common_labels(record))
-    annotations: dict[str, str] = dict(record.labels.get("annotations") or {})
+    annotations: dict[str, str] = redact_data(dict(record.labels.get("annotations") or {}))
     catalog = settings.service(match.name) if match.name else None
     links: list[Link] = []
     runbook = _first(annotations, alerts, RUNBOOK_ANNOTATIONS) or (catalog.runbook if catalog else None)
@@ -130,7 +136,7 @@ def view(settings: Settings, record: AlertGroupRecord) -> AlertView:
     if source:
         links.append(Link("Source", source))
     if record.alerts.get("external_url"):
-        links.append(Link("Alertmanager", str(record.alerts["external_url"])))
+        links.append(Link("Alertmanager", redact(str(record.alerts["external_url"]))))
     return AlertView(
         group_id=record.id,
         status=record.status,

@@ -52,9 +52,10 @@ class Alertmanager:
 @contextmanager
 def alertmanager(
     root: Path, *, webhook_url: str, token: str, group_by: tuple[str, ...] = ("alertname", "service"),
-    group_wait: str = "1s", group_interval: str = "2s", repeat_interval: str = "1h",
+    group_wait: str = "1s", group_interval: str = "2s", repeat_interval: str = "1h", port: int | None = None,
 ) -> Iterator[Alertmanager]:
-    """Alertmanager whose one route sends every group to `webhook_url` with `Authorization: Bearer <token>`."""
+    """Alertmanager whose one route sends every group to `webhook_url` with `Authorization: Bearer <token>`,
+    listening on `port` (default: a free one)."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "alertmanager.yml"
     config.write_text(
@@ -77,7 +78,7 @@ receivers:
             credentials: {token}
 """
     )
-    port = free_port()
+    port = port or free_port()
     process, url = _serve(
         [
             _binary("prometheus-alertmanager"),
@@ -97,9 +98,11 @@ receivers:
 
 
 @contextmanager
-def prometheus_alerting(root: Path, alertmanager_url: str, *, target: str, rules: str) -> Iterator[str]:
+def prometheus_alerting(
+    root: Path, alertmanager_url: str, *, target: str, rules: str, port: int | None = None
+) -> Iterator[str]:
     """Prometheus scraping `target` (host:port, path /metrics) every second, evaluating `rules` every second and
-    sending what fires to `alertmanager_url`; yields its URL."""
+    sending what fires to `alertmanager_url`, on `port` (default: a free one); yields its URL."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "rules.yml").write_text(rules)
     config = root / "prometheus.yml"
@@ -122,7 +125,7 @@ scrape_configs:
     check = subprocess.run([_binary("promtool"), "check", "config", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         pytest.fail(f"promtool rejected the test's Prometheus config:\n{check.stdout}{check.stderr}", pytrace=False)
-    port = free_port()
+    port = port or free_port()
     process, url = _serve(
         [
             _binary("prometheus"),
