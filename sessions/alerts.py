@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from sessions.models import AlertGroupRow
+from sessions.models import AlertGroupRow, AlertServiceRow
 from sessions.store import Store, _aware, new_id, utcnow
 
 
@@ -128,3 +128,18 @@ class AlertStore:
                 select(AlertGroupRow).where(AlertGroupRow.source == source, AlertGroupRow.status == "firing")
             )
             return [_record(r) for r in rows]
+
+    async def claim_service(self, service: str, group_id: str, *, quiet_since: datetime | None) -> str | None:
+        """Record that `group_id` investigates `service` now, unless another investigation of it started after
+        `quiet_since` (None: regardless). Returns None when claimed, else the group id that holds it."""
+        now = utcnow()
+        stmt = self._store._dialect_insert(AlertServiceRow).values(service=service, group_id=group_id, investigated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["service"],
+            set_={"group_id": group_id, "investigated_at": now},
+            where=None if quiet_since is None else AlertServiceRow.investigated_at < quiet_since,
+        ).returning(AlertServiceRow.service)
+        async with self._sessions.begin() as db:
+            if (await db.execute(stmt)).scalar_one_or_none() is not None:
+                return None
+            return await db.scalar(select(AlertServiceRow.group_id).where(AlertServiceRow.service == service))

@@ -135,3 +135,13 @@ class AlertGroupRow(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     investigated_at: Mapped[datetime | None]
     investigated: Mapped[dict[str, Any] | None]  # {"fingerprints": [...]} of the last investigation
+
+
+class AlertServiceRow(Base):
+    """The last alert-driven investigation of a service: alert groups of one workload share one investigation."""
+
+    __tablename__ = "alert_services"
+
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(40))
+    investigated_at: Mapped[datetime]

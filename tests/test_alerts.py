@@ -261,7 +261,19 @@ async def test_oversized_payload_is_refused(alerting: Alerting) -> None:
     big = payload(*(alert(fingerprint=f"fp-{i}", pod="x" * 2000) for i in range(600)))
     status, _ = await alerting.post(big)
     assert status == 413
+    data = json.dumps(big).encode()
+    # chunked, without Content-Length: the size is found while reading (over our cap, and over the app's)
+    for body in (data[: 1536 * 1024], data + data):
+        async with aiohttp.ClientSession() as http, http.post(
+            alerting.bot.url + "/alerts/alertmanager", data=_chunked(body), headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as response:
+            assert response.status == 413
     assert await group_rows(alerting.bot) == []
+
+
+async def _chunked(data: bytes) -> Any:
+    for start in range(0, len(data), 65536):
+        yield data[start:start + 65536]
 
 
 async def test_answer_is_immediate_and_the_work_comes_after(slack: SlackFake, db_file: str, tmp_path: Path) -> None:
@@ -446,18 +458,16 @@ async def test_unknown_service_is_said_with_the_labels_it_tried(slack: SlackFake
 
 
 # --- buttons ---------------------------------------------------------------------------------------
-async def test_investigate_again_reruns_once_even_when_pressed_twice(alerting: Alerting) -> None:
+async def test_investigate_again_reruns_once_even_when_pressed_twice(
+    alerting: Alerting, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await alerting.post(payload())
     await alerting.settle()
     (root,) = alerting.roots()
     group_id = root.args["blocks"][-1]["elements"][2]["value"]
-    from bot.alerts import desk as desk_module
-
-    desk_module.AGAIN_GUARD = timedelta(0)  # the first investigation has just started: allow the press now
-    try:
-        first = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")
-    finally:
-        desk_module.AGAIN_GUARD = timedelta(seconds=10)
+    monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
+    first = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")
+    monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(seconds=10))
     second = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0CAROL", "slack")
     await alerting.settle()
     assert first.ok and not second.ok and "just started" in second.message
@@ -586,3 +596,31 @@ async def test_a_teams_destination_is_stored_and_logged_as_unrouted(slack: Slack
         assert await bot.runtime.alerts.receive(AlertGroup.from_webhook(WebhookPayload.model_validate(payload()))) == "unrouted"
         assert [r["status"] for r in await group_rows(bot)] == ["firing"]
         assert engine.requests == []
+
+
+async def test_alert_groups_of_one_workload_share_one_investigation(
+    alerting: Alerting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alertmanager grouped by alertname: the error-rate and latency alerts of checkout are two groups, two threads,
+    and one investigation of checkout; the second thread says where it is."""
+    await asyncio.gather(
+        alerting.post(payload(alert())),
+        alerting.post(payload(alert("HighLatency", fingerprint="fp-2"), key='{}:{alertname="HighLatency"}')),
+    )
+    await alerting.settle()
+    roots = alerting.roots()
+    assert len(roots) == 2
+    assert len(alerting.investigations()) == 1
+    pointers = alerting.slack.calls_to("chat.postMessage", lambda c: "already being investigated" in c.text_blob())
+    assert len(pointers) == 1
+    investigated = alerting.investigations()[0].key.thread
+    other = next(r for r in roots if r.response["ts"] != investigated)
+    assert pointers[0].args["thread_ts"] == other.response["ts"]
+    title = next(r for r in roots if r.response["ts"] == investigated).args["blocks"][0]["text"]["text"]
+    assert title.split(" ", 1)[1] in pointers[0].text_blob()
+    # "Investigate again" in the second thread runs one there
+    group_id = other.args["blocks"][-1]["elements"][2]["value"]
+    monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
+    assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")).ok
+    await alerting.settle()
+    assert len(alerting.investigations()) == 2

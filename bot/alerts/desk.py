@@ -171,7 +171,7 @@ class AlertDesk:
         if done.status == "resolved":  # resolved while the root message was being posted
             await threads.update_alert(key, message, view(self.settings, done))
             return "opened"
-        self._investigate(done, "new")
+        await self._investigate(done, "new")
         return "opened"
 
     async def _release(self, group_id: str) -> None:
@@ -193,6 +193,9 @@ class AlertDesk:
         due = new_alerts or cooled
         if not (refired or changed or due):
             return "duplicate"
+        threads = self._threads_of(record)
+        if threads is None:  # this replica does not serve the thread's platform: leave it to one that does
+            return "unrouted"
         values = self._state(group)
         if not refired:  # the group's start stays the first alert's; a re-fire starts again
             values.pop("started_at")
@@ -201,9 +204,6 @@ class AlertDesk:
         updated = await self.groups.change(record, **values)
         if updated is None:
             return None
-        threads = self._threads_of(updated)
-        if threads is None:
-            return "unrouted"
         key, message = _thread(updated)
         if refired or changed:
             await threads.update_alert(key, message, view(self.settings, updated))
@@ -211,8 +211,7 @@ class AlertDesk:
             await self.notifiers[key.platform].say(
                 await self._conversation(updated, key), f"🔥 Firing again since {clock(group.since)}."
             )
-        if due:
-            self._investigate(updated, "changed" if new_alerts else "cooldown")
+        if due and await self._investigate(updated, "changed" if new_alerts else "cooldown"):
             return "investigated"
         return "updated"
 
@@ -241,26 +240,43 @@ class AlertDesk:
         return "resolved"
 
     # --- investigations --------------------------------------------------------------------------
-    def _investigate(self, record: AlertGroupRecord, reason: str, user: str = USER) -> str:
-        """Run the investigation in the group's thread on the shared dispatcher; returns the request id."""
+    async def _investigate(self, record: AlertGroupRecord, reason: str, user: str = USER) -> bool:
+        """Run the investigation in the group's thread on the shared dispatcher; False when another alert group
+        of the same service was investigated within the cooldown (said in the thread instead). A new alert in
+        the group ("changed") or a person asking ("again") investigates regardless."""
         key, _ = _thread(record)
         threads = self._threads_of(record)
         assert threads is not None
         brief = investigation(self.settings, record)
-        subject = brief.service.shown or "this"
+        service = brief.service.shown
+        if service is not None:
+            quiet = None if reason in ("changed", "again") else utcnow() - timedelta(
+                seconds=self.settings.alerts.cooldown_seconds
+            )
+            holder = await self.groups.claim_service(service, record.id, quiet_since=quiet)
+            if holder is not None:
+                other = await self.groups.get(holder) if holder != record.id else None
+                if other is not None:
+                    await self.notifiers[key.platform].say(
+                        await self._conversation(record, key),
+                        f"{service} is already being investigated in the thread of “{view(self.settings, other).title}”; "
+                        "press Investigate again to run an investigation here too.",
+                    )
+                ALERTS_DEDUPLICATED.labels(record.source).inc()
+                return False
         request_id = new_id("req")
         self.dispatcher.submit(
             Request(
                 key=key,
                 user=user,
-                text=f"why is {subject} alerting?",
+                text=f"why is {service or 'this'} alerting?",
                 port=threads.thread_port(key, request_id),
                 request_id=request_id,
                 alert=brief,
             )
         )
         ALERTS_INVESTIGATED.labels(reason).inc()
-        return request_id
+        return True
 
     # --- buttons ---------------------------------------------------------------------------------
     async def press(self, group_id: str, button: str, user: str, platform: str) -> Outcome:
@@ -284,7 +300,7 @@ class AlertDesk:
         updated = await self.groups.change(record, investigated_at=now, investigated={"fingerprints": fingerprints})
         if updated is None:
             return Outcome(False, "Someone else just changed this alert group; press again if nothing starts.")
-        self._investigate(updated, "again", user)
+        await self._investigate(updated, "again", user)
         return Outcome(True, "Investigating again; the answer comes in the thread.")
 
     async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:

@@ -1,4 +1,4 @@
-"""alert groups: one row per alert group and the thread it has
+"""alert groups: one row per alert group and the thread it has; the last investigation per service
 
 Revision ID: 0003_alert_groups
 Revises: 0002
@@ -45,9 +45,17 @@ def upgrade() -> None:
     )
     op.create_index('ix_alert_groups_session', 'alert_groups', ['session_id'])
     op.create_index('ix_alert_groups_status', 'alert_groups', ['source', 'status'])
+    op.create_table(
+        'alert_services',
+        sa.Column('service', sa.String(length=128), nullable=False),
+        sa.Column('group_id', sa.String(length=40), nullable=False),
+        sa.Column('investigated_at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('service'),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('alert_services')
     op.drop_index('ix_alert_groups_status', table_name='alert_groups')
     op.drop_index('ix_alert_groups_session', table_name='alert_groups')
     op.drop_table('alert_groups')
