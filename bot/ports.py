@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.answer import Answer
-from sessions.store import ApprovalRecord, Conversation, ConversationKey, new_id
+from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, Origin, new_id
 
 if TYPE_CHECKING:
     from bot.alerts.view import AlertView, Investigation
@@ -73,11 +73,16 @@ class Request:
     # an alert-driven investigation: the alerts the engine starts from (bot.alerts)
     alert: Investigation | None = None
 
+    def origin(self, session_id: str | None) -> Origin:
+        """Who asks, from which thread: what an approval proposed by this request remembers."""
+        return Origin(self.user, self.key.platform, session_id, self.request_id)
+
 
 __all__ = [
     "AlertThreads",
     "Answer",
     "ApprovalRecord",
+    "ApprovalState",
     "Conversation",
     "ConversationKey",
     "Notifier",

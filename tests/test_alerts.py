@@ -624,3 +624,22 @@ async def test_alert_groups_of_one_workload_share_one_investigation(
     assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")).ok
     await alerting.settle()
     assert len(alerting.investigations()) == 2
+
+
+def test_silence_is_one_declaration_of_the_action_registry() -> None:
+    from bot.actions import REGISTRY, NotProposed, by_tool
+
+    silence = REGISTRY["silence"]
+    assert by_tool("silence_alerts") is silence and not silence.needs_service
+
+    def lookup(name: str, namespace: str) -> Any:
+        raise AssertionError("a silence names labels, not a service")
+
+    action = silence.from_tool({"labels_json": '{"service": "checkout", "alertname": "HighErrorRate"}', "hours": 2}, lookup)
+    assert action.target == 'alertname="HighErrorRate",service="checkout"'
+    assert action.params == {"matchers": {"service": "checkout", "alertname": "HighErrorRate"}, "seconds": 7200}
+    for bad in ({"labels_json": "{}"}, {"labels_json": "nope"}, {"labels_json": '{"a": "b"}', "hours": 400}):
+        with pytest.raises(ValueError):
+            silence.from_tool(bad, lookup)
+    with pytest.raises(NotProposed):
+        asyncio.run(silence.from_chat(None))  # type: ignore[arg-type]

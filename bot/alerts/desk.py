@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from bot.actions import ActionError, Actions
+from bot.actions import ActionError, Actions, SilenceParams, kind_of, matcher_text
 from bot.alerts.payload import AlertGroup, key_hash
 from bot.alerts.routing import Destination, destination, find_service
 from bot.alerts.view import common_labels, investigation, view
@@ -22,7 +22,7 @@ from bot.ports import AlertThreads, Notifier, Request
 from bot.engine.text import clock, duration
 from bot.toolbox import Toolbox
 from sessions.alerts import AlertGroupRecord, AlertStore
-from sessions.store import ConversationKey, Store, new_id, utcnow
+from sessions.store import ConversationKey, Origin, Store, new_id, utcnow
 
 log = logging.getLogger("srebot.alerts")
 
@@ -309,11 +309,8 @@ class AlertDesk:
         matchers = common_labels(record)
         if not matchers:
             return Outcome(False, "The alerts of this group share no label, so no silence would match only them.")
-        target = ",".join(f'{k}="{v}"' for k, v in sorted(matchers.items()))
-        action = Action(
-            kind="silence", target=target, params={"matchers": matchers, "seconds": self.settings.alerts.silence_seconds}
-        )
-        return await self._propose(record, [action], user, platform)
+        params = SilenceParams(matchers=matchers, seconds=self.settings.alerts.silence_seconds)
+        return await self._propose(record, [kind_of("silence").action(matcher_text(matchers), params)], user, platform)
 
     async def _propose_ack(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
         service = record.service
@@ -323,7 +320,8 @@ class AlertDesk:
         incidents = [i for i in found.data.items if i.status != "acknowledged"][:MAX_ACK_PROPOSALS]
         if not incidents:
             return Outcome(False, f"No unacknowledged incident is open for {service or 'these alerts'} in the control plane.")
-        actions = [Action(kind="ack_incident", target=i.id, params={"title": i.title}) for i in incidents]
+        ack = kind_of("ack_incident")
+        actions = [ack.action(i.id, ack.params(title=i.title)) for i in incidents]
         return await self._propose(record, actions, user, platform)
 
     async def _propose(self, record: AlertGroupRecord, actions: list[Action], user: str, platform: str) -> Outcome:
@@ -335,9 +333,7 @@ class AlertDesk:
         proposed = []
         for action in actions:
             try:
-                approval = await self.actions.propose(
-                    action, requester=user, platform=platform, session_id=record.session_id
-                )
+                approval = await self.actions.propose(action, Origin(user, platform, session_id=record.session_id))
             except ActionError as exc:
                 return Outcome(False, str(exc))
             await port.ask_approval(approval)
