@@ -470,7 +470,7 @@ async def test_investigate_again_reruns_once_even_when_pressed_twice(
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(seconds=10))
     second = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0CAROL", "slack")
     await alerting.settle()
-    assert first.ok and not second.ok and "just started" in second.message
+    assert first.accepted and not second.accepted and "just started" in second.message
     runs = alerting.investigations()
     assert [r.user for r in runs] == ["alertmanager", "U0ALICE"]
 
@@ -560,7 +560,7 @@ async def test_control_plane_alerts_get_a_thread_once_and_resolve_when_they_stop
         # a control-plane alert cannot be silenced in Alertmanager: said, nothing proposed
         group_id = root.args["blocks"][-1]["elements"][0]["value"]
         outcome = await bot.runtime.alerts.press(group_id, "silence", "U0ALICE", "slack")
-        assert not outcome.ok and "nothing to silence" in outcome.message
+        assert not outcome.accepted and "nothing to silence" in outcome.message
         await fresh.aclose()
 
 
@@ -621,7 +621,7 @@ async def test_alert_groups_of_one_workload_share_one_investigation(
     # "Investigate again" in the second thread runs one there
     group_id = other.args["blocks"][-1]["elements"][2]["value"]
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
-    assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")).ok
+    assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")).accepted
     await alerting.settle()
     assert len(alerting.investigations()) == 2
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,8 +16,8 @@ from bot.alerts.view import common_labels, investigation, view
 from bot.answer import Action
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
-from bot.metrics import ALERTS_DEDUPLICATED, ALERTS_INVESTIGATED, ALERTS_RECEIVED, ALERTS_RESOLVED
-from bot.ports import AlertThreads, Notifier, Request
+from bot.telemetry import ALERTS_DEDUPLICATED, ALERTS_INVESTIGATED, ALERTS_RECEIVED, ALERTS_RESOLVED
+from bot.ports import AlertThreads, Decision, Notifier, Request
 from bot.engine.text import clock, duration
 from bot.toolbox import Toolbox
 from sessions.alerts import AlertGroupRecord, AlertStore
@@ -32,14 +31,6 @@ MAX_STORED_ALERTS = 100
 MAX_ACK_PROPOSALS = 3
 AGAIN_GUARD = timedelta(seconds=10)  # "Investigate again" pressed twice (or on two replicas) runs once
 ATTEMPTS = 5  # compare-and-set rounds before a delivery gives up (it is re-sent every group_interval)
-
-
-@dataclass
-class Outcome:
-    """What a button press tells the person who pressed it (privately); `ok` False: nothing happened."""
-
-    ok: bool
-    message: str
 
 
 class AlertDesk:
@@ -279,55 +270,55 @@ class AlertDesk:
         return True
 
     # --- buttons ---------------------------------------------------------------------------------
-    async def press(self, group_id: str, button: str, user: str, platform: str) -> Outcome:
+    async def press(self, group_id: str, button: str, user: str, platform: str) -> Decision:
         """A button of the root message: "investigate", "silence" or "ack"."""
         record = await self.groups.get(group_id)
         if record is None or record.thread is None:
-            return Outcome(False, "I have no alert thread for this button any more.")
+            return Decision(False, "I have no alert thread for this button any more.")
         if button == "investigate":
             return await self._again(record, user)
         if button == "silence":
             return await self._propose_silence(record, user, platform)
         if button == "ack":
             return await self._propose_ack(record, user, platform)
-        return Outcome(False, f"Unknown alert button {button!r}.")
+        return Decision(False, f"Unknown alert button {button!r}.")
 
-    async def _again(self, record: AlertGroupRecord, user: str) -> Outcome:
+    async def _again(self, record: AlertGroupRecord, user: str) -> Decision:
         now = utcnow()
         if record.investigated_at is not None and now - record.investigated_at < AGAIN_GUARD:
-            return Outcome(False, "An investigation of this alert just started; its answer comes in the thread.")
+            return Decision(False, "An investigation of this alert just started; its answer comes in the thread.")
         fingerprints = sorted({a["fingerprint"] for a in record.alerts.get("items") or [] if a.get("status") == "firing"})
         updated = await self.groups.change(record, investigated_at=now, investigated={"fingerprints": fingerprints})
         if updated is None:
-            return Outcome(False, "Someone else just changed this alert group; press again if nothing starts.")
+            return Decision(False, "Someone else just changed this alert group; press again if nothing starts.")
         await self._investigate(updated, "again", user)
-        return Outcome(True, "Investigating again; the answer comes in the thread.")
+        return Decision(True, "Investigating again; the answer comes in the thread.")
 
-    async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
+    async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Decision:
         if record.source != "alertmanager":
-            return Outcome(False, "These alerts come from the control plane, not Alertmanager: there is nothing to silence.")
+            return Decision(False, "These alerts come from the control plane, not Alertmanager: there is nothing to silence.")
         matchers = common_labels(record)
         if not matchers:
-            return Outcome(False, "The alerts of this group share no label, so no silence would match only them.")
+            return Decision(False, "The alerts of this group share no label, so no silence would match only them.")
         params = SilenceParams(matchers=matchers, seconds=self.settings.alerts.silence_seconds)
         return await self._propose(record, [kind_of("silence").action(matcher_text(matchers), params)], user, platform)
 
-    async def _propose_ack(self, record: AlertGroupRecord, user: str, platform: str) -> Outcome:
+    async def _propose_ack(self, record: AlertGroupRecord, user: str, platform: str) -> Decision:
         service = record.service
         found = await self.toolbox.control_plane.open_incidents(service)
         if not found.ok or found.data is None:
-            return Outcome(False, f"I could not read the open incidents: {found.error_text}.")
+            return Decision(False, f"I could not read the open incidents: {found.error_text}.")
         incidents = [i for i in found.data.items if i.status != "acknowledged"][:MAX_ACK_PROPOSALS]
         if not incidents:
-            return Outcome(False, f"No unacknowledged incident is open for {service or 'these alerts'} in the control plane.")
+            return Decision(False, f"No unacknowledged incident is open for {service or 'these alerts'} in the control plane.")
         ack = kind_of("ack_incident")
         actions = [ack.action(i.id, ack.params(title=i.title)) for i in incidents]
         return await self._propose(record, actions, user, platform)
 
-    async def _propose(self, record: AlertGroupRecord, actions: list[Action], user: str, platform: str) -> Outcome:
+    async def _propose(self, record: AlertGroupRecord, actions: list[Action], user: str, platform: str) -> Decision:
         threads = self._threads_of(record)
         if threads is None:
-            return Outcome(False, "This alert thread's platform is not connected here.")
+            return Decision(False, "This alert thread's platform is not connected here.")
         key, _ = _thread(record)
         port = threads.thread_port(key)
         proposed = []
@@ -335,10 +326,10 @@ class AlertDesk:
             try:
                 approval = await self.actions.propose(action, Origin(user, platform, session_id=record.session_id))
             except ActionError as exc:
-                return Outcome(False, str(exc))
+                return Decision(False, str(exc))
             await port.ask_approval(approval)
             proposed.append(approval.id)
-        return Outcome(True, f"Proposed {', '.join(proposed)}; someone else approves it in the thread.")
+        return Decision(True, f"Proposed {', '.join(proposed)}; someone else approves it in the thread.")
 
     # --- helpers ---------------------------------------------------------------------------------
     def _threads(self, dest: Destination | None) -> AlertThreads | None:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from bot.alerts.desk import AlertDesk
 from bot.alerts.payload import AlertGroup, WebhookPayload, problems
-from bot.metrics import ACK_LATENCY, ALERTS_REJECTED
+from bot.telemetry import ACK_LATENCY, ALERTS_REJECTED
 
 log = logging.getLogger("srebot.alerts")
 

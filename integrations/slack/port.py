@@ -16,7 +16,7 @@ from bot.answer import Answer
 from integrations.slack import blocks
 from integrations.slack.alerts import alert_message
 from integrations.slack.blocks import Rendered, SlackMessage
-from sessions.store import ApprovalRecord, Conversation, ConversationKey, Store
+from bot.ports import ApprovalRecord, Conversation, ConversationKey, Core
 
 if TYPE_CHECKING:
     from bot.alerts.view import AlertView
@@ -108,7 +108,7 @@ class SlackReplyPort:
     def __init__(
         self,
         client: AsyncWebClient,
-        store: Store,
+        core: Core,
         channel: str,
         thread_ts: str | None,
         *,
@@ -116,7 +116,7 @@ class SlackReplyPort:
         min_interval: float = 1.0,
     ):
         self.client = client
-        self.store = store
+        self.core = core
         self.channel = channel
         self.thread_ts = thread_ts
         self.request_id = request_id
@@ -165,12 +165,12 @@ class SlackReplyPort:
                           request_id=self.request_id)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
-        await post_approval(self.client, self.store, self.channel, self.thread_ts, approval, self.request_id)
+        await post_approval(self.client, self.core, self.channel, self.thread_ts, approval, self.request_id)
 
 
 async def post_approval(
     client: AsyncWebClient,
-    store: Store,
+    core: Core,
     channel: str,
     thread_ts: str | None,
     approval: ApprovalRecord,
@@ -181,7 +181,7 @@ async def post_approval(
     if ts is None:
         return None
     try:
-        await store.set_approval_message(approval.id, {"channel": channel, "ts": ts, "thread_ts": thread_ts})
+        await core.approval_posted(approval.id, {"channel": channel, "ts": ts, "thread_ts": thread_ts})
     except Exception:  # the buttons still work; only the later update of this message is lost
         log.exception("could not remember the approval message", extra={"approval_id": approval.id})
     return ts
@@ -214,9 +214,9 @@ class SlackNotifier:
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient, store: Store | None = None):
+    def __init__(self, client: AsyncWebClient, core: Core | None = None):
         self.client = client
-        self.store = store
+        self.core = core
         self._team_id: str | None = None
 
     async def _team(self) -> str | None:
@@ -240,8 +240,8 @@ class SlackNotifier:
                    **alert_message(view).kwargs())
 
     def thread_port(self, key: ConversationKey, request_id: str | None = None) -> SlackReplyPort:
-        assert self.store is not None, "alert threads need the store (approval messages are remembered there)"
-        return SlackReplyPort(self.client, self.store, key.channel, key.thread, request_id=request_id)
+        assert self.core is not None, "alert threads need the core (approval messages are remembered there)"
+        return SlackReplyPort(self.client, self.core, key.channel, key.thread, request_id=request_id)
 
     async def say(self, conversation: Conversation, message: Answer | str) -> None:
         key = conversation.key
