@@ -643,3 +643,18 @@ def test_silence_is_one_declaration_of_the_action_registry() -> None:
             silence.from_tool(bad, lookup)
     with pytest.raises(NotProposed):
         asyncio.run(silence.from_chat(None))  # type: ignore[arg-type]
+
+
+async def test_a_notification_the_database_cannot_store_is_503_so_alertmanager_sends_it_again(
+    slack: SlackFake, tmp_path: Path
+) -> None:
+    from tests.conftest import _drop_pg_database, pg_database
+
+    async with pg_database() as database, SlackBot(slack, database, engine=ScriptedEngine(), env=bot_env(tmp_path)) as bot:
+        alerting = Alerting(slack, bot, bot.engine)
+        await _drop_pg_database(database)  # the database goes away under the running bot
+        status, body = await alerting.post(payload())
+        await alerting.settle()
+        assert status == 503 and "send it again" in body
+        assert alerting.roots() == []
+        assert metric("srebot_alerts_rejected_total", reason="unavailable") >= 1

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.actions import ActionError, Actions, SilenceParams, kind_of, matcher_text
 from bot.alerts.payload import AlertGroup, key_hash
@@ -31,6 +31,11 @@ MAX_STORED_ALERTS = 100
 MAX_ACK_PROPOSALS = 3
 AGAIN_GUARD = timedelta(seconds=10)  # "Investigate again" pressed twice (or on two replicas) runs once
 ATTEMPTS = 5  # compare-and-set rounds before a delivery gives up (it is re-sent every group_interval)
+
+
+class Accepted(NamedTuple):
+    record: AlertGroupRecord | None
+    fresh: bool  # this delivery created the group's row
 
 
 class AlertDesk:
@@ -69,23 +74,34 @@ class AlertDesk:
 
     # --- notifications ---------------------------------------------------------------------------
     async def receive(self, group: AlertGroup) -> str:
-        """Apply one notification; returns what it did: opened, investigated, updated, resolved, duplicate,
-        unrouted (no destination configured or reachable) or failed (the root message could not be posted)."""
+        """Store one notification and apply it (see `apply`)."""
+        return await self.apply(group, await self.accept(group))
+
+    async def accept(self, group: AlertGroup) -> Accepted:
+        """Store the notification: the group's row on its first delivery (once, across replicas), else one
+        more delivery counted. Raises when the database cannot (the webhook then answers 503 and
+        Alertmanager sends it again)."""
         ALERTS_RECEIVED.labels(group.source, group.status).inc()
         handle = key_hash(group.key)
         created = await self.groups.insert(handle, {"group_key": group.key, "source": group.source, **self._state(group)})
-        record = created or await self.groups.seen(handle)
+        return Accepted(created or await self.groups.seen(handle), created is not None)
+
+    async def apply(self, group: AlertGroup, accepted: Accepted) -> str:
+        """What the notification changes; returns what it did: opened, investigated, updated, resolved,
+        duplicate, unrouted (no destination configured or served here) or failed (the root message could
+        not be posted; the next delivery tries again)."""
+        record, fresh = accepted
         for _ in range(ATTEMPTS):
             if record is None:  # deleted in between: nothing to continue
                 return "duplicate"
-            outcome = await self._apply(record, group, fresh=created is not None)
+            outcome = await self._apply(record, group, fresh=fresh)
             if outcome is not None:
                 if outcome == "duplicate":
                     ALERTS_DEDUPLICATED.labels(group.source).inc()
                 log.info("alert notification", extra={"alert_group": record.id, "outcome": outcome, "status": group.status})
                 return outcome
-            created = None
-            record = await self.groups.by_key(handle)
+            fresh = False
+            record = await self.groups.by_key(key_hash(group.key))
         log.warning("alert notification kept losing to concurrent ones", extra={"alert_group": record and record.id})
         return "duplicate"
 

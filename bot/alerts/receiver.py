@@ -62,7 +62,13 @@ def make_handler(desk: AlertDesk, token: str):  # type: ignore[no-untyped-def]
             reason = problems(exc) if isinstance(exc, ValidationError) else f"not JSON: {exc}"
             log.warning("refused a malformed alert webhook", extra={"error": reason})
             return _refuse(400, "malformed", reason)
-        desk.spawn(desk.receive(AlertGroup.from_webhook(payload)))
+        group = AlertGroup.from_webhook(payload)
+        try:  # stored before the answer: a notification Alertmanager was told we have is never lost
+            accepted = await desk.accept(group)
+        except Exception as exc:  # noqa: BLE001 - the database is down or refusing: Alertmanager retries a 5xx
+            log.error("could not store an alert notification", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+            return _refuse(503, "unavailable", "srebot cannot store the notification right now; send it again")
+        desk.spawn(desk.apply(group, accepted))
         ACK_LATENCY.labels("alertmanager").observe(time.perf_counter() - started)
         return web.json_response({"status": "accepted", "alerts": len(payload.alerts)})
 

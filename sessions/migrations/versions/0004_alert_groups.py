@@ -1,15 +1,15 @@
 """alert groups: one row per alert group and the thread it has; the last investigation per service
 
-Revision ID: 0003_alert_groups
-Revises: 0002
+Revision ID: 0004_alert_groups
+Revises: 0003_instance_lease
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003_alert_groups'
-down_revision = '0002'
+revision = '0004_alert_groups'
+down_revision = '0003_instance_lease'
 branch_labels = None
 depends_on = None
 
