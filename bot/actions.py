@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.answer import Action
 from bot.approvals import ActionFailed, Approvals
+from bot.policy import Actor
 from bot.toolbox import Toolbox
 from sessions.store import ApprovalRecord
 from tools.base import ErrorCode, ToolError, ToolResult
@@ -83,13 +84,14 @@ class Actions:
         self,
         action: Action,
         *,
-        requester: str,
+        requester: str | Actor,
         platform: str,
         session_id: str | None = None,
         request_id: str | None = None,
     ) -> ApprovalRecord:
         """An approval row for `action`; raises ActionError when the change cannot even be described
-        (e.g. no previous revision to roll back to)."""
+        (e.g. no previous revision to roll back to), NotAllowed (an ActionError too) when the policy refuses
+        `requester` this kind of action in the session's conversation."""
         description = await self.describe(action)
         return await self.approvals.propose(
             kind=action.kind,

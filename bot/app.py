@@ -6,11 +6,12 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from bot.actions import Actions
+from bot.actions import KINDS, Actions
 from bot.approvals import Approvals
 from bot.config import ConfigError, Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine
+from bot.policy import Policy
 from bot.ports import Notifier
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
@@ -30,10 +31,11 @@ class Runtime:
         self.store = Store(settings.database_url)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
         self.toolbox = Toolbox.from_settings(settings)
+        self.policy = Policy(settings.policy, approvers=settings.approvers, kinds=KINDS)
         self.approvals = Approvals(
             self.store,
             lambda approval: self.actions.execute(approval),
-            approvers=settings.approvers,
+            policy=self.policy,
             ttl_seconds=settings.defaults.approval_ttl_seconds,
             notifiers=self.notifiers,
             sweep_seconds=settings.approval_sweep_seconds,
@@ -64,15 +66,18 @@ class Runtime:
     def attach_platforms(self) -> None:
         """Register the notifiers of the configured platforms without serving them (the terminal's
         `approve`/`reject`), so a decision made here still updates the approval message posted in
-        Slack or Teams and posts the outcome in its thread. Platforms already mounted are kept."""
+        Slack or Teams and posts the outcome in its thread, and the policy resolves Slack user groups.
+        Platforms already mounted are kept."""
         settings = self.settings
         if settings.slack_enabled and "slack" not in self.notifiers:
             from integrations.slack.app import web_client
             from integrations.slack.port import SlackNotifier
+            from integrations.slack.trust import UserGroups
 
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
             self.add_notifier(SlackNotifier(client))
+            self.policy.add_directory("slack", UserGroups(client))
         if settings.teams_enabled and "teams" not in self.notifiers:
             from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
             from integrations.teams.port import TeamsNotifier

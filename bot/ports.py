@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.answer import Answer
+from bot.policy import Actor
 from sessions.store import ApprovalRecord, Conversation, ConversationKey, new_id
 
 Progress = Callable[[str], Awaitable[None]]
@@ -50,6 +51,16 @@ class Request:
     # what a Notifier needs to reach this thread later (e.g. a Teams ConversationReference)
     reference: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.monotonic)
+    # who asks, as bot.policy sees them: another organisation's person (Slack Connect, a Teams guest or
+    # external tenant), the group ids the platform vouches for, and the path (message, command, alert)
+    external: bool = False
+    groups: frozenset[str] = frozenset()
+    via: str = "message"
+
+    @property
+    def actor(self) -> Actor:
+        key = self.key
+        return Actor(self.user, key.platform, key.workspace, key.channel, self.via, self.external, self.groups)
 
 
 __all__ = [

@@ -99,6 +99,17 @@ class ApprovalRecord:
     finished_at: datetime | None = None
     result: str | None = None
     message_ref: dict[str, Any] | None = None
+    decided_via: str | None = None  # button, card, cli, chat
+
+    @property
+    def decider(self) -> str:
+        """Who decided as a thread says it: "U0BOB", or "U0BOB (via CLI)" for a decision made in a shell."""
+        return f"{self.decided_by or '?'}{via_note(self.decided_via)}"
+
+
+def via_note(via: str | None) -> str:
+    """" (via CLI)" for a decision typed in a shell, whose name the operator gave; "" for a click."""
+    return {"cli": " (via CLI)", "chat": " (via srebot chat)"}.get(via or "", "")
 
 
 @dataclass
@@ -111,6 +122,10 @@ class AuditRecord:
     kind: str | None
     target: str | None
     detail: str | None
+    platform: str | None = None
+    workspace: str | None = None
+    channel: str | None = None
+    via: str | None = None
 
 
 @dataclass
@@ -166,6 +181,7 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         finished_at=_aware(row.finished_at),
         result=row.result,
         message_ref=row.message_ref,
+        decided_via=row.decided_via,
     )
 
 
@@ -558,6 +574,10 @@ class Store:
         kind: str | None = None,
         target: str | None = None,
         detail: str | None = None,
+        platform: str | None = None,
+        workspace: str | None = None,
+        channel: str | None = None,
+        via: str | None = None,
     ) -> None:
         async with self._sessions.begin() as db:
             await db.execute(
@@ -569,6 +589,10 @@ class Store:
                     kind=kind,
                     target=target,
                     detail=detail,
+                    platform=platform,
+                    workspace=workspace,
+                    channel=channel,
+                    via=via,
                 )
             )
 
@@ -578,6 +602,7 @@ class Store:
             if since is not None:
                 stmt = stmt.where(AuditRow.at >= since)
             return [
-                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail)  # type: ignore[arg-type]
+                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail,  # type: ignore[arg-type]
+                            r.platform, r.workspace, r.channel, r.via)
                 for r in await db.scalars(stmt)
             ]

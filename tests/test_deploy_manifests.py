@@ -42,7 +42,7 @@ NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "secret.example.yaml"}
 SLACK_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"}
 SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
-    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read",
+    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read", "usergroups:read",
 }
 TEAMS_COMMANDS = {"help", "diagnose", "logs", "cost", "incidents", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}

@@ -37,7 +37,8 @@ from google.adk.tools.tool_confirmation import ToolConfirmation
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
-from bot.actions import ActionError, Actions
+from bot.actions import Actions
+from bot.approvals import ActionFailed
 from bot.answer import Action, Answer, Recommendation, ToolStatus
 from bot.config import Settings
 from bot.engine.agent_tools import AgentTools, compact, dumps
@@ -269,7 +270,7 @@ class Agent:
                 await _say(turn.progress, f"Proposing {action.kind} of {action.target}…")
                 approval = await self.actions.propose(
                     action,
-                    requester=turn.request.user,
+                    requester=turn.request.actor,
                     platform=turn.request.key.platform,
                     session_id=turn.session.id,
                     request_id=turn.request.request_id,
@@ -287,7 +288,7 @@ class Agent:
                 "change": recommendation.title,
                 "note": "Nothing has been changed. Another authorised person must approve it in the thread.",
             }
-        except (ActionError, ValueError) as exc:
+        except (ActionFailed, ValueError) as exc:
             payload = {"ok": False, "status": "not proposed", "error": redact(str(exc))[:500]}
         confirmation = ToolConfirmation(confirmed=True, payload=payload)
         return types.Part(

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from bot.actions import ActionError, Actions
+from bot.actions import Actions
+from bot.approvals import ActionFailed
 from bot.answer import Action, Answer, Finding, Link, Recommendation
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.config import Settings, parse_duration
 from bot.engine.calls import Calls, combine
 from bot.engine.findings import pattern_text, signal_title
@@ -85,10 +86,11 @@ class Context:
         return self.actions.approvals.configured
 
     async def approval(self, action: Action) -> ApprovalRecord:
-        """An approval row for `action`, requested by whoever asked; raises ActionError."""
+        """An approval row for `action`, requested by whoever asked; raises ActionFailed (cannot be described,
+        or the policy refuses it)."""
         return await self.actions.propose(
             action,
-            requester=self.request.user,
+            requester=self.request.actor,
             platform=self.request.key.platform,
             session_id=self.session.id,
             request_id=self.request.request_id,
@@ -104,7 +106,7 @@ class Context:
                 continue
             try:
                 approval = await self.approval(plan.action)
-            except ActionError as exc:
+            except ActionFailed as exc:
                 problems[plan.title] = str(exc)
                 recommendations.append(Recommendation(title=plan.title, action=plan.action))
                 continue
@@ -576,7 +578,7 @@ async def action(ctx: Context, intent: str, target: Target | None, params: dict[
         act = Action(kind=intent, target=kube_target, params={"replicas": params["replicas"]} if intent == "scale" else {})
     try:
         approval = await ctx.approval(act)
-    except ActionError as exc:
+    except ActionFailed as exc:
         return ctx.answer(**base, status="failed", summary=f"Cannot propose {intent.replace('_', ' ')}: {exc}.")
     recommendation = Recommendation(title=approval.description, action=act, approval_id=approval.id)
     who = (
