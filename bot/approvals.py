@@ -6,13 +6,11 @@ import asyncio
 import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
-from bot.metrics import APPROVALS
-from bot.policy import EXTERNAL_REFUSAL, VIA_OF_PLATFORM, Actor, Policy
-from bot.ports import Notifier
-from sessions.store import ApprovalRecord, ConversationKey, Store, utcnow
+from bot.policy import EXTERNAL_REFUSAL, VIA_OF_PLATFORM, Policy
+from bot.telemetry import APPROVALS
+from bot.ports import Decision, Notifier
+from sessions.store import Actor, ApprovalRecord, ApprovalState, ConversationKey, Proposal, Store
 
 log = logging.getLogger("srebot.approvals")
 
@@ -37,13 +35,6 @@ class NotAllowed(ActionFailed):
     """The policy refuses the proposal; the message says why, for the person who asked."""
 
 
-@dataclass
-class Decision:
-    accepted: bool
-    message: str  # what the person who clicked is told (privately when refused)
-    approval: ApprovalRecord | None = None
-
-
 class Approvals:
     def __init__(
         self,
@@ -64,40 +55,18 @@ class Approvals:
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- propose ---------------------------------------------------------------------------------
-    async def propose(
-        self,
-        *,
-        kind: str,
-        target: str,
-        params: dict[str, Any],
-        description: str,
-        requester: str | Actor,
-        platform: str,
-        session_id: str | None = None,
-        request_id: str | None = None,
-    ) -> ApprovalRecord:
-        """A pending approval row for a proposal by `requester` (an Actor, or a user id on `platform`) in the
-        session's conversation; raises NotAllowed when the policy refuses them this kind of action there."""
-        actor = requester if isinstance(requester, Actor) else Actor(requester, platform)
-        where = await self._where(session_id)
-        refusal = await self.policy.refusal(actor, "propose", kind, where=where)
+    async def propose(self, proposal: Proposal) -> ApprovalRecord:
+        """A pending approval row for `proposal` in its session's conversation; raises NotAllowed when the
+        policy refuses its origin's actor this kind of action there."""
+        actor = proposal.origin.who
+        refusal = await self.policy.refusal(actor, "propose", proposal.kind, where=await self._where(proposal.origin.session_id))
         if refusal is not None:
-            await self.store.audit("refused", actor.user, kind=kind, target=target,
+            await self.store.audit("refused", actor.user, kind=proposal.kind, target=proposal.target,
                                    detail=f"propose: {refusal}", **_context(actor))
             raise NotAllowed(refusal)
-        approval = await self.store.create_approval(
-            kind=kind,
-            target=target,
-            params=params,
-            description=description,
-            requester=actor.user,
-            platform=platform,
-            ttl_seconds=self.ttl_seconds,
-            session_id=session_id,
-            request_id=request_id,
-        )
-        APPROVALS.labels("pending").inc()
-        await self._audit("proposed", actor, approval, description)
+        approval = await self.store.create_approval(proposal, self.ttl_seconds)
+        APPROVALS.labels(ApprovalState.PENDING).inc()
+        await self._audit("proposed", actor, approval, proposal.description)
         return approval
 
     @property
@@ -118,10 +87,10 @@ class Approvals:
         approval = await self.store.get_approval(approval_id)
         if approval is None:
             return Decision(False, f"There is no approval {approval_id}.")
-        if approval.status == "pending" and approval.expires_at <= utcnow():
+        if approval.status == ApprovalState.PENDING and approval.expires_at <= self.store.clock():
             await self._expire(approval)  # the sweeper has not come round yet
             approval = await self.store.get_approval(approval_id) or approval
-        if approval.status != "pending":
+        if approval.status != ApprovalState.PENDING:
             return Decision(False, _already(approval), approval)
         refusal = await self._refusal(approval, actor, decision)
         if refusal:
@@ -152,15 +121,15 @@ class Approvals:
         return conversation.key if conversation else None
 
     async def _reject(self, approval: ApprovalRecord, actor: Actor) -> Decision:
-        now = utcnow()
+        now = self.store.clock()
         rejected = await self.store.transition_approval(
-            approval.id, "pending", "rejected", decided_by=actor.user, decided_via=actor.via, decided_at=now,
-            finished_at=now,
+            approval.id, ApprovalState.PENDING, ApprovalState.REJECTED, decided_by=actor.user, decided_via=actor.via,
+            decided_at=now, finished_at=now,
         )
         if rejected is None:
             current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
-        APPROVALS.labels("rejected").inc()
+        APPROVALS.labels(ApprovalState.REJECTED).inc()
         await self._audit("rejected", actor, approval)
         await self._changed(rejected)
         return Decision(True, f"Rejected by {rejected.decider}; nothing was changed.", rejected)
@@ -168,31 +137,38 @@ class Approvals:
     async def _approve(self, approval: ApprovalRecord, actor: Actor) -> Decision:
         # The conditional UPDATE is the lock: of two clicks (or two replicas) only one gets a row back.
         approved = await self.store.transition_approval(
-            approval.id, "pending", "approved", decided_by=actor.user, decided_via=actor.via, decided_at=utcnow()
+            approval.id,
+            ApprovalState.PENDING,
+            ApprovalState.APPROVED,
+            decided_by=actor.user,
+            decided_via=actor.via,
+            decided_at=self.store.clock(),
         )
         if approved is None:
             current = await self.store.get_approval(approval.id)
-            if current is not None and current.status == "pending":  # expired between read and update
+            if current is not None and current.status == ApprovalState.PENDING:  # expired between read and update
                 await self._expire(current)
                 current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
-        APPROVALS.labels("approved").inc()
+        APPROVALS.labels(ApprovalState.APPROVED).inc()
         await self._audit("approved", actor, approval)
         await self._changed(approved)
         try:
             outcome = await self.executor(approved)
         except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
             detail = _error_text(exc)
-            final = await self._finish(approved, "failed", detail, actor)
+            final = await self._finish(approved, ApprovalState.FAILED, detail, actor)
             return Decision(True, f"Approved by {approved.decider}, but it failed: {detail}", final or approved)
-        final = await self._finish(approved, "executed", outcome, actor)
+        final = await self._finish(approved, ApprovalState.EXECUTED, outcome, actor)
         return Decision(True, f"Approved by {approved.decider} · {outcome}", final or approved)
 
-    async def _finish(self, approved: ApprovalRecord, status: str, result: str, actor: Actor) -> ApprovalRecord | None:
+    async def _finish(
+        self, approved: ApprovalRecord, status: ApprovalState, result: str, actor: Actor
+    ) -> ApprovalRecord | None:
         """approved → executed | failed, with the outcome in the row, the audit log and the thread;
         None when someone else finished it first."""
         final = await self.store.transition_approval(
-            approved.id, "approved", status, result=result[:1000], finished_at=utcnow()
+            approved.id, ApprovalState.APPROVED, status, result=result[:1000], finished_at=self.store.clock()
         )
         if final is None:
             return None
@@ -203,8 +179,7 @@ class Approvals:
 
     async def _audit(self, event: str, actor: Actor, approval: ApprovalRecord, detail: str | None = None) -> None:
         await self.store.audit(
-            event, actor.user, approval_id=approval.id, kind=approval.kind, target=approval.target,
-            detail=detail,
+            event, actor.user, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=detail,
             **_context(actor),
         )
 
@@ -224,22 +199,26 @@ class Approvals:
         for approval in await self.store.due_for_expiry():
             if await self._expire(approval):
                 count += 1
-        for approval in await self.store.stuck_approvals(utcnow() - timedelta(seconds=STUCK_AFTER_SECONDS)):
+        for approval in await self.store.stuck_approvals(self.store.clock() - timedelta(seconds=STUCK_AFTER_SECONDS)):
             outcome = (
                 "the srebot process running it stopped before it reported an outcome; "
                 f"check {approval.target} before proposing it again"
             )
-            if await self._finish(approval, "failed", outcome, SWEEPER) is not None:
+            if await self._finish(approval, ApprovalState.FAILED, outcome, SWEEPER) is not None:
                 count += 1
         return count
 
     async def _expire(self, approval: ApprovalRecord) -> bool:
         expired = await self.store.transition_approval(
-            approval.id, "pending", "expired", finished_at=utcnow(), result="expired without a decision"
+            approval.id,
+            ApprovalState.PENDING,
+            ApprovalState.EXPIRED,
+            finished_at=self.store.clock(),
+            result="expired without a decision",
         )
         if expired is None:
             return False
-        APPROVALS.labels("expired").inc()
+        APPROVALS.labels(ApprovalState.EXPIRED).inc()
         await self._audit("expired", EXPIRY, approval, f"no decision within {_duration(self.ttl_seconds)}")
         await self._changed(expired)
         return True

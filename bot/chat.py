@@ -14,7 +14,7 @@ import re
 import sys
 
 from bot.app import Runtime
-from bot.policy import Actor
+from sessions.store import Actor
 from bot.ports import Request
 from bot.terminal import TerminalPort
 from sessions.store import ConversationKey, new_id

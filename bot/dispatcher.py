@@ -15,21 +15,17 @@ from datetime import timedelta
 
 from bot.answer import Answer
 from bot.engine.base import Engine
-from bot.logs import request_id_var
-from bot.metrics import QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
+from bot.logging_setup import request_id_var
+from bot.telemetry import QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
 from bot.ports import Notifier, Request
-from sessions.store import Conversation, ConversationKey, Store
+from bot.wording import short
+from sessions.store import Conversation, ConversationKey, Store, TurnState
 
 log = logging.getLogger("srebot.dispatcher")
 
 EVENT_MEMORY = timedelta(days=1)  # how long delivered platform event ids are kept for dedupe
 CANCEL = re.compile(r"^\s*(cancel|stop|abort)\s*[.!]?\s*$", re.I)
 STATUS = re.compile(r"^\s*status\s*\??\s*$", re.I)
-
-
-def short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
@@ -260,7 +256,7 @@ class Dispatcher:
         await self._deliver(request, answer)
         await self.store.update_turn(
             turn_id,
-            answer.status,
+            TurnState(answer.status),
             intent=answer.intent,
             service=answer.service,
             answer=answer.to_json(),
@@ -282,7 +278,7 @@ class Dispatcher:
 
     async def _finish_interrupted(self, job: _Job, turn_id: int) -> None:
         request = job.request
-        await asyncio.shield(self.store.update_turn(turn_id, "interrupted"))
+        await asyncio.shield(self.store.update_turn(turn_id, TurnState.INTERRUPTED))
         await asyncio.shield(
             self._deliver(
                 request,

@@ -1,8 +1,8 @@
 """Who may do what, where: the one policy Slack, Teams, the terminal and alert threads ask before a person
 asks for diagnosis, proposes a write action or decides an approval.
 
-    policy = runtime.policy
-    actor = Actor(user="U0BOB", platform="slack", workspace="T1", channel="C1", via="button")
+    policy = runtime.policy                    # bot.ports.Core.policy for an integration
+    actor = Actor(user="U0BOB", platform="slack", workspace="T1", channel="C1", via="button")  # sessions.store
     refusal = await policy.refusal(actor, "approve", kind="rollback", where=conversation_key)
     if refusal is not None: ...   # tell `actor` privately; nothing happens
 
@@ -18,22 +18,27 @@ organisation). Slack user groups (S…) are resolved to their members by the dir
 integration registers (`add_directory`). Without a `[policy]` table the pre-policy behaviour holds: anyone
 asks and proposes anywhere, and SREBOT_APPROVERS approve. With one, a channel not listed (and without a
 `"*"` entry) is read-only. SREBOT_APPROVERS stays "these may approve" wherever the policy names no approvers.
+
+Alert threads: srebot itself investigates and proposes there, as `Actor("alertmanager", platform, workspace,
+channel, via="alert")`; such an actor may always ask, and may propose wherever the channel is not read-only
+(the propose lists name people); approving stays with the people the policy names. Proposals reach the policy
+through `Approvals.propose` (give the Proposal's Origin an `actor`), decisions through `Approvals.decide`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bot.config import ConfigError, Grants, PolicyConfig
-from sessions.store import ConversationKey
+from sessions.store import Actor, ConversationKey
 
 log = logging.getLogger("srebot.policy")
 
 Verb = Literal["ask", "propose", "approve"]
 ANYONE = "*"
+ALERT = "alert"  # the path of srebot's own work in alert threads
 # how a decision or a proposal reached the bot, as written to the audit log
 VIA_OF_PLATFORM = {"slack": "button", "teams": "card", "cli": "cli"}
 
@@ -45,19 +50,6 @@ NO_APPROVERS_HINT = (
     "No approvers are configured, so this cannot be approved yet: set SREBOT_APPROVERS to a "
     "comma-separated list of user ids (Slack U…, Teams AAD object ids, terminal names)."
 )
-
-
-@dataclass(frozen=True)
-class Actor:
-    """A person acting on the bot, where and how (the audit log's who and how)."""
-
-    user: str
-    platform: str
-    workspace: str = ""  # Slack team, Teams tenant, "local" for the terminal
-    channel: str = ""  # Slack channel, Teams conversation, "terminal"
-    via: str = "message"  # message, command, button, card, cli, chat, alert
-    external: bool = False
-    groups: frozenset[str] = field(default_factory=frozenset)
 
 
 class Directory(Protocol):
@@ -104,6 +96,8 @@ class Policy:
         if verb != "ask" and (nobody := _nobody(verb, allowed)):
             return nobody
         assert allowed is not None
+        if actor.via == ALERT and verb != "approve":
+            return None  # srebot's own investigation of an alert, in a channel that allows it
         if await self._matches(allowed, actor, where):
             return None
         what = {"ask": "ask srebot here", "propose": f"propose a {kind} here", "approve": ""}[verb]

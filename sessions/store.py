@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,32 @@ from sessions.models import (
     TurnRow,
 )
 
-ACTIVE_TURN = ("queued", "running")
-FINAL_TURN = ("completed", "failed", "cancelled", "interrupted")
+
+
+class TurnState(StrEnum):
+    """Where a request is; str-valued, so stored values and JSON are the plain words."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # a restart or a crash cut it off
+
+
+ACTIVE_TURN = (TurnState.QUEUED, TurnState.RUNNING)
+FINAL_TURN = (TurnState.COMPLETED, TurnState.FAILED, TurnState.CANCELLED, TurnState.INTERRUPTED)
+
+
+class ApprovalState(StrEnum):
+    """pending → approved → executed | failed, or pending → rejected | expired."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    EXECUTED = "executed"
+    FAILED = "failed"
 
 
 def utcnow() -> datetime:
@@ -71,13 +96,54 @@ class TurnRecord:
     request_id: str
     user_id: str
     text: str
-    status: str
+    status: TurnState
     intent: str | None = None
     service: str | None = None
     answer: dict[str, Any] | None = None
     error: str | None = None
     created_at: datetime | None = None
     elapsed_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person acting on the bot, where and how: what the policy (bot.policy) decides on and what an audit
+    row records."""
+
+    user: str
+    platform: str
+    workspace: str = ""  # Slack team, Teams tenant, "local" for the terminal
+    channel: str = ""  # Slack channel, Teams conversation, "terminal"
+    via: str = "message"  # message, command, button, card, cli, chat, alert
+    external: bool = False  # another organisation's person (Slack Connect, a Teams guest or external tenant)
+    groups: frozenset[str] = field(default_factory=frozenset)  # group ids the platform vouches for
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asks for a change, and from which thread; `actor` says where and how they asked (a bare user on
+    `platform` when not given)."""
+
+    user: str
+    platform: str
+    session_id: str | None = None
+    request_id: str | None = None
+    actor: Actor | None = None
+
+    @property
+    def who(self) -> Actor:
+        return self.actor or Actor(self.user, self.platform)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A described write action someone asks for: what becomes an approval row."""
+
+    kind: str
+    target: str
+    params: dict[str, Any]
+    description: str  # exactly what will change ("replicas 3 → 5")
+    origin: Origin
 
 
 @dataclass
@@ -89,7 +155,7 @@ class ApprovalRecord:
     description: str
     requester: str
     platform: str
-    status: str
+    status: ApprovalState
     session_id: str | None
     request_id: str | None
     created_at: datetime
@@ -102,14 +168,14 @@ class ApprovalRecord:
     decided_via: str | None = None  # button, card, cli, chat
 
     @property
+    def via_note(self) -> str:
+        """" (via CLI)" for a decision typed in a shell, whose name the operator gave; "" for a click."""
+        return {"cli": " (via CLI)", "chat": " (via srebot chat)"}.get(self.decided_via or "", "")
+
+    @property
     def decider(self) -> str:
         """Who decided as a thread says it: "U0BOB", or "U0BOB (via CLI)" for a decision made in a shell."""
-        return f"{self.decided_by or '?'}{via_note(self.decided_via)}"
-
-
-def via_note(via: str | None) -> str:
-    """" (via CLI)" for a decision typed in a shell, whose name the operator gave; "" for a click."""
-    return {"cli": " (via CLI)", "chat": " (via srebot chat)"}.get(via or "", "")
+        return f"{self.decided_by or '?'}{self.via_note}"
 
 
 @dataclass
@@ -152,7 +218,7 @@ def _turn(row: TurnRow) -> TurnRecord:
         request_id=row.request_id,
         user_id=row.user_id,
         text=row.text,
-        status=row.status,
+        status=TurnState(row.status),
         intent=row.intent,
         service=row.service,
         answer=row.answer,
@@ -171,7 +237,7 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         description=row.description,
         requester=row.requester,
         platform=row.platform,
-        status=row.status,
+        status=ApprovalState(row.status),
         session_id=row.session_id,
         request_id=row.request_id,
         created_at=_aware(row.created_at),  # type: ignore[arg-type]
@@ -188,8 +254,16 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
 class Store:
     """Async access to the database; one instance per process, shared by every platform."""
 
-    def __init__(self, url: str, *, cache_size: int = 10_000, cache_ttl: float = 600.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 600.0,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.url = async_url(url)
+        self.clock = clock  # the time stamped on rows and compared with expiry and heartbeats
         self.engine: AsyncEngine = make_engine(self.url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # thread -> session id never changes once created, so caching it is safe across replicas
@@ -228,7 +302,7 @@ class Store:
         found = await self.find_session_id(key)
         if found is not None:
             return found
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ConversationRow)
             .values(
@@ -285,7 +359,7 @@ class Store:
         current_service: str | None = None,
         reference: dict[str, Any] | None = None,
     ) -> None:
-        values: dict[str, Any] = {"last_active_at": utcnow()}
+        values: dict[str, Any] = {"last_active_at": self.clock()}
         if current_service is not None:
             values["current_service"] = current_service
         if reference is not None:
@@ -302,8 +376,8 @@ class Store:
                 instance_id=instance_id,
                 user_id=user_id,
                 text=text_,
-                status="queued",
-                created_at=utcnow(),
+                status=TurnState.QUEUED,
+                created_at=self.clock(),
             )
             db.add(row)
             await db.flush()
@@ -315,7 +389,7 @@ class Store:
             result = await db.execute(
                 update(TurnRow)
                 .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(status="running", started_at=utcnow())
+                .values(status=TurnState.RUNNING, started_at=self.clock())
                 .returning(TurnRow.session_id)
             )
             session_id = result.scalar_one_or_none()
@@ -327,7 +401,7 @@ class Store:
     async def update_turn(
         self,
         turn_id: int,
-        status: str,
+        status: TurnState,
         *,
         intent: str | None = None,
         service: str | None = None,
@@ -339,7 +413,7 @@ class Store:
         """Set a turn's status and results; with `remember_service`, `service` also becomes its
         conversation's current service (same transaction)."""
         values: dict[str, Any] = {"status": status}
-        now = utcnow()
+        now = self.clock()
         if status in FINAL_TURN:
             values["finished_at"] = now
         for name, value in (("intent", intent), ("service", service), ("answer", answer), ("error", error)):
@@ -388,7 +462,7 @@ class Store:
                 ConversationRow.workspace == key.workspace,
                 ConversationRow.channel == key.channel,
                 ConversationRow.thread == key.thread,
-                TurnRow.status == "running",
+                TurnRow.status == TurnState.RUNNING,
             )
             .order_by(TurnRow.id.desc())
             .limit(1)
@@ -397,8 +471,8 @@ class Store:
         async with self._sessions.begin() as db:
             row = await db.scalar(
                 update(TurnRow)
-                .where(TurnRow.id == newest, TurnRow.status == "running")
-                .values(cancel_requested_at=utcnow())
+                .where(TurnRow.id == newest, TurnRow.status == TurnState.RUNNING)
+                .values(cancel_requested_at=self.clock())
                 .returning(TurnRow)
             )
             return _turn(row) if row else None
@@ -410,7 +484,7 @@ class Store:
                 await db.scalars(
                     select(TurnRow.request_id).where(
                         TurnRow.instance_id == instance_id,
-                        TurnRow.status == "running",
+                        TurnRow.status == TurnState.RUNNING,
                         TurnRow.cancel_requested_at.is_not(None),
                     )
                 )
@@ -418,7 +492,7 @@ class Store:
 
     # --- instances and crash recovery ------------------------------------------------------------
     async def heartbeat(self, instance_id: str) -> None:
-        now = utcnow()
+        now = self.clock()
         stmt = self._dialect_insert(InstanceRow).values(id=instance_id, started_at=now, heartbeat_at=now)
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now})
         async with self._sessions.begin() as db:
@@ -434,7 +508,7 @@ class Store:
         An instance is dead when its heartbeat is older than `stale_after` seconds or it has no row.
         The caller's own turns are never taken: it is running them (this runs on every heartbeat).
         Each turn is claimed by one conditional UPDATE, so two replicas never both report it."""
-        cutoff = utcnow() - timedelta(seconds=stale_after)
+        cutoff = self.clock() - timedelta(seconds=stale_after)
         async with self._sessions() as db:
             alive = set(await db.scalars(select(InstanceRow.id).where(InstanceRow.heartbeat_at >= cutoff)))
             alive.add(instance_id)
@@ -447,12 +521,12 @@ class Store:
                 result = await db.execute(
                     update(TurnRow)
                     .where(TurnRow.id == row.id, TurnRow.status.in_(ACTIVE_TURN))
-                    .values(status="interrupted", finished_at=utcnow())
+                    .values(status=TurnState.INTERRUPTED, finished_at=self.clock())
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     continue
                 conv = await db.get(ConversationRow, row.session_id)
-            row.status = "interrupted"
+            row.status = TurnState.INTERRUPTED
             if conv is not None:
                 claimed.append(Interrupted(_turn(row), _conversation(conv)))
         async with self._sessions.begin() as db:
@@ -464,7 +538,7 @@ class Store:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
         of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
         was seen before."""
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ProcessedEventRow)
             .values([{"platform": platform, "event_id": event_id, "received_at": now} for event_id in event_ids])
@@ -478,36 +552,25 @@ class Store:
     async def forget_events(self, older_than: timedelta) -> int:
         async with self._sessions.begin() as db:
             result = await db.execute(
-                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < utcnow() - older_than)
+                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < self.clock() - older_than)
             )
             return result.rowcount or 0  # type: ignore[attr-defined]
 
     # --- approvals -------------------------------------------------------------------------------
-    async def create_approval(
-        self,
-        *,
-        kind: str,
-        target: str,
-        params: dict[str, Any],
-        description: str,
-        requester: str,
-        platform: str,
-        ttl_seconds: float,
-        session_id: str | None = None,
-        request_id: str | None = None,
-    ) -> ApprovalRecord:
-        now = utcnow()
+    async def create_approval(self, proposal: Proposal, ttl_seconds: float) -> ApprovalRecord:
+        now = self.clock()
+        origin = proposal.origin
         row = ApprovalRow(
             id=new_id("apr"),
-            session_id=session_id,
-            request_id=request_id,
-            kind=kind,
-            target=target,
-            params=params,
-            description=description,
-            requester=requester,
-            platform=platform,
-            status="pending",
+            session_id=origin.session_id,
+            request_id=origin.request_id,
+            kind=proposal.kind,
+            target=proposal.target,
+            params=proposal.params,
+            description=proposal.description,
+            requester=origin.user,
+            platform=origin.platform,
+            status=ApprovalState.PENDING,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
@@ -521,14 +584,18 @@ class Store:
             return _approval(row) if row else None
 
     async def transition_approval(
-        self, approval_id: str, from_status: str | Iterable[str], to_status: str, **values: Any
+        self,
+        approval_id: str,
+        from_status: ApprovalState | Iterable[ApprovalState],
+        to_status: ApprovalState,
+        **values: Any,
     ) -> ApprovalRecord | None:
         """One atomic conditional UPDATE: returns the new record, or None when the row was not in
         `from_status` (someone else decided first, or it expired)."""
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         stmt = update(ApprovalRow).where(ApprovalRow.id == approval_id, ApprovalRow.status.in_(allowed))
-        if to_status == "approved":
-            stmt = stmt.where(ApprovalRow.expires_at > utcnow())
+        if to_status == ApprovalState.APPROVED:
+            stmt = stmt.where(ApprovalRow.expires_at > self.clock())
         async with self._sessions.begin() as db:
             result = await db.execute(stmt.values(status=to_status, **values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -545,7 +612,7 @@ class Store:
     async def due_for_expiry(self) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == "pending", ApprovalRow.expires_at <= utcnow())
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= self.clock())
             )
             return [_approval(r) for r in rows]
 
@@ -553,11 +620,11 @@ class Store:
         """Approved but never finished: the process running the action stopped in between."""
         async with self._sessions() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == "approved", ApprovalRow.decided_at < decided_before)
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.APPROVED, ApprovalRow.decided_at < decided_before)
             )
             return [_approval(r) for r in rows]
 
-    async def approvals(self, status: str | None = None, limit: int = 100) -> list[ApprovalRecord]:
+    async def approvals(self, status: ApprovalState | None = None, limit: int = 100) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             stmt = select(ApprovalRow).order_by(ApprovalRow.created_at.desc()).limit(limit)
             if status:
@@ -582,7 +649,7 @@ class Store:
         async with self._sessions.begin() as db:
             await db.execute(
                 insert(AuditRow).values(
-                    at=utcnow(),
+                    at=self.clock(),
                     event=event,
                     actor=actor,
                     approval_id=approval_id,

@@ -38,11 +38,11 @@ from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
 from bot.actions import Actions
-from bot.approvals import ActionFailed
 from bot.answer import Action, Answer, Recommendation, ToolStatus
+from bot.approvals import ActionFailed
 from bot.config import Settings
 from bot.engine.agent_tools import AgentTools, compact, dumps
-from bot.metrics import LLM_TOKENS
+from bot.telemetry import LLM_TOKENS
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
 from sessions.store import Conversation
@@ -268,13 +268,7 @@ class Agent:
             recommendation = turn.proposals.get(key) or turn.proposed_before.get(key)
             if recommendation is None:
                 await _say(turn.progress, f"Proposing {action.kind} of {action.target}…")
-                approval = await self.actions.propose(
-                    action,
-                    requester=turn.request.actor,
-                    platform=turn.request.key.platform,
-                    session_id=turn.session.id,
-                    request_id=turn.request.request_id,
-                )
+                approval = await self.actions.propose(action, turn.request.origin(turn.session.id))
                 recommendation = Recommendation(
                     title=approval.description[:1].upper() + approval.description[1:],
                     action=action,

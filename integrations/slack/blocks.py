@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.answer import SEVERITY_RANK, Answer
 from bot.render import ICON, headline, to_text, tools_line
-from sessions.store import ApprovalRecord, via_note
+from bot.ports import ApprovalRecord
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): 3,000 characters in a section's
 # text, 50 blocks and 40,000 characters of `text` in one message, 150 in a header, 2,000 in a context element.
@@ -311,7 +311,7 @@ def approval_status_line(approval: ApprovalRecord) -> str:
     template = STATUS_LINE.get(approval.status, "{status}")
     moment = approval.decided_at or approval.finished_at
     return template.format(
-        who=who(approval.decided_by) + via_note(approval.decided_via),
+        who=who(approval.decided_by) + approval.via_note,
         when=f"{moment:%H:%M} UTC" if moment else "",
         result=escape(approval.result or "done"),
         status=approval.status,
@@ -334,6 +334,6 @@ def approval_outcome(approval: ApprovalRecord) -> str | None:
         return None
     return template.format(
         action=f"{escape(approval.kind)} `{escape(approval.target)}`",
-        who=who(approval.decided_by) + via_note(approval.decided_via),
+        who=who(approval.decided_by) + approval.via_note,
         result=escape(approval.result or "done"),
     )
