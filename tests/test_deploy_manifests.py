@@ -427,6 +427,18 @@ def test_compose_srebot_wiring() -> None:
     )
 
 
+def test_compose_exposes_nothing_beyond_this_machine_and_teams_only_when_configured() -> None:
+    services = compose()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert services["srebot"]["environment"]["SREBOT_TEAMS"] == "${SREBOT_TEAMS:-off}"
+
+
+def test_kubernetes_turns_teams_off_until_it_is_configured() -> None:
+    assert one("ConfigMap", "srebot-env")["data"]["SREBOT_TEAMS"] == "off"
+
+
 def test_compose_prometheus_and_grafana_config() -> None:
     prometheus = yaml.safe_load((DEPLOY / "compose" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
