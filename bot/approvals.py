@@ -81,7 +81,7 @@ class Approvals:
         path: Slack button, Teams card, CLI), whichever platform the approval was posted on. The policy of
         the approval's conversation decides who may; four eyes and "the requester may withdraw" hold
         everywhere. Refusals change nothing but the audit log; an approval executes once."""
-        actor = user if isinstance(user, Actor) else Actor(user, platform or "", via=VIA_OF_PLATFORM.get(platform or "", ""))
+        actor = _actor(user, platform or "")
         if decision not in ("approve", "reject"):
             return Decision(False, f"Unknown decision {decision!r}: approve or reject.")
         approval = await self.store.get_approval(approval_id)
@@ -92,7 +92,7 @@ class Approvals:
             approval = await self.store.get_approval(approval_id) or approval
         if approval.status != ApprovalState.PENDING:
             return Decision(False, _already(approval), approval)
-        refusal = await self._refusal(approval, actor, decision)
+        refusal = await self.refusal(approval, actor, decision)
         if refusal:
             await self._audit("refused", actor, approval, f"{decision}: {refusal}")
             return Decision(False, refusal, approval)
@@ -100,8 +100,12 @@ class Approvals:
             return await self._approve(approval, actor)
         return await self._reject(approval, actor)
 
-    async def _refusal(self, approval: ApprovalRecord, actor: Actor, decision: str) -> str | None:
-        """Why `actor` may not make `decision` on `approval`, or None."""
+    async def refusal(
+        self, approval: ApprovalRecord, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> str | None:
+        """Why `user` (an Actor, or a user id on `platform`) may not make `decision` on a pending approval, or
+        None when they may; lets a platform show each person only the buttons they can use."""
+        actor = _actor(user, platform or approval.platform)
         if actor.external:
             return EXTERNAL_REFUSAL
         where = await self._where(approval.session_id)
@@ -240,6 +244,11 @@ class Approvals:
             await notifier.approval_changed(approval, conversation)
         except Exception:
             log.exception("could not update the approval message")
+
+
+def _actor(user: str | Actor, platform: str) -> Actor:
+    """`user` as an Actor: a bare user id acts on `platform` by its usual path (button, card, CLI)."""
+    return user if isinstance(user, Actor) else Actor(user, platform, via=VIA_OF_PLATFORM.get(platform, ""))
 
 
 def _context(actor: Actor) -> dict[str, str | None]:

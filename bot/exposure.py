@@ -22,10 +22,10 @@ def _slack_http_unverifiable(settings: Settings) -> str | None:
 
 
 def _teams_unauthenticated(settings: Settings) -> str | None:
-    if settings.teams_enabled and not settings.microsoft_app_id:
+    if settings.teams_mode == "local":
         return (
-            "Teams is on without MICROSOFT_APP_ID: /api/messages accepts unauthenticated requests; "
-            "set the MICROSOFT_APP_* credentials, or SREBOT_TEAMS=off"
+            "Teams accepts unauthenticated requests (SREBOT_TEAMS_INSECURE=local); set MICROSOFT_APP_ID, "
+            "MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID outside local testing"
         )
     return None
 

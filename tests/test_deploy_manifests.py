@@ -23,6 +23,9 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
+from bot.engine.intents import parse
+from bot.wording import HELP_TEXT
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -44,7 +47,7 @@ SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
     "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read", "usergroups:read",
 }
-TEAMS_COMMANDS = {"help", "diagnose", "logs", "cost", "incidents", "status", "cancel"}
+TEAMS_COMMANDS = {"help", "diagnose", "logs", "metrics", "cost", "incidents", "restart", "rollback", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
 APP_UID = 10001
 
@@ -427,16 +430,10 @@ def test_compose_srebot_wiring() -> None:
     )
 
 
-def test_compose_exposes_nothing_beyond_this_machine_and_teams_only_when_configured() -> None:
-    services = compose()["services"]
-    for name, service in services.items():
+def test_compose_exposes_nothing_beyond_this_machine() -> None:
+    for name, service in compose()["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
-    assert services["srebot"]["environment"]["SREBOT_TEAMS"] == "${SREBOT_TEAMS:-off}"
-
-
-def test_kubernetes_turns_teams_off_until_it_is_configured() -> None:
-    assert one("ConfigMap", "srebot-env")["data"]["SREBOT_TEAMS"] == "off"
 
 
 def test_compose_prometheus_and_grafana_config() -> None:
@@ -508,7 +505,7 @@ def teams_manifest() -> dict:
 def test_teams_manifest() -> None:
     manifest = teams_manifest()
     major, minor = (int(x) for x in manifest["manifestVersion"].split("."))
-    assert (major, minor) >= (1, 16)
+    assert (major, minor) >= (1, 22)
     assert manifest["$schema"].endswith(f"/v{manifest['manifestVersion']}/MicrosoftTeams.schema.json")
     assert manifest["id"] == "{{MICROSOFT_APP_ID}}"
     assert len(manifest["name"]["short"]) <= 30
@@ -523,6 +520,9 @@ def test_teams_manifest() -> None:
         assert len(command_list["commands"]) <= 10
         titles = {c["title"] for c in command_list["commands"]}
         assert titles == TEAMS_COMMANDS
+        for title in titles - {"help"}:  # every command is one the bot understands, as its help text says
+            assert re.search(rf"(^|[•/·] ){title}\b", HELP_TEXT, re.M), title
+        assert parse("help").intent == "help"
         for c in command_list["commands"]:
             assert len(c["title"]) <= 32 and len(c["description"]) <= 128
     assert manifest["validDomains"] == ["{{HOST}}"]
