@@ -1,15 +1,15 @@
 """audit context: where and how each audit row's actor acted, and how an approval was decided
 
-Revision ID: 0003_audit_context
-Revises: 0002
+Revision ID: 0004_audit_context
+Revises: 0003_instance_lease
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003_audit_context'
-down_revision = '0002'
+revision = '0004_audit_context'
+down_revision = '0003_instance_lease'
 branch_labels = None
 depends_on = None
 
