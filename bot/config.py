@@ -153,6 +153,33 @@ class AlertsConfig(BaseModel):
         return parse_duration(self.silence_duration)
 
 
+class KindGrants(BaseModel):
+    """Who may propose and approve one kind of write action ([policy.kinds.KIND])."""
+
+    model_config = {"extra": "forbid"}
+
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+
+
+class Grants(BaseModel):
+    """Who may ask, propose and approve: user ids, group ids or "*" (bot.policy)."""
+
+    model_config = {"extra": "forbid"}
+
+    ask: list[str] | None = None
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+    kinds: dict[str, KindGrants] = {}
+
+
+class PolicyConfig(Grants):
+    """[policy]: the defaults, and [policy.channels.ID] per Slack channel / Teams conversation / "terminal"
+    ("*": every channel not listed)."""
+
+    channels: dict[str, Grants] = {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
 
@@ -255,6 +282,7 @@ class Settings(BaseSettings):
     thresholds: Thresholds = Thresholds()
     services: dict[str, ServiceConfig] = {}
     alerts: AlertsConfig = AlertsConfig()
+    policy: PolicyConfig | None = None  # None: no [policy] table, the pre-policy behaviour (bot.policy)
 
     config_file: str | None = None
 
@@ -420,7 +448,7 @@ def load_settings(env: dict[str, str] | None = None, config_path: str | None = N
         raise ConfigError(_describe(exc, path)) from None
 
 
-_SECTIONS = {"defaults", "thresholds", "services", "alerts"}
+_SECTIONS = {"defaults", "thresholds", "services", "policy", "alerts"}
 
 
 def _env_names(name: str, alias: object) -> set[str]:

@@ -279,6 +279,7 @@ class AlertDesk:
                 text=f"why is {service or 'this'} alerting?",
                 port=threads.thread_port(key, request_id),
                 request_id=request_id,
+                via="alert",
                 alert=brief,
             )
         )

@@ -1,15 +1,15 @@
 """alert groups: one row per alert group and the thread it has; the last investigation per service
 
-Revision ID: 0004_alert_groups
-Revises: 0003_instance_lease
+Revision ID: 0005_alert_groups
+Revises: 0004_audit_context
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004_alert_groups'
-down_revision = '0003_instance_lease'
+revision = '0005_alert_groups'
+down_revision = '0004_audit_context'
 branch_labels = None
 depends_on = None
 
