@@ -9,79 +9,113 @@ from datetime import timedelta
 from typing import Any
 
 from bot.answer import Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
+from bot.engine import causes as catalogue
 from bot.engine import reasoning
 from bot.engine.calls import Calls, combine
-from bot.engine.findings import CORRELATION, CRASH_REASONS, Evidence
+from bot.engine.causes.dependency import failing_dependencies
+from bot.engine.findings import CORRELATION, Evidence, world_of
+from bot.engine.intents import candidates
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
 from bot.engine.summary import changes_lead, write_summary
 from bot.engine.text import clock, join, plural, short
 from tools.base import ToolResult
-from tools.kubernetes import DeploymentReport, PodStatus
+from tools.control_plane import Alert, Resource
+from tools.kubernetes import DeploymentReport, Snapshot
 
 CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
+MAX_FOLLOWED = 2
 MAX_ALERT_SERVICES = 3
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
 
 
 # --- evidence -------------------------------------------------------------------------------------
-def _crashed(pod: PodStatus) -> bool:
-    return not pod.ready and not pod.terminating and (pod.reason in CRASH_REASONS or pod.restarts > 0)
+def _failed_runs(pod: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(container, previous) whose output says why the pod fails: a restarted container's previous run, or a
+    container (init ones included) that terminated with an error."""
+    out = []
+    status = pod.get("status") or {}
+    for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        term = (c.get("state") or {}).get("terminated") or {}
+        if c.get("restartCount"):
+            out.append((c["name"], True))
+        elif term.get("exitCode") not in (0, None):
+            out.append((c["name"], False))
+    return out
 
 
-async def kubernetes_state(ctx: Context, target: Target) -> ToolResult[Any]:
-    """The deployment report and, for a crashing pod, the last lines of its crashed container."""
+async def kubernetes_state(ctx: Context, target: Target, nodes: list[str]) -> ToolResult[Any]:
+    """The workload's snapshot, the Deployment report when it is one, and the output of failed runs (the
+    previous container's log is kept for a while only, so a few failing pods are asked at once)."""
     kube, ref = ctx.toolbox.kubernetes, target.ref
     started = time.perf_counter()
-    status = await kube.deployment_status(ref.namespace, ref.deployment, window_seconds=int(ctx.window_seconds))
-    if not status.ok or status.data is None:
-        return status
-    report: DeploymentReport = status.data
-    current = report.current.number if report.current else None
-    crashed = [p for p in report.pods if _crashed(p) and (current is None or p.revision == current)]
-    # the previous container's log is kept for a while only, so ask a few crashed pods at once
-    logs = await asyncio.gather(
-        *(
-            kube.pod_logs(
-                ref.namespace,
-                pod.name,
-                container=next((c.name for c in pod.containers if c.restarts > 0 and not c.init), None),
-                previous=True,
-                tail_lines=CRASH_LOG_LINES,
-            )
-            for pod in crashed[:CRASH_LOG_PODS]
-        )
+    snapped = await kube.snapshot(ref.namespace, ref.deployment, nodes=nodes)
+    if not snapped.ok or snapped.data is None:
+        return snapped
+    snap: Snapshot = snapped.data
+    report = None
+    if snap.kind == "Deployment":
+        status = await kube.deployment_status(ref.namespace, ref.deployment, window_seconds=int(ctx.window_seconds))
+        report = status.data if status.ok else None
+    failing = [(p, c, prev) for p in snap.pods for c, prev in _failed_runs(p)][:CRASH_LOG_PODS]
+    logs = await asyncio.gather(*(
+        kube.pod_logs(ref.namespace, p["metadata"]["name"], container=c, previous=prev, tail_lines=CRASH_LOG_LINES)
+        for p, c, prev in failing))
+    pod_logs = {f"{p['metadata']['name']}/{c}": log.data for (p, c, _), log in zip(failing, logs, strict=True)
+                if log.ok and log.data and log.data.strip()}
+    crash_log = next(iter(pod_logs.values()), None)
+    return ToolResult("kubernetes", data=(report, crash_log, snap, pod_logs), ms=(time.perf_counter() - started) * 1000)
+
+
+async def metrics_state(ctx: Context, target: Target) -> ToolResult[Any]:
+    """The golden signals, and the PromQL the catalogue's rules declare they need."""
+    ref = target.ref
+    queries = {q.key: q.promql.format(namespace=ref.namespace, workload=ref.deployment, service=target.name)
+               for rule in catalogue.CATALOGUE for q in rule.queries}
+    signals, *answers = await asyncio.gather(
+        ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+        *(ctx.toolbox.metrics.query(q) for q in queries.values()),
     )
-    crash_log = next((log.data for log in logs if log.ok and log.data and log.data.strip()), None)
-    return ToolResult("kubernetes", data=(report, crash_log), ms=(time.perf_counter() - started) * 1000)
+    if not signals.ok:
+        return signals
+    extra = {key: a.data for key, a in zip(queries, answers, strict=True) if a.ok and a.data is not None}
+    return ToolResult("metrics", data=(signals.data, extra), ms=signals.ms)
 
 
 async def control_plane_state(ctx: Context, target: Target, since_seconds: float) -> ToolResult[Any]:
     cp = ctx.toolbox.control_plane
     name = target.config.name
-    audit, incidents = await asyncio.gather(
-        cp.audit_logs(name, since_seconds), cp.open_incidents(name)
+    audit, incidents, alerts = await asyncio.gather(
+        cp.audit_logs(name, since_seconds), cp.open_incidents(name), cp.firing_alerts()
     )
-    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents})
+    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents, "alerts": alerts})
+
+
+def _concerns(alert: Alert, target: Target, words: set[str]) -> bool:
+    """Whether a firing alert is about this service (or an object the question names)."""
+    texts = f"{alert.resource_name or ''} {alert.message or ''}"
+    return alert.resource_name in (target.name, target.ref.deployment) or target.ref.deployment in texts or any(
+        w and w in texts for w in words)
 
 
 async def gather_evidence(
     ctx: Context, target: Target, *, lookback: timedelta, kubernetes_only: bool = False
 ) -> Evidence:
     ref = target.ref
-    calls: dict[str, Any] = {"kubernetes": kubernetes_state(ctx, target)}
+    words = set(candidates(ctx.request.text))
+    calls: dict[str, Any] = {"kubernetes": kubernetes_state(ctx, target, sorted(words))}
     if not kubernetes_only:
         calls = {
-            "metrics": ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+            "metrics": metrics_state(ctx, target),
             **calls,
             "logs": ctx.toolbox.logs.error_patterns(ref, ctx.window_seconds),
             "control_plane": control_plane_state(ctx, target, lookback.total_seconds()),
         }
         intro = f"Checking metrics, Kubernetes, logs, changes and incidents of {target.name}…"
     else:
-        intro = f"Reading the deployment and pods of {target.name}…"
+        intro = f"Reading the workload and pods of {target.name}…"
     results = await ctx.calls.run(calls, intro=intro)
     ev = Evidence(
         service=target.name,
@@ -90,6 +124,8 @@ async def gather_evidence(
         now=ctx.now,
         window=ctx.window,
         window_seconds=ctx.window_seconds,
+        question=ctx.request.text,
+        known=set(ctx.settings.services),
     )
     statuses = {s.name: s for s in ctx.calls.statuses}
     for name in calls:  # in the order asked, not the order they finished
@@ -101,18 +137,30 @@ async def gather_evidence(
         if name != "control_plane":
             ev.checked.append(name)
         if name == "metrics":
-            ev.signals = result.data
+            ev.signals, ev.metrics = result.data
         elif name == "kubernetes":
-            ev.report, ev.crash_log = result.data
+            ev.report, ev.crash_log, ev.snapshot, ev.pod_logs = result.data
         elif name == "logs":
             ev.logs = result.data
         elif name == "control_plane":
-            audit, incidents = result.data["audit_logs"], result.data["open_incidents"]
+            audit, incidents, alerts = (result.data[k] for k in ("audit_logs", "open_incidents", "alerts"))
             ev.audit = audit.data.items if audit.ok else None
             ev.incidents = incidents.data.items if incidents.ok else None
+            ev.alerts = [a for a in alerts.data.items if _concerns(a, target, words)] if alerts.ok else []
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
+    if not kubernetes_only:
+        ev.resources = await _dependencies(ctx, ev)
     return ev
+
+
+async def _dependencies(ctx: Context, ev: Evidence) -> list[Resource]:
+    """Control-plane resources named by the failing calls in the logs: one hop to what the service depends on."""
+    hosts = [h for h, *_ in failing_dependencies(world_of(ev))][:MAX_FOLLOWED]
+    if not hosts or not ctx.toolbox.control_plane.configured:
+        return []
+    found = await asyncio.gather(*(ctx.toolbox.control_plane.resources(h.split(".")[0]) for h in hosts))
+    return [r for result in found if result.ok and result.data for r in result.data.items]
 
 
 # --- diagnose and changes -------------------------------------------------------------------------
