@@ -3,7 +3,9 @@ capacity — which of the workload's pods it takes down, and that the other node
 alert names is described even when the workload's pods do not run there."""
 from __future__ import annotations
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, condition, name, quantity, short, when
+from bot.engine.causes.base import (
+    SETTLED, Plan, Rule, Verdict, World, condition, event_time, name, quantity, short, when,
+)
 
 PRESSURES = ("MemoryPressure", "DiskPressure", "PIDPressure")
 
@@ -81,6 +83,8 @@ def detect(world: World) -> list[Verdict]:
                 plans=[Plan(f"Spread pods to other nodes or add nodes; {node_name}'s max pods ({capacity:g}) is set by "
                             "its kubelet / instance type")], subjects={node_name},
             ))
+        elif flapped := _flap(world, node, ready):
+            out.append(flapped)
         elif node_name not in ours:
             out.append(Verdict(
                 family="node", cause=f"node {node_name}, which is healthy", current=False, severity="info",
@@ -89,6 +93,23 @@ def detect(world: World) -> list[Verdict]:
                 evidence=evidence, ruled_out=ruled, subjects={node_name},
             ))
     return out
+
+
+def _flap(world: World, node: dict, ready: dict | None) -> Verdict | None:
+    """A node that went NotReady recently and is Ready again: history, not a current fault."""
+    events = [e for e in world.events("NodeNotReady", kind="Node") if (e.get("involvedObject") or {}).get("name")
+              == name(node)] + [e for e in (world.snap.events if world.snap else []) if (e.get("involvedObject") or {})
+                                .get("name") == name(node) and e.get("reason") in ("NodeNotReady", "NodeReady")]
+    back = when((ready or {}).get("lastTransitionTime"))
+    down = min((t for e in events if e.get("reason") == "NodeNotReady" for t in [event_time(e)] if t), default=None)
+    if down is None or back is None or back < down or (world.ago(back) or SETTLED) > 4 * SETTLED:
+        return None
+    return Verdict("node", f"node {name(node)} flapping NotReady at {down:%H:%M} UTC",
+                   f"Node {name(node)} was NotReady at {down:%H:%M} UTC for {(back - down).total_seconds():.0f} s and "
+                   f"is Ready again since {back:%H:%M} UTC: recovered, nothing failing on it now",
+                   [f"event NodeNotReady on node {name(node)} at {down:%H:%M:%S} UTC",
+                    f"node {name(node)}: condition Ready True since {back:%H:%M:%S} UTC"], "info", current=False,
+                   subjects={name(node)})
 
 
 RULE = Rule("node", 18, ("nodes (conditions, allocatable)", "pods per node", "node events"), detect,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, quantity, short
+from bot.engine.causes.base import Plan, Rule, Verdict, World, event_text, event_time, name, quantity, short
 
 INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
 TAINT = re.compile(r"untolerated taint(?:\(s\))?\s*\{?([^}]*)\}?|had taints? that the pod didn't tolerate")
@@ -33,8 +33,10 @@ def detect(world: World) -> list[Verdict]:
     pending = [p for p in world.pods() if (p.get("status") or {}).get("phase") == "Pending"
                and not (p.get("spec") or {}).get("nodeName")]
     events = world.events("FailedScheduling")
-    if not pending or not events:
+    if not events:
         return []
+    if not pending:
+        return _recovered(world, events)
     message = events[0].get("message") or ""
     pod = pending[0]
     spec = pod.get("spec") or {}
@@ -94,6 +96,20 @@ def detect(world: World) -> list[Verdict]:
         plans=[Plan("To schedule them: " + "; ".join(dict.fromkeys(fixes or ["fix what the scheduler's message says"]))
                     + ". A restart cannot help: the new pod asks the scheduler the same thing")],
         subjects={name(p) for p in pending},
+    )]
+
+
+def _recovered(world: World, events: list[dict]) -> list[Verdict]:
+    """Pods that were unschedulable and are scheduled now: how (a node the autoscaler added, capacity freed)."""
+    last = event_time(events[0])
+    scaled = world.events("TriggeredScaleUp")
+    how = ("the cluster autoscaler added capacity (" + short(scaled[0].get("message") or "", 160) + ")") if scaled \
+        else "capacity became available"
+    return [Verdict(
+        "scheduling", f"pods that could not be scheduled until {last:%H:%M} UTC" if last else "pods unschedulable earlier",
+        f"Recovered: pods were Pending (FailedScheduling: {short(events[0].get('message') or '', 160)})"
+        + (f" until {last:%H:%M} UTC" if last else "") + f"; {how}; every pod is scheduled now",
+        [short(event_text(e), 300) for e in (events[:1] + scaled[:1])], "info", current=False,
     )]
 
 
