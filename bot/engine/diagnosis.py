@@ -14,7 +14,8 @@ from bot.engine import reasoning
 from bot.engine.calls import Calls, combine
 from bot.engine.causes.dependency import failing_dependencies
 from bot.engine.findings import CORRELATION, Evidence, world_of
-from bot.engine.intents import candidates
+from bot.engine.causes.base import Verdict, World
+from bot.engine.intents import candidates, parse
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
 from bot.engine.summary import changes_lead, write_summary
@@ -229,6 +230,37 @@ async def pods(ctx: Context, target: Target) -> Answer:
 
 
 # --- alerts ---------------------------------------------------------------------------------------
+async def _named_service(ctx: Context, resolver: Resolver) -> Target | None:
+    """The service the question names, if any: its diagnosis explains the alerts about it."""
+    parsed = parse(ctx.request.text)
+    key = resolver.from_catalog(parsed.text)
+    if key is not None:
+        return resolver.catalog_target(key)
+    for word in parsed.candidates:
+        found = await resolver.lookup(word)
+        if found is not None and found.target is not None:
+            return found.target
+    return None
+
+
+async def _nodes(ctx: Context, names: list[str], firing: list[Alert]) -> tuple[list[tuple[str, list[Verdict]]], list[str]]:
+    """Alert subjects that are nodes, each with what the catalogue says about it; and the names that are not."""
+    if not names or not ctx.toolbox.kubernetes.configured:
+        return [], names
+    namespace = ctx.settings.defaults.namespace
+    snaps = await asyncio.gather(*(ctx.toolbox.kubernetes.snapshot(namespace, n, kind="Pod", nodes=[n]) for n in names))
+    nodes, rest = [], []
+    for node, snapped in zip(names, snaps, strict=True):
+        snap = snapped.data if snapped.ok else None
+        if snap is None or not any(n.get("metadata", {}).get("name") == node for n in snap.items("nodes")):
+            rest.append(node)
+            continue
+        world = World(service=node, namespace=namespace, now=ctx.now, window_seconds=ctx.window_seconds, snap=snap,
+                      alerts=[a for a in firing if a.resource_name == node], question=ctx.request.text)
+        nodes.append((node, [v for v in catalogue.detect(world) if v.family == "node"]))
+    return nodes, rest
+
+
 async def alerts(ctx: Context, resolver: Resolver) -> Answer:
     results = await ctx.calls.run(
         {"control_plane": ctx.toolbox.control_plane.firing_alerts()}, intro="Reading firing alerts…"
@@ -237,21 +269,10 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
     if listing is None:
         return ctx.answer(intent="alerts", summary=f"Could not read the alerts: {ctx.calls.statuses[-1].error}.")
     firing = listing.items
-    if not firing:
+    named = await _named_service(ctx, resolver)
+    if not firing and named is None:
         return ctx.answer(intent="alerts", summary="No alerts are firing.", confidence=0.9)
-    findings = [
-        Finding(
-            severity=ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
-            source="control_plane",
-            title=f"{a.name} ({a.severity}) firing"
-            + (f" on {a.resource_name}" if a.resource_name else "")
-            + (f" since {clock(a.fired_at)}" if a.fired_at else "")
-            + (f": {short(a.message, 120)}" if a.message else ""),
-            evidence=f"control plane alert {a.id}",
-        )
-        for a in firing
-    ]
-    targets: list[Target] = []
+    targets: list[Target] = [named] if named is not None else []
     unknown: list[str] = []
     for alert in firing:
         if not alert.resource_name:
@@ -261,6 +282,23 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
             unknown.append(alert.resource_name)
         elif found.target.name not in (t.name for t in targets):
             targets.append(found.target)
+    nodes, unknown = await _nodes(ctx, unknown, firing)
+    explained = {t.name for t in targets} | {t.ref.deployment for t in targets} | {n for n, _ in nodes}
+    findings = [
+        Finding(
+            severity="info" if a.resource_name in explained else ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
+            source="control_plane",
+            title=f"{a.name} ({a.severity}) firing"
+            + (f" on {a.resource_name}" if a.resource_name else "")
+            + (f" since {clock(a.fired_at)}" if a.fired_at else "")
+            + (f": {short(a.message, 120)}" if a.message else ""),
+            evidence=f"control plane alert {a.id}",
+        )
+        for a in firing
+    ]
+    for node, verdicts in nodes:
+        findings += [Finding(severity=v.severity if v.current else "info", source="kubernetes", title=v.title,  # type: ignore[arg-type]
+                             evidence="; ".join(v.evidence)) for v in verdicts]
     skipped = targets[MAX_ALERT_SERVICES:]
     targets = targets[:MAX_ALERT_SERVICES]
 
@@ -282,7 +320,11 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         f"{plural(len(firing), 'alert')} firing: "
         + "; ".join(f"{a.name} ({a.severity})" + (f" on {a.resource_name}" if a.resource_name else "") for a in firing[:5])
         + "."
-    ]
+    ] if firing else ["No alert is firing now (it may have resolved)."]
+    for node, verdicts in nodes:
+        ruled_out += [RuledOut(cause=what, why=why) for v in verdicts for what, why in v.ruled_out]
+        recommendations += [Recommendation(title=p.title) for v in verdicts for p in v.plans]
+        sentences.append(" ".join(f"{v.title}." for v in verdicts) or f"Node {node}: nothing found.")
     for target, answer in zip(targets, diagnoses, strict=True):
         findings += [
             f.model_copy(update={"title": f"{target.name}: {f.title}"}) for f in answer.findings if f.severity != "info"
@@ -290,7 +332,7 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         recommendations += answer.recommendations
         ruled_out += [r.model_copy(update={"cause": f"{target.name}: {r.cause}"}) for r in answer.ruled_out]
         statuses = _merge_statuses(statuses, answer.tools)
-        sentences.append(answer.summary.split(". ")[0].rstrip(".") + ".")
+        sentences.append(answer.summary if len(targets) == 1 else answer.summary.split(". ")[0].rstrip(".") + ".")
     if unknown:
         sentences.append(f"Not diagnosed (not a known service): {join(sorted(set(unknown)))}.")
     if skipped:

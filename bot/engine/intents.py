@@ -24,6 +24,11 @@ NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity", "
 
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.\-/]*"
 _PERIOD = re.compile(r"\b(\d{1,3})\s*(d|days?|w|weeks?|m|months?)\b", re.IGNORECASE)
+# "in namespace shop", "in the shop namespace", "in `shop`" (a namespace word the user wrote)
+_NAMESPACE = re.compile(
+    r"\bnamespace\s+[`'\"]?(?P<a>[a-z0-9][a-z0-9-]*)|\bin\s+(?:the\s+)?[`'\"]?(?P<b>[a-z0-9][a-z0-9-]*)[`'\"]?\s+namespace\b",
+    re.IGNORECASE,
+)
 _SLACK_MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
 _TEAMS_MENTION = re.compile(r"<at>[^<]*</at>", re.IGNORECASE)
 
@@ -163,6 +168,10 @@ def parse(text: str) -> Parsed:
     else:
         intent = next((name for name, pattern in _RULES if pattern.search(cleaned)), "chat")
         parsed = Parsed(intent, cleaned, words)
+    namespace = _NAMESPACE.search(cleaned)
+    if namespace:
+        parsed.params["namespace"] = (namespace.group("a") or namespace.group("b")).lower()
+        parsed.candidates = [w for w in parsed.candidates if w.lower() != parsed.params["namespace"]]
     if parsed.intent == "cost":
         period = _PERIOD.search(cleaned)
         if period:

@@ -39,6 +39,7 @@ class Resolution:
     ambiguous: list[str] = field(default_factory=list)  # "namespace/name" choices
     from_session: bool = False
     ignored: list[str] = field(default_factory=list)  # words that named nothing, passed over for the session's
+    elsewhere: str | None = None  # the namespace the user named, where the service is not
 
 
 class Resolver:
@@ -102,8 +103,9 @@ class Resolver:
                 names.append(ref.name)
         return sorted(names, key=str.lower)
 
-    async def _by_name(self, word: str) -> Resolution | None:
-        """A deployment called `word` ("name" or "namespace/name"); None when there is none."""
+    async def _by_name(self, word: str, prefer: str | None = None) -> Resolution | None:
+        """A deployment called `word` ("name" or "namespace/name"), in namespace `prefer` when it has one; None
+        when there is none."""
         namespace, _, name = word.rpartition("/")
         listing = await self.deployments()
         for attempt in range(2):
@@ -117,28 +119,32 @@ class Resolver:
             listing = await self.deployments(refresh=True)
         if not matches:
             return None
-        default = [d for d in matches if d.namespace == self.settings.defaults.namespace]
+        default = [d for d in matches if d.namespace == (prefer or self.settings.defaults.namespace)]
         if len(default) == 1 or len({d.namespace for d in matches}) == 1:
             chosen = (default or matches)[0]
             shown = f"{chosen.namespace}/{chosen.name}" if namespace else chosen.name
             return Resolution(self.deployment_target(chosen.namespace, chosen.name, source="kubernetes", shown=shown))
         return Resolution(ambiguous=sorted(f"{d.namespace}/{d.name}" for d in matches))
 
-    async def lookup(self, word: str) -> Resolution | None:
-        """A name or alias of the catalog, else a deployment; None when neither has it."""
+    async def lookup(self, word: str, prefer: str | None = None) -> Resolution | None:
+        """A name or alias of the catalog, else a deployment (in namespace `prefer` when it has one); None when
+        neither has it."""
         service = self.settings.service(word)
         if service is not None:
             return Resolution(self.catalog_target(service.name))
-        return await self._by_name(word)
+        return await self._by_name(word, prefer)
 
     async def resolve(self, parsed: Parsed, current: str | None) -> Resolution:
         key = self.from_catalog(parsed.text)
         if key is not None:
             return Resolution(self.catalog_target(key))
         words = ([parsed.explicit] if parsed.explicit else []) + [w for w in parsed.candidates if w != parsed.explicit]
+        mentioned = parsed.params.get("namespace")
         for word in words:
-            found = await self.lookup(word)
+            found = await self.lookup(word, str(mentioned) if mentioned else None)
             if found is not None:
+                if found.target is not None and mentioned and found.target.namespace != mentioned:
+                    found.elsewhere = str(mentioned)
                 return found
         verifiable = await self.deployments() is not None
         guess = parsed.explicit or (words[0] if words and not current else None)

@@ -33,8 +33,8 @@ def detect(world: World) -> list[Verdict]:
                       f"replicaset {name(current)}: {(current.get('status') or {}).get('readyReplicas') or 0}/"
                       f"{(current.get('spec') or {}).get('replicas')} ready"],
             severity="warning" if old_serving else "critical",
-            plans=[Plan(f"Roll back {world.service} to the serving ReplicaSet, then fix why the new pods do not become "
-                        "ready (see the pod findings)")],
+            plans=[Plan((f"Roll back {world.service} to the ReplicaSet still serving, then fix" if old_serving else "Fix")
+                        + " why the new pods do not become ready (the pod findings say why)")],
             subjects={name(current)},
         ))
     # a rollback: the current ReplicaSet is older than another one, and its pods are ready
@@ -56,5 +56,5 @@ def detect(world: World) -> list[Verdict]:
     return out
 
 
-RULE = Rule("rollout", 28, ("deployments (conditions)", "replicasets"), detect,
+RULE = Rule("rollout", 68, ("deployments (conditions)", "replicasets"), detect,
             "Rollout stuck (ProgressDeadlineExceeded) with the old ReplicaSet serving; a rollback that recovered")

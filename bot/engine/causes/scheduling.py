@@ -7,7 +7,7 @@ import re
 
 from bot.engine.causes.base import Plan, Rule, Verdict, World, event_text, event_time, name, quantity, short
 
-INSUFFICIENT = re.compile(r"Insufficient ([\w./-]+)")
+INSUFFICIENT = re.compile(r"Insufficient ([\w./-]*\w)")
 TAINT = re.compile(r"untolerated taint(?:\(s\))?\s*\{?([^}]*)\}?|had taints? that the pod didn't tolerate")
 
 
