@@ -198,4 +198,4 @@ def test_a_crash_an_hour_ago_that_did_not_repeat_is_history_not_a_current_critic
     d = diagnose(ev)
     assert d.cause is None and d.healthy
     assert not any(f.severity == "critical" for f in d.findings) and not [p for p in d.plans if p.action]
-    assert any("did not repeat" in text for text in d.old_news)
+    assert any("did not repeat" in text for text in d.history)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.answer import Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
@@ -165,20 +165,69 @@ async def _dependencies(ctx: Context, ev: Evidence) -> list[Resource]:
 
 
 # --- diagnose and changes -------------------------------------------------------------------------
-async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose") -> Answer:
+async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose", follow: bool = True) -> Answer:
     lookback = CHANGES_LOOKBACK if focus == "changes" else timedelta(seconds=ctx.window_seconds) + CORRELATION
     ev = await gather_evidence(ctx, target, lookback=lookback)
     d = reasoning.diagnose(ev)
+    hop = await _follow(ctx, target, ev, d) if follow else None
+    if hop is not None:
+        d.findings.append(hop)
     recommendations, problems = await ctx.propose(d.plans)
     lead = changes_lead(d, ctx.now, lookback) if focus == "changes" else None
     summary = write_summary(
         d, recommendations, approvers_configured=ctx.approvers_configured, problems=problems, lead=lead
-    )
+    ) + (f" {hop.title}." if hop is not None else "")
     signals = {s.name: s for s in ev.signals or []}
     promql = signals["error_rate"].query if "error_rate" in signals else None
     return _answer(ctx, target, d, summary, recommendations, links(
         ctx.settings, target, promql=promql, logql=ev.logs.query if ev.logs else None
     ))
+
+
+async def _follow(ctx: Context, target: Target, ev: Evidence, d: reasoning.Diagnosis) -> Finding | None:
+    """One hop along a failing dependency that is a service of ours: diagnose it too, and say which one failed
+    first — in a cascade the earliest failing service is the origin."""
+    if d.cause is None or d.cause.key != "dependency":
+        return None
+    resolver = Resolver(ctx.settings, ctx.toolbox.kubernetes)
+    hosts = [h.split(".")[0] for h in sorted(d.cause.subjects)]
+    dep = None
+    for host in hosts:
+        found = await resolver.lookup(host, target.namespace) if host != target.name else None
+        if found is not None and found.target is not None:
+            dep = found.target
+            break
+    if dep is None:
+        return None
+
+    async def quiet(_: str) -> None:
+        return None
+
+    sub = Context(ctx.settings, ctx.toolbox, ctx.actions, ctx.request, ctx.session, quiet,
+                  Calls(quiet, deadline=ctx.calls.deadline), ctx.now)
+    dep_ev = await gather_evidence(sub, dep, lookback=timedelta(seconds=ctx.window_seconds) + CORRELATION)
+    dep_d = reasoning.diagnose(dep_ev)
+    mine, theirs = _first_error(ev), _first_error(dep_ev)
+    order = ""
+    if mine and theirs:
+        first, then = (dep.name, target.name) if theirs <= mine else (target.name, dep.name)
+        order = (f"; {first} started failing first ({clock(min(mine, theirs))}, {then} at {clock(max(mine, theirs))}): "
+                 f"{first} is the origin of the cascade")
+    if dep_d.cause is not None:
+        state = f"{dep.name} is failing too, because of {dep_d.cause.text}"
+    elif dep_d.healthy:
+        state = f"{dep.name} itself looks healthy ({'; '.join(dep_d.checked[:2])}): the trouble is between them"
+    else:
+        state = f"{dep.name} needs a look: " + "; ".join(f.title for f in dep_d.findings if f.severity != "info")
+    return Finding(severity=dep_d.cause.severity if dep_d.cause else "info", source="engine",  # type: ignore[arg-type]
+                   title=f"Followed one hop to {dep.name}: {state}{order}",
+                   evidence="; ".join(f.title for f in dep_d.findings[:3]) or None)
+
+
+def _first_error(ev: Evidence) -> datetime | None:
+    """When the service's error lines started, in the window read."""
+    patterns = [p for p in (ev.logs.patterns if ev.logs else []) if p.level == "error"]
+    return min((p.first_seen for p in patterns), default=None)
 
 
 def _answer(

@@ -65,6 +65,7 @@ class Cause:
     sources: set[str]  # independent tools that agree on it
     severity: str
     plans: list[Plan] = field(default_factory=list)
+    subjects: set[str] = field(default_factory=set)  # the objects or hosts it is about
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Diagnosis:
     healthy: bool
     checked: list[str]  # what was looked at and found fine, as clauses
     old_news: list[str]
+    history: list[str]  # what happened and is over (recovered, rolled back, a flap): said as history
     changes: list[Change]
     correlation: str | None
     failed: dict[str, str]
@@ -132,6 +134,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
 
     ruled_out = _ruled_out(ev, kube, signals, unhealthy, cause, changes, onset_signal) if (cause or troubled) else []
     ruled_out = _verdict_ruled_out(cause, current, history) + ruled_out
+    if ev.snapshot is not None and ev.snapshot.notes:
+        items.append(scored("info", "kubernetes", "Not read: " + "; ".join(ev.snapshot.notes[:6]),
+                            evidence="Kubernetes API", tag="notes"))
     ruled_out = list({r.cause.lower(): r for r in reversed(ruled_out)}.values())[::-1]
     plans = _plans(ev, kube, cause, others)
     findings = [
@@ -149,7 +154,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
         confidence=_confidence(ev, cause, healthy),
         healthy=healthy,
         checked=checked(ev, kube, signals),
-        old_news=[v.title for v in history] + (kube.old_news() if kube else []),
+        old_news=kube.old_news() if kube else [],
+        history=[v.title for v in history],
         changes=changes,
         correlation=correlation,
         failed=dict(ev.failed),
@@ -223,7 +229,7 @@ def _causes(
     verdicts: list[Verdict],
 ) -> list[Cause]:
     causes: list[Cause] = [
-        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans))
+        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects))
         for v in verdicts
     ]
     leading = min(verdicts, key=lambda v: (SEVERITY_RANK[v.severity], _RANK.get(v.family, 50)), default=None)

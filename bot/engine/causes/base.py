@@ -193,7 +193,7 @@ class World:
         out = [(key, line.strip()) for key, text in self.pod_logs.items() for line in text.splitlines()
                if line.strip() and not line.startswith("[")]
         if self.logs is not None:
-            out += [(f"Loki {self.logs.query} ×{p.count}", p.sample) for p in self.logs.patterns]
+            out += [(f"Loki, ×{p.count} in the window", p.sample) for p in self.logs.patterns]
         return out
 
     def find_lines(self, pattern: re.Pattern[str]) -> list[tuple[str, str, re.Match[str]]]:

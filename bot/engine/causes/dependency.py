@@ -17,7 +17,7 @@ TARGET = re.compile(
 # 'Target host: prod-db, port: 3333', 'host=prod-db port=3333'
 HOST_PORT = re.compile(r"(?i)\bhost\W{1,3}(?P<host>[A-Za-z][\w.-]*)[,;\s]+port\W{1,3}(?P<port>\d{2,5})")
 NOT_HOSTS = {"the", "server", "host", "upstream", "service", "remote", "peer", "backend", "localhost", "database",
-             "db", "http", "https", "port", "redis", "mysql", "postgres", "required", "a", "an", "to", "from", "returned", "returns", "is", "was", "failed", "with", "error"}
+             "db", "http", "https", "port", "required", "a", "an", "to", "from", "returned", "returns", "is", "was", "failed", "with", "error"}
 
 
 def failing_dependencies(world: World) -> list[tuple[str, str | None, str, str]]:
