@@ -183,6 +183,7 @@ class DeploymentRef:
     name: str
     namespace: str
     labels: dict[str, str]
+    kind: str = "Deployment"
 
 
 @dataclass
@@ -323,6 +324,23 @@ class Kubernetes(Backend):
             ]
 
         return await self.run("list_deployments", fetch, key=(namespace,))
+
+    async def list_workloads(self) -> ToolResult[list[DeploymentRef]]:
+        """Workloads of every kind but Deployments and bare pods (StatefulSets, DaemonSets, Jobs, CronJobs) in all
+        namespaces, to resolve a service that is not a Deployment; a kind that cannot be listed is left out."""
+
+        async def fetch() -> list[DeploymentRef]:
+            kinds = [k for k in WORKLOAD_KINDS if k not in ("Deployment", "Pod")]
+            paths = {k: PATHS[WORKLOAD_KINDS[k]].replace("/namespaces/{ns}", "") for k in kinds}
+            notes: list[str] = []
+            listed = await _together(*(self._maybe(WORKLOAD_KINDS[k], _call("list", WORKLOAD_KINDS[k], None, None,
+                                                                            self._raw(paths[k], {"limit": str(MAX_LISTED)})),
+                                                   notes) for k in kinds))
+            return [DeploymentRef(o["metadata"]["name"], o["metadata"].get("namespace", ""),
+                                  dict(o["metadata"].get("labels") or {}), kind)
+                    for kind, items in zip(kinds, listed, strict=True) for o in (items or {}).get("items") or []]
+
+        return await self.run("list_workloads", fetch)
 
     async def snapshot(
         self, namespace: str, name: str, *, kind: str | None = None, nodes: list[str] | None = None

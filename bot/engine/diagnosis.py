@@ -28,6 +28,7 @@ CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_FOLLOWED = 2
+TAIL_LINES = 300
 MAX_ALERT_SERVICES = 3
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
 
@@ -85,6 +86,19 @@ async def metrics_state(ctx: Context, target: Target) -> ToolResult[Any]:
     return ToolResult("metrics", data=(signals.data, extra), ms=signals.ms)
 
 
+async def logs_state(ctx: Context, target: Target) -> ToolResult[Any]:
+    """The error patterns, and the newest raw lines (all levels): trends such as a heap that grows or calls that
+    slow down are in the numbers of lines that one pattern folds together."""
+    logs = ctx.toolbox.logs
+    patterns, tail = await asyncio.gather(
+        logs.error_patterns(target.ref, ctx.window_seconds),
+        logs.tail(target.ref.log_selector, ctx.window_seconds, TAIL_LINES),
+    )
+    if not patterns.ok:
+        return patterns
+    return ToolResult("logs", data=(patterns.data, tail.data if tail.ok else []), ms=patterns.ms)
+
+
 async def control_plane_state(ctx: Context, target: Target, since_seconds: float) -> ToolResult[Any]:
     cp = ctx.toolbox.control_plane
     name = target.config.name
@@ -111,7 +125,7 @@ async def gather_evidence(
         calls = {
             "metrics": metrics_state(ctx, target),
             **calls,
-            "logs": ctx.toolbox.logs.error_patterns(ref, ctx.window_seconds),
+            "logs": logs_state(ctx, target),
             "control_plane": control_plane_state(ctx, target, lookback.total_seconds()),
         }
         intro = f"Checking metrics, Kubernetes, logs, changes and incidents of {target.name}…"
@@ -142,7 +156,7 @@ async def gather_evidence(
         elif name == "kubernetes":
             ev.report, ev.crash_log, ev.snapshot, ev.pod_logs = result.data
         elif name == "logs":
-            ev.logs = result.data
+            ev.logs, ev.log_tail = result.data
         elif name == "control_plane":
             audit, incidents, alerts = (result.data[k] for k in ("audit_logs", "open_incidents", "alerts"))
             ev.audit = audit.data.items if audit.ok else None
@@ -332,10 +346,13 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         elif found.target.name not in (t.name for t in targets):
             targets.append(found.target)
     nodes, unknown = await _nodes(ctx, unknown, firing)
-    explained = {t.name for t in targets} | {t.ref.deployment for t in targets} | {n for n, _ in nodes}
+    words = set(candidates(ctx.request.text))
+    node_names = {n for n, _ in nodes}
+    # an alert about a diagnosed service or node is explained by that diagnosis, which carries the severity
     findings = [
         Finding(
-            severity="info" if a.resource_name in explained else ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
+            severity="info" if a.resource_name in node_names or any(_concerns(a, t, words) for t in targets)
+            else ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
             source="control_plane",
             title=f"{a.name} ({a.severity}) firing"
             + (f" on {a.resource_name}" if a.resource_name else "")

@@ -29,7 +29,7 @@ from bot.engine.text import (
 from bot.engine.causes.base import World
 from tools.control_plane import Alert, AuditLog, Incident, Resource
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
-from tools.logs import LogPattern, LogReport
+from tools.logs import LogLine, LogPattern, LogReport
 from tools.metrics import QueryResult, Signal
 from tools.redact import redact
 
@@ -76,6 +76,7 @@ class Evidence:
     alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
     resources: list[Resource] = field(default_factory=list)  # control-plane resources its failing calls name
     metrics: dict[str, QueryResult] = field(default_factory=dict)  # the catalogue's queries, by key
+    log_tail: list[LogLine] = field(default_factory=list)  # the newest raw lines, oldest first
     question: str = ""
     known: set[str] = field(default_factory=set)  # the catalog's services
 
@@ -84,7 +85,7 @@ def world_of(ev: Evidence) -> World:
     """The evidence as the failure catalogue reads it."""
     return World(
         service=ev.service, namespace=ev.namespace, now=ev.now, window_seconds=ev.window_seconds, snap=ev.snapshot,
-        logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics,
+        logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics, tail=ev.log_tail,
         alerts=ev.alerts, resources=ev.resources, known=ev.known, question=ev.question,
     )
 

@@ -3,6 +3,7 @@ name, else the thread's current service (kept in the database, so follow-ups wor
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -89,10 +90,11 @@ class Resolver:
         age = time.monotonic() - self._fetched
         if self._deployments is not None and age < DEPLOYMENTS_TTL and not (refresh and age > REFRESH_ON_MISS):
             return self._deployments
-        result = await self.kubernetes.list_deployments()
+        result, others = await asyncio.gather(self.kubernetes.list_deployments(), self.kubernetes.list_workloads())
         if not result.ok or result.data is None:
             return self._deployments  # the last good listing, if any
-        self._deployments, self._fetched = result.data, time.monotonic()
+        self._deployments = result.data + (others.data if others.ok and others.data else [])
+        self._fetched = time.monotonic()
         return self._deployments
 
     async def known(self) -> list[str]:
@@ -113,7 +115,7 @@ class Resolver:
                 return None
             matches = [
                 d for d in listing if d.name.lower() == name.lower() and (not namespace or d.namespace == namespace)
-            ]
+            ] or _owners_of_pod(listing, name, namespace)
             if matches or attempt:
                 break
             listing = await self.deployments(refresh=True)
@@ -168,3 +170,13 @@ class Resolver:
             )
             return Resolution(target, from_session=True, ignored=words)
         return Resolution()
+
+
+def _owners_of_pod(listing: list[DeploymentRef], word: str, namespace: str) -> list[DeploymentRef]:
+    """The workload a pod name belongs to ("checkout-7c9f8d6b5d-x2k9p" → checkout): the longest workload name it
+    starts with, followed by the generated suffixes."""
+    lowered = word.lower()
+    found = [d for d in listing if lowered.startswith(d.name.lower() + "-") and (not namespace or d.namespace == namespace)
+             and re.fullmatch(r"(?:[a-z0-9]{5,10}-)?[a-z0-9]{5}|\d+", lowered[len(d.name) + 1:])]
+    longest = max((len(d.name) for d in found), default=0)
+    return [d for d in found if len(d.name) == longest]

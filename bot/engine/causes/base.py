@@ -15,7 +15,7 @@ from typing import Any
 from bot.answer import Action
 from tools.control_plane import Alert, Resource
 from tools.kubernetes import WORKLOAD_KINDS, Snapshot
-from tools.logs import LogReport
+from tools.logs import LogLine, LogReport
 from tools.metrics import QueryResult, Signal
 
 Obj = dict[str, Any]
@@ -81,6 +81,7 @@ class World:
     snap: Snapshot | None = None
     logs: LogReport | None = None
     pod_logs: dict[str, str] = field(default_factory=dict)  # "pod/container" -> the failed run's output
+    tail: list[LogLine] = field(default_factory=list)  # the service's newest log lines (Loki), oldest first
     signals: dict[str, Signal] = field(default_factory=dict)
     metrics: dict[str, QueryResult] = field(default_factory=dict)  # Query.key -> result
     alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
@@ -189,11 +190,14 @@ class World:
 
     # --- logs -----------------------------------------------------------------------------------------
     def log_lines(self) -> list[tuple[str, str]]:
-        """(where, line) of every log line read: failed runs' output first, then Loki's error patterns."""
+        """(where, line) of every log line read, oldest first within each source: failed runs' output, Loki's
+        newest lines, then a sample of each of Loki's error patterns not already among them."""
         out = [(key, line.strip()) for key, text in self.pod_logs.items() for line in text.splitlines()
                if line.strip() and not line.startswith("[")]
+        out += [(f"Loki, {line.labels.get('pod') or self.service}", line.line) for line in self.tail]
+        seen = {line for _, line in out}
         if self.logs is not None:
-            out += [(f"Loki, ×{p.count} in the window", p.sample) for p in self.logs.patterns]
+            out += [(f"Loki, ×{p.count} in the window", p.sample) for p in self.logs.patterns if p.sample not in seen]
         return out
 
     def find_lines(self, pattern: re.Pattern[str]) -> list[tuple[str, str, re.Match[str]]]:

@@ -11,7 +11,10 @@ UNIT = {"KB": 1 / 1024, "KiB": 1 / 1024, "MB": 1, "MiB": 1, "GB": 1024, "GiB": 1
 
 def detect(world: World) -> list[Verdict]:
     out = []
-    heap = [(w, line, float(m.group("n")) * UNIT.get(m.group("u"), 1)) for w, line in reversed(world.log_lines())
+    # readings of one source in time order: the newest raw lines, else a failed run's output
+    lines = [(f"Loki, {t.labels.get('pod') or world.service}", t.line) for t in world.tail] or [
+        (key, line) for key, text in world.pod_logs.items() for line in text.splitlines()]
+    heap = [(w, line, float(m.group("n")) * UNIT.get(m.group("u"), 1)) for w, line in lines
             for m in [HEAP.search(line)] if m]
     if len(heap) >= 3 and heap[-1][2] > 2 * heap[0][2] and all(b[2] >= a[2] for a, b in zip(heap, heap[1:], strict=False)):
         out.append(Verdict(
