@@ -199,3 +199,42 @@ def test_a_crash_an_hour_ago_that_did_not_repeat_is_history_not_a_current_critic
     assert d.cause is None and d.healthy
     assert not any(f.severity == "critical" for f in d.findings) and not [p for p in d.plans if p.action]
     assert any("did not repeat" in text for text in d.history)
+
+
+def test_a_network_policy_that_admits_only_backend_pods_is_why_the_frontend_cannot_reach_the_api() -> None:
+    p = pod("web-1", ready=True, labels={"app": "web", "tier": "frontend"})
+    w = world([p], services=[{"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}}}],
+              networkpolicies=[{"metadata": {"name": "api-ingress"}, "spec": {
+                  "podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "backend"}}}]}]}}])
+    w.pod_logs = {"web-1/web": "ERROR request to api:8080 timed out after 5000ms"}
+    verdict = lead(w)
+    assert verdict.family == "network_policy" and "api-ingress" in verdict.cause
+    assert "only from pods labelled tier=backend" in verdict.cause and "tier=frontend" in verdict.cause
+
+
+def test_an_alert_about_a_pod_of_the_old_replicaset_is_explained_as_a_rollout_leftover_not_a_fault() -> None:
+    from tools.control_plane import Alert
+
+    current = {"metadata": {"name": "web-new", "uid": "rs-new", "annotations": {"deployment.kubernetes.io/revision": "2"},
+                            "creationTimestamp": at(-600)}}
+    old = {"metadata": {"name": "web-old", "uid": "rs-old", "annotations": {"deployment.kubernetes.io/revision": "1"},
+                        "creationTimestamp": at(-86400)}}
+    fresh = pod("web-new-abcde", ready=True, status=[{"name": "web", "restartCount": 0, "ready": True,
+                                                      "state": {"running": {}}}])
+    fresh["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-new", "uid": "rs-new"}]
+    leaving = pod("web-old-fghij", status=[{"name": "web", "restartCount": 7, "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                                   "finishedAt": at(-30)}}}])
+    leaving["metadata"] |= {"ownerReferences": [{"kind": "ReplicaSet", "name": "web-old", "uid": "rs-old"}],
+                            "deletionTimestamp": at(-20)}
+    snap = world([fresh, leaving]).snap
+    snap.kind, snap.replicasets = "Deployment", [current, old]
+    snap.workload["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "2"}
+    alert = Alert(id="a1", name="KubePodCrashLooping", severity="P1", status="firing", resource_name="web-old-fghij",
+                  message="Pod shop/web-old-fghij is crash looping")
+    ev = Evidence(service="web", namespace="shop", deployment="web", now=NOW, window="15m", window_seconds=900,
+                  snapshot=snap, alerts=[alert], checked=["kubernetes"])
+    d = diagnose(ev)
+    assert d.cause is None and not any(f.severity == "critical" for f in d.findings)
+    assert any("old ReplicaSet web-old" in h and "being terminated" in h for h in d.history)

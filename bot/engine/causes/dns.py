@@ -65,8 +65,17 @@ def detect(world: World) -> list[Verdict]:
         reasons.append(f"there is no Service {short_name} in {world.namespace}")
     server = dns_server(world)
     ruled = [r for r in (server, world.pods_fine()) if r]
-    fix = (f"Fix the address in {source.split(' (')[0]}" if source else f"Fix the host name {host} the app uses") + (
-        " (point it at an existing Service or a resolvable name); a restart cannot help")
+    down = [d for d in (world.snap.dns or [] if world.snap else [])
+            if (d.get("status") or {}).get("readyReplicas", 0) < (d.get("spec") or {}).get("replicas", 1)]
+    if down:
+        reasons.insert(0, "the cluster DNS is down (" + ", ".join(
+            f"{name(d)} {(d.get('status') or {}).get('readyReplicas', 0)}/{(d.get('spec') or {}).get('replicas', 1)} "
+            "ready in kube-system" for d in down) + ")")
+    if down:
+        fix = "Bring the cluster DNS (kube-system) back: every name lookup fails until it is"
+    else:
+        fix = (f"Fix the address in {source.split(' (')[0]}" if source else f"Fix the host name {host} the app uses") + (
+            " (point it at an existing Service or a resolvable name); a restart cannot help")
     return [Verdict(
         family="dns",
         cause=f"DNS resolution failing for {host}" + (f": {'; '.join(reasons)}" if reasons else ""),

@@ -32,6 +32,9 @@ def detect(world: World) -> list[Verdict]:
     deleted = world.workload is None and any(
         (e.get("involvedObject") or {}).get("kind") == "Job" for e in world.events())
     job = world.workload if world.kind == "Job" else None
+    if world.kind == "CronJob" and world.snap is not None:  # its newest run
+        job = max(world.snap.items("jobs"), key=lambda j: (j.get("metadata") or {}).get("creationTimestamp") or "",
+                  default=None)
     failed = condition(job, "Failed") if job else None
     if not deleted and not (failed and failed.get("status") == "True"):
         return []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
 from bot.engine.causes.dns import DNS_ERROR, dns_server
-from bot.engine.causes.dependency import FAILED_CALL
+from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
 
 
 def _selects(policy: dict, labels: dict[str, str]) -> bool:
@@ -71,7 +71,61 @@ def detect(world: World) -> list[Verdict]:
                     plans=[Plan(f"Add the calling pods' labels to NetworkPolicy {name(policy)}'s ingress.from")],
                     subjects={name(policy)},
                 ))
+    out += _denied_by_callee(world, labels)
     return out
+
+
+def _admits(rule_from: list[dict], labels: dict[str, str]) -> bool:
+    """Whether ingress `from` entries admit a pod with `labels` of the same namespace."""
+    for peer in rule_from:
+        selector = peer.get("podSelector")
+        if selector is None and peer.get("namespaceSelector") is None and peer.get("ipBlock") is None:
+            return True
+        if selector is not None and peer.get("namespaceSelector") is None and all(
+                labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+            return True
+    return False
+
+
+def _denied_by_callee(world: World, labels: dict[str, str]) -> list[Verdict]:
+    """The service it fails to call is guarded by a NetworkPolicy whose ingress does not admit its pods."""
+    if world.snap is None or not labels:
+        return []
+    services = {name(s): s for s in world.snap.items("services")}
+    for host, port, where, line in failing_dependencies(world):
+        service = services.get(host.split(".")[0])
+        if service is None:
+            continue
+        selector = (service.get("spec") or {}).get("selector") or {}
+        for policy in world.snap.items("networkpolicies"):
+            spec = policy.get("spec") or {}
+            guarded = (spec.get("podSelector") or {}).get("matchLabels") or {}
+            if not all(selector.get(k) == v for k, v in guarded.items()) or "Ingress" not in (
+                    spec.get("policyTypes") or ["Ingress"]):
+                continue
+            rules = spec.get("ingress") or []
+            if any(_admits(r.get("from") or [], labels) for r in rules if r.get("from") is not None) or any(
+                    r.get("from") is None for r in rules):
+                continue
+            allowed = " or ".join(", ".join(f"{k}={v}" for k, v in ((f.get("podSelector") or {}).get("matchLabels")
+                                                                    or {}).items()) or "nothing"
+                                  for r in rules for f in r.get("from") or []) or "nothing"
+            ours = ", ".join(f"{k}={v}" for k, v in labels.items())
+            return [Verdict(
+                family="network_policy",
+                cause=f"NetworkPolicy {name(policy)}, which admits ingress to {name(service)} only from pods labelled "
+                      f"{allowed}; {world.service}'s pods ({ours}) are not admitted",
+                title=f"NetworkPolicy {name(policy)} denies {world.service} → {name(service)}: it admits only {allowed}",
+                evidence=[f"networkpolicy {name(policy)}: podSelector {guarded}, ingress from {allowed}",
+                          f"service {name(service)}: selector {selector}", f"log ({where}): {short(line, 300)}"],
+                severity="critical",
+                ruled_out=[(f"{name(service)} down", "the connections are dropped by the policy before they reach it")],
+                plans=[Plan(f"Admit {world.service}'s pods in NetworkPolicy {name(policy)} (add a from.podSelector "
+                            f"matching {ours}) or label its pods as the policy expects; a restart cannot help")],
+                sources={"kubernetes", "logs"},
+                subjects={name(policy), name(service)},
+            )]
+    return []
 
 
 RULE = Rule("network_policy", 22, ("networkpolicies", "pods (labels)", "logs"), detect,
