@@ -4,9 +4,22 @@ from __future__ import annotations
 import re
 
 from bot.engine.causes.base import (
-    SETTLED, Plan, Rule, Verdict, World, last_terminated, name, quantity, ready, short, spec_container, statuses,
-    terminated, when,
+    SETTLED,
+    Plan,
+    Rule,
+    Verdict,
+    World,
+    last_terminated,
+    name,
+    quantity,
+    ready,
+    short,
+    spec_container,
+    statuses,
+    terminated,
+    when,
 )
+from bot.engine.causes.memory_leak import growth
 
 OOM_LINE = re.compile(r"(?i)OutOfMemoryError|out of memory|heap space|cannot allocate memory|MemoryError")
 
@@ -30,7 +43,7 @@ def detect(world: World) -> list[Verdict]:
     finished = when(term.get("finishedAt"))
     current = any(not ready(p) for p, _, _ in killed) or finished is None or (world.ago(finished) or SETTLED) < SETTLED
     memory = world.signals.get("memory_ratio")
-    leak = memory is not None and memory.trend == "increasing"
+    leak = memory is not None and memory.trend == "increasing" or growth(world) is not None
     lines = world.find_lines(OOM_LINE)
     evidence = [f"pod {name(pod)} container {container}: lastState.terminated reason OOMKilled, exit code "
                 f"{term.get('exitCode', 137)}" + (f", memory limit {_mib(limit)}" if limit else ", no memory limit")]
