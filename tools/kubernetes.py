@@ -565,7 +565,7 @@ class Kubernetes(Backend):
 
     async def _list(self, plural: str, namespace: str | None = None, **query: str) -> list[dict[str, Any]]:
         path = PATHS[plural].format(ns=namespace)
-        params = {"limit": str(MAX_LISTED), **{k.replace("_", "."): v for k, v in query.items()}}
+        params = {"limit": str(MAX_LISTED), **{_camel(k): v for k, v in query.items()}}
         listed = await _call("list", plural.removeprefix("all_"), namespace, None, self._raw(path, params))
         return list(listed.get("items") or [])
 
@@ -880,6 +880,12 @@ def _event(e: Any) -> KubeEvent:
         or e.event_time
         or e.metadata.creation_timestamp,
     )
+
+
+def _camel(name: str) -> str:
+    """label_selector -> labelSelector, as the API's query parameters are spelled."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _raw_selector(selector: dict[str, Any] | None) -> str:

@@ -317,7 +317,8 @@ def _causes(
         )
 
     cpu = signals.get("cpu_ratio")
-    if cpu is not None and cpu.health in ("warning", "critical"):
+    throttled = any(v.family == "cpu_throttling" for v in verdicts)  # the limit, not the load: scaling cannot help
+    if cpu is not None and cpu.health in ("warning", "critical") and not throttled:
         clauses = [lower_first(signal_title(cpu))]
         latency = signals.get("latency_p99")
         if latency is not None and latency.health in ("warning", "critical"):

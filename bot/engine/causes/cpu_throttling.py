@@ -41,6 +41,7 @@ def detect(world: World) -> list[Verdict]:
     pods = world.pods()
     spec = next((c for p in pods[:1] for c in (p.get("spec") or {}).get("containers") or []
                  if c.get("name") == container), {})
+    cpu = world.signals.get("cpu_ratio")
     limit = quantity(((spec.get("resources") or {}).get("limits") or {}).get("cpu"))
     if spec:
         evidence.append(f"pod {name(pods[0])} container {container}: resources.limits.cpu "
@@ -50,9 +51,9 @@ def detect(world: World) -> list[Verdict]:
         cause=f"CPU throttling of container {container}: {ratio:.0%} of its CFS periods throttled under its "
               f"{_cpu(limit)} limit",
         title=f"Container {container} is throttled in {ratio:.0%} of CPU periods: it wants more than its "
-              f"{_cpu(limit)} CPU limit",
+              f"{_cpu(limit)} limit",
         evidence=evidence,
-        severity="warning",
+        severity="critical" if cpu is not None and cpu.health == "critical" else "warning",
         ruled_out=[r for r in (world.pods_fine(),) if r],
         plans=[Plan(f"Raise the CPU limit of {container} above {_cpu(limit)} (or remove the limit and keep the "
                     "request); a restart cannot help")],
