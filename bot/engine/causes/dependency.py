@@ -34,12 +34,12 @@ def failing_dependencies(world: World) -> list[tuple[str, str | None, str, str]]
         for match in HOST_PORT.finditer(line):
             hits.setdefault(match.group("host"), []).append((match.group("host"), match.group("port"), where, line))
     for where, line, _ in failing:
-        for match in TARGET.finditer(line):
-            host = match.group("host").rstrip(".")
-            if host.lower() in NOT_HOSTS or host.lower() == world.service.lower() or len(host) < 2:
-                continue
-            hits.setdefault(host, []).append((host, match.group("port"), where, line))
-            break
+        named = [(m.group("host").rstrip("."), m.group("port")) for m in TARGET.finditer(line)]
+        named = [(h, p) for h, p in named if h.lower() not in NOT_HOSTS and h.lower() != world.service.lower()
+                 and len(h) > 1]
+        if named:  # the most host-like name of the line: 'server on db-1.example.com' over 'connect to MySQL'
+            host, port = max(named, key=lambda hp: (hp[1] is not None, "." in hp[0], "-" in hp[0]))
+            hits.setdefault(host, []).append((host, port, where, line))
     ranked = sorted(hits.values(), key=lambda v: (any(port for _, port, _, _ in v), len(v)), reverse=True)
     out = []
     for found in ranked:
