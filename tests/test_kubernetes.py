@@ -353,3 +353,15 @@ async def test_snapshot_of_a_name_no_workload_has_is_empty_not_an_error(k8s: Kub
 
     assert result.ok, result.error_text
     assert result.data.kind is None and result.data.workload is None and result.data.pods == []
+
+
+async def test_the_deployment_report_of_a_snapshot_is_the_one_read_directly(k8s: Kubernetes) -> None:
+    snap = (await k8s.snapshot("shop", "checkout")).data
+    direct = (await k8s.deployment_status("shop", "checkout", window_seconds=900)).data
+
+    derived = k8s.deployment_report(snap, window_seconds=900)
+    assert derived is not None
+    assert (derived.desired, derived.ready, derived.current, derived.previous) == (
+        direct.desired, direct.ready, direct.current, direct.previous)
+    assert [p.name for p in derived.pods] == [p.name for p in direct.pods]
+    assert [(e.reason, e.object_name) for e in derived.events] == [(e.reason, e.object_name) for e in direct.events]

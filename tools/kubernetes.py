@@ -340,7 +340,7 @@ class Kubernetes(Backend):
                                   dict(o["metadata"].get("labels") or {}), kind)
                     for kind, items in zip(kinds, listed, strict=True) for o in (items or {}).get("items") or []]
 
-        return await self.run("list_workloads", fetch)
+        return await self.run("list_workloads", fetch, key=())
 
     async def snapshot(
         self, namespace: str, name: str, *, kind: str | None = None, nodes: list[str] | None = None
@@ -500,17 +500,34 @@ class Kubernetes(Backend):
             ),
             _call("list", "pods", namespace, None, core.list_namespaced_pod(namespace, label_selector=selector)),
         )
-        owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
+        return self._report(namespace, name, deployment, replicasets.items, pods.items, events, notes, window_seconds)
+
+    def deployment_report(self, snap: Snapshot, *, window_seconds: int = 900) -> DeploymentReport | None:
+        """The Deployment report of a snapshot, without reading anything again; None when it is no Deployment."""
+        if snap.kind != "Deployment" or snap.workload is None or self._api_client is None:
+            return None
+
+        def model(obj: dict[str, Any], kind: str) -> Any:
+            return self._api_client.deserialize(json.dumps(obj), kind, "application/json")  # type: ignore[union-attr]
+
+        events = [model(e, "CoreV1Event") for e in snap.events if e.get("type") == "Warning"]
+        return self._report(snap.namespace, snap.name, model(snap.workload, "V1Deployment"),
+                            [model(rs, "V1ReplicaSet") for rs in snap.replicasets],
+                            [model(p, "V1Pod") for p in snap.pods], events, [], window_seconds)
+
+    def _report(self, namespace: str, name: str, deployment: Any, replicasets: list[Any], pods: list[Any],
+                events: list[Any], notes: list[str], window_seconds: int) -> DeploymentReport:
+        owned = [rs for rs in replicasets if _owned_by(rs, deployment.metadata.uid)]
         current, previous = _current_and_previous(deployment, owned)
         revisions = {rs.metadata.name: _revision(rs) for rs in owned}
         pod_statuses = sorted(
-            (_pod_status(p, revisions) for p in pods.items if _owner_name(p, "ReplicaSet") in revisions),
+            (_pod_status(p, revisions) for p in pods if _owner_name(p, "ReplicaSet") in revisions),
             key=lambda p: (p.ready, -p.restarts, p.name),
         )
         pod_statuses, cut = bound_list(pod_statuses, self.max_pods, "pods")
         notes += cut
         since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-        pod_names = {p.metadata.name for p in pods.items}
+        pod_names = {p.metadata.name for p in pods}
         kept = _related_events(map(_event, events), name, set(revisions), pod_names, since)
         kept, cut = bound_list(kept, self.max_events, "warning events")
         notes += cut

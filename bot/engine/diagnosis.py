@@ -57,10 +57,7 @@ async def kubernetes_state(ctx: Context, target: Target, nodes: list[str]) -> To
     if not snapped.ok or snapped.data is None:
         return snapped
     snap: Snapshot = snapped.data
-    report = None
-    if snap.kind == "Deployment":
-        status = await kube.deployment_status(ref.namespace, ref.deployment, window_seconds=int(ctx.window_seconds))
-        report = status.data if status.ok else None
+    report = kube.deployment_report(snap, window_seconds=int(ctx.window_seconds))
     failing = [(p, c, prev) for p in snap.pods for c, prev in _failed_runs(p)][:CRASH_LOG_PODS]
     logs = await asyncio.gather(*(
         kube.pod_logs(ref.namespace, p["metadata"]["name"], container=c, previous=prev, tail_lines=CRASH_LOG_LINES)
