@@ -55,7 +55,7 @@ def write_summary(
             sentences.append("Otherwise: " + "; ".join(fine) + ".")
     elif d.history:
         scope = " in what could be checked" if d.failed else ""
-        sentences.append(f"Nothing is failing now in {service}{scope}. What happened: " + "; ".join(d.history[:3])
+        sentences.append(f"{service} is healthy now{scope}: nothing currently fails. What happened: " + "; ".join(d.history[:3])
                          + ". Checked: " + "; ".join(d.checked) + ".")
     else:
         scope = " in what could be checked" if d.failed else ""

@@ -3,6 +3,7 @@ mode is adding a module; the order causes are weighed in is each rule's `rank` (
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 
 from bot.engine.causes.base import Rule, Verdict, World
@@ -20,6 +21,7 @@ def _load() -> list[Rule]:
     return sorted(rules, key=lambda r: (r.rank, r.family))
 
 
+log = logging.getLogger("srebot.engine")
 CATALOGUE: list[Rule] = _load()
 RANK: dict[str, int] = {rule.family: rule.rank for rule in CATALOGUE}
 
@@ -31,7 +33,7 @@ def detect(world: World) -> list[Verdict]:
         try:
             out += rule.detect(world)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
-            continue
+            log.warning("cause rule failed on this world", extra={"rule": rule.family}, exc_info=True)
     return out
 
 
