@@ -140,7 +140,7 @@ PATHS: dict[str, str] = {
 WORKLOAD_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets",
                   "Job": "jobs", "CronJob": "cronjobs", "Pod": "pods"}
 # Read alongside the workload: namespace kinds listed whole (bounded), cluster kinds listed whole.
-CONTEXT_KINDS = ("services", "endpointslices", "serviceaccounts", "persistentvolumeclaims", "networkpolicies",
+CONTEXT_KINDS = ("pods", "services", "endpointslices", "serviceaccounts", "persistentvolumeclaims", "networkpolicies",
                  "horizontalpodautoscalers", "resourcequotas", "limitranges")
 CLUSTER_KINDS = ("nodes", "persistentvolumes", "storageclasses")
 # Secrets are read metadata-only: the server sends names and labels, never data.

@@ -28,6 +28,7 @@ CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_FOLLOWED = 2
+MAX_HOPS = 3
 TAIL_LINES = 300
 MAX_ALERT_SERVICES = 3
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
@@ -196,49 +197,60 @@ async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose", fol
 
 
 async def _follow(ctx: Context, target: Target, ev: Evidence, d: reasoning.Diagnosis) -> Finding | None:
-    """One hop along a failing dependency that is a service of ours: diagnose it too, and say which one failed
-    first — in a cascade the earliest failing service is the origin."""
-    if d.cause is None or d.cause.key != "dependency":
-        return None
+    """Along failing dependencies that are services of ours (a hop, or a few in a cascade): diagnose each too,
+    and say which one started failing first — in a cascade the earliest failing service is the origin."""
     resolver = Resolver(ctx.settings, ctx.toolbox.kubernetes)
-    hosts = [h.split(".")[0] for h in sorted(d.cause.subjects)]
-    dep = None
-    for host in hosts:
-        found = await resolver.lookup(host, target.namespace) if host != target.name else None
-        if found is not None and found.target is not None:
-            dep = found.target
-            break
-    if dep is None:
-        return None
 
     async def quiet(_: str) -> None:
         return None
 
-    sub = Context(ctx.settings, ctx.toolbox, ctx.actions, ctx.request, ctx.session, quiet,
-                  Calls(quiet, deadline=ctx.calls.deadline), ctx.now)
-    dep_ev = await gather_evidence(sub, dep, lookback=timedelta(seconds=ctx.window_seconds) + CORRELATION)
-    dep_d = reasoning.diagnose(dep_ev)
-    mine, theirs = _first_error(ev), _first_error(dep_ev)
+    chain: list[tuple[Target, Evidence, reasoning.Diagnosis]] = [(target, ev, d)]
+    while len(chain) <= MAX_HOPS:
+        last = chain[-1][2]
+        if last.cause is None or last.cause.key != "dependency":
+            break
+        seen = {t.name for t, _, _ in chain}
+        dep = None
+        for host in sorted(h.split(".")[0] for h in last.cause.subjects):
+            found = await resolver.lookup(host, chain[-1][0].namespace) if host not in seen else None
+            if found is not None and found.target is not None and found.target.name not in seen:
+                dep = found.target
+                break
+        if dep is None:
+            break
+        sub = Context(ctx.settings, ctx.toolbox, ctx.actions, ctx.request, ctx.session, quiet,
+                      Calls(quiet, deadline=ctx.calls.deadline), ctx.now)
+        dep_ev = await gather_evidence(sub, dep, lookback=timedelta(seconds=ctx.window_seconds) + CORRELATION)
+        chain.append((dep, dep_ev, reasoning.diagnose(dep_ev)))
+    if len(chain) == 1:
+        return None
+    parts = []
+    for dep, _, dep_d in chain[1:]:
+        if dep_d.cause is not None:
+            parts.append(f"{dep.name} is failing too, because of {dep_d.cause.text}")
+        elif dep_d.healthy:
+            parts.append(f"{dep.name} itself looks healthy ({'; '.join(dep_d.checked[:2])}): the trouble is between them")
+        else:
+            parts.append(f"{dep.name} needs a look: " + "; ".join(f.title for f in dep_d.findings if f.severity != "info"))
+    starts = [(start, t.name) for t, e, _ in chain for start in [_failing_since(e)] if start is not None]
     order = ""
-    if mine and theirs:
-        first, then = (dep.name, target.name) if theirs <= mine else (target.name, dep.name)
-        order = (f"; {first} started failing first ({clock(min(mine, theirs))}, {then} at {clock(max(mine, theirs))}): "
-                 f"{first} is the origin of the cascade")
-    if dep_d.cause is not None:
-        state = f"{dep.name} is failing too, because of {dep_d.cause.text}"
-    elif dep_d.healthy:
-        state = f"{dep.name} itself looks healthy ({'; '.join(dep_d.checked[:2])}): the trouble is between them"
-    else:
-        state = f"{dep.name} needs a look: " + "; ".join(f.title for f in dep_d.findings if f.severity != "info")
-    return Finding(severity=dep_d.cause.severity if dep_d.cause else "info", source="engine",  # type: ignore[arg-type]
-                   title=f"Followed one hop to {dep.name}: {state}{order}",
-                   evidence="; ".join(f.title for f in dep_d.findings[:3]) or None)
+    if len(starts) > 1:
+        first_at, first = min(starts)
+        others = ", ".join(f"{n} at {clock(at)}" for at, n in sorted(starts) if n != first)
+        order = f"; {first} started failing first ({clock(first_at)}; {others}): {first} is the origin of the cascade"
+    path = " → ".join(t.name for t, _, _ in chain)
+    worst = next((dd.cause.severity for _, _, dd in chain[1:] if dd.cause is not None), "info")
+    return Finding(severity=worst, source="engine",  # type: ignore[arg-type]
+                   title=f"Followed the failing calls {path}: " + "; ".join(parts) + order,
+                   evidence="; ".join(f.title for _, _, dd in chain[1:] for f in dd.findings[:2]) or None)
 
 
-def _first_error(ev: Evidence) -> datetime | None:
-    """When the service's error lines started, in the window read."""
-    patterns = [p for p in (ev.logs.patterns if ev.logs else []) if p.level == "error"]
-    return min((p.first_seen for p in patterns), default=None)
+def _failing_since(ev: Evidence) -> datetime | None:
+    """When the service started failing: its error rate's onset, else its first error line in the window."""
+    onsets = [s.onset for s in ev.signals or [] if s.name == "error_rate" and s.onset is not None
+              and s.health in ("warning", "critical")]
+    patterns = [p.first_seen for p in (ev.logs.patterns if ev.logs else []) if p.level == "error"]
+    return min(onsets + patterns, default=None)
 
 
 def _answer(

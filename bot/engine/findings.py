@@ -86,7 +86,7 @@ def world_of(ev: Evidence) -> World:
     return World(
         service=ev.service, namespace=ev.namespace, now=ev.now, window_seconds=ev.window_seconds, snap=ev.snapshot,
         logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics, tail=ev.log_tail,
-        alerts=ev.alerts, resources=ev.resources, known=ev.known, question=ev.question,
+        alerts=ev.alerts, resources=ev.resources, audit=ev.audit or [], known=ev.known, question=ev.question,
     )
 
 

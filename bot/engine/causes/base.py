@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.answer import Action
-from tools.control_plane import Alert, Resource
+from tools.control_plane import Alert, AuditLog, Resource
 from tools.kubernetes import WORKLOAD_KINDS, Snapshot
 from tools.logs import LogLine, LogReport
 from tools.metrics import QueryResult, Signal
@@ -86,6 +86,7 @@ class World:
     metrics: dict[str, QueryResult] = field(default_factory=dict)  # Query.key -> result
     alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
     resources: list[Resource] = field(default_factory=list)  # control-plane resources the logs name
+    audit: list[AuditLog] = field(default_factory=list)  # changes the control plane recorded
     known: set[str] = field(default_factory=set)  # services of the catalog
     question: str = ""
 

@@ -9,23 +9,61 @@ from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
 FAILED_CALL = re.compile(
     r"(?i)connection refused|refused|timed out|timeout|can't connect|cannot connect|could not connect|"
     r"unable to connect|no available connection|unreachable|connection reset|deadline exceeded|\b50[234]\b|"
-    r"circuit.?breaker|connect failed|connection failed")
-# the host a failing call names
-TARGET = re.compile(
-    r"(?i)(?:server on|connect(?:ing|ion)? to|tried:|calling|call to|request to|upstream|dial tcp|host=|"
-    r"failed to connect to|Connection to)\s*[\"'`(]?(?P<host>[A-Za-z][\w-]*(?:\.[\w-]+)*)(?::(?P<port>\d+))?")
+    r"circuit.?breaker|connect failed|connection failed|connection to \S+ failed|bad gateway|service unavailable|"
+    r"gateway timeout")
+# the names a failing call gives its target, most telling first
+TARGETS = [re.compile(p, re.IGNORECASE) for p in (
+    r"https?://(?P<host>[A-Za-z][\w.-]*)(?::(?P<port>\d+))?",
+    r"(?:server on|connect(?:ing|ion)? to|tried:|calling|call to|request to|upstream|dial tcp|host=|"
+    r"failed to connect to)\s*[\"'`(]?(?P<host>[A-Za-z][\w-]*(?:\.[\w-]+)*)(?::(?P<port>\d+))?",
+    # Go and many clients prefix the error with the callee: 'redis: dial tcp …', 'checkout: 502 Bad Gateway'
+    r"(?:^|[\s(])(?P<host>[A-Za-z][\w.-]*[A-Za-z0-9]):\s+(?:\d{3}\b|dial |connect|read |write |EOF|i/o timeout)",
+    r"(?P<ip>\d{1,3}(?:\.\d{1,3}){3}):(?P<port>\d{2,5})",
+)]
 # 'Target host: prod-db, port: 3333', 'host=prod-db port=3333'
 HOST_PORT = re.compile(r"(?i)\bhost\W{1,3}(?P<host>[A-Za-z][\w.-]*)[,;\s]+port\W{1,3}(?P<port>\d{2,5})")
 NOT_HOSTS = {"the", "server", "host", "upstream", "service", "remote", "peer", "backend", "localhost", "database",
-             "db", "http", "https", "port", "required", "a", "an", "to", "from", "returned", "returns", "is", "was", "failed", "with", "error"}
+             "db", "http", "https", "port", "required", "a", "an", "to", "from", "returned", "returns", "is", "was",
+             "failed", "with", "error", "request", "get", "post", "put", "delete", "render", "login", "send", "token",
+             "validation", "read", "write", "lookup", "dial", "tcp", "udp", "connect", "warn", "info", "fatal", "caused"}
+# a bare address names its dependency by the port it listens on
+WELL_KNOWN = {"6379": "redis", "5432": "postgres", "3306": "mysql", "27017": "mongodb", "9092": "kafka",
+              "5672": "rabbitmq", "11211": "memcached", "9200": "elasticsearch", "2181": "zookeeper"}
+
+
+def _named(world: World, line: str) -> list[tuple[str, str | None]]:
+    """(host, port) every target pattern finds in a failing line; an address becomes its Service or its port's
+    usual name."""
+    services = {(s.get("spec") or {}).get("clusterIP"): name(s) for s in world.snap.items("services")} \
+        if world.snap else {}
+    out = []
+    for pattern in TARGETS:
+        for m in pattern.finditer(line):
+            groups = m.groupdict()
+            if groups.get("ip"):
+                host = services.get(groups["ip"]) or WELL_KNOWN.get(groups["port"] or "")
+                if host:
+                    out.append((host, groups["port"]))
+                continue
+            host = groups["host"].rstrip(".")
+            if host.lower() not in NOT_HOSTS and host.lower() != world.service.lower() and len(host) > 1:
+                out.append((host, groups.get("port")))
+    return out
 
 
 def failing_dependencies(world: World) -> list[tuple[str, str | None, str, str]]:
-    """(host, port, where, line) of failed calls, most often named first; a host named next to the failures
-    ('Target host: prod-db, port: 3333') counts as theirs."""
+    """(host, port, where, line) of failed calls, the most often named first (a name the cluster or the catalog
+    knows before one it does not); a host named next to the failures ('Target host: prod-db, port: 3333') counts
+    as theirs."""
     failing = world.find_lines(FAILED_CALL)
     if not failing:
         return []
+    known = world.known | ({name(s) for s in world.snap.items("services")} if world.snap else set()) | {
+        r.name for r in world.resources}
+
+    def knows(host: str) -> bool:
+        return host.split(".")[0] in known
+
     hits: dict[str, list[tuple[str, str | None, str, str]]] = {}
     places = {where for where, _, _ in failing}
     for where, line in world.log_lines():
@@ -34,13 +72,12 @@ def failing_dependencies(world: World) -> list[tuple[str, str | None, str, str]]
         for match in HOST_PORT.finditer(line):
             hits.setdefault(match.group("host"), []).append((match.group("host"), match.group("port"), where, line))
     for where, line, _ in failing:
-        named = [(m.group("host").rstrip("."), m.group("port")) for m in TARGET.finditer(line)]
-        named = [(h, p) for h, p in named if h.lower() not in NOT_HOSTS and h.lower() != world.service.lower()
-                 and len(h) > 1]
+        named = _named(world, line)
         if named:  # the most host-like name of the line: 'server on db-1.example.com' over 'connect to MySQL'
-            host, port = max(named, key=lambda hp: (hp[1] is not None, "." in hp[0], "-" in hp[0]))
+            host, port = max(named, key=lambda hp: (knows(hp[0]), hp[1] is not None, "." in hp[0], "-" in hp[0]))
             hits.setdefault(host, []).append((host, port, where, line))
-    ranked = sorted(hits.values(), key=lambda v: (any(port for _, port, _, _ in v), len(v)), reverse=True)
+    ranked = sorted(hits.values(), key=lambda v: (knows(v[0][0]), any(port for _, port, _, _ in v), len(v)),
+                    reverse=True)
     out = []
     for found in ranked:
         with_port = next((f for f in found if f[1]), found[0])

@@ -19,13 +19,14 @@ from bot.engine.causes.base import (
     terminated,
     when,
 )
+from bot.engine.causes import memory_leak
 from bot.engine.causes.memory_leak import growth
 
 OOM_LINE = re.compile(r"(?i)OutOfMemoryError|out of memory|heap space|cannot allocate memory|MemoryError")
 
 
 def _mib(value: float | None) -> str:
-    return "?" if value is None else (f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB")
+    return "?" if value is None else (f"{value / 2**30:.3g}Gi" if value >= 2**30 else f"{value / 2**20:.0f}Mi")
 
 
 def detect(world: World) -> list[Verdict]:
@@ -43,7 +44,8 @@ def detect(world: World) -> list[Verdict]:
     finished = when(term.get("finishedAt"))
     current = any(not ready(p) for p, _, _ in killed) or finished is None or (world.ago(finished) or SETTLED) < SETTLED
     memory = world.signals.get("memory_ratio")
-    leak = memory is not None and memory.trend == "increasing" or growth(world) is not None
+    leak = memory is not None and memory.trend == "increasing" or growth(world) is not None or bool(
+        memory_leak.detect(world))
     lines = world.find_lines(OOM_LINE)
     evidence = [f"pod {name(pod)} container {container}: lastState.terminated reason OOMKilled, exit code "
                 f"{term.get('exitCode', 137)}" + (f", memory limit {_mib(limit)}" if limit else ", no memory limit")]

@@ -42,13 +42,16 @@ def detect(world: World) -> list[Verdict]:
              and (meta(rs).get("creationTimestamp") or "") > (meta(current).get("creationTimestamp") or "")]
     if current is not None and newer and all(ready(p) for p in world.pods()) and world.pods():
         bad = max(newer, key=lambda rs: meta(rs).get("creationTimestamp") or "")
-        at = when((condition(world.workload, "Progressing") or {}).get("lastUpdateTime")) or when(
-            meta(current).get("annotations", {}).get("deployment.kubernetes.io/revision-history") and None)
+        at = when((condition(world.workload, "Progressing") or {}).get("lastUpdateTime"))
+        changes = [a for a in world.audit if at is not None and a.action in ("update", "execute")
+                   and abs((a.timestamp - at).total_seconds()) <= 1800]
+        who = min(changes, key=lambda a: abs((a.timestamp - at).total_seconds()), default=None)  # type: ignore[operator]
+        by = f" by {who.username or who.user_id} (audit log {who.id})" if who else ""
         out.append(Verdict(
             family="rollout",
             cause=f"the rollout of {_images(bad)}, since rolled back",
             title=f"Rolled back: {_images(bad)} (ReplicaSet {name(bad)}) was replaced by {_images(current)} again"
-                  + (f" at {at:%H:%M} UTC" if at else "") + f"; all {len(world.pods())} pods are ready now",
+                  + (f" at {at:%H:%M} UTC" if at else "") + by + f"; all {len(world.pods())} pods are ready now",
             evidence=[f"replicaset {name(current)} (revision {meta(current).get('annotations', {}).get(REVISION)}) is "
                       f"current and older than {name(bad)} (revision {meta(bad).get('annotations', {}).get(REVISION)})"],
             severity="info", current=False, subjects={name(bad)},

@@ -25,7 +25,7 @@ def _amount(resource: str, value: float | None) -> str:
     if resource == "cpu":
         return f"{value:g} CPU" if value >= 1 else f"{value * 1000:.0f}m CPU"
     if resource == "memory":
-        return f"{value / 2**30:.1f}Gi" if value >= 2**30 else f"{value / 2**20:.0f}Mi"
+        return f"{value / 2**30:.3g}Gi" if value >= 2**30 else f"{value / 2**20:.0f}Mi"
     return f"{value:g}"
 
 
