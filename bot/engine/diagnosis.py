@@ -29,6 +29,7 @@ CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_FOLLOWED = 2
 MAX_HOPS = 3
+FOLLOWED = ("dependency", "service_endpoints")  # causes that are about a callee, which is diagnosed too
 TAIL_LINES = 300
 MAX_ALERT_SERVICES = 3
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
@@ -207,7 +208,7 @@ async def _follow(ctx: Context, target: Target, ev: Evidence, d: reasoning.Diagn
     chain: list[tuple[Target, Evidence, reasoning.Diagnosis]] = [(target, ev, d)]
     while len(chain) <= MAX_HOPS:
         last = chain[-1][2]
-        if last.cause is None or last.cause.key != "dependency":
+        if last.cause is None or last.cause.key not in FOLLOWED:
             break
         seen = {t.name for t, _, _ in chain}
         dep = None

@@ -10,11 +10,11 @@ HOST = re.compile(
     r"Could not resolve host:?\s*(?P<a>[\w.-]+)|Failed to resolve '(?P<b>[^']+)'|lookup (?P<c>[\w.-]+)(?: on [\d.:]+)?: "
     r"no such host|UnknownHostException:?\s*(?P<d>[\w.-]+)|getaddrinfo (?:ENOTFOUND|EAI_AGAIN) (?P<e>[\w.-]+)|"
     r"host='(?P<f>[^']+)'[^\n]*(?:NameResolution|Name or service not known|Temporary failure in name resolution)|"
-    r"lookup (?P<g>[\w.-]+) on [\d.:\[\]]+: (?:read udp [^:]*: )?(?:i/o timeout|server misbehaving|no such host)",
+    r"lookup (?P<g>[\w.-]+) on [\d.:\[\]]+: (?:read udp \S+: )?(?:i/o timeout|server misbehaving|no such host)",
     re.IGNORECASE)
 DNS_ERROR = re.compile(r"(?i)NameResolutionError|Name or service not known|Temporary failure in name resolution|"
                        r"no such host|NXDOMAIN|Could not resolve host|UnknownHostException|ENOTFOUND|EAI_AGAIN|"
-                       r"Failed to resolve|lookup \S+ on \S+: (?:read udp [^:]*: )?i/o timeout|server misbehaving")
+                       r"Failed to resolve|lookup \S+ on \S+: (?:read udp \S+: )?i/o timeout|server misbehaving")
 
 
 def dns_hosts(world: World) -> list[tuple[str, str, str]]:

@@ -11,6 +11,8 @@ NOW = Query("memory_now", _WORKING_SET + ")")
 BEFORE = Query("memory_30m_ago", _WORKING_SET + " offset 30m)")
 
 HEAP = re.compile(r"(?i)(?:heap|memory|rss)[^\n]{0,40}?(?P<n>\d+(?:\.\d+)?)\s?(?P<u>[KMG]i?B)\b")
+MIN_READINGS = 4  # a trend, not two samples
+GROWTH = 1.25  # and it went somewhere: a quarter up at least, never down
 UNIT = {"KB": 1 / 1024, "KiB": 1 / 1024, "MB": 1, "MiB": 1, "GB": 1024, "GiB": 1024}
 
 
@@ -41,12 +43,16 @@ def detect(world: World) -> list[Verdict]:
                         "kill")], sources={"metrics"}))
         return out
     # readings of one source at a time, in time order: the newest raw lines, each failed run's output
-    sources = [[(f"Loki, {t.labels.get('pod') or world.service}", t.line) for t in world.tail]] + [
-        [(key, line) for line in text.splitlines()] for key, text in world.pod_logs.items()]
+    by_pod: dict[str, list[tuple[str, str]]] = {}
+    for t in world.tail:
+        where = f"Loki, {t.labels.get('pod') or world.service}"
+        by_pod.setdefault(where, []).append((where, t.line))
+    sources = list(by_pod.values()) + [[(key, line) for line in text.splitlines()]
+                                       for key, text in world.pod_logs.items()]
     for lines in sources:
         heap = [(w, line, float(m.group("n")) * UNIT.get(m.group("u"), 1)) for w, line in lines
                 for m in [HEAP.search(line)] if m]
-        if len(heap) >= 3 and heap[-1][2] > 2 * heap[0][2] and all(
+        if len(heap) >= MIN_READINGS and heap[-1][2] >= GROWTH * heap[0][2] and all(
                 b[2] >= a[2] for a, b in zip(heap, heap[1:], strict=False)):
             out.append(Verdict(
                 "memory_leak", f"memory growing steadily ({heap[0][2]:g} → {heap[-1][2]:g} MiB): a leak",

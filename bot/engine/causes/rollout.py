@@ -2,7 +2,9 @@
 rolled back, which is history: what failed, and that the old version serves again."""
 from __future__ import annotations
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, condition, meta, name, ready, short, when
+from bot.engine.causes.base import (
+    Plan, Rule, Verdict, World, condition, event_time, meta, name, ready, short, when,
+)
 
 REVISION = "deployment.kubernetes.io/revision"
 
@@ -42,9 +44,13 @@ def detect(world: World) -> list[Verdict]:
              and (meta(rs).get("creationTimestamp") or "") > (meta(current).get("creationTimestamp") or "")]
     if current is not None and newer and all(ready(p) for p in world.pods()) and world.pods():
         bad = max(newer, key=lambda rs: meta(rs).get("creationTimestamp") or "")
-        at = when((condition(world.workload, "Progressing") or {}).get("lastUpdateTime"))
-        changes = [a for a in world.audit if at is not None and a.action in ("update", "execute")
-                   and abs((a.timestamp - at).total_seconds()) <= 1800]
+        # when the old ReplicaSet was scaled up again after the bad one appeared, else the last progress
+        created = when(meta(bad).get("creationTimestamp"))
+        back = [t for e in world.events("ScalingReplicaSet") if f"Scaled up replica set {name(current)} " in (
+            e.get("message") or "") for t in [event_time(e)] if t and (created is None or t >= created)]
+        at = min(back, default=None) or when((condition(world.workload, "Progressing") or {}).get("lastUpdateTime"))
+        changes = [a for a in world.audit if at is not None and a.action in ("update", "execute", "rollback")
+                   and a.result != "failure" and abs((a.timestamp - at).total_seconds()) <= 1800]
         who = min(changes, key=lambda a: abs((a.timestamp - at).total_seconds()), default=None)  # type: ignore[operator]
         by = f" by {who.username or who.user_id} (audit log {who.id})" if who else ""
         out.append(Verdict(
