@@ -238,3 +238,39 @@ def test_an_alert_about_a_pod_of_the_old_replicaset_is_explained_as_a_rollout_le
     d = diagnose(ev)
     assert d.cause is None and not any(f.severity == "critical" for f in d.findings)
     assert any("old ReplicaSet web-old" in h and "being terminated" in h for h in d.history)
+
+
+def test_a_called_service_whose_selector_matches_no_pod_is_named_with_the_labels_that_exist() -> None:
+    caller = pod("web-1", ready=True)
+    backend = pod("backend-1", ready=True, labels={"app": "backend-app"})
+    w = world([caller], services=[{"metadata": {"name": "backend"}, "spec": {"selector": {"app": "backend"}}}])
+    w.snap.objects["pods"] = [caller, backend]
+    w.snap.objects["endpointslices"] = []
+    w.pod_logs = {"web-1/web": "Connection to backend failed!"}
+    verdict = lead(w)
+    assert verdict.family == "service_endpoints"
+    assert "selector app=backend matches no pod" in verdict.cause and "app=backend-app" in verdict.cause
+
+
+def test_a_redis_address_in_a_go_error_is_the_redis_dependency() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "ERROR GET /v1/session 500: redis: dial tcp 10.96.11.7:6379: connect: connection refused"}
+    verdict = lead(w)
+    assert verdict.family == "dependency" and "redis:6379" in verdict.cause and "refuses connections" in verdict.cause
+
+
+def test_a_heap_that_grows_reading_after_reading_is_called_a_leak_and_restarting_only_delays_it() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "\n".join(f"INFO cache size={n * 1000} heap used {100 + 40 * n} MB" for n in range(6))}
+    verdict = next(v for v in causes.detect(w) if v.family == "memory_leak")
+    assert "100 → 300 MiB" in verdict.cause and "only delays the OOM kill" in verdict.plans[0].title
+
+
+def test_dns_lookups_that_time_out_with_coredns_down_blame_the_cluster_dns() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.snap.dns = [{"metadata": {"name": "coredns"}, "spec": {"replicas": 2}, "status": {"readyReplicas": 0}}]
+    w.pod_logs = {"web-1/web": "send failed: dial tcp: lookup smtp.mail.svc.cluster.local on 10.96.0.10:53: read udp "
+                                "10.1.2.3:4567->10.96.0.10:53: i/o timeout"}
+    verdict = lead(w)
+    assert verdict.family == "dns" and "cluster DNS is down (coredns 0/2 ready" in verdict.cause
+    assert verdict.plans[0].title.startswith("Bring the cluster DNS")

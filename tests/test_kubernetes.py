@@ -365,3 +365,13 @@ async def test_the_deployment_report_of_a_snapshot_is_the_one_read_directly(k8s:
         direct.desired, direct.ready, direct.current, direct.previous)
     assert [p.name for p in derived.pods] == [p.name for p in direct.pods]
     assert [(e.reason, e.object_name) for e in derived.events] == [(e.reason, e.object_name) for e in direct.events]
+
+
+async def test_a_snapshot_of_something_that_is_no_kubernetes_name_is_refused_before_any_request(
+    k8s: Kubernetes, kube: KubeFake
+) -> None:
+    before = len(kube.requests)
+    result = await k8s.snapshot("shop/../..", "nodes")
+    assert not result.ok and result.error.code is ErrorCode.BAD_QUERY
+    assert "is not a Kubernetes name" in result.error.message
+    assert len(kube.requests) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -146,6 +147,8 @@ CLUSTER_KINDS = ("nodes", "persistentvolumes", "storageclasses")
 # Secrets are read metadata-only: the server sends names and labels, never data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 MAX_LISTED = 500
+# what a Kubernetes object or namespace name can be (RFC 1123 subdomain): anything else never reaches a URL path
+VALID_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 MAX_NODES_DETAILED = 3
 
 
@@ -610,6 +613,10 @@ class Kubernetes(Backend):
             return None
 
     async def _snapshot(self, namespace: str, name: str, kind: str | None, extra_nodes: list[str]) -> Snapshot:
+        for value in (namespace, name):
+            if not VALID_NAME.fullmatch(value):
+                raise ToolError(ErrorCode.BAD_QUERY, f"{value!r} is not a Kubernetes name")
+        extra_nodes = [n for n in extra_nodes if VALID_NAME.fullmatch(n)]
         kinds = [kind] if kind in WORKLOAD_KINDS else list(WORKLOAD_KINDS)
         workload, found = None, None
         snap_notes: list[str] = []

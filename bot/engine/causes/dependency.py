@@ -36,6 +36,7 @@ def _named(world: World, line: str) -> list[tuple[str, str | None]]:
     usual name."""
     services = {(s.get("spec") or {}).get("clusterIP"): name(s) for s in world.snap.items("services")} \
         if world.snap else {}
+    known = world.known | set(services.values())
     out = []
     for pattern in TARGETS:
         for m in pattern.finditer(line):
@@ -46,7 +47,9 @@ def _named(world: World, line: str) -> list[tuple[str, str | None]]:
                     out.append((host, groups["port"]))
                 continue
             host = groups["host"].rstrip(".")
-            if host.lower() not in NOT_HOSTS and host.lower() != world.service.lower() and len(host) > 1:
+            if host.lower() == world.service.lower() or len(host) < 2:
+                continue
+            if host.lower() not in NOT_HOSTS or host.split(".")[0] in known:  # a Service may be called "backend"
                 out.append((host, groups.get("port")))
     return out
 
