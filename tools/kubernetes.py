@@ -618,14 +618,11 @@ class Kubernetes(Backend):
                 raise ToolError(ErrorCode.BAD_QUERY, f"{value!r} is not a Kubernetes name")
         extra_nodes = [n for n in extra_nodes if VALID_NAME.fullmatch(n)]
         kinds = [kind] if kind in WORKLOAD_KINDS else list(WORKLOAD_KINDS)
-        workload, found = None, None
         snap_notes: list[str] = []
-        for candidate in kinds:  # one kind at a time: the first that has the name is the workload
-            workload = await self._maybe(WORKLOAD_KINDS[candidate], self._get(WORKLOAD_KINDS[candidate], namespace, name),
-                                         snap_notes)
-            if workload is not None:
-                found = candidate
-                break
+        # every kind at once; the first in order that has the name is the workload
+        got = await _together(*(self._maybe(WORKLOAD_KINDS[k], self._get(WORKLOAD_KINDS[k], namespace, name), snap_notes)
+                                for k in kinds))
+        found, workload = next(((k, w) for k, w in zip(kinds, got, strict=True) if w is not None), (None, None))
         snap = Snapshot(namespace, name, found, workload, notes=snap_notes)
         notes = snap.notes
         selector = _raw_selector((workload or {}).get("spec", {}).get("selector")) if found != "Pod" else None
