@@ -49,7 +49,9 @@ class Destinations:
     connection included) and one host gets at most `per_destination` connections at once, so a slow or
     silent serviceUrl delays only its own conversations."""
 
-    def __init__(self, allowed: ServiceUrls, *, timeout: float = 10.0, per_destination: int = 4):
+    # Teams serves a whole region from one host, so the cap must leave room for real traffic; it is there
+    # so that a silent destination holds a bounded number of sockets, each for at most `timeout`.
+    def __init__(self, allowed: ServiceUrls, *, timeout: float = 10.0, per_destination: int = 32):
         self.allowed = allowed
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.per_destination = per_destination
@@ -120,6 +122,10 @@ def make_adapter(auth: TeamsAuth, destinations: Destinations,
     adapter = CloudAdapter(channel_service_client_factory=factory)
 
     async def on_error(context: TurnContext, error: Exception) -> None:
+        if isinstance(error, (aiohttp.ClientError, TimeoutError, Refused)):  # the destination's fault: no traceback
+            log.warning("Teams call failed: %s %s", error.__class__.__name__, str(error)[:200],
+                        extra={"activity_type": context.activity.type})
+            return
         log.error("Teams turn failed", exc_info=(type(error), error, error.__traceback__),
                   extra={"activity_type": context.activity.type})
 
