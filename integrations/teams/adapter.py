@@ -7,6 +7,7 @@ here, so a stored reference from before cannot send anywhere else either).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,10 +32,19 @@ from microsoft_agents.hosting.core import (
     UserTokenClient,
 )
 from microsoft_agents.hosting.core.authorization import AuthenticationConstants
+from microsoft_agents.hosting.core.connector.client import connector_client as sdk_connector_client
+from microsoft_agents.hosting.core.connector.client import user_token_client as sdk_user_token_client
 
 from integrations.teams.auth import Refused, ServiceUrls, TeamsAuth
 
 log = logging.getLogger("srebot.teams")
+
+# The SDK computes each client's User-Agent with importlib.metadata, a scan of site-packages of about
+# 0.5 ms, for every client it makes (two a turn, two a proactive send); the string cannot change in a
+# process, so it is computed once.
+_product_info = functools.cache(sdk_connector_client.get_product_info)
+sdk_connector_client.get_product_info = _product_info
+sdk_user_token_client.get_product_info = _product_info
 
 THREAD_MARK = ";messageid="  # a channel thread's conversation id is the channel's with this and the root id
 TokenProviderFactory = Callable[[AgentAuthConfiguration], AccessTokenProviderBase]
