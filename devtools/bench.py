@@ -434,7 +434,7 @@ class RealDiagnoses:
 
     async def __aenter__(self) -> Self:
         from bot.app import Runtime
-        from devtools.eval import (
+        from devtools.eval_toml import (
             Clock,
             DeploymentSpec,
             KubernetesSpec,
