@@ -73,10 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
-import socket
-import sys
 import tempfile
 import time
 import tomllib
@@ -104,7 +101,8 @@ from devtools.loopback.loki import FakeLoki
 from devtools.loopback.prometheus import Profile, PrometheusFake
 from bot.ports import Request
 from bot.toolbox import service_ref
-from sessions.store import ApprovalRecord, ConversationKey, new_id
+from sessions.store import ConversationKey, new_id
+from devtools.eval import EvalPort, closed_port_url
 
 BACKENDS = ("metrics", "logs", "kubernetes", "control_plane")
 TURN_TIMEOUT = 120.0
@@ -313,14 +311,6 @@ class Clock:
             return self.now + timedelta(seconds=seconds if text[0] == "+" else -seconds)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def closed_port_url() -> str:
-    """A URL nothing listens on: a backend that is down."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def _profile(value: Any, clock: Clock) -> Profile:
@@ -564,25 +554,6 @@ def _deployment_config(scenario: Scenario, name: str) -> ServiceConfig:
 
 
 # --- running and judging --------------------------------------------------------------------------
-class EvalPort:
-    """A ReplyPort that keeps the answer of one request."""
-
-    def __init__(self) -> None:
-        self.progress_lines: list[str] = []
-        self.approvals: list[ApprovalRecord] = []
-        self.answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-
-    async def progress(self, text: str) -> None:
-        self.progress_lines.append(text)
-
-    async def post(self, message: Answer | str) -> None:
-        if not self.answer.done():
-            self.answer.set_result(message if isinstance(message, Answer) else Answer(summary=message))
-
-    async def ask_approval(self, approval: ApprovalRecord) -> None:
-        self.approvals.append(approval)
-
-
 def answer_text(answer: Answer) -> str:
     """Everything a person reads in an answer, as one text."""
     parts = [answer.summary]

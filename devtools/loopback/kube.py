@@ -65,8 +65,31 @@ class PatchRecord:
     body: Any
 
 
+class ServedCluster(Served):
+    """A loopback API server and the kubeconfig file pointing at it, removed again on close."""
+
+    url: str
+    kubeconfig_path: str
+    _dir: str | None
+
+    def kubeconfig(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def serve_cluster(self, app: web.Application) -> None:
+        self._runner, self.url = await serve(app)
+        self._dir = tempfile.mkdtemp(prefix="kube-")
+        self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
+        Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
+
+    async def close(self) -> None:
+        await super().close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
 @dataclass
-class KubeFake(Served):
+class KubeFake(ServedCluster):
     """In-memory cluster state behind an aiohttp server on 127.0.0.1 (random port).
 
     Objects are stored as Kubernetes JSON dicts keyed by (namespace, name); tests may edit them
@@ -114,27 +137,11 @@ class KubeFake(Served):
                 web.get(f"{apps}/namespaces/{{ns}}/replicasets", self._list_replicasets),
             ]
         )
-        self._runner, self.url = await serve(app)
-        self._dir = tempfile.mkdtemp(prefix="kubefake-")
-        self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
-        Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
+        await self.serve_cluster(app)
         return self
 
-    async def close(self) -> None:
-        await super().close()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
     def kubeconfig(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "srebot", "user": {"token": TOKEN}}],
-            "contexts": [{"name": self.context, "context": {"cluster": "fake", "user": "srebot"}}],
-            "current-context": self.context,
-        }
+        return kubeconfig(self.url, self.context)
 
     # --- builders --------------------------------------------------------------------------
 
@@ -555,6 +562,19 @@ class KubeFake(Served):
 
 
 # --- object helpers ------------------------------------------------------------------------
+
+
+def kubeconfig(server: str, context: str, namespace: str | None = None) -> dict[str, Any]:
+    """A kubeconfig for a loopback API server: its bearer token, and `namespace` as the context's default."""
+    cluster = {"cluster": "fake", "user": "srebot", **({"namespace": namespace} if namespace else {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "srebot", "user": {"token": TOKEN}}],
+        "contexts": [{"name": context, "context": cluster}],
+        "current-context": context,
+    }
 
 
 def _template(name: str, labels: dict[str, str], image: str) -> dict[str, Any]:

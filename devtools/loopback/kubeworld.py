@@ -17,18 +17,22 @@ import asyncio
 import base64
 import copy
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from devtools.loopback.kube import TOKEN, PatchRecord, fields_match, labels_match, status_response
-from devtools.loopback.serving import QueryCounter, Served, serve
+from devtools.loopback.kube import (
+    TOKEN,
+    PatchRecord,
+    ServedCluster,
+    fields_match,
+    kubeconfig,
+    labels_match,
+    status_response,
+)
+from devtools.loopback.serving import QueryCounter
 from devtools.world import LogEntry
 
 NOT_FOUND = "the server could not find the requested resource"
@@ -111,7 +115,7 @@ PATCHABLE = {("deployments", None), ("deployments", "scale")}
 
 
 @dataclass
-class KubeWorld(Served):
+class KubeWorld(ServedCluster):
     """The world's objects (`{plural: [object]}`) and log lines behind a loopback API server (module docstring)."""
 
     objects: dict[str, list[dict[str, Any]]]
@@ -136,29 +140,11 @@ class KubeWorld(Served):
     async def start(self) -> KubeWorld:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_route("*", "/{path:.*}", self._dispatch)
-        self._runner, self.url = await serve(app)
-        self._dir = tempfile.mkdtemp(prefix="kubeworld-")
-        self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
-        Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
+        await self.serve_cluster(app)
         return self
 
-    async def close(self) -> None:
-        await super().close()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
     def kubeconfig(self, server: str | None = None) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "scenario", "cluster": {"server": server or self.url}}],
-            "users": [{"name": "srebot", "user": {"token": TOKEN}}],
-            "contexts": [
-                {"name": self.context, "context": {"cluster": "scenario", "user": "srebot", "namespace": self.namespace}}
-            ],
-            "current-context": self.context,
-        }
+        return kubeconfig(server or self.url, self.context, self.namespace)
 
     # --- HTTP --------------------------------------------------------------------------------------
     @web.middleware
