@@ -94,7 +94,7 @@ LOGS = [
     LogEntry(NOW - timedelta(seconds=100), {"namespace": "shop", "pod": "checkout-a"}, "panic: boom", previous=True),
     LogEntry(NOW - timedelta(seconds=90), {"namespace": "shop", "pod": "checkout-b", "container": "checkout"}, "GET / 200"),
     LogEntry(NOW - timedelta(seconds=30), {"namespace": "shop", "pod": "checkout-b", "container": "checkout"}, "GET /x 500"),
-    LogEntry(NOW + timedelta(seconds=30), {"namespace": "shop", "pod": "checkout-b", "container": "checkout"}, "later"),
+    LogEntry(NOW + timedelta(days=1), {"namespace": "shop", "pod": "checkout-b", "container": "checkout"}, "later"),
     LogEntry(NOW - timedelta(seconds=30), {"namespace": "shop", "pod": "checkout-b", "container": "proxy"}, "proxy up"),
 ]
 
@@ -199,7 +199,8 @@ async def test_pod_logs_follow_the_kubelets_rules(api: client.ApiClient) -> None
         await core.read_namespaced_pod_log("checkout-b", "shop")
     assert "choose one of: [checkout proxy]" in json.loads(unnamed.value.body)["message"]
     assert await core.read_namespaced_pod_log("checkout-b", "shop", container="checkout") == "GET / 200\nGET /x 500\n"
-    assert await core.read_namespaced_pod_log("checkout-b", "shop", container="checkout", since_seconds=60) == "GET /x 500\n"
+    since = int((datetime.now(UTC) - (NOW - timedelta(seconds=60))).total_seconds())  # NOW was when the module loaded
+    assert await core.read_namespaced_pod_log("checkout-b", "shop", container="checkout", since_seconds=since) == "GET /x 500\n"
     stamped = await core.read_namespaced_pod_log("checkout-b", "shop", container="proxy", timestamps=True)
     assert stamped == (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.000000000Z") + " proxy up\n"
     assert await core.read_namespaced_pod_log("checkout-b", "shop", container="checkout", limit_bytes=5) == "GET /"
