@@ -7,11 +7,10 @@ import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from bot.metrics import APPROVALS
 from bot.ports import Notifier
-from sessions.store import ApprovalRecord, Store, utcnow
+from sessions.store import ApprovalRecord, ApprovalState, Proposal, Store, utcnow
 
 log = logging.getLogger("srebot.approvals")
 
@@ -60,31 +59,10 @@ class Approvals:
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- propose ---------------------------------------------------------------------------------
-    async def propose(
-        self,
-        *,
-        kind: str,
-        target: str,
-        params: dict[str, Any],
-        description: str,
-        requester: str,
-        platform: str,
-        session_id: str | None = None,
-        request_id: str | None = None,
-    ) -> ApprovalRecord:
-        approval = await self.store.create_approval(
-            kind=kind,
-            target=target,
-            params=params,
-            description=description,
-            requester=requester,
-            platform=platform,
-            ttl_seconds=self.ttl_seconds,
-            session_id=session_id,
-            request_id=request_id,
-        )
-        APPROVALS.labels("pending").inc()
-        await self._audit("proposed", requester, approval, description)
+    async def propose(self, proposal: Proposal) -> ApprovalRecord:
+        approval = await self.store.create_approval(proposal, self.ttl_seconds)
+        APPROVALS.labels(ApprovalState.PENDING).inc()
+        await self._audit("proposed", proposal.origin.user, approval, proposal.description)
         return approval
 
     @property
@@ -100,10 +78,10 @@ class Approvals:
         approval = await self.store.get_approval(approval_id)
         if approval is None:
             return Decision(False, f"There is no approval {approval_id}.")
-        if approval.status == "pending" and approval.expires_at <= utcnow():
+        if approval.status == ApprovalState.PENDING and approval.expires_at <= utcnow():
             await self._expire(approval)  # the sweeper has not come round yet
             approval = await self.store.get_approval(approval_id) or approval
-        if approval.status != "pending":
+        if approval.status != ApprovalState.PENDING:
             return Decision(False, _already(approval), approval)
         refusal = self._refusal(approval, user) if decision == "approve" else self._reject_refusal(approval, user)
         if refusal:
@@ -130,12 +108,12 @@ class Approvals:
     async def _reject(self, approval: ApprovalRecord, user: str) -> Decision:
         now = utcnow()
         rejected = await self.store.transition_approval(
-            approval.id, "pending", "rejected", decided_by=user, decided_at=now, finished_at=now
+            approval.id, ApprovalState.PENDING, ApprovalState.REJECTED, decided_by=user, decided_at=now, finished_at=now
         )
         if rejected is None:
             current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
-        APPROVALS.labels("rejected").inc()
+        APPROVALS.labels(ApprovalState.REJECTED).inc()
         await self._audit("rejected", user, approval)
         await self._changed(rejected)
         return Decision(True, f"Rejected by {user}; nothing was changed.", rejected)
@@ -143,31 +121,33 @@ class Approvals:
     async def _approve(self, approval: ApprovalRecord, user: str) -> Decision:
         # The conditional UPDATE is the lock: of two clicks (or two replicas) only one gets a row back.
         approved = await self.store.transition_approval(
-            approval.id, "pending", "approved", decided_by=user, decided_at=utcnow()
+            approval.id, ApprovalState.PENDING, ApprovalState.APPROVED, decided_by=user, decided_at=utcnow()
         )
         if approved is None:
             current = await self.store.get_approval(approval.id)
-            if current is not None and current.status == "pending":  # expired between read and update
+            if current is not None and current.status == ApprovalState.PENDING:  # expired between read and update
                 await self._expire(current)
                 current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
-        APPROVALS.labels("approved").inc()
+        APPROVALS.labels(ApprovalState.APPROVED).inc()
         await self._audit("approved", user, approval)
         await self._changed(approved)
         try:
             outcome = await self.executor(approved)
         except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
             detail = _error_text(exc)
-            final = await self._finish(approved, "failed", detail, user)
+            final = await self._finish(approved, ApprovalState.FAILED, detail, user)
             return Decision(True, f"Approved by {user}, but it failed: {detail}", final or approved)
-        final = await self._finish(approved, "executed", outcome, user)
+        final = await self._finish(approved, ApprovalState.EXECUTED, outcome, user)
         return Decision(True, f"Approved by {user} · {outcome}", final or approved)
 
-    async def _finish(self, approved: ApprovalRecord, status: str, result: str, user: str) -> ApprovalRecord | None:
+    async def _finish(
+        self, approved: ApprovalRecord, status: ApprovalState, result: str, user: str
+    ) -> ApprovalRecord | None:
         """approved → executed | failed, with the outcome in the row, the audit log and the thread;
         None when someone else finished it first."""
         final = await self.store.transition_approval(
-            approved.id, "approved", status, result=result[:1000], finished_at=utcnow()
+            approved.id, ApprovalState.APPROVED, status, result=result[:1000], finished_at=utcnow()
         )
         if final is None:
             return None
@@ -202,17 +182,17 @@ class Approvals:
                 "the srebot process running it stopped before it reported an outcome; "
                 f"check {approval.target} before proposing it again"
             )
-            if await self._finish(approval, "failed", outcome, "srebot") is not None:
+            if await self._finish(approval, ApprovalState.FAILED, outcome, "srebot") is not None:
                 count += 1
         return count
 
     async def _expire(self, approval: ApprovalRecord) -> bool:
         expired = await self.store.transition_approval(
-            approval.id, "pending", "expired", finished_at=utcnow(), result="expired without a decision"
+            approval.id, ApprovalState.PENDING, ApprovalState.EXPIRED, finished_at=utcnow(), result="expired without a decision"
         )
         if expired is None:
             return False
-        APPROVALS.labels("expired").inc()
+        APPROVALS.labels(ApprovalState.EXPIRED).inc()
         await self._audit("expired", "srebot", approval, f"no decision within {_duration(self.ttl_seconds)}")
         await self._changed(expired)
         return True

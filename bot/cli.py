@@ -230,6 +230,8 @@ async def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
     """`srebot approve|reject ID --user U`: the same decision path as the buttons; the approval message
     where it was posted (Slack, Teams) is updated and the outcome posted in its thread."""
 
+    from sessions.store import ApprovalState
+
     async def run(runtime: Runtime) -> int:
         runtime.attach_platforms()
         outcome = await runtime.approvals.decide(args.approval_id, args.user, args.command, platform="cli")
@@ -238,7 +240,7 @@ async def cmd_decide(settings: Settings, args: argparse.Namespace) -> int:
         if outcome.accepted and where and where not in runtime.notifiers:
             print(f"srebot: the approval message in {where} was not updated: {where} is not configured here",
                   file=sys.stderr)
-        failed = outcome.approval is not None and outcome.approval.status == "failed"
+        failed = outcome.approval is not None and outcome.approval.status == ApprovalState.FAILED
         return EXIT_OK if outcome.accepted and not failed else EXIT_FAIL
 
     return await _with_runtime(settings, run)

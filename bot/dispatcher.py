@@ -18,7 +18,7 @@ from bot.engine.base import Engine
 from bot.logs import request_id_var
 from bot.metrics import QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
 from bot.ports import Notifier, Request
-from sessions.store import Conversation, ConversationKey, Store
+from sessions.store import Conversation, ConversationKey, Store, TurnState
 
 log = logging.getLogger("srebot.dispatcher")
 
@@ -260,7 +260,7 @@ class Dispatcher:
         await self._deliver(request, answer)
         await self.store.update_turn(
             turn_id,
-            answer.status,
+            TurnState(answer.status),
             intent=answer.intent,
             service=answer.service,
             answer=answer.to_json(),
@@ -282,7 +282,7 @@ class Dispatcher:
 
     async def _finish_interrupted(self, job: _Job, turn_id: int) -> None:
         request = job.request
-        await asyncio.shield(self.store.update_turn(turn_id, "interrupted"))
+        await asyncio.shield(self.store.update_turn(turn_id, TurnState.INTERRUPTED))
         await asyncio.shield(
             self._deliver(
                 request,

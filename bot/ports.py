@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.answer import Answer
-from sessions.store import ApprovalRecord, Conversation, ConversationKey, new_id
+from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, Origin, new_id
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -51,10 +51,15 @@ class Request:
     reference: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.monotonic)
 
+    def origin(self, session_id: str | None) -> Origin:
+        """Who asks, from which thread: what an approval proposed by this request remembers."""
+        return Origin(self.user, self.key.platform, session_id, self.request_id)
+
 
 __all__ = [
     "Answer",
     "ApprovalRecord",
+    "ApprovalState",
     "Conversation",
     "ConversationKey",
     "Notifier",

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,32 @@ from sessions.models import (
     TurnRow,
 )
 
-ACTIVE_TURN = ("queued", "running")
-FINAL_TURN = ("completed", "failed", "cancelled", "interrupted")
+
+
+class TurnState(StrEnum):
+    """Where a request is; str-valued, so stored values and JSON are the plain words."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # a restart or a crash cut it off
+
+
+ACTIVE_TURN = (TurnState.QUEUED, TurnState.RUNNING)
+FINAL_TURN = (TurnState.COMPLETED, TurnState.FAILED, TurnState.CANCELLED, TurnState.INTERRUPTED)
+
+
+class ApprovalState(StrEnum):
+    """pending → approved → executed | failed, or pending → rejected | expired."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    EXECUTED = "executed"
+    FAILED = "failed"
 
 
 def utcnow() -> datetime:
@@ -71,13 +96,34 @@ class TurnRecord:
     request_id: str
     user_id: str
     text: str
-    status: str
+    status: TurnState
     intent: str | None = None
     service: str | None = None
     answer: dict[str, Any] | None = None
     error: str | None = None
     created_at: datetime | None = None
     elapsed_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who asks for a change, and from which thread."""
+
+    user: str
+    platform: str
+    session_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A described write action someone asks for: what becomes an approval row."""
+
+    kind: str
+    target: str
+    params: dict[str, Any]
+    description: str  # exactly what will change ("replicas 3 → 5")
+    origin: Origin
 
 
 @dataclass
@@ -89,7 +135,7 @@ class ApprovalRecord:
     description: str
     requester: str
     platform: str
-    status: str
+    status: ApprovalState
     session_id: str | None
     request_id: str | None
     created_at: datetime
@@ -137,7 +183,7 @@ def _turn(row: TurnRow) -> TurnRecord:
         request_id=row.request_id,
         user_id=row.user_id,
         text=row.text,
-        status=row.status,
+        status=TurnState(row.status),
         intent=row.intent,
         service=row.service,
         answer=row.answer,
@@ -156,7 +202,7 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         description=row.description,
         requester=row.requester,
         platform=row.platform,
-        status=row.status,
+        status=ApprovalState(row.status),
         session_id=row.session_id,
         request_id=row.request_id,
         created_at=_aware(row.created_at),  # type: ignore[arg-type]
@@ -286,7 +332,7 @@ class Store:
                 instance_id=instance_id,
                 user_id=user_id,
                 text=text_,
-                status="queued",
+                status=TurnState.QUEUED,
                 created_at=utcnow(),
             )
             db.add(row)
@@ -299,7 +345,7 @@ class Store:
             result = await db.execute(
                 update(TurnRow)
                 .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(status="running", started_at=utcnow())
+                .values(status=TurnState.RUNNING, started_at=utcnow())
                 .returning(TurnRow.session_id)
             )
             session_id = result.scalar_one_or_none()
@@ -311,7 +357,7 @@ class Store:
     async def update_turn(
         self,
         turn_id: int,
-        status: str,
+        status: TurnState,
         *,
         intent: str | None = None,
         service: str | None = None,
@@ -372,7 +418,7 @@ class Store:
                 ConversationRow.workspace == key.workspace,
                 ConversationRow.channel == key.channel,
                 ConversationRow.thread == key.thread,
-                TurnRow.status == "running",
+                TurnRow.status == TurnState.RUNNING,
             )
             .order_by(TurnRow.id.desc())
             .limit(1)
@@ -381,7 +427,7 @@ class Store:
         async with self._sessions.begin() as db:
             row = await db.scalar(
                 update(TurnRow)
-                .where(TurnRow.id == newest, TurnRow.status == "running")
+                .where(TurnRow.id == newest, TurnRow.status == TurnState.RUNNING)
                 .values(cancel_requested_at=utcnow())
                 .returning(TurnRow)
             )
@@ -394,7 +440,7 @@ class Store:
                 await db.scalars(
                     select(TurnRow.request_id).where(
                         TurnRow.instance_id == instance_id,
-                        TurnRow.status == "running",
+                        TurnRow.status == TurnState.RUNNING,
                         TurnRow.cancel_requested_at.is_not(None),
                     )
                 )
@@ -431,12 +477,12 @@ class Store:
                 result = await db.execute(
                     update(TurnRow)
                     .where(TurnRow.id == row.id, TurnRow.status.in_(ACTIVE_TURN))
-                    .values(status="interrupted", finished_at=utcnow())
+                    .values(status=TurnState.INTERRUPTED, finished_at=utcnow())
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     continue
                 conv = await db.get(ConversationRow, row.session_id)
-            row.status = "interrupted"
+            row.status = TurnState.INTERRUPTED
             if conv is not None:
                 claimed.append(Interrupted(_turn(row), _conversation(conv)))
         async with self._sessions.begin() as db:
@@ -467,31 +513,20 @@ class Store:
             return result.rowcount or 0  # type: ignore[attr-defined]
 
     # --- approvals -------------------------------------------------------------------------------
-    async def create_approval(
-        self,
-        *,
-        kind: str,
-        target: str,
-        params: dict[str, Any],
-        description: str,
-        requester: str,
-        platform: str,
-        ttl_seconds: float,
-        session_id: str | None = None,
-        request_id: str | None = None,
-    ) -> ApprovalRecord:
+    async def create_approval(self, proposal: Proposal, ttl_seconds: float) -> ApprovalRecord:
         now = utcnow()
+        origin = proposal.origin
         row = ApprovalRow(
             id=new_id("apr"),
-            session_id=session_id,
-            request_id=request_id,
-            kind=kind,
-            target=target,
-            params=params,
-            description=description,
-            requester=requester,
-            platform=platform,
-            status="pending",
+            session_id=origin.session_id,
+            request_id=origin.request_id,
+            kind=proposal.kind,
+            target=proposal.target,
+            params=proposal.params,
+            description=proposal.description,
+            requester=origin.user,
+            platform=origin.platform,
+            status=ApprovalState.PENDING,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
@@ -505,13 +540,17 @@ class Store:
             return _approval(row) if row else None
 
     async def transition_approval(
-        self, approval_id: str, from_status: str | Iterable[str], to_status: str, **values: Any
+        self,
+        approval_id: str,
+        from_status: ApprovalState | Iterable[ApprovalState],
+        to_status: ApprovalState,
+        **values: Any,
     ) -> ApprovalRecord | None:
         """One atomic conditional UPDATE: returns the new record, or None when the row was not in
         `from_status` (someone else decided first, or it expired)."""
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         stmt = update(ApprovalRow).where(ApprovalRow.id == approval_id, ApprovalRow.status.in_(allowed))
-        if to_status == "approved":
+        if to_status == ApprovalState.APPROVED:
             stmt = stmt.where(ApprovalRow.expires_at > utcnow())
         async with self._sessions.begin() as db:
             result = await db.execute(stmt.values(status=to_status, **values))
@@ -529,7 +568,7 @@ class Store:
     async def due_for_expiry(self) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == "pending", ApprovalRow.expires_at <= utcnow())
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= utcnow())
             )
             return [_approval(r) for r in rows]
 
@@ -537,11 +576,11 @@ class Store:
         """Approved but never finished: the process running the action stopped in between."""
         async with self._sessions() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == "approved", ApprovalRow.decided_at < decided_before)
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.APPROVED, ApprovalRow.decided_at < decided_before)
             )
             return [_approval(r) for r in rows]
 
-    async def approvals(self, status: str | None = None, limit: int = 100) -> list[ApprovalRecord]:
+    async def approvals(self, status: ApprovalState | None = None, limit: int = 100) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             stmt = select(ApprovalRow).order_by(ApprovalRow.created_at.desc()).limit(limit)
             if status:

@@ -24,7 +24,7 @@ from bot.engine.agent import Agent
 from bot.metrics import LLM_TOKENS
 from bot.ports import Request
 from bot.toolbox import Toolbox
-from sessions.store import Conversation, ConversationKey, Store
+from sessions.store import Conversation, ConversationKey, Origin, Store
 from tests.fakes.gemini import FakeGemini, ScriptedLlm, Sleep, call, rest_call, rest_text, text
 from tests.fakes.kube import KubeFake, load_shop_scenario
 from tests.helpers import RecordingPort
@@ -318,7 +318,7 @@ async def test_a_proposal_without_playbook_becomes_a_new_recommendation(world: W
 async def test_an_action_the_playbook_already_proposed_is_not_proposed_twice(world: World) -> None:
     conversation = await world.conversation()
     rollback = Action(kind="rollback", target="shop/checkout")
-    filed = await world.actions.propose(rollback, requester="U1", platform="slack", session_id=conversation.id)
+    filed = await world.actions.propose(rollback, Origin("U1", "slack", conversation.id))
     context = playbook(conversation)
     context.recommendations = [Recommendation(title="Roll back checkout", action=rollback, approval_id=filed.id)]
     llm = ScriptedLlm(script=[[call("rollback_deployment", service="checkout")], [text("Approve the rollback.")]])

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from bot.actions import REGISTRY
 from bot.answer import Action
 from bot.config import Settings
 from bot.engine.agent_tools import TOOL_OUTPUT_LIMIT, AgentTools, compact, dumps, from_result, jsonable
@@ -93,6 +94,19 @@ def test_write_calls_become_the_actions_of_the_approvals_module(tools: AgentTool
         target="flush-cache",
         params={"target_resources": ["web-1"], "parameters": {"ttl": 0}, "dry_run": False},
     )
+
+
+def test_the_model_is_offered_each_declared_action_as_a_confirmed_write_tool_with_its_parameters(
+    tools: AgentTools,
+) -> None:
+    offered = {tool.name: tool for tool in tools.function_tools()}
+    writes = {name: tool for name, tool in offered.items() if tool._require_confirmation}
+    assert set(writes) == {kind.tool.__name__ for kind in REGISTRY.values()}
+    schema = {name: tool._get_declaration().parameters_json_schema for name, tool in writes.items()}
+    assert schema["scale_deployment"]["required"] == ["service", "replicas"]
+    assert schema["restart_deployment"]["required"] == ["service"]
+    assert schema["acknowledge_incident"]["required"] == ["incident_id"]
+    assert "tool_context" not in str(schema)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from bot.answer import Action
 from bot.app import Runtime
 from bot.approvals import NO_APPROVERS_HINT
 from bot.config import load_settings
-from sessions.store import ApprovalRecord, ConversationKey, utcnow
+from sessions.store import ApprovalRecord, ConversationKey, Origin, utcnow
 from tests.fakes.bot_connector import ALICE, BOB, BotConnectorFake, personal_message
 from tests.fakes.control_plane import ControlPlaneFake
 from tests.fakes.control_plane import load_shop_scenario as load_cp_scenario
@@ -78,7 +78,7 @@ async def runtime(fakes: Fakes, db_url: str) -> AsyncIterator[Runtime]:
 
 async def proposed(runtime: Runtime, action: Action, requester: str = REQUESTER) -> ApprovalRecord:
     session_id = await runtime.store.session_id_for(ConversationKey("cli", "local", "terminal", "t1"))
-    return await runtime.actions.propose(action, requester=requester, platform="cli", session_id=session_id)
+    return await runtime.actions.propose(action, Origin(requester, "cli", session_id))
 
 
 async def audit_of(runtime: Runtime, approval: ApprovalRecord) -> list[tuple[str, str]]:
@@ -105,7 +105,7 @@ async def test_each_action_says_exactly_what_will_change(fakes: Fakes, tmp_path:
             (Action(kind="rollback", target="shop/nothing"), "not_found"),
         ]:
             with pytest.raises(ActionError, match=why):
-                await runtime.actions.propose(bad, requester=REQUESTER, platform="cli")
+                await runtime.actions.propose(bad, Origin(REQUESTER, "cli"))
         assert await runtime.store.approvals() == []  # nothing proposed that cannot be described
 
         unconfigured = await started({"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
@@ -251,8 +251,7 @@ async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path
             activity = Activity().deserialize(personal_message(connector.url, "scale checkout 5"))
             reference = reference_dict(activity)
             session_id = await served.store.session_id_for(conversation_key(activity), reference)
-            approval = await served.actions.propose(SCALE, requester=ALICE.aad_object_id, platform="teams",
-                                                    session_id=session_id)
+            approval = await served.actions.propose(SCALE, Origin(ALICE.aad_object_id, "teams", session_id))
             await app[TEAMS].bot.port(reference).ask_approval(approval)
             card = await connector.wait_for(lambda c: c.card is not None and "replicas 3 → 5" in c.text)
 

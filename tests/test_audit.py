@@ -10,7 +10,7 @@ import pytest
 
 from bot import cli
 from bot.config import load_settings
-from sessions.store import Store
+from sessions.store import Origin, Proposal, Store
 
 
 async def audit(
@@ -25,9 +25,11 @@ async def audit(
 async def test_audit_prints_who_did_what_and_when(
     store: Store, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    approval = await store.create_approval(kind="scale", target="shop/checkout", params={"replicas": 5},
-                                           description="scale shop/checkout: replicas 3 → 5", requester="U0ALICE",
-                                           platform="slack", ttl_seconds=60)
+    approval = await store.create_approval(
+        Proposal("scale", "shop/checkout", {"replicas": 5}, "scale shop/checkout: replicas 3 → 5",
+                 Origin("U0ALICE", "slack")),
+        ttl_seconds=60,
+    )
     for event, actor, detail in [("proposed", "U0ALICE", approval.description), ("refused", "U0ALICE", "four eyes"),
                                  ("approved", "U0BOB", None), ("failed", "U0BOB", "forbidden:\nno scale for you")]:
         await store.audit(event, actor, approval_id=approval.id, kind="scale", target="shop/checkout", detail=detail)

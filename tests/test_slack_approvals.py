@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.answer import Action, Answer, Recommendation
-from sessions.store import ApprovalRecord
+from sessions.store import ApprovalRecord, Proposal
 from tests.fakes.slack import (  # noqa: F401 - fixtures
     Call,
     ScriptedEngine,
@@ -33,9 +33,8 @@ class ProposingEngine(ScriptedEngine):
 
     async def propose(self, request, session) -> Answer:
         approval = await self.runtime.approvals.propose(
-            kind="restart", target="shop/checkout", params={},
-            description="Restart deployment shop/checkout (3 pods, rolling)",
-            requester=request.user, platform="slack", session_id=session.id, request_id=request.request_id,
+            Proposal("restart", "shop/checkout", {}, "Restart deployment shop/checkout (3 pods, rolling)",
+                     request.origin(session.id))
         )
         self.approvals.append(approval)
         return Answer(intent="action", service="checkout", summary="checkout is stuck; a restart should help.",

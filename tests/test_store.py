@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sessions.store import ConversationKey, Store
+from sessions.store import ConversationKey, Origin, Proposal, Store
 
 
 async def test_concurrent_first_messages_create_one_session(db_url: str) -> None:
@@ -50,8 +50,8 @@ async def test_event_claimed_once(store: Store) -> None:
 
 async def test_approval_transition_is_atomic(store: Store) -> None:
     approval = await store.create_approval(
-        kind="restart", target="shop/checkout", params={}, description="restart 3 pods of shop/checkout",
-        requester="U1", platform="slack", ttl_seconds=60,
+        Proposal("restart", "shop/checkout", {}, "restart 3 pods of shop/checkout", Origin("U1", "slack")),
+        ttl_seconds=60,
     )
     results = await asyncio.gather(
         *(store.transition_approval(approval.id, "pending", "approved", decided_by=f"U{i}") for i in range(10))
@@ -63,8 +63,7 @@ async def test_approval_transition_is_atomic(store: Store) -> None:
 
 async def test_expired_approval_cannot_be_approved(store: Store) -> None:
     approval = await store.create_approval(
-        kind="scale", target="shop/checkout", params={"replicas": 5}, description="replicas 3 → 5",
-        requester="U1", platform="cli", ttl_seconds=0,
+        Proposal("scale", "shop/checkout", {"replicas": 5}, "replicas 3 → 5", Origin("U1", "cli")), ttl_seconds=0
     )
     assert await store.transition_approval(approval.id, "pending", "approved", decided_by="U2") is None
     assert [a.id for a in await store.due_for_expiry()] == [approval.id]

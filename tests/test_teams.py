@@ -25,7 +25,7 @@ from bot.web import build_app
 from integrations.teams import TEAMS, TeamsIntegration
 from integrations.teams.adapter import reference_dict
 from integrations.teams.bot import conversation_key
-from sessions.store import Conversation
+from sessions.store import Conversation, Origin, Proposal
 from tests.fakes.bot_connector import (
     ALICE,
     BOB,
@@ -266,8 +266,8 @@ async def test_approval_card_refuses_the_requester_and_accepts_another_approver(
         srebot.runtime.approvals.executor = executor
         session_id, reference = await _session_with_reference(srebot, connector)
         approval = await srebot.runtime.approvals.propose(
-            kind="restart", target="shop/checkout", params={}, description="Restart checkout in shop",
-            requester=ALICE.aad_object_id, platform="teams", session_id=session_id,
+            Proposal("restart", "shop/checkout", {}, "Restart checkout in shop",
+                     Origin(ALICE.aad_object_id, "teams", session_id))
         )
         await srebot.teams.bot.port(reference).ask_approval(approval)
         sent = await connector.wait_for(lambda c: is_card(c) and "Restart checkout in shop" in c.text)
@@ -318,8 +318,8 @@ async def test_approval_reject_updates_the_card(tmp_path, connector) -> None:
     async with serve(env_for(tmp_path, SREBOT_APPROVERS=BOB.aad_object_id), ScriptedEngine()) as srebot:
         session_id, reference = await _session_with_reference(srebot, connector)
         approval = await srebot.runtime.approvals.propose(
-            kind="scale", target="shop/checkout", params={"replicas": 5}, description="Scale checkout to 5",
-            requester=ALICE.aad_object_id, platform="teams", session_id=session_id,
+            Proposal("scale", "shop/checkout", {"replicas": 5}, "Scale checkout to 5",
+                     Origin(ALICE.aad_object_id, "teams", session_id))
         )
         await srebot.teams.bot.port(reference).ask_approval(approval)
         sent = await connector.wait_for(lambda c: is_card(c) and "Scale checkout to 5" in c.text)

@@ -267,13 +267,7 @@ class Agent:
             recommendation = turn.proposals.get(key) or turn.proposed_before.get(key)
             if recommendation is None:
                 await _say(turn.progress, f"Proposing {action.kind} of {action.target}…")
-                approval = await self.actions.propose(
-                    action,
-                    requester=turn.request.user,
-                    platform=turn.request.key.platform,
-                    session_id=turn.session.id,
-                    request_id=turn.request.request_id,
-                )
+                approval = await self.actions.propose(action, turn.request.origin(turn.session.id))
                 recommendation = Recommendation(
                     title=approval.description[:1].upper() + approval.description[1:],
                     action=action,

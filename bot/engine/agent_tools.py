@@ -17,9 +17,10 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, Literal
 
-from google.adk.tools import FunctionTool, ToolContext
+from google.adk.tools import FunctionTool
 from pydantic import BaseModel
 
+from bot.actions import REGISTRY, by_tool
 from bot.answer import Action
 from bot.config import ServiceConfig, Settings, parse_duration
 from bot.toolbox import Toolbox, service_ref
@@ -171,8 +172,6 @@ def _longest_string(data: Any) -> tuple[Any, Any] | None:
 class AgentTools:
     """The agent's tools over one Toolbox; a write tool's call becomes an Action through `action_for`."""
 
-    WRITES = ("restart_deployment", "scale_deployment", "rollback_deployment", "acknowledge_incident", "run_automation")
-
     def __init__(self, settings: Settings, toolbox: Toolbox):
         self.settings = settings
         self.toolbox = toolbox
@@ -192,7 +191,8 @@ class AgentTools:
             self.cost_by,
             self.service_cost,
         ]
-        writes = [getattr(self, name) for name in self.WRITES]
+        # the write tools are the declared actions' (bot.actions): ADK runs their body only once the call is an approval
+        writes = [kind.tool for kind in REGISTRY.values()]
         return [FunctionTool(fn) for fn in reads] + [FunctionTool(fn, require_confirmation=True) for fn in writes]
 
     # --- helpers ---------------------------------------------------------------------------
@@ -319,88 +319,9 @@ class AgentTools:
         days = max(1, min(int(period_days), 90))
         return from_result(await self.toolbox.cost.service_cost(ref.cost_tag or ref.name, days))
 
-    # --- writes: the body runs only after the proposal was filed -----------------------------
-    async def restart_deployment(
-        self, service: str, namespace: str = "", tool_context: ToolContext | None = None
-    ) -> dict[str, Any]:
-        """Propose a rolling restart of a service's deployment. Nothing changes until an authorised
-        person other than the requester approves it in the thread."""
-        return proposal(tool_context)
-
-    async def scale_deployment(
-        self, service: str, replicas: int, namespace: str = "", tool_context: ToolContext | None = None
-    ) -> dict[str, Any]:
-        """Propose scaling a service's deployment to `replicas`. Nothing changes until an authorised person
-        other than the requester approves it in the thread."""
-        return proposal(tool_context)
-
-    async def rollback_deployment(
-        self, service: str, namespace: str = "", tool_context: ToolContext | None = None
-    ) -> dict[str, Any]:
-        """Propose rolling a service's deployment back to its previous revision. Nothing changes until an
-        authorised person other than the requester approves it in the thread."""
-        return proposal(tool_context)
-
-    async def acknowledge_incident(
-        self, incident_id: str, comment: str = "", tool_context: ToolContext | None = None
-    ) -> dict[str, Any]:
-        """Propose acknowledging a control-plane incident. Nothing changes until an authorised person other
-        than the requester approves it in the thread."""
-        return proposal(tool_context)
-
-    async def run_automation(
-        self,
-        script_id: str,
-        target_resources: list[str] | None = None,
-        parameters_json: str = "",
-        dry_run: bool = False,
-        tool_context: ToolContext | None = None,
-    ) -> dict[str, Any]:
-        """Propose running a control-plane automation script (parameters as a JSON object string) on target
-        resources. Nothing runs until an authorised person other than the requester approves it."""
-        return proposal(tool_context)
-
     def action_for(self, tool: str, args: dict[str, Any]) -> Action:
         """The Action a write tool's call proposes; ValueError when the call does not name one."""
-        if tool in ("restart_deployment", "rollback_deployment", "scale_deployment"):
-            ref = self.service(str(args.get("service") or ""), str(args.get("namespace") or ""))
-            target = f"{ref.namespace}/{ref.deployment}"
-            if tool == "scale_deployment":
-                replicas = int(args.get("replicas", -1))
-                if not 0 <= replicas <= 1000:
-                    raise ValueError(f"replicas must be between 0 and 1000, not {args.get('replicas')!r}")
-                return Action(kind="scale", target=target, params={"replicas": replicas})
-            return Action(kind="restart" if tool == "restart_deployment" else "rollback", target=target)
-        if tool == "acknowledge_incident":
-            incident = str(args.get("incident_id") or "").strip()
-            if not incident:
-                raise ValueError("an incident id is required")
-            comment = str(args.get("comment") or "").strip()
-            return Action(kind="ack_incident", target=incident, params={"comment": comment} if comment else {})
-        if tool == "run_automation":
-            script = str(args.get("script_id") or "").strip()
-            if not script:
-                raise ValueError("a script id is required")
-            raw = str(args.get("parameters_json") or "").strip() or "{}"
-            try:
-                parameters = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"parameters_json is not JSON: {exc}") from None
-            if not isinstance(parameters, dict):
-                raise ValueError("parameters_json must be a JSON object")
-            params = {
-                "target_resources": [str(r) for r in args.get("target_resources") or []],
-                "parameters": parameters,
-                "dry_run": bool(args.get("dry_run", False)),
-            }
-            return Action(kind="run_automation", target=script, params=params)
-        raise ValueError(f"{tool} is not a write tool")
-
-
-def proposal(tool_context: ToolContext | None) -> dict[str, Any]:
-    """What a write tool tells the model: the approval its call became (the loop put it in the
-    confirmation's payload), or why none could be made."""
-    confirmation = tool_context.tool_confirmation if tool_context is not None else None
-    if confirmation is None or not isinstance(confirmation.payload, dict):
-        return failure("not proposed: write actions go through an approval")
-    return confirmation.payload
+        kind = by_tool(tool)
+        if kind is None:
+            raise ValueError(f"{tool} is not a write tool")
+        return kind.from_tool(args, self.service)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.actions import Actions
+from bot.actions import REGISTRY, Actions
 from bot.answer import Answer, Intent
 from bot.config import Settings
 from bot.engine import diagnosis, playbooks
@@ -53,10 +53,7 @@ class DiagnosticEngine(Engine):
             return "Running the query…"
         subject = self.resolver.mentioned(parsed)
         if parsed.intent in ACTIONS:
-            what = parsed.intent.replace("_", " ")
-            return f"Preparing {what} of {subject}…" if subject and parsed.intent not in ("ack_incident",) else (
-                f"Preparing {what}…"
-            )
+            return REGISTRY[parsed.intent].preparing(subject)
         return f"Looking into {subject}…" if subject else "Looking into it…"
 
     # --- handling --------------------------------------------------------------------------------
@@ -85,7 +82,7 @@ class DiagnosticEngine(Engine):
             return await playbooks.promql(ctx, str(parsed.params["expr"]))
         if intent == "alerts":
             return await diagnosis.alerts(ctx, self.resolver)
-        if intent in ("chat", "incidents", "cost", "ack_incident", "run_automation"):
+        if intent in ("chat", "incidents", "cost") or (intent in ACTIONS and intent not in NEEDS_SERVICE):
             # the service is optional here
             resolution = await self._optional_service(parsed, ctx.session.current_service, intent)
             if resolution.unknown or resolution.ambiguous:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bot.actions import REGISTRY
+
 HELP_TEXT = """I'm srebot. Ask me in a thread, DM me, or use /sre:
 • diagnose <service> — why is it failing or slow (metrics, logs, Kubernetes, changes, incidents)
 • logs <service> — top error patterns in the window
@@ -19,8 +21,10 @@ HELP_TEXT = """I'm srebot. Ask me in a thread, DM me, or use /sre:
 Follow-ups in a thread need no mention: "and its logs?", "what changed?"."""
 
 # Intents of the engine. "pods" and "changes" answer as Answer intent "diagnose"; the write intents as "action".
-ACTIONS = ("restart", "scale", "rollback", "ack_incident", "run_automation")
-NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity", "restart", "scale", "rollback"}
+ACTIONS = tuple(REGISTRY)
+NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity"} | {
+    kind for kind, action in REGISTRY.items() if action.needs_service
+}
 
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.\-/]*"
 _PERIOD = re.compile(r"\b(\d{1,3})\s*(d|days?|w|weeks?|m|months?)\b", re.IGNORECASE)

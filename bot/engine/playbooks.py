@@ -12,10 +12,11 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import quote
 
-from bot.actions import ActionError, Actions
+from bot.actions import REGISTRY, ActionError, Actions, Asked, NotProposed
 from bot.answer import Action, Answer, Finding, Link, Recommendation
 from bot.approvals import NO_APPROVERS_HINT
 from bot.config import Settings, parse_duration
@@ -86,13 +87,11 @@ class Context:
 
     async def approval(self, action: Action) -> ApprovalRecord:
         """An approval row for `action`, requested by whoever asked; raises ActionError."""
-        return await self.actions.propose(
-            action,
-            requester=self.request.user,
-            platform=self.request.key.platform,
-            session_id=self.session.id,
-            request_id=self.request.request_id,
-        )
+        return await self.actions.propose(action, self.request.origin(self.session.id))
+
+    async def read(self, name: str, call: Coroutine[Any, Any, ToolResult[Any]]) -> Any:
+        """One backend call, listed in the answer's tools; its data, or None when it failed."""
+        return _data((await self.calls.run({name: call}))[name])
 
     async def propose(self, plans: list[Plan]) -> tuple[list[Recommendation], dict[str, str]]:
         """Each plan as a recommendation; those with an action become approval rows. A plan that cannot be
@@ -540,44 +539,15 @@ async def action(ctx: Context, intent: str, target: Target | None, params: dict[
     base: dict[str, Any] = {"intent": "action"}
     if target is not None:
         base |= {"service": target.name, "namespace": target.namespace}
-    kube_target = f"{target.ref.namespace}/{target.ref.deployment}" if target else ""
-    if intent == "scale" and "replicas" not in params:
-        return ctx.answer(**base, summary=f"How many replicas? Say e.g. “scale {target.name if target else 'checkout'} 5”.")
-    if intent == "ack_incident":
-        incident_id = str(params["incident_id"])
-        results = await ctx.calls.run({"control_plane": ctx.toolbox.control_plane.open_incidents()})
-        listing = _data(results["control_plane"])
-        incident = next((i for i in listing.items if i.id.lower() == incident_id.lower()), None) if listing else None
-        if listing is not None and incident is None:
-            return ctx.answer(**base, summary=f"{incident_id} is not an open incident (resolved, or no such id).")
-        title = incident.title if incident else None
-        act = Action(kind="ack_incident", target=incident.id if incident else incident_id,
-                     params={"title": title} if title else {})
-    elif intent == "run_automation":
-        wanted = str(params["script"])
-        results = await ctx.calls.run({"control_plane": ctx.toolbox.control_plane.scripts()})
-        listing = _data(results["control_plane"])
-        script = next((s for s in listing.items if wanted.lower() in (s.id.lower(), s.name.lower())), None) if listing else None
-        if listing is not None and script is None:
-            names = ", ".join(s.name for s in listing.items) or "none"
-            return ctx.answer(**base, summary=f"There is no automation script {wanted}; available: {names}.")
-        declared = {str(p.get("name")) for p in script.parameters if isinstance(p, dict)} if script else set()
-        arguments = {"service": target.config.name} if target and "service" in declared else {}
-        act = Action(
-            kind="run_automation",
-            target=script.id if script else wanted,
-            params={
-                "parameters": arguments,
-                "target_resources": [target.config.name] if target else [],
-                "script_name": script.name if script else wanted,
-            },
-        )
-    else:
-        act = Action(kind=intent, target=kube_target, params={"replicas": params["replicas"]} if intent == "scale" else {})
+    kind = REGISTRY[intent]
+    try:
+        act = await kind.from_chat(Asked(target.ref if target else None, params, ctx.toolbox, ctx.read))
+    except NotProposed as exc:
+        return ctx.answer(**base, summary=str(exc))
     try:
         approval = await ctx.approval(act)
     except ActionError as exc:
-        return ctx.answer(**base, status="failed", summary=f"Cannot propose {intent.replace('_', ' ')}: {exc}.")
+        return ctx.answer(**base, status="failed", summary=f"Cannot propose {kind.label}: {exc}.")
     recommendation = Recommendation(title=approval.description, action=act, approval_id=approval.id)
     who = (
         f"someone in SREBOT_APPROVERS other than {ctx.request.user} must approve it"
