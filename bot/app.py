@@ -1,20 +1,27 @@
-"""The composition root: builds store, tools, engine, dispatcher and notifiers from settings."""
+"""The composition root: one srebot process's parts, built from settings or given, started and stopped together.
+
+`Runtime(settings)` builds everything; `Runtime(settings, engine=…, store=…, toolbox=…, clock=…)` uses the
+parts given instead (the tests' scripted engine, the bench's engine, a frozen clock). Integrations see it
+only as `bot.ports.Core`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from bot.actions import Actions
 from bot.approvals import Approvals
 from bot.config import ConfigError, Settings
 from bot.dispatcher import Dispatcher
-from bot.engine import DiagnosticEngine
-from bot.ports import Notifier
+from bot.engine import DiagnosticEngine, Engine
+from bot.ports import Decision, Notifier, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
-from sessions.store import Store
+from sessions.store import ConversationKey, Store, utcnow
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -23,13 +30,22 @@ log = logging.getLogger("srebot.app")
 
 
 class Runtime:
-    """Everything one srebot process runs, started and stopped together."""
+    """Everything one srebot process runs; implements `bot.ports.Core` for the integrations."""
 
-    def __init__(self, settings: Settings):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        toolbox: Toolbox | None = None,
+        engine: Engine | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.settings = settings
-        self.store = Store(settings.database_url)
+        self.clock = clock or (store.clock if store is not None else utcnow)
+        self.store = store or Store(settings.database_url, clock=self.clock)
+        self.toolbox = toolbox or Toolbox.from_settings(settings)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
-        self.toolbox = Toolbox.from_settings(settings)
         self.approvals = Approvals(
             self.store,
             lambda approval: self.actions.execute(approval),
@@ -40,11 +56,13 @@ class Runtime:
         )
         self.actions = Actions(self.toolbox, self.approvals)
         self.agent: Agent | None = None
-        if settings.llm_enabled:  # google-adk is imported only when an LLM is configured
-            from bot.engine.agent import Agent
+        if engine is None:
+            if settings.llm_enabled:  # google-adk is imported only when an LLM is configured
+                from bot.engine.agent import Agent
 
-            self.agent = Agent(settings, self.toolbox, self.actions)
-        self.engine = DiagnosticEngine(settings, self.toolbox, self.actions, self.agent)
+                self.agent = Agent(settings, self.toolbox, self.actions)
+            engine = DiagnosticEngine(settings, self.toolbox, self.actions, self.agent, clock=self.clock)
+        self.engine = engine
         self._warm_up: asyncio.Task[None] | None = None
         self.dispatcher = Dispatcher(
             self.store,
@@ -57,10 +75,33 @@ class Runtime:
             stale_after=settings.instance_stale_seconds,
         )
 
+    # --- the Core the integrations see -----------------------------------------------------------
+    def submit(self, request: Request) -> str:
+        return self.dispatcher.submit(request)
+
+    def in_flight(self) -> list[Request]:
+        return self.dispatcher.in_flight()
+
+    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
+        return await self.approvals.decide(approval_id, user, decision, platform=platform)
+
+    async def claim(self, platform: str, *event_ids: str) -> bool:
+        return await self.store.claim_event(platform, *event_ids)
+
+    async def session_of(self, key: ConversationKey) -> str | None:
+        return await self.store.find_session_id(key)
+
+    async def remember_reference(self, session_id: str, reference: dict[str, Any]) -> None:
+        await self.store.update_session(session_id, reference=reference)
+
+    async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
+        await self.store.set_approval_message(approval_id, message_ref)
+
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
         self.dispatcher.notifiers[notifier.platform] = notifier
 
+    # --- platforms without serving them ----------------------------------------------------------
     def attach_platforms(self) -> None:
         """Register the notifiers of the configured platforms without serving them (the terminal's
         `approve`/`reject`), so a decision made here still updates the approval message posted in
@@ -85,6 +126,7 @@ class Runtime:
             else:
                 self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
 
+    # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, migrate: bool = True) -> None:
         if migrate:
             await self.store.upgrade()

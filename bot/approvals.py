@@ -6,11 +6,10 @@ import asyncio
 import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
-from bot.metrics import APPROVALS
-from bot.ports import Notifier
-from sessions.store import ApprovalRecord, ApprovalState, Proposal, Store, utcnow
+from bot.telemetry import APPROVALS
+from bot.ports import Decision, Notifier
+from sessions.store import ApprovalRecord, ApprovalState, Proposal, Store
 
 log = logging.getLogger("srebot.approvals")
 
@@ -30,13 +29,6 @@ NO_APPROVERS_HINT = (
 
 class ActionFailed(Exception):
     """Raised by an executor when the action did not happen; the message is for the thread as it is."""
-
-
-@dataclass
-class Decision:
-    accepted: bool
-    message: str  # what the person who clicked is told (privately when refused)
-    approval: ApprovalRecord | None = None
 
 
 class Approvals:
@@ -78,7 +70,7 @@ class Approvals:
         approval = await self.store.get_approval(approval_id)
         if approval is None:
             return Decision(False, f"There is no approval {approval_id}.")
-        if approval.status == ApprovalState.PENDING and approval.expires_at <= utcnow():
+        if approval.status == ApprovalState.PENDING and approval.expires_at <= self.store.clock():
             await self._expire(approval)  # the sweeper has not come round yet
             approval = await self.store.get_approval(approval_id) or approval
         if approval.status != ApprovalState.PENDING:
@@ -106,7 +98,7 @@ class Approvals:
         return None
 
     async def _reject(self, approval: ApprovalRecord, user: str) -> Decision:
-        now = utcnow()
+        now = self.store.clock()
         rejected = await self.store.transition_approval(
             approval.id, ApprovalState.PENDING, ApprovalState.REJECTED, decided_by=user, decided_at=now, finished_at=now
         )
@@ -121,7 +113,11 @@ class Approvals:
     async def _approve(self, approval: ApprovalRecord, user: str) -> Decision:
         # The conditional UPDATE is the lock: of two clicks (or two replicas) only one gets a row back.
         approved = await self.store.transition_approval(
-            approval.id, ApprovalState.PENDING, ApprovalState.APPROVED, decided_by=user, decided_at=utcnow()
+            approval.id,
+            ApprovalState.PENDING,
+            ApprovalState.APPROVED,
+            decided_by=user,
+            decided_at=self.store.clock(),
         )
         if approved is None:
             current = await self.store.get_approval(approval.id)
@@ -147,7 +143,7 @@ class Approvals:
         """approved → executed | failed, with the outcome in the row, the audit log and the thread;
         None when someone else finished it first."""
         final = await self.store.transition_approval(
-            approved.id, ApprovalState.APPROVED, status, result=result[:1000], finished_at=utcnow()
+            approved.id, ApprovalState.APPROVED, status, result=result[:1000], finished_at=self.store.clock()
         )
         if final is None:
             return None
@@ -177,7 +173,7 @@ class Approvals:
         for approval in await self.store.due_for_expiry():
             if await self._expire(approval):
                 count += 1
-        for approval in await self.store.stuck_approvals(utcnow() - timedelta(seconds=STUCK_AFTER_SECONDS)):
+        for approval in await self.store.stuck_approvals(self.store.clock() - timedelta(seconds=STUCK_AFTER_SECONDS)):
             outcome = (
                 "the srebot process running it stopped before it reported an outcome; "
                 f"check {approval.target} before proposing it again"
@@ -188,7 +184,11 @@ class Approvals:
 
     async def _expire(self, approval: ApprovalRecord) -> bool:
         expired = await self.store.transition_approval(
-            approval.id, ApprovalState.PENDING, ApprovalState.EXPIRED, finished_at=utcnow(), result="expired without a decision"
+            approval.id,
+            ApprovalState.PENDING,
+            ApprovalState.EXPIRED,
+            finished_at=self.store.clock(),
+            result="expired without a decision",
         )
         if expired is None:
             return False

@@ -7,14 +7,13 @@ import asyncio
 import getpass
 import json
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings, parse_duration
-from bot.logs import setup_logging
+from bot.logging_setup import setup_logging
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -88,38 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- commands ------------------------------------------------------------------------------------
 async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from bot.app import Runtime
-    from bot.web import build_app
+    from bot.web import serve
 
-    runtime = Runtime(settings)
-    # The app starts the runtime (on_startup) and stops it last in on_shutdown: after the platforms have
-    # finished taking what they acknowledged (events being deduplicated, approval clicks being executed),
-    # so no accepted work meets a closed toolbox or database.
-    app = build_app(runtime)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    port = args.port or settings.port
-    site = web.TCPSite(runner, args.host, port)
-    await site.start()
-    log.info("serving", extra={"host": args.host, "port": port, "slack": settings.slack_enabled})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    socket_mode = None
-    if settings.slack_enabled and settings.slack_app_token is not None:
-        from integrations.slack import start_socket_mode
-
-        socket_mode = await start_socket_mode(app, runtime)
-    await stop.wait()
-    log.info("stopping: no new work, draining", extra={"drain_seconds": settings.drain_seconds})
-    if socket_mode is not None:
-        await socket_mode.close_async()
-    # stop listening; platforms finish what they took; the dispatcher drains (runtime.stop); clients close
-    await runner.cleanup()
-    log.info("stopped")
+    await serve(Runtime(settings), args.host, args.port or settings.port)
     return EXIT_OK
 
 

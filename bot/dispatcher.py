@@ -15,9 +15,10 @@ from datetime import timedelta
 
 from bot.answer import Answer
 from bot.engine.base import Engine
-from bot.logs import request_id_var
-from bot.metrics import QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
+from bot.logging_setup import request_id_var
+from bot.telemetry import QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
 from bot.ports import Notifier, Request
+from bot.wording import short
 from sessions.store import Conversation, ConversationKey, Store, TurnState
 
 log = logging.getLogger("srebot.dispatcher")
@@ -25,11 +26,6 @@ log = logging.getLogger("srebot.dispatcher")
 EVENT_MEMORY = timedelta(days=1)  # how long delivered platform event ids are kept for dedupe
 CANCEL = re.compile(r"^\s*(cancel|stop|abort)\s*[.!]?\s*$", re.I)
 STATUS = re.compile(r"^\s*status\s*\??\s*$", re.I)
-
-
-def short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What an integration hands the core (a Request with its ReplyPort) and what the core calls back (Notifier)."""
+"""The core's boundary with the platforms: what an integration hands the core (a Request with its ReplyPort),
+what it may ask of the core (Core), and what the core calls back (Notifier)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.answer import Answer
+from bot.config import Settings
 from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, Origin, new_id
 
 Progress = Callable[[str], Awaitable[None]]
@@ -39,6 +41,15 @@ class Notifier(Protocol):
 
 
 @dataclass
+class Decision:
+    """The outcome of an approve or reject, for the person who clicked."""
+
+    accepted: bool
+    message: str  # what the person who clicked is told (privately when refused)
+    approval: ApprovalRecord | None = None
+
+
+@dataclass
 class Request:
     """One message for the bot, already translated from its platform."""
 
@@ -56,14 +67,48 @@ class Request:
         return Origin(self.user, self.key.platform, session_id, self.request_id)
 
 
+class Core(Protocol):
+    """What a platform integration may ask of the bot: its settings, to take a request, what is in flight,
+    to decide an approval, and the few facts of its threads the database keeps."""
+
+    settings: Settings
+
+    def submit(self, request: Request) -> str:
+        """Queue a request; its answer goes to `request.port`. Returns the request id at once."""
+
+    def in_flight(self) -> list[Request]:
+        """The requests this process has queued or running."""
+
+    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
+        """Approve or reject on behalf of `user`, by the one decision path (four eyes, approvers, once)."""
+
+    async def claim(self, platform: str, *event_ids: str) -> bool:
+        """True for the first delivery of a platform event (on any replica); False for a repeat."""
+
+    async def session_of(self, key: ConversationKey) -> str | None:
+        """The session of a thread the bot is part of, or None."""
+
+    async def remember_reference(self, session_id: str, reference: dict[str, Any]) -> None:
+        """Keep the freshest way to reach a thread (e.g. a Teams ConversationReference)."""
+
+    async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
+        """Remember where an approval's message is, so a decision can update it."""
+
+    def add_notifier(self, notifier: Notifier) -> None:
+        """Register a platform's Notifier, for messages outside a request."""
+
+
 __all__ = [
     "Answer",
     "ApprovalRecord",
     "ApprovalState",
     "Conversation",
     "ConversationKey",
+    "Core",
+    "Decision",
     "Notifier",
     "Progress",
     "ReplyPort",
     "Request",
+    "new_id",
 ]

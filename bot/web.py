@@ -1,8 +1,11 @@
-"""The aiohttp application of `srebot serve`: health, readiness, metrics, and the configured platforms."""
+"""The aiohttp application of `srebot serve` (health, readiness, metrics, the configured platforms) and
+serving it until SIGTERM with a drain."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -56,3 +59,34 @@ def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicati
         app.on_startup.insert(0, start)
         app.on_shutdown.append(stop)
     return app
+
+
+async def serve(runtime: Runtime, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, let the platforms finish what they took,
+    drain the dispatcher and close every client."""
+    settings = runtime.settings
+    # The app starts the runtime (on_startup) and stops it last in on_shutdown: after the platforms have
+    # finished taking what they acknowledged (events being deduplicated, approval clicks being executed),
+    # so no accepted work meets a closed toolbox or database.
+    app = build_app(runtime)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("serving", extra={"host": host, "port": port, "slack": settings.slack_enabled})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    socket_mode = None
+    if settings.slack_enabled and settings.slack_app_token is not None:
+        from integrations.slack import start_socket_mode
+
+        socket_mode = await start_socket_mode(app, runtime)
+    await stop.wait()
+    log.info("stopping: no new work, draining", extra={"drain_seconds": settings.drain_seconds})
+    if socket_mode is not None:
+        await socket_mode.close_async()
+    # stop listening; platforms finish what they took; the dispatcher drains (runtime.stop); clients close
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,9 +1,8 @@
-"""The server side of `srebot bench`: `srebot serve` itself, with the runtime's engine swapped for a bench engine.
+"""The server side of `srebot bench`: what `srebot serve` runs, given a bench engine instead of the diagnostic one.
 
 `srebot bench` starts `python -m devtools.bench_server serve --host 127.0.0.1 --port P` as a child process.
-That is `bot.cli.main(["serve", ...])` — migrations, Slack, Teams, dispatcher, signals, drain — with one
-change: `bot.app.Runtime` builds a `BenchEngine` instead of the diagnostic engine, as the test suite's
-SlackBot does. The bench engine answers every "<token> <anything>" after sleeping
+That is `bot.web.serve` — migrations, Slack, Teams, dispatcher, signals, drain — on a `bot.app.Runtime`
+given a `BenchEngine`, as the test suite's SlackBot gives it a scripted one. The bench engine answers every "<token> <anything>" after sleeping
 SREBOT_BENCH_ENGINE_SECONDS, so the server's figures (ack latency, first reply, sustained throughput, RSS)
 measure the platforms, the dispatcher and the database, not the engine. The diagnose figures (fan-out and
 backend calls) run the real diagnostic engine instead: `devtools.bench.RealDiagnoses`, in the bench's process.
@@ -11,11 +10,11 @@ backend calls) run the real diagnostic engine instead: `devtools.bench.RealDiagn
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
 import sys
-from typing import Any
 
 from bot.answer import Answer
 from bot.engine.base import Engine
@@ -43,26 +42,26 @@ class BenchEngine(Engine):
         return Answer(intent="chat", summary=ANSWER.format(token=token), session_id=session.id)
 
 
-def install_bench_engine(seconds: float) -> None:
-    """Make `bot.app.Runtime` (what `srebot serve` builds) run on a BenchEngine."""
-    import bot.app
-
-    base = bot.app.Runtime
-
-    class BenchRuntime(base):  # type: ignore[misc, valid-type]
-        def __init__(self, settings: Any):
-            super().__init__(settings)
-            self.engine = BenchEngine(seconds)
-            self.dispatcher.engine = self.engine
-
-    bot.app.Runtime = BenchRuntime  # type: ignore[misc]
-
-
 def main(argv: list[str] | None = None) -> int:
-    from bot.cli import main as cli_main
+    from bot.app import Runtime
+    from bot.config import ConfigError, load_settings
+    from bot.logging_setup import setup_logging
+    from bot.web import serve
 
-    install_bench_engine(float(os.environ.get(ENGINE_SECONDS_ENV, "2")))
-    return cli_main(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m devtools.bench_server")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"bench server: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_format or "json", settings.log_level)
+    engine = BenchEngine(float(os.environ.get(ENGINE_SECONDS_ENV, "2")))
+    asyncio.run(serve(Runtime(settings, engine=engine), args.host, args.port))
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
@@ -218,8 +218,16 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
 class Store:
     """Async access to the database; one instance per process, shared by every platform."""
 
-    def __init__(self, url: str, *, cache_size: int = 10_000, cache_ttl: float = 600.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_size: int = 10_000,
+        cache_ttl: float = 600.0,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.url = async_url(url)
+        self.clock = clock  # the time stamped on rows and compared with expiry and heartbeats
         self.engine: AsyncEngine = make_engine(self.url)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # thread -> session id never changes once created, so caching it is safe across replicas
@@ -258,7 +266,7 @@ class Store:
         found = await self.find_session_id(key)
         if found is not None:
             return found
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ConversationRow)
             .values(
@@ -315,7 +323,7 @@ class Store:
         current_service: str | None = None,
         reference: dict[str, Any] | None = None,
     ) -> None:
-        values: dict[str, Any] = {"last_active_at": utcnow()}
+        values: dict[str, Any] = {"last_active_at": self.clock()}
         if current_service is not None:
             values["current_service"] = current_service
         if reference is not None:
@@ -333,7 +341,7 @@ class Store:
                 user_id=user_id,
                 text=text_,
                 status=TurnState.QUEUED,
-                created_at=utcnow(),
+                created_at=self.clock(),
             )
             db.add(row)
             await db.flush()
@@ -345,7 +353,7 @@ class Store:
             result = await db.execute(
                 update(TurnRow)
                 .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(status=TurnState.RUNNING, started_at=utcnow())
+                .values(status=TurnState.RUNNING, started_at=self.clock())
                 .returning(TurnRow.session_id)
             )
             session_id = result.scalar_one_or_none()
@@ -369,7 +377,7 @@ class Store:
         """Set a turn's status and results; with `remember_service`, `service` also becomes its
         conversation's current service (same transaction)."""
         values: dict[str, Any] = {"status": status}
-        now = utcnow()
+        now = self.clock()
         if status in FINAL_TURN:
             values["finished_at"] = now
         for name, value in (("intent", intent), ("service", service), ("answer", answer), ("error", error)):
@@ -428,7 +436,7 @@ class Store:
             row = await db.scalar(
                 update(TurnRow)
                 .where(TurnRow.id == newest, TurnRow.status == TurnState.RUNNING)
-                .values(cancel_requested_at=utcnow())
+                .values(cancel_requested_at=self.clock())
                 .returning(TurnRow)
             )
             return _turn(row) if row else None
@@ -448,7 +456,7 @@ class Store:
 
     # --- instances and crash recovery ------------------------------------------------------------
     async def heartbeat(self, instance_id: str) -> None:
-        now = utcnow()
+        now = self.clock()
         stmt = self._dialect_insert(InstanceRow).values(id=instance_id, started_at=now, heartbeat_at=now)
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now})
         async with self._sessions.begin() as db:
@@ -464,7 +472,7 @@ class Store:
         An instance is dead when its heartbeat is older than `stale_after` seconds or it has no row.
         The caller's own turns are never taken: it is running them (this runs on every heartbeat).
         Each turn is claimed by one conditional UPDATE, so two replicas never both report it."""
-        cutoff = utcnow() - timedelta(seconds=stale_after)
+        cutoff = self.clock() - timedelta(seconds=stale_after)
         async with self._sessions() as db:
             alive = set(await db.scalars(select(InstanceRow.id).where(InstanceRow.heartbeat_at >= cutoff)))
             alive.add(instance_id)
@@ -477,7 +485,7 @@ class Store:
                 result = await db.execute(
                     update(TurnRow)
                     .where(TurnRow.id == row.id, TurnRow.status.in_(ACTIVE_TURN))
-                    .values(status=TurnState.INTERRUPTED, finished_at=utcnow())
+                    .values(status=TurnState.INTERRUPTED, finished_at=self.clock())
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     continue
@@ -494,7 +502,7 @@ class Store:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
         of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
         was seen before."""
-        now = utcnow()
+        now = self.clock()
         stmt = (
             self._dialect_insert(ProcessedEventRow)
             .values([{"platform": platform, "event_id": event_id, "received_at": now} for event_id in event_ids])
@@ -508,13 +516,13 @@ class Store:
     async def forget_events(self, older_than: timedelta) -> int:
         async with self._sessions.begin() as db:
             result = await db.execute(
-                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < utcnow() - older_than)
+                delete(ProcessedEventRow).where(ProcessedEventRow.received_at < self.clock() - older_than)
             )
             return result.rowcount or 0  # type: ignore[attr-defined]
 
     # --- approvals -------------------------------------------------------------------------------
     async def create_approval(self, proposal: Proposal, ttl_seconds: float) -> ApprovalRecord:
-        now = utcnow()
+        now = self.clock()
         origin = proposal.origin
         row = ApprovalRow(
             id=new_id("apr"),
@@ -551,7 +559,7 @@ class Store:
         allowed = [from_status] if isinstance(from_status, str) else list(from_status)
         stmt = update(ApprovalRow).where(ApprovalRow.id == approval_id, ApprovalRow.status.in_(allowed))
         if to_status == ApprovalState.APPROVED:
-            stmt = stmt.where(ApprovalRow.expires_at > utcnow())
+            stmt = stmt.where(ApprovalRow.expires_at > self.clock())
         async with self._sessions.begin() as db:
             result = await db.execute(stmt.values(status=to_status, **values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -568,7 +576,7 @@ class Store:
     async def due_for_expiry(self) -> list[ApprovalRecord]:
         async with self._sessions() as db:
             rows = await db.scalars(
-                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= utcnow())
+                select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= self.clock())
             )
             return [_approval(r) for r in rows]
 
@@ -601,7 +609,7 @@ class Store:
         async with self._sessions.begin() as db:
             await db.execute(
                 insert(AuditRow).values(
-                    at=utcnow(),
+                    at=self.clock(),
                     event=event,
                     actor=actor,
                     approval_id=approval_id,

@@ -21,7 +21,7 @@ from bot.answer import Action, Answer, Finding, Recommendation, RuledOut, ToolSt
 from bot.approvals import Approvals
 from bot.config import Settings
 from bot.engine.agent import Agent
-from bot.metrics import LLM_TOKENS
+from bot.telemetry import LLM_TOKENS
 from bot.ports import Request
 from bot.toolbox import Toolbox
 from sessions.store import Conversation, ConversationKey, Origin, Store

@@ -164,6 +164,25 @@ async def test_decision_rules_and_their_audit(runtime: Runtime, fakes: Fakes) ->
     assert await audit_of(runtime, late) == [("proposed", REQUESTER), ("expired", "srebot")]
 
 
+async def test_a_runtime_given_a_clock_expires_approvals_by_that_clock(fakes: Fakes, db_url: str) -> None:
+    now = utcnow()
+    settings = load_settings(env=fakes.env(db_url))
+    runtime = Runtime(settings, clock=lambda: now)
+    await runtime.start()
+    try:
+        approval = await proposed(runtime, SCALE)
+        assert approval.expires_at == now + timedelta(seconds=settings.defaults.approval_ttl_seconds)
+        now += timedelta(seconds=settings.defaults.approval_ttl_seconds - 60)
+        assert await runtime.approvals.sweep() == 0
+        now += timedelta(seconds=120)
+        assert await runtime.approvals.sweep() == 1
+        decision = await runtime.approvals.decide(approval.id, APPROVER, "approve", platform="cli")
+        assert not decision.accepted and "Already expired" in decision.message
+        assert fakes.kube.patches == []
+    finally:
+        await runtime.stop()
+
+
 async def test_an_approval_cut_off_mid_execution_is_closed_and_said(runtime: Runtime, fakes: Fakes) -> None:
     """A process that died between approved and executed must not leave the approval silent for ever."""
     approval = await proposed(runtime, SCALE)

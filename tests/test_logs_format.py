@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bot.logs import JsonFormatter, request_id_var
+from bot.logging_setup import JsonFormatter, request_id_var
 
 
 def test_json_lines_carry_the_request_id_and_redact_secrets() -> None:

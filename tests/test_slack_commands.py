@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.engine.intents import HELP_TEXT
+from bot.wording import HELP_TEXT
 from integrations.slack.commands import parse_sre
 from sessions.store import ConversationKey
 from tests.fakes.slack import (  # noqa: F401 - fixtures

@@ -19,7 +19,7 @@ from bot.answer import Answer, Finding
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.engine.base import Engine
-from bot.engine.intents import HELP_TEXT
+from bot.wording import HELP_TEXT
 from bot.ports import Progress, Request
 from bot.web import build_app
 from integrations.teams import TEAMS, TeamsIntegration
@@ -88,9 +88,7 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 @asynccontextmanager
 async def serve(env: dict[str, str], engine: Engine | None = None) -> AsyncIterator[Srebot]:
     """The srebot web app in process, started and stopped like `srebot serve` (migrations, drain)."""
-    runtime = Runtime(load_settings(env=env))
-    if engine is not None:
-        runtime.engine = runtime.dispatcher.engine = engine
+    runtime = Runtime(load_settings(env=env), engine=engine)
     app = build_app(runtime)
     app[TEAMS].bot.update_interval = 0  # no progress throttling in tests
     async with TestClient(TestServer(app)) as client:

@@ -11,7 +11,7 @@ from botbuilder.schema import Activity
 
 from bot.answer import Answer, Finding, Link, Recommendation, ToolStatus
 from bot.app import Runtime
-from bot.approvals import Decision
+from bot.ports import Decision
 from bot.config import load_settings
 from integrations.teams.adapter import Outbox
 from integrations.teams.bot import TeamsBot, conversation_key, strip_bot_mention, user_of
@@ -45,8 +45,8 @@ def activity(data: dict) -> Activity:
 # --- the handler on TestAdapter ------------------------------------------------------------------
 @pytest.fixture
 async def runtime(tmp_path) -> AsyncIterator[Runtime]:
-    rt = Runtime(load_settings(env={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"}))
-    rt.engine = rt.dispatcher.engine = ScriptedEngine()
+    rt = Runtime(load_settings(env={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"}),
+                 engine=ScriptedEngine())
     await rt.start()
     try:
         yield rt

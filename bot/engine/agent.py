@@ -41,7 +41,7 @@ from bot.actions import ActionError, Actions
 from bot.answer import Action, Answer, Recommendation, ToolStatus
 from bot.config import Settings
 from bot.engine.agent_tools import AgentTools, compact, dumps
-from bot.metrics import LLM_TOKENS
+from bot.telemetry import LLM_TOKENS
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
 from sessions.store import Conversation

@@ -4,6 +4,7 @@ the result to the LLM agent, and returns one redacted Answer."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot.actions import REGISTRY, Actions
@@ -12,12 +13,13 @@ from bot.config import Settings
 from bot.engine import diagnosis, playbooks
 from bot.engine.base import Engine
 from bot.engine.calls import Calls
-from bot.engine.intents import ACTIONS, HELP_TEXT, NEEDS_SERVICE, Parsed, parse
+from bot.engine.intents import ACTIONS, NEEDS_SERVICE, Parsed, parse
 from bot.engine.playbooks import Context
 from bot.engine.resolve import Resolution, Resolver, Target
 from bot.engine.text import join
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
+from bot.wording import HELP_TEXT
 from sessions.store import Conversation
 from tools.redact import redact
 
@@ -31,8 +33,17 @@ MAX_KNOWN_SHOWN = 25
 
 
 class DiagnosticEngine(Engine):
-    def __init__(self, settings: Settings, toolbox: Toolbox, actions: Actions, agent: Agent | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        toolbox: Toolbox,
+        actions: Actions,
+        agent: Agent | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.settings = settings
+        self.clock = clock  # "now" of a diagnosis: what is recent, what is old news
         self.toolbox = toolbox
         self.actions = actions
         self.agent = agent
@@ -67,7 +78,7 @@ class DiagnosticEngine(Engine):
             session,
             progress,
             Calls(progress, deadline=self.settings.tool_timeout * 2.5),
-            datetime.now(UTC),
+            self.clock(),
         )
         answer = await self._route(ctx, parsed)
         if self.agent is not None and self.settings.llm_enabled and parsed.intent in AGENT_INTENTS:

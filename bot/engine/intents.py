@@ -7,19 +7,6 @@ from dataclasses import dataclass, field
 
 from bot.actions import REGISTRY
 
-HELP_TEXT = """I'm srebot. Ask me in a thread, DM me, or use /sre:
-• diagnose <service> — why is it failing or slow (metrics, logs, Kubernetes, changes, incidents)
-• logs <service> — top error patterns in the window
-• metrics <service> — golden signals; promql: <expr> for a free query
-• pods <service> — deployment, rollout and pod state
-• capacity <service> — CPU and memory against requests and limits
-• cost [service] [7d|30d] — spend by service, period over period
-• incidents / alerts — open incidents, firing alerts (then diagnosed)
-• restart <service> / scale <service> <replicas> / rollback <service> — proposed, run after someone else approves
-• ack incident <id> — acknowledge an incident (after approval)
-• status — work in flight · cancel — stop the running request in this thread
-Follow-ups in a thread need no mention: "and its logs?", "what changed?"."""
-
 # Intents of the engine. "pods" and "changes" answer as Answer intent "diagnose"; the write intents as "action".
 ACTIONS = tuple(REGISTRY)
 NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity"} | {

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from bot.wording import short
 from tools.metrics import Signal
+
+__all__ = ["short"]  # part of how answers read, with the helpers below
 
 LABELS = {
     "request_rate": "Request rate",
@@ -104,11 +107,6 @@ def image_tag(image: str) -> str:
 
 def tags(images: list[str]) -> str:
     return ", ".join(dict.fromkeys(image_tag(i) for i in images)) or "?"
-
-
-def short(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def join(items: list[str], last: str = "and") -> str:

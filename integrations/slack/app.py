@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -25,12 +25,10 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.metrics import ACK_LATENCY, EVENTS_RECEIVED
+from bot.telemetry import ACK_LATENCY, EVENTS_RECEIVED
+from bot.ports import Core
 from integrations.slack.intake import PLATFORM, Identity, SlackIntake, dropped
 from integrations.slack.port import SlackNotifier
-
-if TYPE_CHECKING:
-    from bot.app import Runtime
 
 log = logging.getLogger("srebot.slack")
 
@@ -87,10 +85,10 @@ def is_retry(headers: dict[str, Any]) -> bool:
 class SlackIntegration:
     """The Slack side of one srebot process: Web API client, Bolt app, intake, and their lifecycle."""
 
-    def __init__(self, runtime: Runtime):
-        settings = runtime.settings
+    def __init__(self, core: Core):
+        settings = core.settings
         assert settings.slack_bot_token is not None
-        self.runtime = runtime
+        self.core = core
         self.token = settings.slack_bot_token.get_secret_value()
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
         if not secret:
@@ -98,7 +96,7 @@ class SlackIntegration:
         self.verifier = SignatureVerifier(secret)
         self.client = web_client(settings.slack_api_url)
         self.identity = Identity(self.client)
-        self.intake = SlackIntake(runtime, self.client, self.identity)
+        self.intake = SlackIntake(core, self.client, self.identity)
 
         async def authorize(enterprise_id: str | None, team_id: str | None, user_id: str | None) -> AuthorizeResult:
             # auth.test is asked once per process (at startup), not on a request's way to its ack
@@ -193,12 +191,6 @@ class SlackIntegration:
             await self.client.session.close()
             self.client.session = None
 
-    async def wait_idle(self) -> None:
-        """Every acknowledged event taken and every request answered (for tests and benchmarks)."""
-        await self.intake.idle()
-        await self.runtime.dispatcher.wait_idle()
-        await self.intake.idle()
-
 
 class TimedSocketModeHandler(AsyncSocketModeHandler):
     """Bolt's Socket Mode handler, recording ack latency like the HTTP endpoint."""
@@ -212,27 +204,27 @@ class TimedSocketModeHandler(AsyncSocketModeHandler):
 SLACK = web.AppKey("slack", SlackIntegration)
 
 
-def mount_slack(app: web.Application, runtime: Runtime) -> SlackIntegration:
+def mount_slack(app: web.Application, core: Core) -> SlackIntegration:
     """Serve Slack at POST /slack/events and register the Slack notifier."""
-    slack = SlackIntegration(runtime)
+    slack = SlackIntegration(core)
     app[SLACK] = slack
     app.router.add_post(EVENTS_PATH, slack.handle_http)
     app.on_startup.append(slack.on_startup)
     app.on_shutdown.append(slack.on_shutdown)
     app.on_cleanup.append(slack.on_cleanup)
-    runtime.add_notifier(SlackNotifier(slack.client))
+    core.add_notifier(SlackNotifier(slack.client))
     return slack
 
 
-async def start_socket_mode(app: web.Application, runtime: Runtime) -> AsyncSocketModeHandler:
+async def start_socket_mode(app: web.Application, core: Core) -> AsyncSocketModeHandler:
     """Open the Socket Mode connection (SLACK_APP_TOKEN); the caller closes it with `close_async()`."""
     slack = app.get(SLACK)
     if slack is None:  # Socket Mode alone, without the HTTP endpoint
-        slack = SlackIntegration(runtime)
-        runtime.add_notifier(SlackNotifier(slack.client))
+        slack = SlackIntegration(core)
+        core.add_notifier(SlackNotifier(slack.client))
     if slack.client.session is None:
         await slack.on_startup()
-    token = runtime.settings.slack_app_token
+    token = core.settings.slack_app_token
     assert token is not None, "Socket Mode needs SLACK_APP_TOKEN"
     handler = TimedSocketModeHandler(
         slack.bolt, app_token=token.get_secret_value(), web_client=slack.client, logger=logging.getLogger("srebot.slack.socket")

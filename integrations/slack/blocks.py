@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.answer import SEVERITY_RANK, Answer
 from bot.render import ICON, headline, to_text, tools_line
-from sessions.store import ApprovalRecord
+from bot.ports import ApprovalRecord
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/blocks): 3,000 characters in a section's
 # text, 50 blocks and 40,000 characters of `text` in one message, 150 in a header, 2,000 in a context element.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.engine.intents import HELP_TEXT
+from bot.wording import HELP_TEXT
 
 # subcommand -> (usage, fewest words after it, most words after it or None)
 SUBCOMMANDS: dict[str, tuple[str, int, int | None]] = {

@@ -8,20 +8,17 @@ import re
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.dispatcher import short
-from bot.metrics import EVENTS_DROPPED
-from bot.ports import Request
+from bot.telemetry import EVENTS_DROPPED
+from bot.ports import Core, ConversationKey, Request, new_id
+from bot.wording import short
 from integrations.slack import blocks
 from integrations.slack.commands import parse_sre
 from integrations.slack.port import EphemeralPort, SlackReplyPort, call, post_message
-from sessions.store import ConversationKey, new_id
 
-if TYPE_CHECKING:
-    from bot.app import Runtime
 
 log = logging.getLogger("srebot.slack")
 
@@ -150,8 +147,8 @@ def classify(body: dict[str, Any], bot_user_id: str | None) -> Incoming | None:
 class SlackIntake:
     """The listeners' work after the ack: dedupe in the database, then submit to the dispatcher."""
 
-    def __init__(self, runtime: Runtime, client: AsyncWebClient, identity: Identity):
-        self.runtime = runtime
+    def __init__(self, core: Core, client: AsyncWebClient, identity: Identity):
+        self.core = core
         self.client = client
         self.identity = identity
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -170,7 +167,7 @@ class SlackIntake:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def port(self, key: ConversationKey, request_id: str) -> SlackReplyPort:
-        return SlackReplyPort(self.client, self.runtime.store, key.channel, key.thread or None, request_id=request_id)
+        return SlackReplyPort(self.client, self.core, key.channel, key.thread or None, request_id=request_id)
 
     def submit(self, key: ConversationKey, user: str, text: str, port: Any = None) -> Request:
         request_id = new_id("req")
@@ -182,7 +179,7 @@ class SlackIntake:
             request_id=request_id,
             reference={"team_id": key.workspace, "channel": key.channel, "thread_ts": key.thread},
         )
-        self.runtime.dispatcher.submit(request)
+        self.core.submit(request)
         return request
 
     # --- events ----------------------------------------------------------------------------------
@@ -195,15 +192,14 @@ class SlackIntake:
         self.spawn(self._take(incoming))
 
     async def _take(self, incoming: Incoming) -> None:
-        store = self.runtime.store
         try:
-            if incoming.follow_up and await store.find_session_id(incoming.key) is None:
+            if incoming.follow_up and await self.core.session_of(incoming.key) is None:
                 dropped("ignored")  # a thread the bot is not part of
                 return
             # the event id stops Slack's redeliveries; the message key stops the second copy of a
             # channel mention, which arrives as both app_mention and message with different event ids
             keys = [f"msg:{incoming.key.channel}:{incoming.ts}"] + ([incoming.event_id] if incoming.event_id else [])
-            if not await store.claim_event(PLATFORM, *keys):
+            if not await self.core.claim(PLATFORM, *keys):
                 dropped("duplicate")
                 return
         except Exception as exc:
@@ -268,7 +264,7 @@ class SlackIntake:
         started = self._slash_threads.get((team, channel))
         if not started:
             return None
-        in_flight = {request.key: request.text for request in self.runtime.dispatcher.in_flight()}
+        in_flight = {request.key: request.text for request in self.core.in_flight()}
         for key in reversed(started):
             if key in in_flight:
                 return key, in_flight[key]
@@ -285,7 +281,7 @@ class SlackIntake:
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
         thread = (body.get("message") or {}).get("thread_ts")
         try:
-            outcome = await self.runtime.approvals.decide(action.get("value", ""), user, decision, platform=PLATFORM)
+            outcome = await self.core.decide(action.get("value", ""), user, decision, platform=PLATFORM)
             accepted, message = outcome.accepted, outcome.message
         except Exception as exc:
             log.exception("approval decision failed")

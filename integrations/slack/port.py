@@ -15,7 +15,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.answer import Answer
 from integrations.slack import blocks
 from integrations.slack.blocks import Rendered, SlackMessage
-from sessions.store import ApprovalRecord, Conversation, Store
+from bot.ports import ApprovalRecord, Conversation, Core
 
 log = logging.getLogger("srebot.slack")
 
@@ -104,7 +104,7 @@ class SlackReplyPort:
     def __init__(
         self,
         client: AsyncWebClient,
-        store: Store,
+        core: Core,
         channel: str,
         thread_ts: str | None,
         *,
@@ -112,7 +112,7 @@ class SlackReplyPort:
         min_interval: float = 1.0,
     ):
         self.client = client
-        self.store = store
+        self.core = core
         self.channel = channel
         self.thread_ts = thread_ts
         self.request_id = request_id
@@ -161,12 +161,12 @@ class SlackReplyPort:
                           request_id=self.request_id)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
-        await post_approval(self.client, self.store, self.channel, self.thread_ts, approval, self.request_id)
+        await post_approval(self.client, self.core, self.channel, self.thread_ts, approval, self.request_id)
 
 
 async def post_approval(
     client: AsyncWebClient,
-    store: Store,
+    core: Core,
     channel: str,
     thread_ts: str | None,
     approval: ApprovalRecord,
@@ -177,7 +177,7 @@ async def post_approval(
     if ts is None:
         return None
     try:
-        await store.set_approval_message(approval.id, {"channel": channel, "ts": ts, "thread_ts": thread_ts})
+        await core.approval_posted(approval.id, {"channel": channel, "ts": ts, "thread_ts": thread_ts})
     except Exception:  # the buttons still work; only the later update of this message is lost
         log.exception("could not remember the approval message", extra={"approval_id": approval.id})
     return ts

@@ -1,6 +1,6 @@
 """Microsoft Teams on the shared engine (botbuilder CloudAdapter on aiohttp); every botbuilder import stays in here.
 
-`mount_teams(app, runtime)` adds `POST /api/messages` and registers the Teams notifier.
+`mount_teams(app, core)` adds `POST /api/messages` and registers the Teams notifier.
 Modules: adapter (CloudAdapter from settings, proactive Outbox), endpoint (the HTTP handler),
 bot (the activity handler), port (TeamsPort and TeamsNotifier), cards (Adaptive Cards and size limits).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from botbuilder.integration.aiohttp import CloudAdapter
 
-from bot.app import Runtime
+from bot.ports import Core
 from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
 from integrations.teams.bot import TeamsBot
 from integrations.teams.endpoint import messages_handler
@@ -36,21 +36,21 @@ class TeamsIntegration:
 TEAMS = web.AppKey("srebot_teams", TeamsIntegration)
 
 
-def mount_teams(app: web.Application, runtime: Runtime) -> TeamsIntegration:
-    config = BotAuthConfig.from_settings(runtime.settings)
+def mount_teams(app: web.Application, core: Core) -> TeamsIntegration:
+    config = BotAuthConfig.from_settings(core.settings)
     if not config.auth_enabled:
         log.warning(
             "MICROSOFT_APP_ID is empty: Teams requests are NOT authenticated (local development and tests only)"
         )
     adapter = make_adapter(config)
     outbox = Outbox(adapter, config.APP_ID)
-    teams = TeamsIntegration(config, adapter, outbox, TeamsBot(runtime, outbox), TeamsNotifier(outbox))
-    runtime.add_notifier(teams.notifier)
+    teams = TeamsIntegration(config, adapter, outbox, TeamsBot(core, outbox), TeamsNotifier(outbox))
+    core.add_notifier(teams.notifier)
     app[TEAMS] = teams
     app.router.add_post("/api/messages", messages_handler(adapter, teams.bot))
 
     async def drain(_: web.Application) -> None:
-        await teams.bot.drain(runtime.settings.drain_seconds)
+        await teams.bot.drain(core.settings.drain_seconds)
 
     app.on_shutdown.append(drain)
     return teams

@@ -13,12 +13,10 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, Mention
 
-from bot.app import Runtime
-from bot.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
-from bot.ports import Request
+from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
+from bot.ports import ConversationKey, Core, Request
 from integrations.teams.adapter import Outbox, reference_dict
 from integrations.teams.port import TeamsPort
-from sessions.store import ConversationKey
 
 log = logging.getLogger("srebot.teams")
 
@@ -107,9 +105,9 @@ class TeamsBot(TeamsActivityHandler):
     """Personal chats are always handled; group chats need an @mention of the bot; in a channel a
     message needs the mention unless its thread already has a session (a follow-up)."""
 
-    def __init__(self, runtime: Runtime, outbox: Outbox, *, ack_wait: float = 2.0, update_interval: float = 1.5):
+    def __init__(self, core: Core, outbox: Outbox, *, ack_wait: float = 2.0, update_interval: float = 1.5):
         super().__init__()
-        self.runtime = runtime
+        self.core = core
         self.outbox = outbox
         self.ack_wait = ack_wait  # how long a turn waits for the acknowledgement to reply with it
         self.update_interval = update_interval
@@ -117,7 +115,7 @@ class TeamsBot(TeamsActivityHandler):
 
     def port(self, reference: dict[str, Any], turn: TurnContext | None = None) -> TeamsPort:
         return TeamsPort(
-            self.outbox, self.runtime.store, reference, turn=turn, update_interval=self.update_interval
+            self.outbox, self.core, reference, turn=turn, update_interval=self.update_interval
         )
 
     async def on_turn(self, turn_context: TurnContext) -> None:
@@ -145,24 +143,24 @@ class TeamsBot(TeamsActivityHandler):
         key = conversation_key(activity)
         kind = (activity.conversation.conversation_type or "personal").lower()
         mentioned = mentions_bot(activity)
-        session_id = await self.runtime.store.find_session_id(key)
+        session_id = await self.core.session_of(key)
         if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
             EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
             return
         if not await self._first_delivery(activity):
             return
         if session_id is not None:  # the serviceUrl may have moved: keep the freshest reference
-            await self.runtime.store.update_session(session_id, reference=reference)
+            await self.core.remember_reference(session_id, reference)
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context)
-        self.runtime.dispatcher.submit(
+        self.core.submit(
             Request(key=key, user=user_of(activity), text=text, port=port, reference=reference)
         )
         await port.hold_turn(self.ack_wait)
 
     async def _first_delivery(self, activity: Activity) -> bool:
         """False for a repeated delivery of one activity id (on any replica, across restarts)."""
-        if activity.id and not await self.runtime.store.claim_event(PLATFORM, activity.id):
+        if activity.id and not await self.core.claim(PLATFORM, activity.id):
             EVENTS_DROPPED.labels(PLATFORM, "duplicate").inc()
             return False
         return True
@@ -174,7 +172,7 @@ class TeamsBot(TeamsActivityHandler):
         port = self.port(reference, turn_context)
 
         async def decide() -> None:
-            decision = await self.runtime.approvals.decide(
+            decision = await self.core.decide(
                 submit["approval_id"], user_of(activity), submit["decision"], platform=PLATFORM
             )
             if not decision.accepted:

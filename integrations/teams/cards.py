@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.answer import Answer
 from bot.render import ICON, headline, tools_line
-from sessions.store import ApprovalRecord
+from bot.ports import ApprovalRecord
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"  # 1.5 is not rendered everywhere (older mobile clients); 1.4 has all we use

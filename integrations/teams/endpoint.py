@@ -14,7 +14,7 @@ from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes
 from msrest.exceptions import DeserializationError
 
-from bot.metrics import ACK_LATENCY, EVENTS_DROPPED
+from bot.telemetry import ACK_LATENCY, EVENTS_DROPPED
 
 log = logging.getLogger("srebot.teams")
 

@@ -21,7 +21,7 @@ from integrations.teams.cards import (
     payload_size,
     text_cards,
 )
-from sessions.store import ApprovalRecord, Conversation, Store
+from bot.ports import ApprovalRecord, Conversation, Core
 
 log = logging.getLogger("srebot.teams")
 
@@ -61,14 +61,14 @@ class TeamsPort:
     def __init__(
         self,
         outbox: Outbox,
-        store: Store,
+        core: Core,
         reference: dict[str, Any],
         *,
         turn: TurnContext | None = None,
         update_interval: float = 1.5,
     ):
         self.outbox = outbox
-        self.store = store
+        self.core = core
         self.reference = reference
         self.update_interval = update_interval
         self.first_sent = asyncio.Event()
@@ -143,7 +143,7 @@ class TeamsPort:
         if activity_id is None:
             return
         try:
-            await self.store.set_approval_message(
+            await self.core.approval_posted(
                 approval.id, {"activity_id": activity_id, "conversation": self.reference}
             )
         except Exception:

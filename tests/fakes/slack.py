@@ -49,7 +49,7 @@ class SlackBot(_Service):
             status, _ = await bot.event(slack.app_mention("<@UBOT> diagnose checkout"))
             await bot.idle()
 
-    `engine` replaces the runtime's engine (and the dispatcher's); `env` adds or overrides settings
+    `engine` is given to the runtime instead of the diagnostic engine; `env` adds or overrides settings
     (e.g. SREBOT_APPROVERS). Several bots on one database act as replicas.
     """
 
@@ -76,10 +76,7 @@ class SlackBot(_Service):
             "SREBOT_TEAMS": "false",
             **self.env,
         })
-        self.runtime = Runtime(settings)
-        if self.engine is not None:
-            self.runtime.engine = self.engine
-            self.runtime.dispatcher.engine = self.engine
+        self.runtime = Runtime(settings, engine=self.engine)
         self.app = build_app(self.runtime)
         self._runner, self.url = await serve(self.app)
         return self
@@ -114,7 +111,9 @@ class SlackBot(_Service):
 
     async def idle(self) -> None:
         """Until every acknowledged event is taken and every request answered."""
-        await self.slack.wait_idle()
+        await self.slack.intake.idle()
+        await self.runtime.dispatcher.wait_idle()
+        await self.slack.intake.idle()
 
 
 class ScriptedEngine(Engine):
