@@ -434,7 +434,7 @@ class RealDiagnoses:
 
     async def __aenter__(self) -> Self:
         from bot.app import Runtime
-        from devtools.eval_toml import (
+        from devtools.deployments import (
             Clock,
             DeploymentSpec,
             KubernetesSpec,

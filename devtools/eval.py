@@ -38,7 +38,7 @@ from devtools.loopback.backfilled import BackfilledPrometheus, MetricsError
 from devtools.loopback.control_plane import ControlPlaneFake
 from devtools.loopback.kubeworld import KubeWorld
 from devtools.loopback.loki import FakeLoki
-from devtools.world import Expect, ScenarioError, World, is_scenario, load_world, scenario_dirs
+from devtools.world import Expect, ScenarioError, World, load_world, scenario_dirs
 from sessions.store import ApprovalRecord, ConversationKey, new_id
 
 TURN_TIMEOUT = 120.0
@@ -300,21 +300,15 @@ def report(results: list[Result], *, as_json: bool, out: Any = None) -> None:
 
 async def evaluate(where: Path, *, as_json: bool = False, only: str | None = None) -> int:
     """Run every scenario under `where` (or the one scenario); 0 when all pass, 1 otherwise, 2 when there are none."""
-    from devtools.eval_toml import run_scenario, scenario_files
-
-    if not where.exists():
-        print(f"srebot eval: {where} does not exist", file=sys.stderr)
+    if not where.is_dir():
+        print(f"srebot eval: {where} is not a directory", file=sys.stderr)
         return 2
-    worlds = [p for p in scenario_dirs(where) if only is None or only in p.name] if where.is_dir() else []
-    legacy = [] if is_scenario(where) else [p for p in scenario_files(where) if only is None or only in p.stem]
-    if not worlds and not legacy:
+    worlds = [p for p in scenario_dirs(where) if only is None or only in p.name]
+    if not worlds:
         print(f"srebot eval: no scenarios (directories with scenario.yaml) in {where}", file=sys.stderr)
         return 2
     # tool failures are what some scenarios are about; their log lines would only clutter the report
     logging.getLogger("srebot.tools").setLevel(logging.ERROR)
     results = [await run_world(path) for path in worlds]
-    for path in legacy:
-        old = await run_scenario(path)
-        results.append(Result(old.name, old.path, old.passed, old.reasons, old.seconds, old.answers))
     report(results, as_json=as_json)
     return 0 if all(r.passed for r in results) else 1

@@ -178,7 +178,7 @@ class KubeWorld(ServedCluster):
             listing = self._resource_list(group, version)
             return web.json_response(listing) if listing else _unknown()
         namespace: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3:
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
         plural, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
         if len(rest) > 3:
