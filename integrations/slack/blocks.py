@@ -311,7 +311,7 @@ def approval_status_line(approval: ApprovalRecord) -> str:
     template = STATUS_LINE.get(approval.status, "{status}")
     moment = approval.decided_at or approval.finished_at
     return template.format(
-        who=who(approval.decided_by),
+        who=who(approval.decided_by) + approval.via_note,
         when=f"{moment:%H:%M} UTC" if moment else "",
         result=escape(approval.result or "done"),
         status=approval.status,
@@ -334,6 +334,6 @@ def approval_outcome(approval: ApprovalRecord) -> str | None:
         return None
     return template.format(
         action=f"{escape(approval.kind)} `{escape(approval.target)}`",
-        who=who(approval.decided_by),
+        who=who(approval.decided_by) + approval.via_note,
         result=escape(approval.result or "done"),
     )
