@@ -60,10 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small counts for CI (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    evaluation = sub.add_parser("eval", help="run the engine against scenario files and check its answers")
-    evaluation.add_argument("dir", help="a directory of scenario files (*.toml, *.json), or one file")
+    evaluation = sub.add_parser("eval", help="run the engine against scenario worlds and grade its answers")
+    evaluation.add_argument("dir", help="a directory of scenario directories (with scenario.yaml), or one of them")
     evaluation.add_argument("--json", action="store_true", help="print the results (and answers) as JSON")
-    evaluation.add_argument("--only", default=None, help="only the scenarios whose file name contains this")
+    evaluation.add_argument("--only", default=None, help="only the scenarios whose name contains this")
 
     audit = sub.add_parser("audit", help="print the audit log")
     audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
