@@ -8,6 +8,7 @@ import sys
 from typing import TextIO
 
 from bot.answer import Answer
+from bot import wording
 from bot.render import to_text
 from sessions.store import ApprovalRecord, Conversation
 
@@ -61,5 +62,4 @@ class TerminalNotifier:
         print(f"[{conversation.key.thread}] {text}", file=sys.stderr, flush=True)
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
-        print(f"Approval {approval.id}: {approval.status}" + (f" — {approval.result}" if approval.result else ""),
-              file=sys.stderr, flush=True)
+        print(f"Approval {approval.id}: {wording.approval_status(approval)}", file=sys.stderr, flush=True)

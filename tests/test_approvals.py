@@ -279,5 +279,5 @@ async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path
             assert await cli.cmd_decide(load_settings(env=env), args) == cli.EXIT_OK
             update = await connector.wait_for(lambda c: c.kind == "update" and c.activity_id == card.response_id)
             assert "Approved by aad-bob" in update.text and "actions" not in update.card
-            await connector.wait_for(lambda c: c.kind == "send" and "Approved by aad-bob" in c.text)
+            await connector.wait_for(lambda c: c.kind == "send" and "done (approved by aad-bob)" in c.text)
             assert len(fakes.kube.patches) == 1

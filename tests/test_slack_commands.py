@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.wording import HELP_TEXT
-from integrations.slack.commands import parse_sre
+from bot.commands import HELP_TEXT
+from bot.commands import parse_command as parse_sre
 from sessions.store import ConversationKey
 from tests.fakes.slack import (  # noqa: F401 - fixtures
     ScriptedEngine,

@@ -19,7 +19,7 @@ from bot.answer import Answer, Finding
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.engine.base import Engine
-from bot.wording import HELP_TEXT
+from bot.commands import HELP_TEXT
 from bot.ports import Progress, Request
 from bot.web import build_app
 from integrations.teams import TEAMS, TeamsIntegration
@@ -295,7 +295,7 @@ async def test_approval_card_refuses_the_requester_and_accepts_another_approver(
                                 reply_to_id=sent.response_id)
         assert await srebot.post(press) == 200
         assert await srebot.post(press) == 200  # a redelivery of the same activity is dropped
-        outcome = await connector.wait_for(lambda c: c.kind == "send" and "done: rollout restarted" in c.text)
+        outcome = await connector.wait_for(lambda c: c.kind == "send" and "done (approved by aad-bob): rollout restarted" in c.text)
         assert outcome.conversation_id == conversation_id
         updates = connector.updates(sent.response_id)
         assert updates, "the approval card was not updated"
@@ -327,7 +327,7 @@ async def test_approval_reject_updates_the_card(tmp_path, connector) -> None:
         assert await srebot.post(press) == 200
         update = await connector.wait_for(lambda c: c.kind == "update" and c.activity_id == sent.response_id)
         assert "Rejected by aad-bob" in update.text
-        await connector.wait_for(lambda c: c.kind == "send" and "Rejected by aad-bob" in c.text)
+        await connector.wait_for(lambda c: c.kind == "send" and "was rejected by aad-bob" in c.text)
         assert (await srebot.runtime.store.get_approval(approval.id)).status == "rejected"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.answer import Answer
 from bot.render import ICON, headline, tools_line
+from bot import wording
 from bot.ports import ApprovalRecord
 
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -203,24 +204,9 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "?"
 
 
-def approval_status(approval: ApprovalRecord) -> str:
-    who, when = approval.decided_by or "?", _when(approval.decided_at)
-    result = f": {approval.result}" if approval.result else ""
-    return {
-        "pending": "⏳ Waiting for someone other than the requester to approve.",
-        "approved": f"✅ Approved by {who} at {when}; running…",
-        "executed": f"✅ Approved by {who} at {when}; done{result}",
-        "failed": f"❌ Approved by {who} at {when}; it failed{result}",
-        "rejected": f"🚫 Rejected by {who} at {when}; nothing was changed.",
-        "expired": f"⌛ Expired at {_when(approval.finished_at)} without a decision; nothing was changed.",
-    }.get(approval.status, approval.status)
-
-
 def approval_outcome(approval: ApprovalRecord) -> str | None:
     """The line posted in the conversation when an approval reaches a final state (None before)."""
-    if approval.status in ("pending", "approved"):
-        return None
-    return f"{approval.kind} {approval.target} ({approval.id}): {approval_status(approval)}"
+    return wording.approval_outcome(approval, action=f"{approval.kind} {approval.target} ({approval.id})")
 
 
 def approval_data(approval_id: str, decision: str) -> dict[str, str]:
@@ -240,10 +226,10 @@ def approval_card(approval: ApprovalRecord) -> dict[str, Any]:
     if approval.params:
         facts.insert(1, {"title": "Parameters", "value": ", ".join(f"{k}={v}" for k, v in approval.params.items())})
     body = [
-        text_block("Approval needed" if pending else "Approval", weight="Bolder", size="Medium"),
+        text_block(wording.APPROVAL_NEEDED if pending else "Approval", weight="Bolder", size="Medium"),
         text_block(approval.description),
         {"type": "FactSet", "facts": facts},
-        text_block(approval_status(approval), weight="Bolder" if not pending else "Default",
+        text_block(wording.approval_status(approval), weight="Bolder" if not pending else "Default",
                    isSubtle=pending, spacing="Medium"),
     ]
     actions = None
