@@ -34,6 +34,7 @@ pods = [{count = 2, ready = true}]
 """
 
 
+@pytest.mark.integration  # `srebot eval` in a child process
 def test_the_shipped_scenarios_pass() -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("SREBOT_", "PROMETHEUS", "LOKI", "KUBECONFIG"))}
     result = subprocess.run(

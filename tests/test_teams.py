@@ -20,12 +20,12 @@ from bot.app import Runtime
 from bot.config import load_settings
 from bot.engine.base import Engine
 from bot.commands import HELP_TEXT
-from bot.ports import Progress, Request
 from bot.web import build_app
 from integrations.teams import TEAMS, TeamsIntegration
 from integrations.teams.adapter import reference_dict
 from integrations.teams.bot import conversation_key
-from sessions.store import Conversation, Origin, Proposal
+from sessions.store import Origin, Proposal
+from tests.helpers import ScriptedEngine
 from tests.fakes.bot_connector import (
     ALICE,
     BOB,
@@ -41,32 +41,6 @@ from tests.fakes.bot_connector import (
     thread_conversation_id,
     thread_reply,
 )
-
-
-class ScriptedEngine(Engine):
-    """An engine for tests: records requests, reports `steps` as progress, waits for `gate` if given."""
-
-    def __init__(self, *, steps: tuple[str, ...] = (), gate: asyncio.Event | None = None,
-                 answer: Answer | None = None):
-        self.steps = steps
-        self.gate = gate
-        self.answer = answer
-        self.requests: list[Request] = []
-        self.started = asyncio.Event()
-
-    def acknowledgement(self, text: str) -> str:
-        return f"Looking into “{text}”…"
-
-    async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
-        self.requests.append(request)
-        self.started.set()
-        for step in self.steps:
-            await progress(step)
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.answer is not None:
-            return self.answer.model_copy(update={"session_id": session.id})
-        return Answer(intent="chat", summary=f"Answer to “{request.text}”.", session_id=session.id)
 
 
 @dataclass

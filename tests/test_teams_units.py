@@ -33,7 +33,7 @@ from tests.fakes.bot_connector import (
     personal_message,
     thread_reply,
 )
-from tests.test_teams import ScriptedEngine
+from tests.helpers import ScriptedEngine
 
 SERVICE_URL = "http://connector.invalid/"
 
