@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from bot.actions import Actions
 from bot.approvals import Approvals
-from bot.config import ConfigError, Settings
+from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine, Engine
 from bot.ports import Decision, Notifier, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
-from sessions.store import ConversationKey, Store, utcnow
+from sessions.store import ApprovalRecord, ConversationKey, Store, utcnow
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -97,6 +97,12 @@ class Runtime:
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         await self.store.set_approval_message(approval_id, message_ref)
 
+    async def approval(self, approval_id: str) -> ApprovalRecord | None:
+        return await self.store.get_approval(approval_id)
+
+    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
+        return self.approvals.refusal(approval, user, decision)
+
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
         self.dispatcher.notifiers[notifier.platform] = notifier
@@ -114,17 +120,10 @@ class Runtime:
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
             self.add_notifier(SlackNotifier(client))
-        if settings.teams_enabled and "teams" not in self.notifiers:
-            from integrations.teams.adapter import BotAuthConfig, Outbox, make_adapter
-            from integrations.teams.port import TeamsNotifier
+        if settings.teams_mode != "off" and "teams" not in self.notifiers:
+            from integrations.teams import teams_notifier
 
-            config = BotAuthConfig.from_settings(settings)
-            try:
-                adapter = make_adapter(config)
-            except ConfigError as exc:  # a Slack decision must not fail over a Teams setting
-                log.warning("Teams approval messages cannot be updated from here", extra={"error": str(exc)})
-            else:
-                self.add_notifier(TeamsNotifier(Outbox(adapter, config.APP_ID)))
+            self.add_notifier(teams_notifier(settings))
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self, *, migrate: bool = True) -> None:

@@ -75,13 +75,18 @@ class Approvals:
             approval = await self.store.get_approval(approval_id) or approval
         if approval.status != ApprovalState.PENDING:
             return Decision(False, _already(approval), approval)
-        refusal = self._refusal(approval, user) if decision == "approve" else self._reject_refusal(approval, user)
+        refusal = self.refusal(approval, user, decision)
         if refusal:
             await self._audit("refused", user, approval, f"{decision} via {platform}: {refusal}")
             return Decision(False, refusal, approval)
         if decision == "approve":
             return await self._approve(approval, user)
         return await self._reject(approval, user)
+
+    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
+        """Why `user` may not make this decision on a pending approval (None: they may); lets a platform
+        show each person only the buttons they can use."""
+        return self._refusal(approval, user) if decision == "approve" else self._reject_refusal(approval, user)
 
     def _reject_refusal(self, approval: ApprovalRecord, user: str) -> str | None:
         if user == approval.requester or user in self.approvers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import json
 import logging
 import os
@@ -99,8 +100,21 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import Runtime
     from bot.web import serve
 
+    if settings.teams_mode == "local" and not _loopback(args.host):
+        print(f"srebot: SREBOT_TEAMS_INSECURE=local accepts unauthenticated Teams requests, so it listens on "
+              f"loopback only; use --host 127.0.0.1 (not {args.host}) or set MICROSOFT_APP_ID", file=sys.stderr)
+        return EXIT_CONFIG
     await serve(Runtime(settings), args.host, args.port or settings.port)
     return EXIT_OK
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _user(args: argparse.Namespace) -> str:
@@ -169,7 +183,7 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         ("config file", settings.config_file or "(none)"),
         ("services in catalog", ", ".join(settings.services) or "(none)"),
         ("Slack", "on" + (" (Socket Mode)" if settings.slack_app_token else " (HTTP)") if settings.slack_enabled else "off"),
-        ("Teams", ("on" if settings.microsoft_app_id else "on, no auth (local only)") if settings.teams_enabled else "off"),
+        ("Teams", _teams_state(settings)),
         ("LLM", f"on ({settings.model})" if settings.llm_enabled else "off (deterministic engine)"),
         ("approvers", ", ".join(settings.approvers) or "(none: actions cannot be approved)"),
     ]
@@ -182,7 +196,21 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     for name, state in checks.items():
         print(f"{name:<{width}}  {state}")
         failed = failed or state.startswith("error")
+    if settings.teams_mode == "local":
+        print("\ninsecure: Teams accepts unauthenticated requests (SREBOT_TEAMS_INSECURE=local); "
+              "set MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID outside local testing")
+        failed = True
     return EXIT_FAIL if failed else EXIT_OK
+
+
+def _teams_state(settings: Settings) -> str:
+    extra = f"; replies also to {', '.join(settings.teams_service_urls)}" if settings.teams_service_urls else ""
+    if settings.teams_mode == "auth":
+        tenant = f", tenant {settings.microsoft_app_tenant_id}" if settings.microsoft_app_tenant_id else ""
+        return f"on ({settings.microsoft_app_type}{tenant}; every request's token validated){extra}"
+    if settings.teams_mode == "local":
+        return f"INSECURE local mode: requests not authenticated, loopback only{extra}"
+    return "off" + ("" if settings.teams_enabled else " (SREBOT_TEAMS=off)") + " (set MICROSOFT_APP_ID to turn it on)"
 
 
 def _mask_url(url: str) -> str:

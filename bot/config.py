@@ -111,8 +111,20 @@ class Settings(BaseSettings):
     microsoft_app_id: str = ""
     microsoft_app_password: SecretStr = SecretStr("")
     microsoft_app_tenant_id: str = ""
-    microsoft_app_type: str = "MultiTenant"
+    microsoft_app_type: Literal["SingleTenant", "MultiTenant", "UserAssignedMSI"] = "SingleTenant"
     teams_enabled: bool = Field(True, validation_alias=AliasChoices("srebot_teams", "teams_enabled"))
+    # "local": Teams without credentials, for local testing only (serve then listens on loopback only)
+    teams_insecure: Literal["", "local"] = Field(
+        "", validation_alias=AliasChoices("srebot_teams_insecure", "teams_insecure")
+    )
+    # serviceUrl prefixes replies may go to besides the Bot Framework / Teams service hosts
+    teams_service_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("srebot_teams_service_urls", "teams_service_urls")
+    )
+    # where the signing keys of Bot Framework tokens are published (tests, sovereign clouds)
+    teams_openid_metadata: str | None = Field(
+        None, validation_alias=AliasChoices("srebot_teams_openid_metadata", "teams_openid_metadata")
+    )
 
     prometheus_url: str | None = None
     loki_url: str | None = None
@@ -186,12 +198,34 @@ class Settings(BaseSettings):
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("approvers", mode="before")
+    @field_validator("approvers", "teams_service_urls", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("teams_service_urls")
+    @classmethod
+    def _service_url_prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            if not re.match(r"^https?://[^\s/]+", prefix):
+                raise ValueError(f"{prefix!r} is not an http(s) URL prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _teams_credentials(self) -> "Settings":
+        """With an app id, the app type decides which other credentials Teams needs."""
+        if self.teams_mode != "auth":
+            return self
+        if self.microsoft_app_type == "SingleTenant" and not self.microsoft_app_tenant_id.strip():
+            raise ValueError(
+                "MICROSOFT_APP_TENANT_ID is required with MICROSOFT_APP_TYPE=SingleTenant (the default); "
+                "set it to the bot's Entra tenant id"
+            )
+        if self.microsoft_app_type != "UserAssignedMSI" and not self.microsoft_app_password.get_secret_value():
+            raise ValueError(f"MICROSOFT_APP_PASSWORD is required with MICROSOFT_APP_TYPE={self.microsoft_app_type}")
+        return self
 
     @field_validator("prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url")
     @classmethod
@@ -232,6 +266,16 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    @property
+    def teams_mode(self) -> Literal["off", "local", "auth"]:
+        """Teams is off unless configured: "auth" with an app id (every request's token validated),
+        "local" only with the explicit SREBOT_TEAMS_INSECURE=local, otherwise (or SREBOT_TEAMS=off) "off"."""
+        if not self.teams_enabled:
+            return "off"
+        if self.microsoft_app_id.strip():
+            return "auth"
+        return "local" if self.teams_insecure == "local" else "off"
 
     @property
     def llm_enabled(self) -> bool:
@@ -339,5 +383,6 @@ def _describe(exc: ValidationError, path: str | None) -> str:
         # top-level keys are named as environment variables, nested ones as TOML paths
         from_file = "." in key or key in _SECTIONS
         name = key + (f" (in {path})" if path else "") if from_file else key.upper()
-        problems.append(f"{name}: {error['msg']}")
+        # a check across settings (a model validator) has no key of its own; its message names them
+        problems.append(f"{name}: {error['msg']}" if key else error["msg"].removeprefix("Value error, "))
     return "invalid configuration: " + "; ".join(problems)

@@ -94,6 +94,13 @@ class Core(Protocol):
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         """Remember where an approval's message is, so a decision can update it."""
 
+    async def approval(self, approval_id: str) -> ApprovalRecord | None:
+        """An approval as it is now (to show it to someone)."""
+
+    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
+        """Why `user` may not make this decision on a pending approval, None when they may (which
+        buttons to show whom); deciding still goes through `decide`."""
+
     def add_notifier(self, notifier: Notifier) -> None:
         """Register a platform's Notifier, for messages outside a request."""
 

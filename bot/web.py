@@ -44,7 +44,7 @@ def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicati
         from integrations.slack import mount_slack
 
         mount_slack(app, runtime)
-    if settings.teams_enabled:
+    if settings.teams_mode != "off":  # off: /api/messages is not there at all (404)
         from integrations.teams import mount_teams
 
         mount_teams(app, runtime)

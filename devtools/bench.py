@@ -63,7 +63,7 @@ CHANNEL = "C0BENCH"
 # what a child process must not inherit: real platforms and backends, another config file
 _CHILD_DROP = ("SLACK_APP_TOKEN", "SREBOT_CONFIG", "PROMETHEUS_URL", "LOKI_URL", "CONTROL_PLANE_URL",
                "CONTROL_PLANE_TOKEN_URL", "KUBECONFIG", "GOOGLE_API_KEY", "MICROSOFT_APP_PASSWORD",
-               "MICROSOFT_APP_TENANT_ID", "MICROSOFT_APP_TYPE", "SREBOT_TEAMS")
+               "MICROSOFT_APP_TENANT_ID", "MICROSOFT_APP_TYPE", "SREBOT_TEAMS", "SREBOT_TEAMS_OPENID_METADATA")
 
 
 @dataclass(frozen=True)
@@ -636,7 +636,10 @@ class Bench:
                 "SLACK_BOT_TOKEN": self.slack.bot_token,
                 "SLACK_SIGNING_SECRET": self.slack.signing_secret,
                 "SLACK_API_URL": self.slack.api_url,
-                "MICROSOFT_APP_ID": "",  # Bot Framework auth off: the Bot Connector is a loopback fake
+                # Teams without credentials (the server listens on 127.0.0.1), replying to the loopback Bot Connector
+                "MICROSOFT_APP_ID": "",
+                "SREBOT_TEAMS_INSECURE": "local",
+                "SREBOT_TEAMS_SERVICE_URLS": self.connector.url,
                 "SREBOT_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
                 "SREBOT_KUBERNETES": "off",
                 "SREBOT_COST": "off",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from botbuilder.schema import Activity
+from microsoft_agents.activity import Activity
 
 from bot import chat, cli
 from bot.actions import ActionError
@@ -227,15 +227,15 @@ async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path
     from integrations.teams.adapter import reference_dict
     from integrations.teams.bot import conversation_key
 
-    env = fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", SREBOT_TEAMS="true", MICROSOFT_APP_ID="",
-                    SREBOT_APPROVERS=BOB.aad_object_id)
     async with BotConnectorFake() as connector:
+        env = fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", SREBOT_TEAMS="true", SREBOT_TEAMS_INSECURE="local",
+                        SREBOT_TEAMS_SERVICE_URLS=connector.url, SREBOT_APPROVERS=BOB.aad_object_id)
         served = Runtime(load_settings(env=env))
         from bot.web import build_app
 
         app = build_app(served)
         async with TestClient(TestServer(app)):
-            activity = Activity().deserialize(personal_message(connector.url, "scale checkout 5"))
+            activity = Activity.model_validate(personal_message(connector.url, "scale checkout 5"))
             reference = reference_dict(activity)
             session_id = await served.store.session_id_for(conversation_key(activity), reference)
             approval = await served.actions.propose(SCALE, Origin(ALICE.aad_object_id, "teams", session_id))

@@ -23,6 +23,9 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv_utils
 
+from bot.engine.intents import parse
+from bot.commands import HELP_TEXT
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
@@ -44,7 +47,7 @@ SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
     "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read",
 }
-TEAMS_COMMANDS = {"help", "diagnose", "logs", "cost", "incidents", "status", "cancel"}
+TEAMS_COMMANDS = {"help", "diagnose", "logs", "metrics", "cost", "incidents", "restart", "rollback", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
 APP_UID = 10001
 
@@ -496,7 +499,7 @@ def teams_manifest() -> dict:
 def test_teams_manifest() -> None:
     manifest = teams_manifest()
     major, minor = (int(x) for x in manifest["manifestVersion"].split("."))
-    assert (major, minor) >= (1, 16)
+    assert (major, minor) >= (1, 22)
     assert manifest["$schema"].endswith(f"/v{manifest['manifestVersion']}/MicrosoftTeams.schema.json")
     assert manifest["id"] == "{{MICROSOFT_APP_ID}}"
     assert len(manifest["name"]["short"]) <= 30
@@ -511,6 +514,9 @@ def test_teams_manifest() -> None:
         assert len(command_list["commands"]) <= 10
         titles = {c["title"] for c in command_list["commands"]}
         assert titles == TEAMS_COMMANDS
+        for title in titles - {"help"}:  # every command is one the bot understands, as its help text says
+            assert re.search(rf"(^|[•/·] ){title}\b", HELP_TEXT, re.M), title
+        assert parse("help").intent == "help"
         for c in command_list["commands"]:
             assert len(c["title"]) <= 32 and len(c["description"]) <= 128
     assert manifest["validDomains"] == ["{{HOST}}"]

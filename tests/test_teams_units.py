@@ -1,23 +1,20 @@
-"""The Teams activity handler on botbuilder's TestAdapter, and the Adaptive Card rendering and size limits."""
+"""The Teams integration's pure parts: mention stripping, session keys, the serviceUrl allow-list, and the Adaptive Cards."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity
+from microsoft_agents.activity import Activity
 
 from bot.answer import Answer, Finding, Link, Recommendation, ToolStatus
-from bot.app import Runtime
-from bot.ports import Decision
-from bot.config import load_settings
-from integrations.teams.adapter import Outbox
-from integrations.teams.bot import TeamsBot, conversation_key, strip_bot_mention, user_of
+from integrations.teams.auth import ServiceUrls, same_service_url
+from integrations.teams.bot import conversation_key, strip_bot_mention, user_of
 from integrations.teams.cards import (
     CARD_BUDGET,
+    DECIDE_VERB,
     MAX_PARTS,
+    REFRESH_VERB,
+    ApprovalView,
     answer_cards,
     approval_card,
     payload_size,
@@ -27,81 +24,17 @@ from tests.fakes.bot_connector import (
     ALICE,
     BOB,
     BOT_ID,
-    approval_submit,
     card_text,
     channel_message,
     personal_message,
     thread_reply,
 )
-from tests.helpers import ScriptedEngine
 
 SERVICE_URL = "http://connector.invalid/"
 
 
 def activity(data: dict) -> Activity:
-    return Activity().deserialize(data)
-
-
-# --- the handler on TestAdapter ------------------------------------------------------------------
-@pytest.fixture
-async def runtime(tmp_path) -> AsyncIterator[Runtime]:
-    rt = Runtime(load_settings(env={"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"}),
-                 engine=ScriptedEngine())
-    await rt.start()
-    try:
-        yield rt
-    finally:
-        await rt.stop()
-
-
-@pytest.fixture
-def adapter_and_bot(runtime: Runtime) -> tuple[TestAdapter, TeamsBot]:
-    bot = TeamsBot(runtime, outbox=None, ack_wait=2.0, update_interval=0)  # type: ignore[arg-type]
-    adapter = TestAdapter(bot.on_turn)
-    bot.outbox = Outbox(adapter, "")  # proactive sends land in the TestAdapter's buffer too
-    return adapter, bot
-
-
-async def test_handler_strips_the_mention_and_acknowledges_in_the_turn(adapter_and_bot, runtime) -> None:
-    adapter, _ = adapter_and_bot
-    await adapter.receive_activity(activity(channel_message(SERVICE_URL, "diagnose checkout")))
-    # the acknowledgement was sent inside the turn, as a reply
-    ack = adapter.get_next_activity()
-    assert ack.text == "Looking into “diagnose checkout”…"
-    assert ack.reply_to_id is not None
-    await runtime.dispatcher.wait_idle()
-    engine: ScriptedEngine = runtime.engine  # type: ignore[assignment]
-    assert [r.text for r in engine.requests] == ["diagnose checkout"]
-    answer = adapter.get_next_activity()
-    assert answer.attachments[0].content_type == "application/vnd.microsoft.card.adaptive"
-    assert "Answer to “diagnose checkout”" in card_text(answer.attachments[0].content)
-
-
-async def test_handler_routes_a_card_value_to_the_approval_decision(adapter_and_bot, runtime, monkeypatch) -> None:
-    adapter, _ = adapter_and_bot
-    decided: list[tuple] = []
-
-    async def decide(approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
-        decided.append((approval_id, user, decision, platform))
-        return Decision(False, "You are not in the approvers list (SREBOT_APPROVERS), so you cannot approve this.")
-
-    monkeypatch.setattr(runtime.approvals, "decide", decide)
-    await adapter.receive_activity(activity(approval_submit(SERVICE_URL, "apr_123", "approve", user=BOB)))
-    assert decided == [("apr_123", BOB.aad_object_id, "approve", "teams")]
-    refusal = adapter.get_next_activity()
-    assert refusal.text.startswith(f"<at>{BOB.name}</at> You are not in the approvers list")
-    assert refusal.serialize()["entities"][0]["mentioned"]["id"] == BOB.id
-    engine: ScriptedEngine = runtime.engine  # type: ignore[assignment]
-    assert engine.requests == []
-
-
-async def test_handler_ignores_unaddressed_channel_messages(adapter_and_bot, runtime) -> None:
-    adapter, _ = adapter_and_bot
-    await adapter.receive_activity(activity(channel_message(SERVICE_URL, "hello team", mention=False)))
-    await adapter.receive_activity(activity(thread_reply(SERVICE_URL, "no session here", root_id="999")))
-    await runtime.dispatcher.wait_idle()
-    assert adapter.get_next_activity() is None
-    assert runtime.engine.requests == []  # type: ignore[attr-defined]
+    return Activity.model_validate(data)
 
 
 # --- pure helpers --------------------------------------------------------------------------------
@@ -126,7 +59,7 @@ def test_conversation_key_makes_a_channel_thread_one_session() -> None:
     assert conversation_key(personal).channel == conversation_key(personal).thread
     assert user_of(personal) == ALICE.aad_object_id
     del personal.channel_data["tenant"]
-    personal.conversation.additional_properties = {}
+    personal.conversation.tenant_id = None
     assert conversation_key(personal).workspace == "default"
 
 
@@ -140,18 +73,45 @@ def _approval(**changes) -> ApprovalRecord:
     return ApprovalRecord(**values)
 
 
-def test_approval_card_has_two_submit_actions_and_loses_them_once_decided() -> None:
-    card = approval_card(_approval())
-    assert card["version"] in ("1.4", "1.5")
-    assert [a["data"] for a in card["actions"]] == [
-        {"srebot": "approval", "decision": "approve", "approval_id": "apr_1"},
-        {"srebot": "approval", "decision": "reject", "approval_id": "apr_1"},
-    ]
-    assert all(a["type"] == "Action.Submit" for a in card["actions"])
+def test_approval_card_is_a_universal_action_with_a_view_per_person() -> None:
+    names = {"aad-alice": "Alice Example", "aad-bob": "Bob Example"}
+    card = approval_card(_approval(), names=names, approver_ids=["29:1bob"])
+    assert card["version"] == "1.4"
+    assert card["refresh"]["userIds"] == ["29:1bob"] and card["refresh"]["action"]["verb"] == REFRESH_VERB
+    assert [(a["type"], a["verb"]) for a in card["actions"]] == [("Action.Execute", REFRESH_VERB)]
     text = card_text(card)
-    assert "Roll back checkout" in text and "aad-alice" in text and "UTC" in text
-    decided = approval_card(_approval(status="executed", decided_by="aad-bob", decided_at=utcnow(), result="ok"))
-    assert "actions" not in decided and "Approved by aad-bob" in card_text(decided)
+    assert "Roll back checkout" in text and "Requested by: Alice Example" in text and "UTC" in text
+
+    approver = approval_card(_approval(), names=names, view=ApprovalView(can_approve=True, can_reject=True))
+    assert [a["title"] for a in approver["actions"]] == ["Approve", "Reject"]
+    for action, decision in zip(approver["actions"], ("approve", "reject")):
+        assert action["type"] == "Action.ShowCard"  # the confirmation step
+        [confirm] = action["card"]["actions"]
+        assert confirm["verb"] == DECIDE_VERB
+        assert confirm["data"] == {"srebot": "approval", "approval_id": "apr_1", "decision": decision}
+    watcher = approval_card(_approval(), view=ApprovalView(note="You are not in the approvers list"))
+    assert "actions" not in watcher and "You are not in the approvers list" in card_text(watcher)
+
+    decided = approval_card(_approval(status="executed", decided_by="aad-bob", decided_at=utcnow(), result="ok"),
+                            names=names, approver_ids=["29:1bob"])
+    assert "actions" not in decided and "refresh" not in decided
+    assert "Approved by Bob Example" in card_text(decided) and "aad-bob" not in card_text(decided)
+
+
+def test_service_urls_allow_teams_hosts_and_configured_prefixes_only() -> None:
+    urls = ServiceUrls(("http://127.0.0.1:8080/teams/",))
+    for allowed in ("https://smba.trafficmanager.net/emea/", "https://smba.trafficmanager.net/amer/x",
+                    "https://europe.webchat.botframework.com/", "http://127.0.0.1:8080/teams/",
+                    "http://127.0.0.1:8080/teams/v3/"):
+        assert urls.allows(allowed), allowed
+    for refused in ("http://smba.trafficmanager.net/emea/", "https://smba.trafficmanager.net.evil.example/",
+                    "https://evilsmba.trafficmanager.net/", "https://user:pw@smba.trafficmanager.net/",
+                    "https://smba.trafficmanager.net:8443/", "http://127.0.0.1:8080/teamsx/",
+                    "http://127.0.0.1:8081/teams/", "http://localhost:8080/teams/", "file:///etc/passwd",
+                    "not a url", "", None):
+        assert not urls.allows(refused), refused
+    assert same_service_url("https://SMBA.trafficmanager.net/emea", "https://smba.trafficmanager.net/emea/")
+    assert not same_service_url("https://smba.trafficmanager.net/emea/", "https://smba.trafficmanager.net/amer/")
 
 
 def test_answer_card_shows_findings_by_severity_and_the_rest() -> None:

@@ -115,6 +115,9 @@ class BotConnectorFake(Served):
         POST /v3/conversations/{conversationId}/activities/{activityId}    kind "reply"  (reply to an activity)
         PUT  /v3/conversations/{conversationId}/activities/{activityId}    kind "update" (edit a message)
         DELETE /v3/conversations/{conversationId}/activities/{activityId}  kind "delete"
+        GET  /v3/conversations/{conversationId}/members                    kind "members"
+
+    GET members answers the accounts in `members` (Alice and Bob by default).
 
     POST answers `{"id": "<new id>"}` (ids "act-1", "act-2", … in order), PUT answers `{"id": activityId}`.
     Anything else is recorded with kind "other" and answered 404.
@@ -135,8 +138,9 @@ class BotConnectorFake(Served):
     pointing at the fake. They are plain dicts: change anything before posting.
     """
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", members: tuple[TeamsUser, ...] | None = None):
         self.host = host
+        self.members = list(members if members is not None else (ALICE, BOB))
         self.port: int | None = None
         self.calls: list[ConnectorCall] = []
         self._ids = itertools.count(1)
@@ -205,7 +209,9 @@ class BotConnectorFake(Served):
         except ValueError:
             body = {"_raw": raw.decode(errors="replace")}
         kind, conversation_id, activity_id = "other", None, None
-        if len(parts) >= 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "activities":
+        if len(parts) == 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "members":
+            conversation_id, kind = parts[2], "members" if request.method == "GET" else "other"
+        elif len(parts) >= 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "activities":
             conversation_id = parts[2]
             activity_id = parts[4] if len(parts) > 4 else None
             kind = {
@@ -239,6 +245,8 @@ class BotConnectorFake(Served):
             response = web.json_response({"id": activity_id})
         elif kind == "delete":
             response = web.Response(status=200)
+        elif kind == "members":
+            response = web.json_response([user.account() for user in self.members])
         else:
             call.status = 404
             response = web.json_response({"error": {"code": "NotFound", "message": request.path}}, status=404)
@@ -364,6 +372,18 @@ def card_submit(service_url: str, value: dict[str, Any], *, conversation_id: str
     activity["value"] = value
     if reply_to_id:
         activity["replyToId"] = reply_to_id
+    return activity
+
+
+def card_action(service_url: str, verb: str, data: dict[str, Any], *, conversation_id: str | None = None,
+                user: TeamsUser = BOB, trigger: str = "manual", reply_to_id: str | None = None,
+                activity_id: str | None = None) -> dict[str, Any]:
+    """What Teams sends for an Adaptive Card Action.Execute (a press, or an automatic refresh): an
+    `adaptiveCard/action` invoke whose answer (the HTTP response) is the card the user sees next."""
+    activity = card_submit(service_url, {}, conversation_id=conversation_id, user=user, reply_to_id=reply_to_id,
+                           activity_id=activity_id)
+    activity.update(type="invoke", name="adaptiveCard/action",
+                    value={"action": {"type": "Action.Execute", "verb": verb, "data": data}, "trigger": trigger})
     return activity
 
 

@@ -1,53 +1,123 @@
-"""The botbuilder CloudAdapter built from srebot's settings, and Outbox: sends to stored ConversationReferences."""
+"""The Agents SDK CloudAdapter built from srebot's settings, its Bot Connector clients, and Outbox (proactive sends).
+
+Every outgoing call goes through `Destinations`: a timeout on each call, at most `per_destination`
+connections to one host at once, and never to a serviceUrl outside the allow-list (checked again
+here, so a stored reference from before cannot send anywhere else either).
+"""
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from botbuilder.core import TurnContext
-from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
-from botbuilder.schema import Activity, ActivityTypes, ConversationReference
+import aiohttp
+from microsoft_agents.activity import (
+    Activity,
+    ActivityTypes,
+    ChannelAccount,
+    ConversationReference,
+    ResourceResponse,
+)
+from microsoft_agents.hosting.aiohttp import CloudAdapter
+from microsoft_agents.hosting.core import (
+    AccessTokenProviderBase,
+    AgentAuthConfiguration,
+    ChannelServiceClientFactoryBase,
+    ClaimsIdentity,
+    ConnectorClientBase,
+    TeamsConnectorClient,
+    TurnContext,
+    UserTokenClient,
+)
+from microsoft_agents.hosting.core.authorization import AuthenticationConstants
 
-from bot.config import ConfigError, Settings
+from integrations.teams.auth import Refused, ServiceUrls, TeamsAuth
 
 log = logging.getLogger("srebot.teams")
 
-
-@dataclass(frozen=True)
-class BotAuthConfig:
-    """The configuration object botbuilder's ConfigurationBotFrameworkAuthentication reads (by attribute)."""
-
-    APP_ID: str
-    APP_PASSWORD: str
-    APP_TENANTID: str
-    APP_TYPE: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "BotAuthConfig":
-        app_id = settings.microsoft_app_id.strip()
-        return cls(
-            APP_ID=app_id,
-            APP_PASSWORD=settings.microsoft_app_password.get_secret_value(),
-            APP_TENANTID=settings.microsoft_app_tenant_id,
-            # without an app id auth is off, and only the multi-tenant factory accepts that
-            APP_TYPE=settings.microsoft_app_type if app_id else "MultiTenant",
-        )
-
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.APP_ID)
+THREAD_MARK = ";messageid="  # a channel thread's conversation id is the channel's with this and the root id
+TokenProviderFactory = Callable[[AgentAuthConfiguration], AccessTokenProviderBase]
 
 
-def make_adapter(config: BotAuthConfig) -> CloudAdapter:
-    try:
-        auth = ConfigurationBotFrameworkAuthentication(config)
-    except Exception as exc:  # botbuilder raises a bare Exception naming the missing property
-        raise ConfigError(f"MICROSOFT_APP_TYPE={config.APP_TYPE}: {exc}") from None
-    adapter = CloudAdapter(auth)
+class TokenUnavailable(Exception):
+    """The bot's own token for the Bot Connector could not be had (Entra ID down, a wrong secret)."""
+
+
+class Destinations:
+    """Outgoing HTTP to Bot Connector service URLs: every call has a deadline (`timeout`, waiting for a
+    connection included) and one host gets at most `per_destination` connections at once, so a slow or
+    silent serviceUrl delays only its own conversations."""
+
+    def __init__(self, allowed: ServiceUrls, *, timeout: float = 10.0, per_destination: int = 4):
+        self.allowed = allowed
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.per_destination = per_destination
+        self._connector: aiohttp.TCPConnector | None = None
+
+    def session(self, service_url: str) -> aiohttp.ClientSession:
+        if not self.allowed.allows(service_url):
+            raise Refused(f"not sending to a serviceUrl outside the allow-list: {service_url[:100]}")
+        if self._connector is None or self._connector.closed:  # made in the running loop, on first use
+            self._connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.per_destination)
+        base = service_url if service_url.endswith("/") else service_url + "/"
+        return aiohttp.ClientSession(base_url=base, connector=self._connector, connector_owner=False,
+                                     timeout=self.timeout)
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            await self._connector.close()
+
+
+class ConnectorFactory(ChannelServiceClientFactoryBase):
+    """Bot Connector clients on `Destinations`, authenticated with the bot's token (none in local mode).
+    srebot uses no user sign-in, so the user token client is an unauthenticated placeholder."""
+
+    def __init__(self, destinations: Destinations, tokens: AccessTokenProviderBase | None, app_id: str):
+        self.destinations = destinations
+        self.tokens = tokens
+        self.app_id = app_id
+
+    async def create_connector_client(
+        self,
+        context: TurnContext | None,
+        claims_identity: ClaimsIdentity,
+        service_url: str,
+        audience: str,
+        scopes: list[str] | None = None,
+        use_anonymous: bool = False,
+    ) -> TeamsConnectorClient:
+        token = ""
+        if self.tokens is not None and not use_anonymous:
+            try:
+                token = await self.tokens.get_access_token(audience, scopes or claims_identity.get_token_scope())
+            except Exception as exc:  # Entra ID unreachable or refusing: nothing can be sent now
+                raise TokenUnavailable(f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+        return TeamsConnectorClient(service_url, token, session=self.destinations.session(service_url))
+
+    async def create_user_token_client(
+        self, context: TurnContext, claims_identity: ClaimsIdentity, use_anonymous: bool = False
+    ) -> UserTokenClient:
+        return UserTokenClient(AuthenticationConstants.AGENTS_SDK_OAUTH_URL, "", app_id=self.app_id)
+
+
+def msal_provider(configuration: AgentAuthConfiguration) -> AccessTokenProviderBase:
+    """The bot's tokens for the Bot Connector, from Entra ID (client secret or managed identity)."""
+    from microsoft_agents.authentication.msal import MsalAuth
+
+    return MsalAuth(configuration)
+
+
+def make_adapter(auth: TeamsAuth, destinations: Destinations,
+                 token_provider: TokenProviderFactory | None = None) -> CloudAdapter:
+    """The SDK adapter; `token_provider` makes the bot's token provider from its SDK connection settings
+    (MSAL by default)."""
+    tokens: AccessTokenProviderBase | None = None
+    if auth.configuration is not None:
+        tokens = (token_provider or msal_provider)(auth.configuration)
+    # the app id only names the bot to the (unused) user token service; local mode has none
+    factory = ConnectorFactory(destinations, tokens, auth.app_id or "srebot-local")
+    adapter = CloudAdapter(channel_service_client_factory=factory)
 
     async def on_error(context: TurnContext, error: Exception) -> None:
         log.error("Teams turn failed", exc_info=(type(error), error, error.__traceback__),
@@ -58,24 +128,56 @@ def make_adapter(config: BotAuthConfig) -> CloudAdapter:
 
 
 def reference_dict(activity: Activity) -> dict[str, Any]:
-    """The activity's ConversationReference as JSON, to store with the session."""
-    return TurnContext.get_conversation_reference(activity).serialize()
+    """The activity's ConversationReference as JSON, to store with the session (same keys as botbuilder's)."""
+    return activity.get_conversation_reference().model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def reference_from(data: dict[str, Any]) -> ConversationReference:
-    return ConversationReference().deserialize(data)
+    return ConversationReference.model_validate(data)
+
+
+def _addressed(context: TurnContext, activity: Activity) -> Activity:
+    outgoing = activity.model_copy()
+    outgoing.type = outgoing.type or ActivityTypes.message
+    outgoing = TurnContext.apply_conversation_reference(outgoing, context.activity.get_conversation_reference())
+    outgoing.reply_to_id = None  # the continuation activity's id is made up; nothing to reply to
+    return outgoing
+
+
+async def send_in_turn(context: TurnContext, activity: Activity, *, reply: bool) -> str | None:
+    """Send in a turn: as a reply to the incoming activity, or (proactive) as a new activity in the
+    conversation; a channel thread's conversation id already names the thread."""
+    if reply:
+        response = await context.send_activity(activity)
+        return response.id if response else None
+    outgoing = _addressed(context, activity)
+    outgoing.input_hint = outgoing.input_hint or "acceptingInput"
+    [response] = await context.adapter.send_activities(context, [outgoing])
+    return response.id if isinstance(response, ResourceResponse) and response.id else None
+
+
+async def update_in_turn(context: TurnContext, activity_id: str, activity: Activity) -> None:
+    outgoing = _addressed(context, activity)
+    outgoing.id = activity_id
+    await context.adapter.update_activity(context, outgoing)
 
 
 class Outbox:
-    """Sends and updates activities in a conversation from a stored reference, in a proactive turn
-    (`adapter.continue_conversation`), so it works from any replica and after a restart."""
+    """Sends and updates activities in a conversation from a stored reference, in a proactive turn, so it
+    works from any replica and after a restart."""
 
-    def __init__(self, adapter: CloudAdapter, app_id: str):
+    def __init__(self, adapter: CloudAdapter, auth: TeamsAuth):
         self.adapter = adapter
-        self.app_id = app_id
+        self.auth = auth
 
     async def _proactive(self, reference: dict[str, Any], logic: Callable[[TurnContext], Awaitable[None]]) -> None:
-        await self.adapter.continue_conversation(reference_from(reference), logic, self.app_id)
+        continuation = reference_from(reference).get_continuation_activity()
+        if self.auth.local:  # no credentials: an anonymous identity, and no token on the calls
+            await self.adapter.continue_conversation_with_claims(
+                ClaimsIdentity(), continuation, logic, AuthenticationConstants.AGENTS_SDK_SCOPE
+            )
+        else:
+            await self.adapter.continue_conversation(self.auth.app_id, continuation, logic)
 
     async def send(self, reference: dict[str, Any], activity: Activity) -> str | None:
         """Post a new activity into the conversation; returns its id (None when the channel gives none)."""
@@ -95,28 +197,14 @@ class Outbox:
 
         await self._proactive(reference, logic)
 
+    async def members(self, reference: dict[str, Any]) -> list[ChannelAccount]:
+        """The conversation's members (of the channel, for a channel thread), with their AAD object ids."""
+        found: list[ChannelAccount] = []
 
-def _addressed(context: TurnContext, activity: Activity) -> Activity:
-    outgoing = copy.copy(activity)
-    outgoing.type = outgoing.type or ActivityTypes.message
-    return TurnContext.apply_conversation_reference(outgoing, TurnContext.get_conversation_reference(context.activity))
+        async def logic(context: TurnContext) -> None:
+            client = context.services.get(ConnectorClientBase)
+            conversation_id = context.activity.conversation.id.split(THREAD_MARK, 1)[0]
+            found.extend(await client.conversations.get_conversation_members(conversation_id))
 
-
-async def send_in_turn(context: TurnContext, activity: Activity, *, reply: bool) -> str | None:
-    """Send in a turn: as a reply to the incoming activity, or (proactive) as a new activity in the
-    conversation; a channel thread's conversation id already names the thread."""
-    if reply:
-        response = await context.send_activity(activity)
-        return response.id if response else None
-    outgoing = _addressed(context, activity)
-    outgoing.reply_to_id = None  # the continuation activity's id is made up; nothing to reply to
-    outgoing.input_hint = outgoing.input_hint or "acceptingInput"
-    [response] = await context.adapter.send_activities(context, [outgoing])
-    return response.id if response else None
-
-
-async def update_in_turn(context: TurnContext, activity_id: str, activity: Activity) -> None:
-    outgoing = _addressed(context, activity)
-    outgoing.id = activity_id
-    outgoing.reply_to_id = None
-    await context.adapter.update_activity(context, outgoing)
+        await self._proactive(reference, logic)
+        return found

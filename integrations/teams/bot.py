@@ -1,4 +1,5 @@
-"""The Teams activity handler: message activities become Requests for the dispatcher, card submits approval decisions."""
+"""The Teams activity handler: message activities become Requests for the dispatcher; approval cards'
+Universal Actions (and the Action.Submit of cards posted before them) become decisions."""
 
 from __future__ import annotations
 
@@ -9,38 +10,44 @@ import re
 from collections.abc import Coroutine
 from typing import Any
 
-from botbuilder.core import InvokeResponse, TurnContext
-from botbuilder.core.teams import TeamsActivityHandler
-from botbuilder.schema import Activity, ActivityTypes, ChannelAccount, Mention
+from microsoft_agents.activity import (
+    Activity,
+    ActivityTypes,
+    AdaptiveCardInvokeResponse,
+    AdaptiveCardInvokeValue,
+    ChannelAccount,
+    Mention,
+)
+from microsoft_agents.hosting.core import ActivityHandler, TurnContext
 
+from bot.ports import ApprovalRecord, ApprovalState, ConversationKey, Core, Decision, Request
 from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
-from bot.ports import ConversationKey, Core, Request
-from integrations.teams.adapter import Outbox, reference_dict
-from integrations.teams.port import TeamsPort
+from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
+from integrations.teams.auth import TeamsAuth
+from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
+from integrations.teams.port import TeamsPort, approval_names
 
 log = logging.getLogger("srebot.teams")
 
 PLATFORM = "teams"
-_THREAD = ";messageid="
+LOCAL_DECISIONS = (
+    "Teams runs without credentials here (SREBOT_TEAMS_INSECURE=local), so nobody's identity is proven and "
+    "approvals cannot be decided from Teams; use `srebot approve ID --user NAME` in a terminal."
+)
 
 
 def tenant_of(activity: Activity) -> str:
     channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     tenant = channel_data.get("tenant") if isinstance(channel_data.get("tenant"), dict) else {}
     conversation = activity.conversation
-    return (
-        tenant.get("id")
-        or (conversation.tenant_id if conversation else None)
-        or ((conversation.additional_properties or {}).get("tenantId") if conversation else None)
-        or "default"
-    )
+    return tenant.get("id") or (conversation.tenant_id if conversation else None) or "default"
 
 
 def conversation_key(activity: Activity) -> ConversationKey:
     """Workspace = tenant, channel = the conversation without its thread part, thread = the full id,
     so every message of a channel thread (`…;messageid=<root>`) is one session."""
     full = activity.conversation.id
-    return ConversationKey(PLATFORM, tenant_of(activity), full.split(_THREAD, 1)[0], full)
+    return ConversationKey(PLATFORM, tenant_of(activity), full.split(THREAD_MARK, 1)[0], full)
 
 
 def user_of(activity: Activity) -> str:
@@ -53,9 +60,9 @@ def _bot_mentions(activity: Activity) -> list[dict[str, Any]]:
     bot_id = activity.recipient.id if activity.recipient else None
     found = []
     for entity in activity.entities or []:
-        if (entity.type or "").lower() != "mention":
+        props = entity.model_dump(by_alias=True, exclude_none=True)
+        if (props.get("type") or "").lower() != "mention":
             continue
-        props = entity.additional_properties or {}
         mentioned = props.get("mentioned") or {}
         if bot_id and mentioned.get("id") == bot_id:
             found.append(props)
@@ -67,8 +74,8 @@ def mentions_bot(activity: Activity) -> bool:
 
 
 def strip_bot_mention(activity: Activity) -> str:
-    """The message text without the bot's @mention (what TurnContext.remove_recipient_mention does,
-    but literal, so a bot name with regex characters is removed too), HTML entities decoded."""
+    """The message text without the bot's @mention (literal, so a bot name with regex characters is
+    removed too), HTML entities decoded."""
     text = activity.text or ""
     for mention in _bot_mentions(activity):
         name = (mention.get("mentioned") or {}).get("name") or ""
@@ -79,7 +86,7 @@ def strip_bot_mention(activity: Activity) -> str:
 
 
 def approval_submit(activity: Activity) -> dict[str, str] | None:
-    """The data of srebot's Action.Submit on an approval card, when this message is one."""
+    """The data of an Action.Submit on an approval card posted before Universal Actions, when this message is one."""
     value = activity.value
     if isinstance(value, dict) and value.get("srebot") == "approval":
         if value.get("decision") in ("approve", "reject") and isinstance(value.get("approval_id"), str):
@@ -88,45 +95,45 @@ def approval_submit(activity: Activity) -> dict[str, str] | None:
 
 
 def mention_reply(activity: Activity, text: str) -> Activity:
-    """A reply that @mentions the sender. Teams has no ephemeral messages for bots (only Action.Execute
-    user-specific views, which srebot does not use), so a private answer is a mention in the thread."""
+    """A reply that @mentions the sender: what answers a refused Action.Submit (a bot has no ephemeral
+    messages; Universal Actions answer the clicking person with their own card instead)."""
     sender = activity.from_property or ChannelAccount(id="unknown", name="")
     name = sender.name or "there"
     tag = f"<at>{name}</at>"
-    mention = Mention(mentioned=ChannelAccount(id=sender.id, name=name), text=tag, type="mention")
-    return Activity(
-        type=ActivityTypes.message,
-        text=f"{tag} {text}",
-        entities=[Mention().deserialize(mention.serialize())],
-    )
+    mention = Mention(mentioned=ChannelAccount(id=sender.id, name=name), text=tag)
+    return Activity(type=ActivityTypes.message, text=f"{tag} {text}", entities=[mention])
 
 
-class TeamsBot(TeamsActivityHandler):
+def _card_response(card: dict[str, Any]) -> AdaptiveCardInvokeResponse:
+    return AdaptiveCardInvokeResponse(status_code=200, type=CARD_CONTENT_TYPE, value=card)
+
+
+def _error_response(status: int, message: str) -> AdaptiveCardInvokeResponse:
+    return AdaptiveCardInvokeResponse(status_code=status, type="application/vnd.microsoft.error",
+                                      value={"code": "BadRequest", "message": message})
+
+
+class TeamsBot(ActivityHandler):
     """Personal chats are always handled; group chats need an @mention of the bot; in a channel a
     message needs the mention unless its thread already has a session (a follow-up)."""
 
-    def __init__(self, core: Core, outbox: Outbox, *, ack_wait: float = 2.0, update_interval: float = 1.5):
+    def __init__(self, core: Core, outbox: Outbox, auth: TeamsAuth, *, ack_wait: float = 2.0,
+                 update_interval: float = 1.5):
         super().__init__()
         self.core = core
         self.outbox = outbox
+        self.auth = auth
         self.ack_wait = ack_wait  # how long a turn waits for the acknowledgement to reply with it
         self.update_interval = update_interval
         self._background: set[asyncio.Task[Any]] = set()
 
-    def port(self, reference: dict[str, Any], turn: TurnContext | None = None) -> TeamsPort:
-        return TeamsPort(
-            self.outbox, self.core, reference, turn=turn, update_interval=self.update_interval
-        )
+    def port(self, reference: dict[str, Any], turn: TurnContext | None = None, *, personal: bool = False) -> TeamsPort:
+        return TeamsPort(self.outbox, self.core, reference, turn=turn, update_interval=self.update_interval,
+                         personal=personal)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         EVENTS_RECEIVED.labels(PLATFORM, turn_context.activity.type or "unknown").inc()
         await super().on_turn(turn_context)
-
-    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
-        # srebot's cards use Action.Submit, which arrives as a message with `value`; Action.Execute and
-        # other invokes are not used, so they are acknowledged and ignored.
-        EVENTS_DROPPED.labels(PLATFORM, "invoke").inc()
-        return InvokeResponse(status=200)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -138,7 +145,7 @@ class TeamsBot(TeamsActivityHandler):
         submit = approval_submit(activity)
         if submit is not None:
             if await self._first_delivery(activity):
-                await self._decide(turn_context, submit, reference)
+                await self._decide_submit(turn_context, submit, reference)
             return
         key = conversation_key(activity)
         kind = (activity.conversation.conversation_type or "personal").lower()
@@ -149,10 +156,11 @@ class TeamsBot(TeamsActivityHandler):
             return
         if not await self._first_delivery(activity):
             return
-        if session_id is not None:  # the serviceUrl may have moved: keep the freshest reference
+        if session_id is not None and not self.auth.local:
+            # an authenticated activity whose serviceUrl matched its token: the conversation may have moved
             await self.core.remember_reference(session_id, reference)
         text = strip_bot_mention(activity) or "help"
-        port = self.port(reference, turn_context)
+        port = self.port(reference, turn_context, personal=kind == "personal")
         self.core.submit(
             Request(key=key, user=user_of(activity), text=text, port=port, reference=reference)
         )
@@ -165,30 +173,78 @@ class TeamsBot(TeamsActivityHandler):
             return False
         return True
 
-    async def _decide(self, turn_context: TurnContext, submit: dict[str, str], reference: dict[str, Any]) -> None:
-        """Decide in the background (an approved action may take a while to run); a refusal is told to
-        the person who clicked. An accepted decision reaches the thread through TeamsNotifier."""
+    # --- approvals -------------------------------------------------------------------------------
+    async def _decision(self, activity: Activity, approval_id: str, decision: str) -> Decision | None:
+        """Decide through the one decision path, in the background (an approved action may take a
+        while); None when it is still running after `ack_wait` (its outcome reaches the conversation
+        through TeamsNotifier). The decider's display name is kept for the card first."""
+        if self.auth.local:
+            return Decision(False, LOCAL_DECISIONS)
+        user = user_of(activity)
+        approval = await self.core.approval(approval_id)
+        name = activity.from_property.name if activity.from_property else None
+        if approval is not None and approval.message_ref and name and approval_names(approval).get(user) != name:
+            names = {**approval_names(approval), user: name}
+            await self.core.approval_posted(approval_id, {**approval.message_ref, "names": names})
+        task = self._spawn(self.core.decide(approval_id, user, decision, platform=PLATFORM))
+        done, _ = await asyncio.wait([task], timeout=self.ack_wait)
+        return task.result() if done else None
+
+    async def _decide_submit(self, turn_context: TurnContext, submit: dict[str, str], reference: dict[str, Any]) -> None:
+        """A press on an Action.Submit approval card: a refusal is told to the person who pressed."""
         activity = turn_context.activity
-        port = self.port(reference, turn_context)
+        decision = await self._decision(activity, submit["approval_id"], submit["decision"])
+        if decision is not None and not decision.accepted:
+            await self.port(reference, turn_context).send(mention_reply(activity, decision.message))
 
-        async def decide() -> None:
-            decision = await self.core.decide(
-                submit["approval_id"], user_of(activity), submit["decision"], platform=PLATFORM
-            )
-            if not decision.accepted:
-                await port.send(mention_reply(activity, decision.message))
+    async def on_adaptive_card_invoke(
+        self, turn_context: TurnContext, invoke_value: AdaptiveCardInvokeValue
+    ) -> AdaptiveCardInvokeResponse:
+        """An Action.Execute of an approval card: "refresh" answers the person with their own view;
+        "decide" decides, and answers with the card as it now is (TeamsNotifier updates it for everyone)."""
+        action = invoke_value.action
+        data = action.data if isinstance(action.data, dict) else {}
+        approval_id = data.get("approval_id")
+        if data.get("srebot") != "approval" or not isinstance(approval_id, str):
+            EVENTS_DROPPED.labels(PLATFORM, "invoke").inc()
+            return _error_response(400, "not an srebot approval action")
+        activity = turn_context.activity
+        note: str | None = None
+        if action.verb == DECIDE_VERB and data.get("decision") in ("approve", "reject"):
+            decision = await self._decision(activity, approval_id, data["decision"])
+            if decision is None:
+                note = "Working on it; this card updates when it is done."
+            elif not decision.accepted:
+                note = decision.message
+        elif action.verb != REFRESH_VERB:
+            return _error_response(400, f"unknown action {action.verb!r}")
+        approval = await self.core.approval(approval_id)
+        if approval is None:
+            return _error_response(404, f"There is no approval {approval_id}.")
+        return _card_response(self._card_for(approval, activity, note))
 
-        task = self._spawn(decide())
-        await asyncio.wait([task], timeout=self.ack_wait)
-        await port.hold_turn(0)
+    def _card_for(self, approval: ApprovalRecord, activity: Activity, note: str | None) -> dict[str, Any]:
+        """The approval as the person in `activity` sees it: their buttons, or why they have none."""
+        ref = approval.message_ref or {}
+        common = {"names": approval_names(approval), "approver_ids": ref.get("approver_ids") or ()}
+        if approval.status != ApprovalState.PENDING:
+            return approval_card(approval, **common)
+        if self.auth.local:
+            return approval_card(approval, **common, view=ApprovalView(note=note or LOCAL_DECISIONS))
+        user = user_of(activity)
+        can_approve = self.core.refusal(approval, user, "approve") is None
+        can_reject = self.core.refusal(approval, user, "reject") is None
+        if note is None and not can_approve:
+            note = self.core.refusal(approval, user, "approve")
+        return approval_card(approval, **common, view=ApprovalView(can_approve, can_reject, note))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, Decision]) -> asyncio.Task[Decision]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._done)
         return task
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("approval decision failed", exc_info=task.exception())

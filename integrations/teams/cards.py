@@ -200,26 +200,72 @@ def _fit(item: _Item, limit: int) -> Iterable[_Item]:
 
 
 # --- approvals ---------------------------------------------------------------------------------
+# Approvals are Universal Actions (Action.Execute, card 1.4): everyone sees the request and its status;
+# the eligible approvers listed in `refresh.userIds` get their own view with Approve / Reject (each behind
+# a confirmation) when the card is shown to them; anyone can ask for their view with "Review".
+REFRESH_VERB = "srebot.approval.refresh"
+DECIDE_VERB = "srebot.approval.decide"
+MAX_REFRESH_USERS = 60  # Teams refreshes a card automatically for at most 60 listed users
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """What one person may do with a pending approval (their user-specific card)."""
+
+    can_approve: bool = False
+    can_reject: bool = False
+    note: str | None = None  # told to this person only: why they cannot, or what just happened
+
+
 def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "?"
 
 
-def approval_outcome(approval: ApprovalRecord) -> str | None:
+def _name(user: str | None, names: dict[str, str]) -> str:
+    return names.get(user or "", user or "?")
+
+
+def approval_outcome(approval: ApprovalRecord, names: dict[str, str] | None = None) -> str | None:
     """The line posted in the conversation when an approval reaches a final state (None before)."""
-    return wording.approval_outcome(approval, action=f"{approval.kind} {approval.target} ({approval.id})")
+    return wording.approval_outcome(
+        approval, action=f"{approval.kind} {approval.target} ({approval.id})", person=lambda u: _name(u, names or {})
+    )
 
 
-def approval_data(approval_id: str, decision: str) -> dict[str, str]:
-    """The Action.Submit data; it comes back as the `value` of a message activity."""
-    return {"srebot": "approval", "decision": decision, "approval_id": approval_id}
+def _execute(title: str, verb: str, approval_id: str, decision: str | None = None, **extra: Any) -> dict[str, Any]:
+    data: dict[str, str] = {"srebot": "approval", "approval_id": approval_id}
+    if decision:
+        data["decision"] = decision
+    return {"type": "Action.Execute", "title": title, "verb": verb, "data": data, **extra}
 
 
-def approval_card(approval: ApprovalRecord) -> dict[str, Any]:
-    """The approval request; once decided, the same card with the decision instead of the buttons."""
+def _confirm(approval: ApprovalRecord, decision: str) -> dict[str, Any]:
+    """Approve / Reject open a confirmation inside the card; only its button sends the decision."""
+    title, style, question = {
+        "approve": ("Approve", "positive", f"Approve **{approval.kind} {approval.target}**? It runs at once."),
+        "reject": ("Reject", "destructive", f"Reject **{approval.kind} {approval.target}**? Nothing will change."),
+    }[decision]
+    return {
+        "type": "Action.ShowCard", "title": title, "style": style,
+        "card": {"type": "AdaptiveCard", "version": CARD_VERSION, "body": [text_block(question)],
+                 "actions": [_execute(f"Yes, {title.lower()}", DECIDE_VERB, approval.id, decision, style=style)]},
+    }
+
+
+def approval_card(
+    approval: ApprovalRecord,
+    *,
+    names: dict[str, str] | None = None,
+    approver_ids: list[str] | tuple[str, ...] = (),
+    view: ApprovalView | None = None,
+) -> dict[str, Any]:
+    """The approval card: without `view` the one everyone sees (request and status, refreshed for the
+    Teams users `approver_ids`); with `view` the card of one person, with the buttons they may use."""
+    names = names or {}
     pending = approval.status == "pending"
     facts = [
         {"title": "Action", "value": f"{approval.kind} {approval.target}"},
-        {"title": "Requested by", "value": approval.requester},
+        {"title": "Requested by", "value": _name(approval.requester, names)},
         {"title": "Expires", "value": _when(approval.expires_at)},
         {"title": "Approval", "value": approval.id},
     ]
@@ -229,15 +275,19 @@ def approval_card(approval: ApprovalRecord) -> dict[str, Any]:
         text_block(wording.APPROVAL_NEEDED if pending else "Approval", weight="Bolder", size="Medium"),
         text_block(approval.description),
         {"type": "FactSet", "facts": facts},
-        text_block(wording.approval_status(approval), weight="Bolder" if not pending else "Default",
+        text_block(wording.approval_status(approval, person=lambda u: _name(u, names)),
+                   weight="Bolder" if not pending else "Default",
                    isSubtle=pending, spacing="Medium"),
     ]
-    actions = None
+    if view is not None and view.note:
+        body.append(text_block(view.note, color="Warning", spacing="Small"))
+    actions: list[dict[str, Any]] = []
+    if pending and view is None:
+        actions.append(_execute("Review", REFRESH_VERB, approval.id))
+    elif pending and view is not None:
+        actions += [_confirm(approval, d) for d, ok in (("approve", view.can_approve), ("reject", view.can_reject)) if ok]
+    content = card(body, actions or None)
     if pending:
-        actions = [
-            {"type": "Action.Submit", "title": "Approve", "style": "positive",
-             "data": approval_data(approval.id, "approve")},
-            {"type": "Action.Submit", "title": "Reject", "style": "destructive",
-             "data": approval_data(approval.id, "reject")},
-        ]
-    return card(body, actions)
+        content["refresh"] = {"action": _execute("Refresh", REFRESH_VERB, approval.id),
+                              "userIds": list(approver_ids)[:MAX_REFRESH_USERS]}
+    return content

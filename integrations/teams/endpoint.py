@@ -1,4 +1,4 @@
-"""The aiohttp handler of POST /api/messages: parse the activity, authenticate it, run the turn, answer fast."""
+"""The aiohttp handler of POST /api/messages: authenticate, parse the activity, check its serviceUrl, run the turn, answer fast."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import requests
 from aiohttp import web
-from botbuilder.core import Bot
-from botbuilder.integration.aiohttp import CloudAdapter
-from botbuilder.schema import Activity, ActivityTypes
-from msrest.exceptions import DeserializationError
+from microsoft_agents.activity import Activity, ActivityTypes
+from microsoft_agents.hosting.aiohttp import CloudAdapter
+from microsoft_agents.hosting.core import Agent
+from pydantic import ValidationError
 
 from bot.telemetry import ACK_LATENCY, EVENTS_DROPPED
+from integrations.teams.adapter import TokenUnavailable
+from integrations.teams.auth import Refused, TeamsAuth, Unavailable
 
 log = logging.getLogger("srebot.teams")
 
@@ -24,8 +25,9 @@ def _bad_request(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
 
-def _unauthorized(exc: Exception) -> web.Response:
-    log.warning("Teams request refused: %s", exc.__class__.__name__)
+def _unauthorized(reason: str) -> web.Response:
+    EVENTS_DROPPED.labels("teams", "unauthorized").inc()
+    log.warning("Teams request refused: %s", reason)
     return web.json_response({"error": "unauthorized"}, status=401)
 
 
@@ -38,51 +40,54 @@ def _parse(body: bytes) -> Activity | str:
     if not isinstance(data, dict):
         return "body is not a JSON object"
     try:
-        activity = Activity().deserialize(data)
-    except (DeserializationError, ValueError, TypeError) as exc:
-        return f"not a Bot Framework activity: {exc}"
-    if not activity.type:
-        return "activity has no type"
+        activity = Activity.model_validate(data)
+    except (ValidationError, ValueError, TypeError) as exc:
+        return f"not a Bot Framework activity: {str(exc)[:300]}"
     return activity
 
 
-def messages_handler(adapter: CloudAdapter, bot: Bot) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Bot Framework auth is checked before anything is processed: a missing or invalid token is 401
-    (unless no app id is configured, which turns auth off)."""
+def messages_handler(
+    adapter: CloudAdapter, auth: TeamsAuth, agent: Agent
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The token is checked before the body is even parsed: a missing or invalid one is 401. Then the
+    activity's serviceUrl must be one replies may go to (and the token's, with credentials)."""
 
     async def messages(request: web.Request) -> web.StreamResponse:
         received = time.monotonic()
+        try:
+            identity = await auth.identity(request.headers.get("Authorization"))
+        except Refused as exc:
+            return _unauthorized(str(exc))
+        except Unavailable as exc:
+            log.error("cannot verify the Bot Framework token now: %s", exc)
+            return web.json_response({"error": "cannot verify the token now"}, status=503)
         parsed = _parse(await request.read())
         if isinstance(parsed, str):
             return _bad_request(parsed)
         activity = parsed
-        auth = adapter.bot_framework_authentication
-        try:
-            authenticated = await auth.authenticate_request(activity, request.headers.get("Authorization", ""))
-        except PermissionError as exc:  # no token, or one that is not for this bot
-            return _unauthorized(exc)
-        except (requests.RequestException, ConnectionError, TimeoutError) as exc:
-            # the OpenID metadata could not be fetched: not the caller's fault, and worth a retry
-            log.error("cannot verify the Bot Framework token: %s", exc)
-            return web.json_response({"error": "cannot verify the token now"}, status=503)
-        except Exception as exc:  # a malformed JWT, an unknown signing key, a wrong issuer
-            return _unauthorized(exc)
         if not activity.service_url or not (activity.conversation and activity.conversation.id):
             if activity.type == ActivityTypes.message:
                 return _bad_request("a message activity needs serviceUrl and conversation.id")
             EVENTS_DROPPED.labels("teams", activity.type).inc()
             return web.Response(status=200)
         try:
-            invoke = await adapter.process_activity(authenticated, activity, bot.on_turn)
+            auth.check_destination(identity, activity)
+        except Refused as exc:
+            return _unauthorized(str(exc))
+        try:
+            invoke = await adapter.process_activity(identity, activity, agent.on_turn)
+        except TokenUnavailable as exc:  # the Bot Framework retries; nothing was taken on
+            log.error("cannot get the bot's token for the Bot Connector: %s", exc)
+            return web.json_response({"error": "cannot reply now"}, status=503)
         except Exception:
             log.exception("Teams activity failed", extra={"activity_type": activity.type})
             return web.json_response({"error": "internal error"}, status=500)
         finally:
             ACK_LATENCY.labels("teams").observe(time.monotonic() - received)
         if invoke is not None:
-            # the body is already plain JSON here; serialising it again is what breaks Action.Execute
-            return web.json_response(invoke.body, status=int(invoke.status)) if invoke.body is not None else (
-                web.Response(status=int(invoke.status)))
+            status = int(invoke.status or 200)
+            return web.json_response(invoke.body, status=status) if invoke.body is not None else web.Response(
+                status=status)
         return web.Response(status=200)
 
     return messages

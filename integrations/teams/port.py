@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
 
-from botbuilder.core import TurnContext
-from botbuilder.schema import Activity, ActivityTypes, Attachment
+from microsoft_agents.activity import Activity, ActivityTypes, Attachment, StreamInfo
+from microsoft_agents.hosting.core import TurnContext
 
 from bot.answer import Answer
+from bot.ports import ApprovalRecord, Conversation, Core
 from integrations.teams.adapter import Outbox, send_in_turn
 from integrations.teams.cards import (
     CARD_BUDGET,
@@ -21,13 +23,16 @@ from integrations.teams.cards import (
     payload_size,
     text_cards,
 )
-from bot.ports import ApprovalRecord, Conversation, Core
 
 log = logging.getLogger("srebot.teams")
 
 
 def text_activity(text: str) -> Activity:
     return Activity(type=ActivityTypes.message, text=text)
+
+
+def typing_activity() -> Activity:
+    return Activity(type=ActivityTypes.typing)
 
 
 def card_activity(card: dict[str, Any], summary: str | None = None) -> Activity:
@@ -50,13 +55,37 @@ def message_activities(message: Answer | str) -> list[Activity]:
     return [card_activity(card, message.summary) for card in answer_cards(message)]
 
 
+def approval_names(approval: ApprovalRecord) -> dict[str, str]:
+    """Display names of the people on an approval (requester, deciders), as Teams told them."""
+    names = (approval.message_ref or {}).get("names")
+    return dict(names) if isinstance(names, dict) else {}
+
+
+def approval_activity(approval: ApprovalRecord) -> Activity:
+    """The approval card everyone sees, as stored with the approval (names, who gets their own view)."""
+    ref = approval.message_ref or {}
+    return card_activity(
+        approval_card(approval, names=approval_names(approval), approver_ids=ref.get("approver_ids") or ()),
+        f"Approval needed: {approval.description}" if approval.status == "pending" else None,
+    )
+
+
+def _account_name(reference: dict[str, Any], user: str) -> str | None:
+    account = reference.get("user") or {}
+    if user in (account.get("aadObjectId"), account.get("id")) and isinstance(account.get("name"), str):
+        return account["name"]
+    return None
+
+
 class TeamsPort:
     """The thread of one Teams request.
 
     While the HTTP turn is still open (`turn`), the first message goes out as a reply in that turn (the
-    "Looking into …" acknowledgement); everything after it, and everything once the turn is over, is
-    sent proactively through the stored ConversationReference. Progress updates the acknowledgement
-    in place, at most once per `update_interval` seconds. Platform failures are logged, never raised."""
+    acknowledgement); everything after it, and everything once the turn is over, is sent proactively
+    through the stored ConversationReference. In a personal chat the acknowledgement and progress are
+    informative updates of a Teams stream, which the answer ends; elsewhere the acknowledgement is a
+    "Looking into …" reply and progress shows the typing indicator. Progress goes out at most once per
+    `update_interval` seconds. Platform failures are logged, never raised."""
 
     def __init__(
         self,
@@ -66,18 +95,20 @@ class TeamsPort:
         *,
         turn: TurnContext | None = None,
         update_interval: float = 1.5,
+        personal: bool = False,
     ):
         self.outbox = outbox
         self.core = core
         self.reference = reference
         self.update_interval = update_interval
+        self.personal = personal
         self.first_sent = asyncio.Event()
         self._turn = turn
         self._send_lock = asyncio.Lock()
         self._progress_lock = asyncio.Lock()
-        self._placeholder_id: str | None = None
-        self._placeholder_tried = False
-        self._ack: str | None = None
+        self._acknowledged = False
+        self._stream_id: str | None = None
+        self._sequence = 0
         self._shown: str | None = None
         self._updated_at = 0.0
 
@@ -98,56 +129,69 @@ class TeamsPort:
                 if turn is not None:
                     return await send_in_turn(turn, activity, reply=True)
                 return await self.outbox.send(self.reference, activity)
-            except Exception:
-                log.exception("could not send to Teams")
+            except Exception as exc:
+                log.warning("could not send to Teams: %s", exc.__class__.__name__, exc_info=True)
                 return None
             finally:
                 self.first_sent.set()
 
-    async def _update(self, activity_id: str, activity: Activity) -> None:
-        try:
-            await self.outbox.update(self.reference, activity_id, activity)
-        except Exception:
-            log.exception("could not update a Teams message")
+    def _informative(self, text: str) -> Activity:
+        self._sequence += 1
+        info = StreamInfo(stream_type="informative", stream_sequence=self._sequence)
+        if self._stream_id:
+            info.stream_id = self._stream_id
+        return Activity(type=ActivityTypes.typing, text=text, entities=[info])
 
     # --- ReplyPort -------------------------------------------------------------------------------
     async def progress(self, text: str) -> None:
         async with self._progress_lock:
-            if not self._placeholder_tried:
-                self._placeholder_tried = True
-                self._ack = self._shown = text
-                self._placeholder_id = await self.send(text_activity(text))
-                self._updated_at = time.monotonic()
-                return
             now = time.monotonic()
-            if self._placeholder_id is None or text == self._shown or now - self._updated_at < self.update_interval:
-                return  # throttled: Teams rate-limits edits, and the answer follows anyway
-            self._updated_at = now
-            self._shown = text
-            await self._update(self._placeholder_id, text_activity(text))
+            if self._acknowledged and (text == self._shown or now - self._updated_at < self.update_interval):
+                return  # throttled: Teams allows about one update a second, and the answer follows anyway
+            first, self._acknowledged = not self._acknowledged, True
+            self._shown, self._updated_at = text, now
+            if self.personal:
+                sent = await self.send(self._informative(text))
+                self._stream_id = self._stream_id or sent
+            elif first:
+                await self.send(text_activity(text))
+            else:
+                await self.send(typing_activity())
 
     async def post(self, message: Answer | str) -> None:
-        for activity in message_activities(message):
-            await self.send(activity)
-        await self._settle()
-
-    async def _settle(self) -> None:
-        """A placeholder left showing a progress step is set back to the acknowledgement, marked done."""
+        activities = message_activities(message)
         async with self._progress_lock:
-            if self._placeholder_id and self._ack and self._shown != self._ack:
-                self._shown = self._ack
-                await self._update(self._placeholder_id, text_activity(f"{self._ack} ✓"))
+            if self._stream_id:  # the answer ends the stream, replacing its informative updates
+                activities[0].entities = [StreamInfo(stream_type="final", stream_id=self._stream_id)]
+                self._stream_id = None
+            self._acknowledged = True
+        for activity in activities:
+            await self.send(activity)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
-        activity_id = await self.send(card_activity(approval_card(approval), f"Approval needed: {approval.description}"))
+        names = {approval.requester: name} if (name := _account_name(self.reference, approval.requester)) else {}
+        approver_ids = await self._approver_ids(approval)
+        ref: dict[str, Any] = {"conversation": self.reference, "names": names, "approver_ids": approver_ids}
+        activity_id = await self.send(approval_activity(dataclasses.replace(approval, message_ref=ref)))
         if activity_id is None:
             return
         try:
-            await self.core.approval_posted(
-                approval.id, {"activity_id": activity_id, "conversation": self.reference}
-            )
+            await self.core.approval_posted(approval.id, {"activity_id": activity_id, **ref})
         except Exception:
             log.exception("could not store the approval message reference")
+
+    async def _approver_ids(self, approval: ApprovalRecord) -> list[str]:
+        """The Teams ids of the conversation's members who may approve (not the requester): their card
+        refreshes to their own view with the buttons. Without the member list, "Review" still works."""
+        if not self.core.settings.approvers:
+            return []
+        try:
+            members = await self.outbox.members(self.reference)
+        except Exception as exc:
+            log.warning("could not list the conversation's members: %s", exc.__class__.__name__)
+            return []
+        return [m.id for m in members
+                if m.id and m.aad_object_id and self.core.refusal(approval, m.aad_object_id, "approve") is None]
 
 
 class TeamsNotifier:
@@ -167,6 +211,8 @@ class TeamsNotifier:
             await self.outbox.send(conversation.reference, activity)
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
+        """The card is updated for everyone (the decision replaces the buttons), and a final outcome is
+        posted in the conversation."""
         ref = approval.message_ref or {}
         reference = ref.get("conversation") or (conversation.reference if conversation else None)
         if not reference:
@@ -174,9 +220,9 @@ class TeamsNotifier:
             return
         if ref.get("activity_id"):
             try:
-                await self.outbox.update(reference, ref["activity_id"], card_activity(approval_card(approval)))
+                await self.outbox.update(reference, ref["activity_id"], approval_activity(approval))
             except Exception:  # the outcome below still tells the thread
                 log.exception("could not update the approval card", extra={"approval_id": approval.id})
-        outcome = approval_outcome(approval)
+        outcome = approval_outcome(approval, approval_names(approval))
         if outcome:
             await self.outbox.send(reference, text_activity(outcome))
