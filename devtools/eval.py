@@ -725,7 +725,7 @@ def report(results: list[Result], *, as_json: bool, out: Any = None) -> None:
         print(f"{'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  ({r.seconds:.1f} s)", file=out)
         for reason in r.reasons:
             print(f"      - {reason}", file=out)
-        if not r.passed and r.answers:
+        if r.answers:  # what it found, pass or fail
             print(f"      answer: {r.answers[-1].summary[:400]}", file=out)
     print(f"{passed} passed, {len(results) - passed} failed", file=out)
 
