@@ -21,7 +21,8 @@ from bot.engine import DiagnosticEngine, Engine
 from bot.ports import Decision, Notifier, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
-from sessions.store import ApprovalRecord, ConversationKey, Store, utcnow
+from sessions.db import PoolSettings
+from sessions.store import ApprovalRecord, ConversationKey, Store, database_deadline, utcnow
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -43,7 +44,12 @@ class Runtime:
     ):
         self.settings = settings
         self.clock = clock or (store.clock if store is not None else utcnow)
-        self.store = store or Store(settings.database_url, clock=self.clock)
+        self.store = store or Store(
+            settings.database_url,
+            pool=PoolSettings(settings.db_pool_size, settings.db_pool_overflow, settings.db_pool_wait),
+            deadline=settings.db_deadline,
+            clock=self.clock,
+        )
         self.toolbox = toolbox or Toolbox.from_settings(settings)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
         self.approvals = Approvals(
@@ -64,10 +70,14 @@ class Runtime:
             engine = DiagnosticEngine(settings, self.toolbox, self.actions, self.agent, clock=self.clock)
         self.engine = engine
         self._warm_up: asyncio.Task[None] | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self.database_error: str | None = None  # why the database could not be opened yet
         self.dispatcher = Dispatcher(
             self.store,
             self.engine,
             max_concurrency=settings.max_concurrency,
+            max_queued=settings.max_queued,
+            db_deadline=settings.db_deadline,
             timeout=settings.request_timeout,
             drain_seconds=settings.drain_seconds,
             notifiers=self.notifiers,
@@ -85,14 +95,21 @@ class Runtime:
     async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
         return await self.approvals.decide(approval_id, user, decision, platform=platform)
 
+    @property
+    def ready(self) -> bool:
+        return self.dispatcher.ready
+
     async def claim(self, platform: str, *event_ids: str) -> bool:
-        return await self.store.claim_event(platform, *event_ids)
+        with database_deadline(self.settings.db_deadline):
+            return await self.store.claim_event(platform, *event_ids)
 
     async def session_of(self, key: ConversationKey) -> str | None:
-        return await self.store.find_session_id(key)
+        with database_deadline(self.settings.db_deadline):
+            return await self.store.find_session_id(key)
 
     async def remember_reference(self, session_id: str, reference: dict[str, Any]) -> None:
-        await self.store.update_session(session_id, reference=reference)
+        with database_deadline(self.settings.db_deadline):
+            await self.store.update_session(session_id, reference=reference)
 
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         await self.store.set_approval_message(approval_id, message_ref)
@@ -126,15 +143,55 @@ class Runtime:
             self.add_notifier(teams_notifier(settings))
 
     # --- lifecycle -------------------------------------------------------------------------------
-    async def start(self, *, migrate: bool = True) -> None:
+    async def start(self, *, migrate: bool = True, wait_for_database: bool = True) -> None:
+        """Open the database (migrations), then take work. Without `wait_for_database` (the server) a
+        database that does not answer yet is retried in the background: the process serves /healthz,
+        /readyz says 503 with the database's error, and chat requests are told the bot cannot work yet."""
+        if wait_for_database:
+            await self._open(migrate)
+            return
+        try:
+            await self._open_if_reachable(migrate)
+            return
+        except Exception as exc:  # down, refusing, or still starting: the server starts anyway
+            self._unreachable(exc)
+        self._opening = asyncio.create_task(self._open_when_reachable(migrate), name="open-database")
+
+    async def _open_if_reachable(self, migrate: bool, timeout: float = 5.0) -> None:
+        # a short probe first: a database that does not answer must not hold up serving /healthz
+        async with asyncio.timeout(timeout):
+            await self.store.ping()
+        await self._open(migrate)
+
+    async def _open(self, migrate: bool) -> None:
         if migrate:
             await self.store.upgrade()
         await self.dispatcher.start()
         self.approvals.start()
+        self.database_error = None
         # in the background: serving must not wait for it, and the first request that needs it will
         self._warm_up = asyncio.create_task(self.toolbox.warm_up(), name="tools-warm-up")
 
+    async def _open_when_reachable(self, migrate: bool) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._open_if_reachable(migrate)
+                log.info("database reachable; taking work")
+                return
+            except Exception as exc:  # down, refusing, or still starting: try again shortly
+                self._unreachable(exc)
+            delay = min(delay * 2, 15.0)
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.database_error = f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        log.warning("database not reachable; retrying", extra={"error": self.database_error})
+
     async def stop(self) -> None:
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+            await asyncio.gather(self._opening, return_exceptions=True)
         if self._warm_up is not None:
             await asyncio.gather(self._warm_up, return_exceptions=True)
         await self.dispatcher.shutdown()
@@ -150,7 +207,9 @@ class Runtime:
         try:
             async with asyncio.timeout(timeout):
                 await self.store.ping()
-            results["database"] = "ok"
+            results["database"] = (
+                "ok" if self.ready or self._opening is None else f"error: {self.database_error or 'starting'}"
+            )
         except Exception as exc:  # any failure means not ready; the text says which
             results["database"] = f"error: {exc.__class__.__name__}: {str(exc)[:200]}"
         results.update(await self.toolbox.check())

@@ -133,7 +133,8 @@ async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[
     try:
         await runtime.start()
     except Exception as exc:
-        print(f"srebot: cannot open the database ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+        print(f"srebot: cannot open the database at {_mask_url(settings.database_url)} "
+              f"({exc.__class__.__name__}: {' '.join(str(exc).split())})", file=sys.stderr)
         await runtime.store.close()
         return EXIT_FAIL
     try:
@@ -224,10 +225,18 @@ async def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
 
     store = Store(settings.database_url)
     try:
-        await store.upgrade()
-    except Exception as exc:
-        print(f"srebot: migration failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        try:
+            async with asyncio.timeout(10):
+                await store.ping()
+        except Exception as exc:
+            print(f"srebot: cannot reach the database at {_mask_url(settings.database_url)} "
+                  f"({exc.__class__.__name__}: {' '.join(str(exc).split())})", file=sys.stderr)
+            return EXIT_FAIL
+        try:
+            await store.upgrade()
+        except Exception as exc:
+            print(f"srebot: migration failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            return EXIT_FAIL
     finally:
         await store.close()
     print(f"database at {_mask_url(settings.database_url)} is up to date")

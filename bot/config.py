@@ -169,6 +169,16 @@ class Settings(BaseSettings):
         120.0, gt=0, validation_alias=AliasChoices("srebot_request_timeout", "request_timeout")
     )
     drain_seconds: float = Field(20.0, ge=0, validation_alias=AliasChoices("srebot_drain_seconds", "drain_seconds"))
+    # admission (README "Performance"): past max_concurrency a request waits in the process's queue,
+    # past max_queued more it is told at once that the bot is overloaded
+    max_queued: int = Field(100, ge=0, le=100_000, validation_alias=AliasChoices("srebot_max_queued", "max_queued"))
+    # the database connection pool, and how long all database steps of one request may take, retries included
+    db_pool_size: int = Field(10, ge=1, le=1000, validation_alias=AliasChoices("srebot_db_pool_size", "db_pool_size"))
+    db_pool_overflow: int = Field(
+        10, ge=0, le=1000, validation_alias=AliasChoices("srebot_db_pool_overflow", "db_pool_overflow")
+    )
+    db_pool_wait: float = Field(10.0, gt=0, validation_alias=AliasChoices("srebot_db_pool_wait", "db_pool_wait"))
+    db_deadline: float = Field(30.0, gt=0, validation_alias=AliasChoices("srebot_db_deadline", "db_deadline"))
     approval_sweep_seconds: float = Field(
         15.0, gt=0, validation_alias=AliasChoices("srebot_approval_sweep_seconds", "approval_sweep_seconds")
     )

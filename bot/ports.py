@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from bot.answer import Answer
 from bot.config import Settings
-from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, Origin, new_id
+from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, DatabaseError, Origin, new_id
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -34,7 +34,8 @@ class Notifier(Protocol):
     platform: str
 
     async def say(self, conversation: Conversation, message: Answer | str) -> None:
-        """Post into the conversation's thread."""
+        """Post into the conversation's thread. Notifiers whose replies post a placeholder also take
+        `replace=` (the port's `placeholder_ref`, kept with the turn) and replace that message."""
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
         """Update the approval message to show its new status (who decided, when, the outcome)."""
@@ -73,6 +74,10 @@ class Core(Protocol):
 
     settings: Settings
 
+    @property
+    def ready(self) -> bool:
+        """The database answered and requests are taken; until then people are told the bot cannot work yet."""
+
     def submit(self, request: Request) -> str:
         """Queue a request; its answer goes to `request.port`. Returns the request id at once."""
 
@@ -83,7 +88,8 @@ class Core(Protocol):
         """Approve or reject on behalf of `user`, by the one decision path (four eyes, approvers, once)."""
 
     async def claim(self, platform: str, *event_ids: str) -> bool:
-        """True for the first delivery of a platform event (on any replica); False for a repeat."""
+        """True for the first delivery of a platform event (on any replica); False for a repeat.
+        This and the other database facts raise DatabaseError when the database does not answer in time."""
 
     async def session_of(self, key: ConversationKey) -> str | None:
         """The session of a thread the bot is part of, or None."""
@@ -112,6 +118,7 @@ __all__ = [
     "Conversation",
     "ConversationKey",
     "Core",
+    "DatabaseError",
     "Decision",
     "Notifier",
     "Progress",

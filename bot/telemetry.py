@@ -12,6 +12,11 @@ ACK_LATENCY = Histogram(
 )
 REQUESTS_IN_FLIGHT = Gauge("srebot_requests_in_flight", "Requests being worked on")
 QUEUE_DEPTH = Gauge("srebot_dispatch_queue_depth", "Requests waiting for their thread or a worker slot")
+OUTCOMES = Counter(
+    "srebot_request_outcomes_total",
+    "How accepted requests ended for the person: answered, failed, interrupted or busy (told overloaded)",
+    ["outcome"],
+)
 REQUESTS = Counter("srebot_requests_total", "Requests finished", ["intent", "status"])
 REQUEST_DURATION = Histogram(
     "srebot_request_duration_seconds",

@@ -51,7 +51,7 @@ def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicati
     if manage_runtime:
 
         async def start(_: web.Application) -> None:
-            await runtime.start()
+            await runtime.start(wait_for_database=False)
 
         async def stop(_: web.Application) -> None:
             await runtime.stop()

@@ -65,3 +65,11 @@ def short(text: str, limit: int = 80) -> str:
     """One line of at most `limit` characters, for quoting a request or a message back."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+NOT_READY = "I can't work yet: my database is not reachable. Ask again in a minute."
+
+
+def database_trouble(what: str, exc: BaseException) -> str:
+    """What a person is told when the database kept the bot from doing `what` (e.g. "take this request")."""
+    return f"I could not {what}: my database is not answering ({exc}). Ask again in a minute."

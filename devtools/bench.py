@@ -12,6 +12,10 @@ after the server has stopped, with its Metrics, Logs, Kubernetes and ControlPlan
 loopback Prometheus, Loki, Kubernetes API and control plane of devtools.loopback, each answering every
 request after `tool_delay` (RealDiagnoses).
 
+Every event sent ends in one outcome, read from what its thread shows: answered, told-failed,
+told-interrupted, told-busy (the bot said it is overloaded) or silent. The sustained phase runs twice:
+alone, and with a CPU hog (a busy process) beside the server; silent must be 0 in both.
+
 Load is bounded in count and time and goes to 127.0.0.1 only, over one aiohttp client session whose
 connections are opened before a burst and reused. Timings are reported, never judged: each figure is
 printed with its goal and whether this run met it, as information.
@@ -34,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,6 +201,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.asynccontextmanager
+async def cpu_hog() -> AsyncIterator[None]:
+    """One busy process beside the server for the duration: a machine where a neighbour takes a CPU."""
+    hog = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+    try:
+        yield
+    finally:
+        hog.kill()
+        await hog.wait()
+
+
 # --- the server process -------------------------------------------------------------------------
 class Server:
     """`python -m devtools.bench_server serve` on 127.0.0.1, its log in a file."""
@@ -247,15 +262,21 @@ class Server:
 
 
 # --- watching the fakes -------------------------------------------------------------------------
+OUTCOMES = ("answered", "told-failed", "told-interrupted", "told-busy", "silent")
+
+
 class Watch:
     """Reads a fake's record incrementally: the first message in each thread (Slack thread ts, Teams
-    conversation id) and the answer of each token, with the time the fake received them."""
+    conversation id), the answer of each token, with the time the fake received them, and the last
+    thing other than progress each thread was told."""
 
-    def __init__(self, calls: list[Any], first: Callable[[Any], str | None], text: Callable[[Any], str]):
+    def __init__(self, calls: list[Any], first: Callable[[Any], str | None], text: Callable[[Any], str],
+                 thread: Callable[[Any], str | None]):
         self.calls = calls
-        self._first, self._text = first, text
+        self._first, self._text, self._thread = first, text, thread
         self.first_in_thread: dict[str, float] = {}
         self.answered: dict[str, float] = {}
+        self.told: dict[str, str] = {}
         self._seen = 0
 
     def scan(self) -> None:
@@ -267,16 +288,59 @@ class Watch:
             thread = self._first(call)
             if thread is not None:
                 self.first_in_thread.setdefault(thread, call.at)
-            for token in ANSWER_PATTERN.findall(self._text(call)):
+            text = self._text(call)
+            for token in ANSWER_PATTERN.findall(text):
                 self.answered.setdefault(token, call.at)
+            where = self._thread(call)
+            if where is not None and text and not _progress(text):
+                self.told[where] = text
+
+    def outcome(self, sent: Sent) -> str:
+        """What the person who sent it saw in the end (an event not acked 200 counts as silent)."""
+        if sent.status == 200 and sent.token in self.answered:
+            return "answered"
+        told = self.told.get(sent.key) if sent.status == 200 else None
+        if told is None:
+            return "silent"
+        lowered = told.lower()
+        if "overloaded" in lowered:
+            return "told-busy"
+        if "restart" in lowered:
+            return "told-interrupted"
+        return "told-failed"
+
+    def outcomes(self, sent: list[Sent]) -> dict[str, int]:
+        counts = Counter(self.outcome(s) for s in sent)
+        return {name: counts.get(name, 0) for name in OUTCOMES}
+
+    def ended(self, sent: list[Sent]) -> bool:
+        return all(self.outcome(s) != "silent" for s in sent if s.status == 200)
+
+
+def _progress(text: str) -> bool:
+    """A placeholder or progress line ("Looking into it…", "Waiting for…"), not an outcome."""
+    return ":hourglass" in text or "Looking into it" in text
 
 
 def slack_watch(fake: SlackFake) -> Watch:
     """Messages posted in a thread (the first is the placeholder); answers posted or replacing it."""
+    threads: dict[str, str] = {}  # message ts -> its thread, to place the updates of a placeholder
+
+    def thread(call: Any) -> str | None:
+        if call.method == "chat.postMessage":
+            where = call.args.get("thread_ts")
+            if where and call.response.get("ts"):
+                threads[call.response["ts"]] = where
+            return where
+        if call.method == "chat.update":
+            return threads.get(call.args.get("ts"))
+        return None
+
     return Watch(
         fake.calls,
         lambda call: call.args.get("thread_ts") if call.method == "chat.postMessage" else None,
         lambda call: call.text_blob() if call.method in ("chat.postMessage", "chat.update") else "",
+        thread,
     )
 
 
@@ -287,6 +351,7 @@ def teams_watch(fake: BotConnectorFake) -> Watch:
         fake.calls,
         lambda call: call.conversation_id if call.kind in sent else None,
         lambda call: json.dumps(call.body) if call.kind in sent else "",
+        lambda call: call.conversation_id if call.kind in sent else None,
     )
 
 
@@ -654,6 +719,8 @@ class Bench:
                 await self.teams_burst(http, server.url)
                 assert server.process is not None
                 await self.sustained(http, server.url, server.process.pid, database_url)
+                async with cpu_hog():
+                    await self.sustained(http, server.url, server.process.pid, database_url, "sustained_cpu_hog")
                 await self.settle()
                 assert server.process is not None
                 rss, peak = rss_mb(server.process.pid)
@@ -735,10 +802,12 @@ class Bench:
     async def settle(self) -> None:
         pending, self.pending = self.pending, []
         for figure, watch, sent in pending:
-            await until(watch.scan, lambda w=watch, ss=sent: all(s.token in w.answered for s in ss),  # type: ignore[misc]
+            await until(watch.scan, lambda w=watch, ss=sent: w.ended(ss),  # type: ignore[misc]
                         self.plan.answer_timeout, poll=0.1)
             if figure in self.figures:
-                self.figures[figure]["lost"] = sum(s.status != 200 or s.token not in watch.answered for s in sent)
+                outcomes = watch.outcomes(sent)
+                self.figures[figure]["outcomes"] = outcomes
+                self.figures[figure]["lost"] = outcomes["silent"]
 
     async def warm_up(self, http: aiohttp.ClientSession, url: str) -> None:
         """A few requests of each kind first: imports and pools warm, as in a server that has been up."""
@@ -795,10 +864,11 @@ class Bench:
         }
         await self.answers("teams_first_reply", watch, sent)
 
-    async def sustained(self, http: aiohttp.ClientSession, url: str, pid: int, database_url: str) -> None:
+    async def sustained(self, http: aiohttp.ClientSession, url: str, pid: int, database_url: str,
+                        figure: str = "sustained") -> None:
         """Open loop: events offered at `sustained_rate` for `sustained_seconds`, each in a new thread,
-        whatever the server's pace; every one must be acked 200 and get its answer. Sustained = the lower
-        of the rate they were acked at and the rate their answers completed at."""
+        whatever the server's pace; every one must be acked 200 and end answered or told (silent = 0).
+        Sustained = the lower of the rate they were acked at and the rate their answers completed at."""
         plan = self.plan
         watch = self.slack_watch
         count = int(plan.sustained_rate * plan.sustained_seconds)
@@ -816,8 +886,9 @@ class Bench:
         sent = list(await asyncio.gather(*tasks))
         ok = [s for s in sent if s.status == 200]
         acked_window = max((s.acked for s in ok), default=start) - start
-        await until(watch.scan, lambda: all(s.token in watch.answered for s in ok), plan.answer_timeout, poll=0.2)
+        await until(watch.scan, lambda: watch.ended(ok), plan.answer_timeout, poll=0.2)
         answered = [s for s in ok if s.token in watch.answered]
+        outcomes = watch.outcomes(sent)
         cpu = cpu_seconds(pid) - cpu_before
         await asyncio.sleep(1.2)  # PostgreSQL publishes a backend's counters at most once a second
         xacts_after = await db_transactions(database_url)
@@ -825,11 +896,12 @@ class Bench:
         acked_rate = len(ok) / acked_window if acked_window > 0 else 0.0
         answered_rate = len(answered) / max(last_answer - start - plan.engine_seconds, 1e-9) if answered else 0.0
         rate = min(acked_rate, answered_rate)
-        lost = len(sent) - len(answered)
-        self.figures["sustained"] = {
+        lost = outcomes["silent"]
+        self.figures[figure] = {
             "events_per_s": round(rate, 1), "acked_per_s": round(acked_rate, 1),
             "answered_per_s": round(answered_rate, 1), "offered_per_s": plan.sustained_rate,
-            "sent": len(sent), "acked": len(ok), "answered": len(answered), "lost": lost,
+            "sent": len(sent), "acked": len(ok), "answered": len(answered), "lost": lost, "outcomes": outcomes,
+            "cpu_hog": figure != "sustained",
             "seconds": plan.sustained_seconds, "engine_seconds": plan.engine_seconds,
             "ack": latency([s.acked - s.started for s in ok]),
             # how long after its request an answer came, beyond the engine's own time: the backlog
@@ -838,7 +910,7 @@ class Bench:
             "server_cpu_ms_per_event": round(cpu * 1000 / len(sent), 2) if sent else None,
             "db_transactions_per_event": (round((xacts_after - xacts_before) / len(sent), 1)
                                           if sent and xacts_after is not None and xacts_before is not None else None),
-            "goal": ">= 200/s, none lost", "meets_goal": rate >= 200 and lost == 0,
+            "goal": ">= 200/s, none silent", "meets_goal": rate >= 200 and lost == 0,
         }
 
     async def session_lookups(self, database_url: str, database: str) -> None:
@@ -905,12 +977,17 @@ def rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
                (f" ({a['non_200']} not 200)" if a["non_200"] else ""), "- (info)", verdict(a))
         yield ("Teams activity -> first reply p50 / p99", _ms(p) + (f" ({p['missing']} missing)" if p["missing"] else "")
                + (f" ({p['lost']} lost)" if p["lost"] else ""), "- (info)", verdict(p))
-    if "sustained" in f:
-        s = f["sustained"]
+    for name in ("sustained", "sustained_cpu_hog"):
+        if name not in f:
+            continue
+        s = f[name]
+        beside = ", a CPU hog beside the server" if s.get("cpu_hog") else ""
         yield ((f"sustained events/s, engine {s['engine_seconds']:g} s each, offered {s['offered_per_s']:g}/s "
-                f"for {s['seconds']:g} s (SREBOT_MAX_CONCURRENCY={report['conditions']['max_concurrency']})"),
+                f"for {s['seconds']:g} s (SREBOT_MAX_CONCURRENCY={report['conditions']['max_concurrency']}){beside}"),
                (f"{s['events_per_s']:.0f}/s (acked {s['acked_per_s']:.0f}/s, answered {s['answered_per_s']:.0f}/s); "
-               f"{s['lost']} lost of {s['sent']}"), s["goal"], verdict(s))
+               f"{s['lost']} silent of {s['sent']}"), s["goal"], verdict(s))
+        yield ("  outcomes", ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()), "silent = 0",
+               "yes" if s["lost"] == 0 else "NO")
         yield ("  its ack p50 / p99, answer lag beyond the engine p50 / p99",
                f"{_ms(s['ack'])}; {_ms(s['answer_lag'])}", "- (info)", "-")
         yield ("  server CPU per event, database transactions per event",

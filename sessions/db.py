@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -11,6 +13,20 @@ _DRIVERS = {
     "postgresql+psycopg2": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The connection pool of one process: `size` kept open, `overflow` more under load, and how long
+    (`wait`, seconds) a transaction may wait for a free connection before it counts as a failed try."""
+
+    size: int = 10
+    overflow: int = 10
+    wait: float = 10.0
+
+    @property
+    def connections(self) -> int:
+        return self.size + self.overflow
 
 
 def async_url(url: str) -> str:
@@ -25,21 +41,40 @@ def is_sqlite(url: str) -> bool:
     return async_url(url).startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, pool: PoolSettings = PoolSettings()) -> AsyncEngine:
     url = async_url(url)
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
-            # WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
+        return _sqlite_engine(url, busy_seconds=30)
     # No pre-ping: it doubles the round trips of every request. A connection the server dropped is
     # found on use instead, and the pool is then replaced as a whole; recycling keeps idle ones fresh.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    return create_async_engine(
+        url, pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.wait, pool_recycle=300
+    )
+
+
+def make_lease_engine(url: str, timeout: float) -> AsyncEngine:
+    """The heartbeat's own engine: one connection kept open for it (and one more for readiness probes),
+    never shared with requests, with a short timeout on connecting, waiting and each statement, so
+    neither a busy pool nor a slow database can stretch a beat. A connection that broke is replaced."""
+    url = async_url(url)
+    if is_sqlite(url):
+        return _sqlite_engine(url, busy_seconds=timeout)
+    return create_async_engine(
+        url, pool_size=1, max_overflow=1, pool_timeout=timeout, pool_pre_ping=True,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+
+
+def _sqlite_engine(url: str, busy_seconds: float) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": busy_seconds})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # WAL lets readers proceed during a write; busy_timeout waits instead of failing on a lock.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

@@ -49,16 +49,19 @@ class TurnRow(Base):
     elapsed_ms: Mapped[int | None]
     # "cancel" reached a replica that is not running the turn; the one that is cancels it on its heartbeat
     cancel_requested_at: Mapped[datetime | None]
+    # where the request's placeholder is ("waiting for …"), so whoever ends the turn can replace it
+    placeholder: Mapped[dict[str, Any] | None]
 
 
 class InstanceRow(Base):
-    """A running srebot process; a stale heartbeat means its running turns were cut off."""
+    """A running srebot process and its lease on its turns; once the lease expires they may be taken over."""
 
     __tablename__ = "instances"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
 
 
 class ProcessedEventRow(Base):

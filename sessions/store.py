@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import secrets
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from cachetools import TTLCache
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from sessions.db import async_url, is_sqlite, make_engine
+from sessions.db import PoolSettings, async_url, is_sqlite, make_engine, make_lease_engine
 from sessions.models import (
     ApprovalRow,
     AuditRow,
@@ -24,8 +32,6 @@ from sessions.models import (
     ProcessedEventRow,
     TurnRow,
 )
-
-
 
 class TurnState(StrEnum):
     """Where a request is; str-valued, so stored values and JSON are the plain words."""
@@ -51,6 +57,58 @@ class ApprovalState(StrEnum):
     EXPIRED = "expired"
     EXECUTED = "executed"
     FAILED = "failed"
+
+THREAD_LOCK = 7262002  # advisory lock namespace of "one thread's turns" (7262001 guards migrations)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The monotonic time by which every database step of the current request must be done, retries included.
+_DEADLINE: ContextVar[float | None] = ContextVar("srebot_database_deadline", default=None)
+
+
+@contextmanager
+def database_deadline(seconds: float) -> Iterator[None]:
+    """Give every database step inside (in this task, and in tasks it starts) one shared deadline."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+class DatabaseError(Exception):
+    """The database did not do a step before the deadline: it is down, overloaded or refused it."""
+
+    def __init__(self, cause: BaseException):
+        detail = " ".join(str(cause).split())[:160]
+        super().__init__(f"{cause.__class__.__name__}" + (f": {detail}" if detail else ""))
+        self.cause = cause
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure another try may not meet: no connection, a dropped one, a full pool, a server restarting."""
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError, OSError, TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        # connection exceptions (08), operator intervention such as a shutdown (57P), no resources (53)
+        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+        return state.startswith(("08", "57P", "53"))
+    return False
+
+
+def retried(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Retry a store step (which must be safe to repeat) with backoff until the current deadline;
+    a failure is raised as DatabaseError."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store: Store = args[0]  # type: ignore[assignment]
+        return await store.retrying(lambda: method(*args, **kwargs))
+
+    return wrapper
 
 
 def utcnow() -> datetime:
@@ -103,6 +161,16 @@ class TurnRecord:
     error: str | None = None
     created_at: datetime | None = None
     elapsed_ms: int | None = None
+    placeholder: dict[str, Any] | None = None
+
+
+@dataclass
+class TurnStart:
+    """What `start_turn` found: the turn runs here now (`conversation`), must wait for an earlier turn
+    of its thread that another replica is still running (`blocked`), or is no longer active (neither)."""
+
+    conversation: Conversation | None = None
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +258,7 @@ def _turn(row: TurnRow) -> TurnRecord:
         error=row.error,
         created_at=_aware(row.created_at),
         elapsed_ms=row.elapsed_ms,
+        placeholder=row.placeholder,
     )
 
 
@@ -222,20 +291,70 @@ class Store:
         self,
         url: str,
         *,
+        pool: PoolSettings = PoolSettings(),
+        deadline: float = 30.0,
+        lease_timeout: float = 5.0,
         cache_size: int = 10_000,
         cache_ttl: float = 600.0,
         clock: Callable[[], datetime] = utcnow,
     ):
         self.url = async_url(url)
-        self.clock = clock  # the time stamped on rows and compared with expiry and heartbeats
-        self.engine: AsyncEngine = make_engine(self.url)
+        self.clock = clock  # the time stamped on rows and compared with expiry
+        self.pool = pool
+        self.engine: AsyncEngine = make_engine(self.url, pool)
+        # the heartbeat's own engine: a busy pool must never make a live replica look dead
+        self.lease_engine: AsyncEngine = make_lease_engine(self.url, lease_timeout)
+        self.deadline = deadline  # for steps outside any request's `database_deadline`
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # A transaction first takes one of these, so it never waits in (nor times out of) the pool:
+        # it waits here, in order, for as long as its deadline allows.
+        self._gate = asyncio.Semaphore(pool.connections)
         # thread -> session id never changes once created, so caching it is safe across replicas
         self._thread_cache: TTLCache[ConversationKey, str] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
         self._dialect_insert = sqlite.insert if is_sqlite(self.url) else postgresql.insert
 
     async def close(self) -> None:
         await self.engine.dispose()
+        await self.lease_engine.dispose()
+
+    @property
+    def _postgres(self) -> bool:
+        return not is_sqlite(self.url)
+
+    def _now(self, offset: float = 0.0) -> ColumnElement[datetime]:
+        """The database's clock (plus `offset` seconds) on PostgreSQL, so replicas with skewed clocks
+        agree on every lease; the process's own clock on SQLite, which one process alone uses."""
+        if self._postgres:
+            return func.now() + timedelta(seconds=offset) if offset else func.now()
+        return literal(self.clock() + timedelta(seconds=offset), DateTime(timezone=True))
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncSession]:
+        async with self._gate, self._sessions.begin() as db:
+            yield db
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        async with self._gate, self._sessions() as db:
+            yield db
+
+    async def retrying(self, step: Callable[[], Awaitable[R]]) -> R:
+        """Run `step` again after transient failures, with jittered backoff, until the deadline."""
+        deadline = _DEADLINE.get() or time.monotonic() + self.deadline
+        attempts = AsyncRetrying(
+            retry=retry_if_exception(transient),
+            wait=wait_exponential_jitter(initial=0.05, max=2.0),
+            stop=lambda state: time.monotonic() + (state.upcoming_sleep or 0) >= deadline,
+            reraise=True,
+        )
+        try:
+            async for attempt in attempts:
+                with attempt:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        return await step()
+        except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+            raise DatabaseError(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
 
     # --- schema ----------------------------------------------------------------------------------
     async def upgrade(self) -> None:
@@ -257,10 +376,12 @@ class Store:
             await conn.run_sync(run)
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
+        """One round trip on the heartbeat's connection: a busy pool is not an unreachable database."""
+        async with self.lease_engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     # --- conversations ---------------------------------------------------------------------------
+    @retried
     async def session_id_for(self, key: ConversationKey, reference: dict[str, Any] | None = None) -> str:
         """The session of a thread, created on first use; concurrent first messages get one session."""
         found = await self.find_session_id(key)
@@ -282,7 +403,7 @@ class Store:
             .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
             .returning(ConversationRow.id)
         )
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             found = (await db.execute(stmt)).scalar_one_or_none()
         if found is None:
             found = await self._find_id(key)
@@ -290,6 +411,7 @@ class Store:
         self._thread_cache[key] = found
         return found
 
+    @retried
     async def find_session_id(self, key: ConversationKey) -> str | None:
         """The session of a thread if one exists (a follow-up needs no mention only then)."""
         cached = self._thread_cache.get(key)
@@ -301,7 +423,7 @@ class Store:
         return found
 
     async def _find_id(self, key: ConversationKey) -> str | None:
-        async with self._sessions() as db:
+        async with self._session() as db:
             return await db.scalar(
                 select(ConversationRow.id).where(
                     ConversationRow.platform == key.platform,
@@ -311,11 +433,13 @@ class Store:
                 )
             )
 
+    @retried
     async def get_session(self, session_id: str) -> Conversation | None:
-        async with self._sessions() as db:
+        async with self._session() as db:
             row = await db.get(ConversationRow, session_id)
             return _conversation(row) if row else None
 
+    @retried
     async def update_session(
         self,
         session_id: str,
@@ -328,13 +452,24 @@ class Store:
             values["current_service"] = current_service
         if reference is not None:
             values["reference"] = reference
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             await db.execute(update(ConversationRow).where(ConversationRow.id == session_id).values(**values))
 
     # --- turns -----------------------------------------------------------------------------------
+    async def _lock_thread(self, db: AsyncSession, session_id: str) -> None:
+        """Serialise the turn bookkeeping of one thread across replicas until the transaction ends
+        (SQLite has one writer at a time anyway)."""
+        if self._postgres:
+            await db.execute(
+                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:session))"), {"ns": THREAD_LOCK, "session": session_id}
+            )
+
+    @retried
     async def create_turn(self, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str) -> int:
-        async with self._sessions.begin() as db:
-            row = TurnRow(
+        """Record a queued turn; safe to repeat (a retry after a lost commit finds the first row)."""
+        stmt = (
+            self._dialect_insert(TurnRow)
+            .values(
                 session_id=session_id,
                 request_id=request_id,
                 instance_id=instance_id,
@@ -343,25 +478,78 @@ class Store:
                 status=TurnState.QUEUED,
                 created_at=self.clock(),
             )
-            db.add(row)
-            await db.flush()
-            return row.id
+            .on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(TurnRow.id)
+        )
+        async with self._begin() as db:
+            await self._lock_thread(db, session_id)
+            turn_id = (await db.execute(stmt)).scalar_one_or_none()
+            if turn_id is None:
+                turn_id = await db.scalar(select(TurnRow.id).where(TurnRow.request_id == request_id))
+            assert turn_id is not None
+            return turn_id
 
-    async def start_turn(self, turn_id: int) -> Conversation | None:
-        """Mark a turn running and return its conversation; None when it is no longer active."""
-        async with self._sessions.begin() as db:
+    @retried
+    async def start_turn(
+        self, turn_id: int, instance_id: str | None = None, placeholder: dict[str, Any] | None = None
+    ) -> TurnStart:
+        """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
+        turn of its thread is still active on another replica: a thread's turns run one at a time, in
+        the order they were recorded, whichever replica took them."""
+        async with self._begin() as db:
+            row = await db.get(TurnRow, turn_id)
+            if row is None or row.status not in ACTIVE_TURN:
+                return TurnStart()
+            await self._lock_thread(db, row.session_id)
+            if instance_id is not None:
+                earlier = await db.scalar(
+                    select(
+                        exists().where(
+                            TurnRow.session_id == row.session_id,
+                            TurnRow.id < turn_id,
+                            TurnRow.status.in_(ACTIVE_TURN),
+                            # this replica's own earlier turns are ordered by its thread queue
+                            TurnRow.instance_id != instance_id,
+                        )
+                    )
+                )
+                if earlier:
+                    return TurnStart(blocked=True)
+            values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
+            if instance_id is not None:
+                values["instance_id"] = instance_id
+            if placeholder is not None:
+                values["placeholder"] = placeholder
             result = await db.execute(
                 update(TurnRow)
                 .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(status=TurnState.RUNNING, started_at=self.clock())
+                .values(**values)
                 .returning(TurnRow.session_id)
             )
             session_id = result.scalar_one_or_none()
             if session_id is None:
-                return None
+                return TurnStart()
             conversation = await db.get(ConversationRow, session_id)
-            return _conversation(conversation) if conversation else None
+            return TurnStart(_conversation(conversation) if conversation else None)
 
+    @retried
+    async def set_placeholder(self, turn_id: int, placeholder: dict[str, Any]) -> None:
+        """Remember where a running turn's placeholder is (posted after the turn started)."""
+        async with self._begin() as db:
+            await db.execute(update(TurnRow).where(TurnRow.id == turn_id).values(placeholder=placeholder))
+
+    @retried
+    async def turns_ended(self, turn_ids: Iterable[int]) -> set[int]:
+        """Those of the given turns that are no longer active (finished, or taken over by another replica)."""
+        ids = list(turn_ids)
+        if not ids:
+            return set()
+        async with self._session() as db:
+            return set(
+                await db.scalars(select(TurnRow.id).where(TurnRow.id.in_(ids), TurnRow.status.not_in(ACTIVE_TURN)))
+            )
+
+    @retried
     async def update_turn(
         self,
         turn_id: int,
@@ -373,9 +561,10 @@ class Store:
         error: str | None = None,
         elapsed_ms: int | None = None,
         remember_service: bool = False,
-    ) -> None:
+    ) -> bool:
         """Set a turn's status and results; with `remember_service`, `service` also becomes its
-        conversation's current service (same transaction)."""
+        conversation's current service (same transaction). False when the turn was no longer active
+        (another replica took it over, or it was already final): it is not reopened."""
         values: dict[str, Any] = {"status": status}
         now = self.clock()
         if status in FINAL_TURN:
@@ -385,11 +574,12 @@ class Store:
                 values[name] = value
         if elapsed_ms is not None:
             values["elapsed_ms"] = elapsed_ms
-        async with self._sessions.begin() as db:
-            # a turn already final (e.g. interrupted by another replica's sweep) is not reopened
-            await db.execute(
+        async with self._begin() as db:
+            result = await db.execute(
                 update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN)).values(**values)
             )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
             if remember_service and service:
                 owner = select(TurnRow.session_id).where(TurnRow.id == turn_id).scalar_subquery()
                 await db.execute(
@@ -397,24 +587,29 @@ class Store:
                     .where(ConversationRow.id == owner)
                     .values(current_service=service, last_active_at=now)
                 )
+            return True
 
+    @retried
     async def get_turn(self, request_id: str) -> TurnRecord | None:
-        async with self._sessions() as db:
+        async with self._session() as db:
             row = await db.scalar(select(TurnRow).where(TurnRow.request_id == request_id))
             return _turn(row) if row else None
 
+    @retried
     async def recent_turns(self, session_id: str, limit: int = 10) -> list[TurnRecord]:
-        async with self._sessions() as db:
+        async with self._session() as db:
             rows = await db.scalars(
                 select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.id.desc()).limit(limit)
             )
             return [_turn(r) for r in reversed(list(rows))]
 
+    @retried
     async def active_turns(self) -> list[TurnRecord]:
-        async with self._sessions() as db:
+        async with self._session() as db:
             rows = await db.scalars(select(TurnRow).where(TurnRow.status.in_(ACTIVE_TURN)).order_by(TurnRow.id))
             return [_turn(r) for r in rows]
 
+    @retried
     async def request_cancel(self, key: ConversationKey) -> TurnRecord | None:
         """Flag the newest running turn of a thread for cancelling and return it; None when nothing runs
         there. The replica running it (`instance_id`) sees the flag on its heartbeat (`cancel_requests`)."""
@@ -432,7 +627,7 @@ class Store:
             .limit(1)
             .scalar_subquery()
         )
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             row = await db.scalar(
                 update(TurnRow)
                 .where(TurnRow.id == newest, TurnRow.status == TurnState.RUNNING)
@@ -441,9 +636,10 @@ class Store:
             )
             return _turn(row) if row else None
 
+    @retried
     async def cancel_requests(self, instance_id: str) -> list[str]:
         """Request ids of the instance's running turns that a "cancel" on any replica flagged."""
-        async with self._sessions() as db:
+        async with self._session() as db:
             return list(
                 await db.scalars(
                     select(TurnRow.request_id).where(
@@ -454,50 +650,78 @@ class Store:
                 )
             )
 
-    # --- instances and crash recovery ------------------------------------------------------------
-    async def heartbeat(self, instance_id: str) -> None:
-        now = self.clock()
-        stmt = self._dialect_insert(InstanceRow).values(id=instance_id, started_at=now, heartbeat_at=now)
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now})
-        async with self._sessions.begin() as db:
-            await db.execute(stmt)
+    # --- instances: leases and crash recovery ----------------------------------------------------
+    # A replica holds a lease on its turns that it renews on every heartbeat, on its own connection,
+    # stamped by the database's clock. Its turns are taken over only once the lease has expired, and
+    # an expired lease cannot be renewed: the replica learns it lost it and registers again.
+    async def register(self, instance_id: str, lease_seconds: float) -> None:
+        """Start (or restart, after losing it) this instance's lease."""
+        now, until = self._now(), self._now(lease_seconds)
+        stmt = self._dialect_insert(InstanceRow).values(id=instance_id, started_at=now, heartbeat_at=now, lease_until=until)
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now, "lease_until": until})
+        async with self.lease_engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def renew_lease(self, instance_id: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when it had already expired (or was taken): it is lost."""
+        now = self._now()
+        stmt = (
+            update(InstanceRow)
+            .where(InstanceRow.id == instance_id, InstanceRow.lease_until > now)
+            .values(heartbeat_at=now, lease_until=self._now(lease_seconds))
+        )
+        async with self.lease_engine.begin() as conn:
+            result = await conn.execute(stmt)
+            return result.rowcount == 1
 
     async def retire(self, instance_id: str) -> None:
-        async with self._sessions.begin() as db:
-            await db.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
+        async with self.lease_engine.begin() as conn:
+            await conn.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
 
+    def _leased(self, stale_after: float) -> Any:
+        """Ids of the instances whose lease still runs. A row without a lease is from a replica that
+        predates leases (during a rolling update): its heartbeat's age decides, as it did then."""
+        now = self._now()
+        return select(InstanceRow.id).where(
+            or_(
+                InstanceRow.lease_until > now,
+                and_(InstanceRow.lease_until.is_(None), InstanceRow.heartbeat_at > self._now(-stale_after)),
+            )
+        )
+
+    @retried
     async def interrupt_orphans(self, instance_id: str, stale_after: float) -> list[Interrupted]:
-        """Mark turns left active by dead instances as interrupted; `instance_id` is the caller, alive.
-
-        An instance is dead when its heartbeat is older than `stale_after` seconds or it has no row.
-        The caller's own turns are never taken: it is running them (this runs on every heartbeat).
-        Each turn is claimed by one conditional UPDATE, so two replicas never both report it."""
-        cutoff = self.clock() - timedelta(seconds=stale_after)
-        async with self._sessions() as db:
-            alive = set(await db.scalars(select(InstanceRow.id).where(InstanceRow.heartbeat_at >= cutoff)))
-            alive.add(instance_id)
-            candidates = list(await db.scalars(select(TurnRow).where(TurnRow.status.in_(ACTIVE_TURN))))
-        claimed: list[Interrupted] = []
-        for row in candidates:
-            if row.instance_id in alive:
-                continue
-            async with self._sessions.begin() as db:
-                result = await db.execute(
+        """Mark interrupted the active turns of instances whose lease has expired (or that have no row);
+        `instance_id` is the caller, whose own turns are never taken. One conditional UPDATE claims
+        them, so two replicas sweeping at once never both report a turn."""
+        leased = self._leased(stale_after)
+        async with self._begin() as db:
+            rows = list(
+                await db.scalars(
                     update(TurnRow)
-                    .where(TurnRow.id == row.id, TurnRow.status.in_(ACTIVE_TURN))
+                    .where(
+                        TurnRow.status.in_(ACTIVE_TURN),
+                        TurnRow.instance_id != instance_id,
+                        TurnRow.instance_id.not_in(leased),
+                    )
                     .values(status=TurnState.INTERRUPTED, finished_at=self.clock())
+                    .returning(TurnRow)
+                    .execution_options(synchronize_session=False)
                 )
-                if result.rowcount != 1:  # type: ignore[attr-defined]
-                    continue
-                conv = await db.get(ConversationRow, row.session_id)
-            row.status = TurnState.INTERRUPTED
-            if conv is not None:
-                claimed.append(Interrupted(_turn(row), _conversation(conv)))
-        async with self._sessions.begin() as db:
-            await db.execute(delete(InstanceRow).where(InstanceRow.heartbeat_at < cutoff))
-        return claimed
+            )
+            conversations = {
+                row.id: _conversation(row)
+                for row in await db.scalars(
+                    select(ConversationRow).where(ConversationRow.id.in_({r.session_id for r in rows}))
+                )
+            } if rows else {}
+            await db.execute(delete(InstanceRow).where(InstanceRow.id != instance_id, InstanceRow.id.not_in(leased)))
+        return [
+            Interrupted(_turn(row), conversations[row.session_id]) for row in rows if row.session_id in conversations
+        ]
 
     # --- platform event dedupe -------------------------------------------------------------------
+    @retried
     async def claim_event(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
         of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
@@ -509,12 +733,13 @@ class Store:
             .on_conflict_do_nothing(index_elements=["platform", "event_id"])
             .returning(ProcessedEventRow.event_id)
         )
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             claimed = (await db.execute(stmt)).scalars().all()
             return len(claimed) == len(set(event_ids))
 
+    @retried
     async def forget_events(self, older_than: timedelta) -> int:
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             result = await db.execute(
                 delete(ProcessedEventRow).where(ProcessedEventRow.received_at < self.clock() - older_than)
             )
@@ -538,12 +763,13 @@ class Store:
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             db.add(row)
         return _approval(row)
 
+    @retried
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
-        async with self._sessions() as db:
+        async with self._session() as db:
             row = await db.get(ApprovalRow, approval_id)
             return _approval(row) if row else None
 
@@ -560,7 +786,7 @@ class Store:
         stmt = update(ApprovalRow).where(ApprovalRow.id == approval_id, ApprovalRow.status.in_(allowed))
         if to_status == ApprovalState.APPROVED:
             stmt = stmt.where(ApprovalRow.expires_at > self.clock())
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             result = await db.execute(stmt.values(status=to_status, **values))
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -570,11 +796,11 @@ class Store:
             return _approval(row)
 
     async def set_approval_message(self, approval_id: str, message_ref: dict[str, Any]) -> None:
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             await db.execute(update(ApprovalRow).where(ApprovalRow.id == approval_id).values(message_ref=message_ref))
 
     async def due_for_expiry(self) -> list[ApprovalRecord]:
-        async with self._sessions() as db:
+        async with self._session() as db:
             rows = await db.scalars(
                 select(ApprovalRow).where(ApprovalRow.status == ApprovalState.PENDING, ApprovalRow.expires_at <= self.clock())
             )
@@ -582,14 +808,14 @@ class Store:
 
     async def stuck_approvals(self, decided_before: datetime) -> list[ApprovalRecord]:
         """Approved but never finished: the process running the action stopped in between."""
-        async with self._sessions() as db:
+        async with self._session() as db:
             rows = await db.scalars(
                 select(ApprovalRow).where(ApprovalRow.status == ApprovalState.APPROVED, ApprovalRow.decided_at < decided_before)
             )
             return [_approval(r) for r in rows]
 
     async def approvals(self, status: ApprovalState | None = None, limit: int = 100) -> list[ApprovalRecord]:
-        async with self._sessions() as db:
+        async with self._session() as db:
             stmt = select(ApprovalRow).order_by(ApprovalRow.created_at.desc()).limit(limit)
             if status:
                 stmt = stmt.where(ApprovalRow.status == status)
@@ -606,7 +832,7 @@ class Store:
         target: str | None = None,
         detail: str | None = None,
     ) -> None:
-        async with self._sessions.begin() as db:
+        async with self._begin() as db:
             await db.execute(
                 insert(AuditRow).values(
                     at=self.clock(),
@@ -620,7 +846,7 @@ class Store:
             )
 
     async def audit_log(self, since: datetime | None = None, limit: int = 1000) -> list[AuditRecord]:
-        async with self._sessions() as db:
+        async with self._session() as db:
             stmt = select(AuditRow).order_by(AuditRow.id).limit(limit)
             if since is not None:
                 stmt = stmt.where(AuditRow.at >= since)

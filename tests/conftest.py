@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -43,17 +44,24 @@ async def _drop_pg_database(url: str) -> None:
         await conn.close()
 
 
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database on the shared server, dropped afterwards."""
+    url = await _create_pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
     """A fresh, empty database URL: a SQLite file, then a PostgreSQL database."""
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"
         return
-    url = await _create_pg_database()
-    try:
+    async with pg_database() as url:
         yield url
-    finally:
-        await _drop_pg_database(url)
 
 
 @pytest.fixture
@@ -78,7 +86,10 @@ async def sqlite_store(tmp_path) -> AsyncIterator[Store]:
 
 
 # Fixtures that start or reach a real service: a test using one is in the integration tier.
-SERVICE_FIXTURES = {"prometheus_server", "victoria_metrics_server", "moto_server", "aws"}
+SERVICE_FIXTURES = {
+    "prometheus_server", "victoria_metrics_server", "moto_server", "aws",  # binaries, moto
+    "pg_url", "own_pg", "own_pg_stopped",  # PostgreSQL: the shared server, or one of a test's own
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -71,6 +71,16 @@ def test_sustained_load_is_acked_and_answered_in_full(report: dict[str, Any]) ->
     assert report["conditions"]["max_concurrency"] > 16  # raised for this figure, and said so
 
 
+def test_every_sustained_event_ends_in_one_outcome_also_with_a_cpu_hog(report: dict[str, Any]) -> None:
+    for name, hog in (("sustained", False), ("sustained_cpu_hog", True)):
+        figure = report["figures"][name]
+        outcomes = figure["outcomes"]
+        assert set(outcomes) == {"answered", "told-failed", "told-interrupted", "told-busy", "silent"}, name
+        assert sum(outcomes.values()) == figure["sent"] > 0, name
+        assert outcomes["silent"] == figure["lost"] == 0, name
+        assert figure["cpu_hog"] is hog
+
+
 def test_the_real_diagnose_fans_out_its_tools(report: dict[str, Any]) -> None:
     fan_out = report["figures"]["fan_out"]
     assert fan_out["failed_calls"] == 0

@@ -281,18 +281,18 @@ async def test_a_crashed_request_is_reported_in_its_thread_by_the_next_process(w
 
     assert [t.status for t in await world.turns(channel, thread)] == ["running"]  # as the crash left it
     async with world.bot(name="restarted") as second:
-        notice = await world.slack.wait_for(
-            "chat.postMessage",
-            lambda c: c.args.get("thread_ts") == thread and RESTARTED in c.text_blob(),
-            timeout=30,
-        )
-        assert f"{RESTARTED} “logs checkout”; ask again" in notice.text_blob()
+        # the notice replaces the placeholder: nothing in the thread still says it is working on it
+        (message,) = await wait_for_thread(world.slack, channel, thread,
+                                           lambda ms: len(ms) == 1 and RESTARTED in ms[0].text)
+        assert not message.placeholder
+        assert f"{RESTARTED} “logs checkout”; ask again" in message.text
         (turn,) = await world.turns(channel, thread)
         assert turn.status == "interrupted"
-        assert turn.request_id in notice.text_blob()
+        assert turn.request_id in message.text
         assert await second.stop() == 0, second.log()
     # told once, by the one process that claimed the turn
-    assert len([c for c in world.slack.calls_to("chat.postMessage") if RESTARTED in c.text_blob()]) == 1
+    told = [c for c in world.slack.calls if c.method.startswith("chat.") and RESTARTED in c.text_blob()]
+    assert len(told) == 1
 
 
 async def test_nothing_accepted_is_lost_on_shutdown(world: World) -> None:

@@ -71,15 +71,17 @@ async def test_expired_approval_cannot_be_approved(store: Store) -> None:
 
 async def test_orphaned_turns_are_interrupted_once(store: Store) -> None:
     sid = await store.session_id_for(ConversationKey("slack", "T1", "C1", "1.0"))
-    await store.heartbeat("dead")
+    await store.register("dead", lease_seconds=0.8)
     turn = await store.create_turn(sid, "req_x", "diagnose checkout", "U1", "dead")
     await store.update_turn(turn, "running")
-    await store.heartbeat("alive")
+    await store.register("alive", lease_seconds=0.8)
     other = await store.create_turn(sid, "req_y", "logs checkout", "U1", "alive")
     await store.update_turn(other, "running")
-    # "dead" last beat a second ago; "alive" beats now: a margin no loaded machine eats up
-    await asyncio.sleep(1.0)
-    await store.heartbeat("alive")
+    # "dead" took its lease a second ago and let it expire; "alive" renewed its own in time
+    await asyncio.sleep(0.5)
+    assert await store.renew_lease("alive", lease_seconds=0.8)
+    await asyncio.sleep(0.5)
+    assert not await store.renew_lease("dead", lease_seconds=0.8)  # an expired lease is lost, not renewed
     found = await store.interrupt_orphans("me", stale_after=0.8)
     assert [i.turn.request_id for i in found] == ["req_x"]
     assert found[0].conversation.key.thread == "1.0"

@@ -132,3 +132,20 @@ async def test_errors_are_not_cached(server: Server, probe: Probe) -> None:
     shared = await asyncio.gather(*(probe.get("/down", key="down") for _ in range(5)))
     assert all(r.error is not None and r.error.code is ErrorCode.BACKEND_ERROR for r in shared)
     assert server.hits["down"] == 3  # concurrent callers share the failing call, then nothing is kept
+
+
+async def test_one_waiters_timeout_does_not_cancel_the_shared_call_for_the_others(server: Server, probe: Probe) -> None:
+    async def impatient() -> ToolResult[dict[str, Any]]:
+        async with asyncio.timeout(0.02):  # its own request deadline ends long before the backend answers
+            return await probe.get("/slow", key="slow")
+
+    first = asyncio.create_task(impatient())
+    await asyncio.sleep(0)  # the impatient caller starts the shared call
+    patient = [asyncio.create_task(probe.get("/slow", key="slow")) for _ in range(3)]
+
+    with pytest.raises(TimeoutError):
+        await first
+    results = await asyncio.gather(*patient)
+
+    assert all(r.ok and r.data == {"name": "slow", "hit": 1} for r in results)
+    assert server.hits["slow"] == 1

@@ -172,7 +172,7 @@ class Backend:
         self.attempts = attempts
         self.backoff = backoff
         self._cache: TTLCache[Hashable, Any] = TTLCache(maxsize=cache_size, ttl=cache_ttl) if cache_ttl > 0 else None  # type: ignore[assignment]
-        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._inflight: dict[Hashable, asyncio.Task[ToolResult[Any]]] = {}
         self.backend_calls = 0  # operations that reached the backend, for the cache benchmark and tests
 
     @property
@@ -217,21 +217,36 @@ class Backend:
             TOOL_CALLS.labels(tool, "not_configured").inc()
             return ToolResult(tool, error=ToolError(ErrorCode.NOT_CONFIGURED, self.not_configured_reason()))
         cache_key = (op, key) if key is not None else None
-        if cache_key is not None and self._cache is not None and cache_key in self._cache:
+        if cache_key is None:
+            return await self._backend_call(tool, fn, timeout, attempts, started)
+        if self._cache is not None and cache_key in self._cache:
             TOOL_CALLS.labels(tool, "cached").inc()
             return ToolResult(tool, data=self._cache[cache_key], ms=0.0, cached=True)
-        if cache_key is not None and cache_key in self._inflight:
-            shared = self._inflight[cache_key]
-            try:
-                data = await asyncio.shield(shared)
-            except ToolError as exc:
-                return ToolResult(tool, error=exc, ms=_ms(started))
-            return ToolResult(tool, data=data, ms=_ms(started), cached=True)
+        shared = self._inflight.get(cache_key)
+        joined = shared is not None
+        if shared is None:
+            # The shared call is a task of its own, not part of the first caller: a caller whose own
+            # deadline or cancel ends its wait must not cancel the call the others are waiting for.
+            shared = asyncio.create_task(self._backend_call(tool, fn, timeout, attempts, started), name=f"tool-{tool}")
+            self._inflight[cache_key] = shared
+            shared.add_done_callback(lambda task: self._settle_shared(cache_key, task))
+        result = await asyncio.shield(shared)
+        if joined:
+            return ToolResult(tool, data=result.data, error=result.error, ms=_ms(started), cached=result.ok)
+        return result
 
-        future: asyncio.Future[Any] | None = None
-        if cache_key is not None:
-            future = asyncio.get_running_loop().create_future()
-            self._inflight[cache_key] = future
+    def _settle_shared(self, cache_key: Hashable, task: asyncio.Task[ToolResult[Any]]) -> None:
+        """A shared call ended: later callers start afresh, or read its success from the cache."""
+        self._inflight.pop(cache_key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        result = task.result()
+        if result.ok and self._cache is not None:
+            self._cache[cache_key] = result.data
+
+    async def _backend_call(
+        self, tool: str, fn: Callable[[], Awaitable[T]], timeout: float | None, attempts: int, started: float
+    ) -> ToolResult[T]:
         try:
             data = await self._attempts(tool, fn, timeout or self.timeout, attempts)
         except ToolError as exc:
@@ -239,26 +254,11 @@ class Backend:
             TOOL_CALLS.labels(tool, exc.code.value).inc()
             TOOL_LATENCY.labels(tool).observe(elapsed / 1000)
             log.warning("tool failed", extra={"tool": tool, "error": str(exc), "ms": round(elapsed, 1)})
-            if future is not None:
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: nobody else may be waiting
             return ToolResult(tool, error=exc, ms=elapsed)
-        except BaseException:  # cancellation: waiters must not hang on a future nobody completes
-            if future is not None:
-                future.cancel()
-            raise
-        finally:
-            if cache_key is not None:
-                self._inflight.pop(cache_key, None)
         elapsed = _ms(started)
         TOOL_CALLS.labels(tool, "ok").inc()
         TOOL_LATENCY.labels(tool).observe(elapsed / 1000)
         log.info("tool ok", extra={"tool": tool, "ms": round(elapsed, 1)})
-        if cache_key is not None:
-            if self._cache is not None:
-                self._cache[cache_key] = data
-            assert future is not None
-            future.set_result(data)
         return ToolResult(tool, data=data, ms=elapsed)
 
     async def _attempts(self, tool: str, fn: Callable[[], Awaitable[T]], timeout: float, attempts: int) -> T:

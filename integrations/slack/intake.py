@@ -12,9 +12,9 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.ports import Core, ConversationKey, DatabaseError, Request, new_id
 from bot.telemetry import EVENTS_DROPPED
-from bot.ports import Core, ConversationKey, Request, new_id
-from bot.wording import short
+from bot.wording import NOT_READY, database_trouble, short
 from integrations.slack import blocks
 from bot.commands import parse_command
 from integrations.slack.port import EphemeralPort, SlackReplyPort, call, post_message
@@ -192,10 +192,19 @@ class SlackIntake:
         self.spawn(self._take(incoming))
 
     async def _take(self, incoming: Incoming) -> None:
+        if not self.core.ready:
+            # without the database a follow-up cannot be told from chatter in a thread the bot is not in
+            dropped("not_ready")
+            if not incoming.follow_up:
+                await self._reply(incoming, NOT_READY)
+            return
+        ours = not incoming.follow_up
         try:
-            if incoming.follow_up and await self.core.session_of(incoming.key) is None:
-                dropped("ignored")  # a thread the bot is not part of
-                return
+            if incoming.follow_up:
+                ours = await self.core.session_of(incoming.key) is not None
+                if not ours:
+                    dropped("ignored")  # a thread the bot is not part of
+                    return
             # the event id stops Slack's redeliveries; the message key stops the second copy of a
             # channel mention, which arrives as both app_mention and message with different event ids
             keys = [f"msg:{incoming.key.channel}:{incoming.ts}"] + ([incoming.event_id] if incoming.event_id else [])
@@ -203,14 +212,17 @@ class SlackIntake:
                 dropped("duplicate")
                 return
         except Exception as exc:
-            log.exception("could not take a Slack event", extra={"event_id": incoming.event_id})
-            if not incoming.follow_up:
-                message = blocks.render_text(
-                    f"I could not take this request (database error: {exc.__class__.__name__}); ask again in a moment."
-                )
-                await post_message(self.client, incoming.key.channel, incoming.key.thread, message.messages[0])
+            log.warning("could not take a Slack event", extra={"event_id": incoming.event_id, "error": str(exc)})
+            dropped("database")
+            if ours:  # a follow-up gets the same reply as a mention, once it is known to be in our thread
+                await self._reply(incoming, database_trouble("take this request", exc) if isinstance(exc, DatabaseError)
+                                  else f"I could not take this request ({exc.__class__.__name__}); ask again in a moment.")
             return
         self.submit(incoming.key, incoming.user, incoming.text)
+
+    async def _reply(self, incoming: Incoming, text: str) -> None:
+        message = blocks.render_text(text)
+        await post_message(self.client, incoming.key.channel, incoming.key.thread, message.messages[0])
 
     # --- /sre --------------------------------------------------------------------------------------
     async def on_command(self, ack: Any, body: dict[str, Any], respond: Any) -> None:

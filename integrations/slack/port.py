@@ -124,6 +124,12 @@ class SlackReplyPort:
         self._last = 0.0
         self._flusher: asyncio.Task[None] | None = None
 
+    @property
+    def placeholder_ref(self) -> dict[str, str] | None:
+        """Where the placeholder is, kept with the turn: whoever ends the turn (e.g. another replica
+        after a crash) replaces it instead of leaving "waiting for …" above its notice."""
+        return {"channel": self.channel, "ts": self.placeholder_ts} if self.placeholder_ts else None
+
     async def progress(self, text: str) -> None:
         """Never waits for Slack: the placeholder is posted (or updated) by a background task."""
         if self._done:
@@ -213,9 +219,12 @@ class SlackNotifier:
     def __init__(self, client: AsyncWebClient):
         self.client = client
 
-    async def say(self, conversation: Conversation, message: Answer | str) -> None:
+    async def say(
+        self, conversation: Conversation, message: Answer | str, *, replace: dict[str, str] | None = None
+    ) -> None:
         key = conversation.key
-        await deliver(self.client, key.channel, key.thread or None, blocks.render(message))
+        replace_ts = replace.get("ts") if replace and replace.get("channel") == key.channel else None
+        await deliver(self.client, key.channel, key.thread or None, blocks.render(message), replace_ts=replace_ts)
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
         ref = approval.message_ref or {}

@@ -20,8 +20,9 @@ from microsoft_agents.activity import (
 )
 from microsoft_agents.hosting.core import ActivityHandler, TurnContext
 
-from bot.ports import ApprovalRecord, ApprovalState, ConversationKey, Core, Decision, Request
+from bot.ports import ApprovalRecord, ApprovalState, ConversationKey, Core, DatabaseError, Decision, Request
 from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
+from bot.wording import NOT_READY, database_trouble
 from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
@@ -150,15 +151,31 @@ class TeamsBot(ActivityHandler):
         key = conversation_key(activity)
         kind = (activity.conversation.conversation_type or "personal").lower()
         mentioned = mentions_bot(activity)
-        session_id = await self.core.session_of(key)
-        if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
-            EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
+        addressed = mentioned or kind == "personal"
+        if not self.core.ready:
+            # without the database a follow-up cannot be told from chatter in a thread the bot is not in
+            EVENTS_DROPPED.labels(PLATFORM, "not_ready").inc()
+            if addressed:
+                await turn_context.send_activity(mention_reply(activity, NOT_READY))
             return
-        if not await self._first_delivery(activity):
+        ours = addressed
+        try:
+            session_id = await self.core.session_of(key)
+            ours = addressed or session_id is not None
+            if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
+                EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
+                return
+            if not await self._first_delivery(activity):
+                return
+            if session_id is not None and not self.auth.local:
+                # an authenticated activity whose serviceUrl matched its token: the conversation may have moved
+                await self.core.remember_reference(session_id, reference)
+        except DatabaseError as exc:
+            log.warning("could not take a Teams message", extra={"error": str(exc)})
+            EVENTS_DROPPED.labels(PLATFORM, "database").inc()
+            if ours:  # a follow-up gets the same reply as a mention, once it is known to be in our thread
+                await turn_context.send_activity(mention_reply(activity, database_trouble("take this request", exc)))
             return
-        if session_id is not None and not self.auth.local:
-            # an authenticated activity whose serviceUrl matched its token: the conversation may have moved
-            await self.core.remember_reference(session_id, reference)
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context, personal=kind == "personal")
         self.core.submit(
