@@ -52,13 +52,13 @@ INTRO = (
 # --- the simulated shop ---------------------------------------------------------------------------
 def _cluster() -> KubernetesSpec:
     crash = dict(ready=False, restarts=4, waiting="CrashLoopBackOff", message="back-off 40s restarting failed container",
-                 exit_code=1, reason="Error")
+                 exit_code=1, reason="Error",
+                 previous_log="INFO starting checkout v2.1.0\nERROR panic: nil pointer dereference in cart.Total\n")
     return KubernetesSpec(deployments=[
         DeploymentSpec(name=SERVICE, namespace=NAMESPACE, replicas=3, revisions=[
             RevisionSpec(revision=6, image=OLD, created="-6d", pods=[PodSpec(ready=True, terminating="-20s")]),
             RevisionSpec(revision=7, image=NEW, created="-10m", pods=[
-                PodSpec(count=2, finished="-45s", node="node-1", previous_log=(
-                    "INFO starting checkout v2.1.0\nERROR panic: nil pointer dereference in cart.Total\n"), **crash),
+                PodSpec(count=2, finished="-45s", node="node-1", **crash),
                 PodSpec(count=1, finished="-50s", node="node-2", **crash),
             ]),
         ], events=[EventSpec(on="pods:7", reason="BackOff", message="Back-off restarting failed container checkout",
