@@ -13,16 +13,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.actions import Actions
+from bot.actions import REGISTRY, Actions
 from bot.approvals import Approvals
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine, Engine
+from bot.policy import Policy
 from bot.ports import Decision, Notifier, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
 from sessions.db import PoolSettings
-from sessions.store import ApprovalRecord, ConversationKey, Store, database_deadline, utcnow
+from sessions.store import Actor, ApprovalRecord, ConversationKey, Store, database_deadline, utcnow
 
 if TYPE_CHECKING:
     from bot.engine.agent import Agent
@@ -52,10 +53,11 @@ class Runtime:
         )
         self.toolbox = toolbox or Toolbox.from_settings(settings)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
+        self.policy = Policy(settings.policy, approvers=settings.approvers, kinds=REGISTRY)
         self.approvals = Approvals(
             self.store,
             lambda approval: self.actions.execute(approval),
-            approvers=settings.approvers,
+            policy=self.policy,
             ttl_seconds=settings.defaults.approval_ttl_seconds,
             notifiers=self.notifiers,
             sweep_seconds=settings.approval_sweep_seconds,
@@ -92,7 +94,9 @@ class Runtime:
     def in_flight(self) -> list[Request]:
         return self.dispatcher.in_flight()
 
-    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
+    async def decide(
+        self, approval_id: str, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> Decision:
         return await self.approvals.decide(approval_id, user, decision, platform=platform)
 
     @property
@@ -117,8 +121,8 @@ class Runtime:
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         return await self.store.get_approval(approval_id)
 
-    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
-        return self.approvals.refusal(approval, user, decision)
+    async def refusal(self, approval: ApprovalRecord, user: str | Actor, decision: str) -> str | None:
+        return await self.approvals.refusal(approval, user, decision)
 
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
@@ -128,15 +132,18 @@ class Runtime:
     def attach_platforms(self) -> None:
         """Register the notifiers of the configured platforms without serving them (the terminal's
         `approve`/`reject`), so a decision made here still updates the approval message posted in
-        Slack or Teams and posts the outcome in its thread. Platforms already mounted are kept."""
+        Slack or Teams and posts the outcome in its thread, and the policy resolves Slack user groups.
+        Platforms already mounted are kept."""
         settings = self.settings
         if settings.slack_enabled and "slack" not in self.notifiers:
             from integrations.slack.app import web_client
             from integrations.slack.port import SlackNotifier
+            from integrations.slack.trust import UserGroups
 
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
             self.add_notifier(SlackNotifier(client))
+            self.policy.add_directory("slack", UserGroups(client))
         if settings.teams_mode != "off" and "teams" not in self.notifiers:
             from integrations.teams import teams_notifier
 

@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     for decision in ("approve", "reject"):
         p = sub.add_parser(decision, help=f"{decision} a pending action")
         p.add_argument("approval_id")
-        p.add_argument("--user", required=True, help="who decides (must be in SREBOT_APPROVERS to approve)")
+        p.add_argument("--user", required=True,
+                       help="who you are: the approval rules apply to this name, and the thread and the audit log "
+                       "say it was decided via CLI")
 
     bench = sub.add_parser("bench", help="measure ack latency, first reply, throughput, fan-out, cache, RSS")
     bench.add_argument("--quick", action="store_true", help="small counts for CI (a few seconds)")
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return asyncio.run(handler(settings, args))
+    except ConfigError as exc:  # found while building the runtime, e.g. an unknown action kind in [policy]
+        print(f"srebot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_FAIL
     except BrokenPipeError:  # the reader of our output went away (`| head`): nothing left to say, no traceback
@@ -172,6 +177,7 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import Runtime
+    from bot.exposure import insecurities
 
     runtime = Runtime(settings)
     try:
@@ -187,6 +193,8 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         ("Teams", _teams_state(settings)),
         ("LLM", f"on ({settings.model})" if settings.llm_enabled else "off (deterministic engine)"),
         ("approvers", ", ".join(settings.approvers) or "(none: actions cannot be approved)"),
+        ("policy", f"[policy]: {len(settings.policy.channels)} channel(s) listed, others read-only"
+         if settings.policy is not None else "none: anyone proposes anywhere, SREBOT_APPROVERS approve"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
@@ -197,11 +205,12 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     for name, state in checks.items():
         print(f"{name:<{width}}  {state}")
         failed = failed or state.startswith("error")
-    if settings.teams_mode == "local":
-        print("\ninsecure: Teams accepts unauthenticated requests (SREBOT_TEAMS_INSECURE=local); "
-              "set MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID outside local testing")
-        failed = True
-    return EXIT_FAIL if failed else EXIT_OK
+    problems = insecurities(settings)
+    print()
+    print("security: " + ("ok" if not problems else "INSECURE"))
+    for problem in problems:
+        print(f"  - {problem}")
+    return EXIT_FAIL if failed or problems else EXIT_OK
 
 
 def _teams_state(settings: Settings) -> str:
@@ -289,9 +298,11 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         what = " ".join(x for x in (row.kind, row.target) if x)
+        where = " ".join(x for x in (row.platform, row.workspace, row.channel) if x)
+        how = " ".join(x for x in (f"via {row.via}" if row.via else "", f"in {where}" if where else "") if x)
         detail = " ".join(row.detail.split()) if row.detail else ""
         print(f"{row.at:%Y-%m-%d %H:%M:%S} {row.event:<9} {row.actor:<16} {row.approval_id or '-':<28} {what}"
-              + (f" — {detail}" if detail else ""))
+              + (f" [{how}]" if how else "") + (f" — {detail}" if detail else ""))
     if not rows:
         print("(no audit entries)")
     return EXIT_OK

@@ -97,6 +97,33 @@ class ServiceConfig(BaseModel):
     metrics: dict[str, str] = {}
 
 
+class KindGrants(BaseModel):
+    """Who may propose and approve one kind of write action ([policy.kinds.KIND])."""
+
+    model_config = {"extra": "forbid"}
+
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+
+
+class Grants(BaseModel):
+    """Who may ask, propose and approve: user ids, group ids or "*" (bot.policy)."""
+
+    model_config = {"extra": "forbid"}
+
+    ask: list[str] | None = None
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+    kinds: dict[str, KindGrants] = {}
+
+
+class PolicyConfig(Grants):
+    """[policy]: the defaults, and [policy.channels.ID] per Slack channel / Teams conversation / "terminal"
+    ("*": every channel not listed)."""
+
+    channels: dict[str, Grants] = {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
 
@@ -195,6 +222,7 @@ class Settings(BaseSettings):
     defaults: Defaults = Defaults()
     thresholds: Thresholds = Thresholds()
     services: dict[str, ServiceConfig] = {}
+    policy: PolicyConfig | None = None  # None: no [policy] table, the pre-policy behaviour (bot.policy)
 
     config_file: str | None = None
 
@@ -353,7 +381,7 @@ def load_settings(env: dict[str, str] | None = None, config_path: str | None = N
         raise ConfigError(_describe(exc, path)) from None
 
 
-_SECTIONS = {"defaults", "thresholds", "services"}
+_SECTIONS = {"defaults", "thresholds", "services", "policy"}
 
 
 def _env_names(name: str, alias: object) -> set[str]:

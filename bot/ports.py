@@ -10,7 +10,10 @@ from typing import Any, Protocol
 
 from bot.answer import Answer
 from bot.config import Settings
-from sessions.store import ApprovalRecord, ApprovalState, Conversation, ConversationKey, DatabaseError, Origin, new_id
+from bot.policy import Policy
+from sessions.store import (
+    Actor, ApprovalRecord, ApprovalState, Conversation, ConversationKey, DatabaseError, Origin, new_id,
+)
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -62,10 +65,20 @@ class Request:
     # what a Notifier needs to reach this thread later (e.g. a Teams ConversationReference)
     reference: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.monotonic)
+    # who asks, as bot.policy sees them: another organisation's person (Slack Connect, a Teams guest or
+    # external tenant), the group ids the platform vouches for, and the path (message, command, alert)
+    external: bool = False
+    groups: frozenset[str] = frozenset()
+    via: str = "message"
+
+    @property
+    def actor(self) -> Actor:
+        key = self.key
+        return Actor(self.user, key.platform, key.workspace, key.channel, self.via, self.external, self.groups)
 
     def origin(self, session_id: str | None) -> Origin:
         """Who asks, from which thread: what an approval proposed by this request remembers."""
-        return Origin(self.user, self.key.platform, session_id, self.request_id)
+        return Origin(self.user, self.key.platform, session_id, self.request_id, self.actor)
 
 
 class Core(Protocol):
@@ -73,6 +86,8 @@ class Core(Protocol):
     to decide an approval, and the few facts of its threads the database keeps."""
 
     settings: Settings
+    policy: Policy  # who may ask, propose and approve (bot.policy): ask it before taking a request
+
 
     @property
     def ready(self) -> bool:
@@ -84,8 +99,11 @@ class Core(Protocol):
     def in_flight(self) -> list[Request]:
         """The requests this process has queued or running."""
 
-    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
-        """Approve or reject on behalf of `user`, by the one decision path (four eyes, approvers, once)."""
+    async def decide(
+        self, approval_id: str, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> Decision:
+        """Approve or reject on behalf of `user` (an Actor: who, where, how; or a user id on `platform`), by
+        the one decision path (policy, four eyes, once)."""
 
     async def claim(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of a platform event (on any replica); False for a repeat.
@@ -103,9 +121,10 @@ class Core(Protocol):
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         """An approval as it is now (to show it to someone)."""
 
-    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
-        """Why `user` may not make this decision on a pending approval, None when they may (which
-        buttons to show whom); deciding still goes through `decide`."""
+    async def refusal(self, approval: ApprovalRecord, user: str | Actor, decision: str) -> str | None:
+        """Why `user` (an Actor, or a user id on the approval's platform) may not make this decision on a
+        pending approval, None when they may (which buttons to show whom); deciding still goes through
+        `decide`."""
 
     def add_notifier(self, notifier: Notifier) -> None:
         """Register a platform's Notifier, for messages outside a request."""
@@ -113,6 +132,7 @@ class Core(Protocol):
 
 __all__ = [
     "Answer",
+    "Actor",
     "ApprovalRecord",
     "ApprovalState",
     "Conversation",

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.app import Runtime
+from bot.exposure import insecurities
 
 log = logging.getLogger("srebot.web")
 
@@ -74,6 +75,8 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("serving", extra={"host": host, "port": port, "slack": settings.slack_enabled})
+    for problem in insecurities(settings):
+        log.warning("insecure configuration: %s", problem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -87,6 +87,7 @@ class ApprovalRow(Base):
     platform: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_via: Mapped[str | None] = mapped_column(String(16))  # button, card, cli, chat
     decided_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     result: Mapped[str | None] = mapped_column(Text)
@@ -102,6 +103,12 @@ class AuditRow(Base):
     at: Mapped[datetime] = mapped_column(index=True)
     event: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(128))
+    # where and how the actor acted: platform, workspace (Slack team / Teams tenant), channel, and the path
+    # (message, command, button, card, cli, chat, alert; "expiry" and "sweeper" for srebot's own steps)
+    platform: Mapped[str | None] = mapped_column(String(16))
+    workspace: Mapped[str | None] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(256))
+    via: Mapped[str | None] = mapped_column(String(16))
     approval_id: Mapped[str | None] = mapped_column(String(40), index=True)
     kind: Mapped[str | None] = mapped_column(String(32))
     target: Mapped[str | None] = mapped_column(String(256))

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -174,13 +174,33 @@ class TurnStart:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """A person acting on the bot, where and how: what the policy (bot.policy) decides on and what an audit
+    row records."""
+
+    user: str
+    platform: str
+    workspace: str = ""  # Slack team, Teams tenant, "local" for the terminal
+    channel: str = ""  # Slack channel, Teams conversation, "terminal"
+    via: str = "message"  # message, command, button, card, cli, chat, alert
+    external: bool = False  # another organisation's person (Slack Connect, a Teams guest or external tenant)
+    groups: frozenset[str] = field(default_factory=frozenset)  # group ids the platform vouches for
+
+
+@dataclass(frozen=True)
 class Origin:
-    """Who asks for a change, and from which thread."""
+    """Who asks for a change, and from which thread; `actor` says where and how they asked (a bare user on
+    `platform` when not given)."""
 
     user: str
     platform: str
     session_id: str | None = None
     request_id: str | None = None
+    actor: Actor | None = None
+
+    @property
+    def who(self) -> Actor:
+        return self.actor or Actor(self.user, self.platform)
 
 
 @dataclass(frozen=True)
@@ -213,6 +233,17 @@ class ApprovalRecord:
     finished_at: datetime | None = None
     result: str | None = None
     message_ref: dict[str, Any] | None = None
+    decided_via: str | None = None  # button, card, cli, chat
+
+    @property
+    def via_note(self) -> str:
+        """" (via CLI)" for a decision typed in a shell, whose name the operator gave; "" for a click."""
+        return {"cli": " (via CLI)", "chat": " (via srebot chat)"}.get(self.decided_via or "", "")
+
+    @property
+    def decider(self) -> str:
+        """Who decided as a thread says it: "U0BOB", or "U0BOB (via CLI)" for a decision made in a shell."""
+        return f"{self.decided_by or '?'}{self.via_note}"
 
 
 @dataclass
@@ -225,6 +256,10 @@ class AuditRecord:
     kind: str | None
     target: str | None
     detail: str | None
+    platform: str | None = None
+    workspace: str | None = None
+    channel: str | None = None
+    via: str | None = None
 
 
 @dataclass
@@ -281,6 +316,7 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         finished_at=_aware(row.finished_at),
         result=row.result,
         message_ref=row.message_ref,
+        decided_via=row.decided_via,
     )
 
 
@@ -831,6 +867,10 @@ class Store:
         kind: str | None = None,
         target: str | None = None,
         detail: str | None = None,
+        platform: str | None = None,
+        workspace: str | None = None,
+        channel: str | None = None,
+        via: str | None = None,
     ) -> None:
         async with self._begin() as db:
             await db.execute(
@@ -842,6 +882,10 @@ class Store:
                     kind=kind,
                     target=target,
                     detail=detail,
+                    platform=platform,
+                    workspace=workspace,
+                    channel=channel,
+                    via=via,
                 )
             )
 
@@ -851,6 +895,7 @@ class Store:
             if since is not None:
                 stmt = stmt.where(AuditRow.at >= since)
             return [
-                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail)  # type: ignore[arg-type]
+                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail,  # type: ignore[arg-type]
+                            r.platform, r.workspace, r.channel, r.via)
                 for r in await db.scalars(stmt)
             ]

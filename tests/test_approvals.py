@@ -18,7 +18,7 @@ from bot import chat, cli
 from bot.actions import ActionError
 from bot.answer import Action
 from bot.app import Runtime
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.config import load_settings
 from sessions.store import ApprovalRecord, ConversationKey, Origin, utcnow
 from tests.fakes.bot_connector import ALICE, BOB, BotConnectorFake, personal_message
@@ -88,7 +88,8 @@ async def test_each_action_says_exactly_what_will_change(fakes: Fakes, tmp_path:
 async def test_restart_and_rollback_run_through_the_kubernetes_writes(runtime: Runtime, fakes: Fakes) -> None:
     restart = await proposed(runtime, RESTART)
     decision = await runtime.approvals.decide(restart.id, APPROVER, "approve", platform="cli")
-    assert decision.accepted and decision.message == f"Approved by {APPROVER} · rollout restarted for shop/checkout"
+    # a decision typed in a shell says so, with the name the operator gave
+    assert decision.accepted and decision.message == f"Approved by {APPROVER} (via CLI) · rollout restarted for shop/checkout"
     [patch] = fakes.kube.patches_of("shop", "checkout")
     assert patch.resource == "deployments"
     annotations = patch.body["spec"]["template"]["metadata"]["annotations"]
@@ -120,7 +121,8 @@ async def test_decision_rules_and_their_audit(runtime: Runtime, fakes: Fakes) ->
     assert await audit_of(runtime, approval) == [
         ("proposed", REQUESTER), ("refused", OUTSIDER), ("refused", REQUESTER), ("rejected", REQUESTER)]
     refusal = next(r for r in await runtime.store.audit_log() if r.event == "refused")
-    assert refusal.detail.startswith("reject via slack:") and refusal.kind == "scale"
+    assert refusal.detail.startswith("reject:") and refusal.kind == "scale"
+    assert (refusal.platform, refusal.via) == ("slack", "button")
 
     # past its time but not swept yet: a click expires it instead of running it
     late = await proposed(runtime, SCALE)
@@ -217,7 +219,7 @@ async def test_chat_decides_proposed_actions_at_the_prompt(
         monkeypatch.setattr(chat, "_input", typed([f"approve {pending.id} as {APPROVER}"]))
         assert await chat.run_chat(runtime, "t-chat", REQUESTER) == 0
         out, err = capsys.readouterr()
-        assert f"Approved by {APPROVER} · shop/checkout scaled: replicas 3 → 5" in out
+        assert f"Approved by {APPROVER} (via srebot chat) · shop/checkout scaled: replicas 3 → 5" in out
         assert len(fakes.kube.patches) == 1 and (await runtime.store.get_approval(pending.id)).status == "executed"
 
 

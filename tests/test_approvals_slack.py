@@ -317,8 +317,9 @@ async def test_deciding_from_the_terminal_updates_the_slack_message(world: World
     assert code == 0, err
     assert f"Approved by {CAROL}" in out and "replicas 3 → 5" in out
     assert len(world.scale_patches()) == 1
-    await proposed.wait_update(f"Approved by <@{CAROL}>")
-    await proposed.wait_in_thread(f"done (approved by <@{CAROL}>)")
+    # the thread and the message say the decision was typed in a shell, under the name given
+    await proposed.wait_update(f"Approved by <@{CAROL}> (via CLI)")
+    await proposed.wait_in_thread(f"done (approved by <@{CAROL}> (via CLI))")
 
     # reject from the terminal likewise
     other = await propose(world, proposed.bot, SCALE)
@@ -332,7 +333,7 @@ async def test_deciding_from_the_terminal_updates_the_slack_message(world: World
     assert code == 0
     lines = [line for line in out.splitlines() if proposed.approval.id in line]
     assert [line.split()[2] for line in lines] == ["proposed", "refused", "approved", "executed"]
-    assert any(f"approved  {CAROL}" in line for line in lines)
+    assert any(f"approved  {CAROL}" in line and "via cli" in line for line in lines)
     assert any(f"rejected  {BOB}" in line and other.approval.id in line for line in out.splitlines())
     assert "scale shop/checkout" in lines[0] and "replicas 3 → 5" in lines[0]
 

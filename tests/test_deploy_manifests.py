@@ -45,7 +45,7 @@ NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "secret.example.yaml"}
 SLACK_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im", "message.mpim"}
 SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
-    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read",
+    "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read", "usergroups:read",
 }
 TEAMS_COMMANDS = {"help", "diagnose", "logs", "metrics", "cost", "incidents", "restart", "rollback", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
@@ -428,6 +428,12 @@ def test_compose_srebot_wiring() -> None:
     assert env["DATABASE_URL"] == (
         f"postgresql+asyncpg://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
     )
+
+
+def test_compose_exposes_nothing_beyond_this_machine() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
 
 
 def test_compose_prometheus_and_grafana_config() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.answer import Action, Recommendation
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.engine.findings import Evidence, dependency, signal_title
 from bot.engine.reasoning import agreement, diagnose
 from bot.engine.summary import write_summary

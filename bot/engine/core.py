@@ -69,6 +69,10 @@ class DiagnosticEngine(Engine):
 
     # --- handling --------------------------------------------------------------------------------
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
+        # every platform's requests pass here; one that can tell a person privately (Slack) asks before
+        refusal = await self.actions.approvals.policy.refusal(request.actor, "ask", where=session.key)
+        if refusal is not None:
+            return Answer.failure(refusal, session_id=session.id)
         parsed = parse(request.text)
         ctx = Context(
             self.settings,

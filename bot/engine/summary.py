@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.answer import Recommendation
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.engine.reasoning import Diagnosis
 from bot.engine.text import (
     ago,

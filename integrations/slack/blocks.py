@@ -296,7 +296,7 @@ def approval_request(approval: ApprovalRecord) -> SlackMessage:
 
 def approval_status_line(approval: ApprovalRecord) -> str:
     """"Approved by <@U2> 10:51 UTC · rollout restarted", and the like for every status."""
-    return wording.approval_status(approval, person=who, text=escape)
+    return wording.approval_status(approval, person=lambda user: who(user) + approval.via_note, text=escape)
 
 
 def approval_decided(approval: ApprovalRecord) -> SlackMessage:
@@ -311,5 +311,8 @@ def approval_decided(approval: ApprovalRecord) -> SlackMessage:
 def approval_outcome(approval: ApprovalRecord) -> str | None:
     """The line posted in the thread once an approval is final; None while it is not."""
     return wording.approval_outcome(
-        approval, action=f"{escape(approval.kind)} `{escape(approval.target)}`", person=who, text=escape
+        approval,
+        action=f"{escape(approval.kind)} `{escape(approval.target)}`",
+        person=lambda user: who(user) + approval.via_note,
+        text=escape,
     )
