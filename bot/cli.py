@@ -62,10 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small counts for CI (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    evaluation = sub.add_parser("eval", help="run the engine against scenario files and check its answers")
-    evaluation.add_argument("dir", help="a directory of scenario files (*.toml, *.json), or one file")
+    evaluation = sub.add_parser("eval", help="run the engine against scenario worlds and grade its answers")
+    evaluation.add_argument("dir", help="a directory of scenario directories (with scenario.yaml), or one of them")
     evaluation.add_argument("--json", action="store_true", help="print the results (and answers) as JSON")
-    evaluation.add_argument("--only", default=None, help="only the scenarios whose file name contains this")
+    evaluation.add_argument("--only", default=None, help="only the scenarios whose name contains this")
 
     demo = sub.add_parser("demo", help="the bot's job in five minutes, on a simulated shop (nothing to configure)")
     demo.add_argument("--out", default="srebot-demo", help="where the Slack and Teams preview goes (./srebot-demo)")

@@ -32,7 +32,7 @@ from bot.config import Settings, load_settings
 from bot.ports import ApprovalRecord, ConversationKey, Request, new_id
 from bot.terminal import TerminalPort
 from bot.toolbox import service_ref
-from devtools.eval import Clock, DeploymentSpec, EventSpec, KubernetesSpec, PodSpec, RevisionSpec, load_kubernetes
+from devtools.deployments import Clock, DeploymentSpec, EventSpec, KubernetesSpec, PodSpec, RevisionSpec, load_kubernetes
 from devtools.loopback.control_plane import ControlPlaneFake, rfc3339
 from devtools.loopback.kube import KubeFake
 from devtools.loopback.loki import FakeLoki
