@@ -671,3 +671,18 @@ def test_deploy_readme_mentions_only_existing_files() -> None:
     assert not missing, f"deploy/README.md names files that do not exist: {sorted(missing)}"
     for command in ("kubectl apply -k deploy/kubernetes", "optional/actions -n", "docker compose up"):
         assert command in text
+
+
+def test_read_role_covers_every_kind_the_diagnosis_reads_but_secrets() -> None:
+    from tools.kubernetes import PATHS
+
+    role = next(d for d in load_docs(K8S / "rbac.yaml") if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "srebot-read")
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    for path in PATHS.values():
+        parts = path.split("/")
+        group = "" if parts[1] == "api" else parts[2]
+        resource = parts[-1]
+        if resource != "secrets":  # asked metadata-only; refused, a missing Secret is known from events
+            assert (group, resource, "list") in granted, path
+    assert ("", "pods/log", "get") in granted

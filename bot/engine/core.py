@@ -118,6 +118,10 @@ class DiagnosticEngine(Engine):
         if resolution.ignored:
             note = f"(I don't know {join(resolution.ignored, 'or')}, so this is about {target.name}, this thread's service.) "
             answer = answer.model_copy(update={"summary": note + answer.summary})
+        if resolution.elsewhere:
+            note = (f"{target.ref.deployment} is not in namespace {resolution.elsewhere} (nothing of that name there); it "
+                    f"runs in {target.namespace}, so this is about {target.namespace}/{target.ref.deployment}. ")
+            answer = answer.model_copy(update={"summary": note + answer.summary})
         return answer
 
     async def _service_playbook(self, ctx: Context, parsed: Parsed, target: Target) -> Answer:

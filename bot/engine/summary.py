@@ -53,9 +53,15 @@ def write_summary(
         fine = [c for c in d.checked if not c.startswith("no data")]
         if fine:
             sentences.append("Otherwise: " + "; ".join(fine) + ".")
+    elif d.history:
+        scope = " in what could be checked" if d.failed else ""
+        sentences.append(f"{service} is healthy now{scope}: nothing currently fails. What happened: " + "; ".join(d.history[:3])
+                         + ". Checked: " + "; ".join(d.checked) + ".")
     else:
         scope = " in what could be checked" if d.failed else ""
         sentences.append(f"No problems found in {service}{scope}: " + "; ".join(d.checked) + ".")
+    if d.history and (d.cause is not None or not d.healthy):
+        sentences.append("Earlier, not the cause now: " + "; ".join(d.history[:2]) + ".")
     if d.old_news:
         sentences.append("Old news, not the cause: " + "; ".join(d.old_news[:2]) + ".")
     if d.ruled_out:
