@@ -1,4 +1,5 @@
-"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, bench, eval."""
+"""The `srebot` command line (docs/design.md 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, and the
+development commands demo, bench and eval (from devtools, loaded only by them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import getpass
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -65,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true", help="print the results (and answers) as JSON")
     evaluation.add_argument("--only", default=None, help="only the scenarios whose name contains this")
 
+    demo = sub.add_parser("demo", help="the bot's job in five minutes, on a simulated shop (nothing to configure)")
+    demo.add_argument("--out", default="srebot-demo", help="where the Slack and Teams preview goes (./srebot-demo)")
+    demo.add_argument("--no-chat", action="store_true", help="only the guided part, no interactive turn after it")
+
     audit = sub.add_parser("audit", help="print the audit log")
     audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
     audit.add_argument("--json", action="store_true")
@@ -88,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"srebot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
+        return EXIT_FAIL
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing left to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
 
 
@@ -305,6 +314,15 @@ async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return await run_bench(settings, args)
 
 
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from devtools.demo import run_demo
+
+    interactive = not args.no_chat and sys.stdin.isatty()
+    return await run_demo(out=Path(args.out), interactive=interactive)
+
+
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -324,4 +342,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "audit": cmd_audit,
     "bench": cmd_bench,
     "eval": cmd_eval,
+    "demo": cmd_demo,
 }

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,44 +22,13 @@ from bot.policy import NO_APPROVERS_HINT
 from bot.config import load_settings
 from sessions.store import ApprovalRecord, ConversationKey, Origin, utcnow
 from tests.fakes.bot_connector import ALICE, BOB, BotConnectorFake, personal_message
-from tests.fakes.control_plane import ControlPlaneFake
-from tests.fakes.control_plane import load_shop_scenario as load_cp_scenario
-from tests.fakes.kube import REVISION, KubeFake, load_shop_scenario
+from tests.fakes.kube import REVISION
+from tests.fakes.shop import Fakes
 
 REQUESTER, APPROVER, OUTSIDER = "alice", "bob", "mallory"
 SCALE = Action(kind="scale", target="shop/checkout", params={"replicas": 5})
 RESTART = Action(kind="restart", target="shop/checkout")
 ROLLBACK = Action(kind="rollback", target="shop/checkout")
-
-
-@dataclass
-class Fakes:
-    kube: KubeFake
-    cp: ControlPlaneFake
-
-    def backends(self) -> dict[str, str]:
-        """The environment that points srebot's Kubernetes and control-plane tools at the fakes."""
-        return {
-            "KUBECONFIG": self.kube.kubeconfig_path,
-            "SREBOT_KUBE_CONTEXT": self.kube.context,
-            "CONTROL_PLANE_URL": self.cp.url,
-            "CONTROL_PLANE_TOKEN_URL": self.cp.token_url,
-            "CONTROL_PLANE_CLIENT_ID": self.cp.client_id,
-            "CONTROL_PLANE_CLIENT_SECRET": self.cp.client_secret,
-        }
-
-    def env(self, db_url: str, **extra: str) -> dict[str, str]:
-        return {"DATABASE_URL": db_url, **self.backends(), "SREBOT_APPROVERS": APPROVER, "SREBOT_TEAMS": "false",
-                **extra}
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    """The suite's shop cluster and control plane (shop/checkout mid bad rollout, INC-101 open)."""
-    async with KubeFake() as kube, ControlPlaneFake() as cp:
-        load_shop_scenario(kube)
-        load_cp_scenario(cp)
-        yield Fakes(kube, cp)
 
 
 async def started(env: dict[str, str], stack: AsyncExitStack) -> Runtime:
@@ -281,5 +249,5 @@ async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path
             assert await cli.cmd_decide(load_settings(env=env), args) == cli.EXIT_OK
             update = await connector.wait_for(lambda c: c.kind == "update" and c.activity_id == card.response_id)
             assert "Approved by aad-bob" in update.text and "actions" not in update.card
-            await connector.wait_for(lambda c: c.kind == "send" and "Approved by aad-bob" in c.text)
+            await connector.wait_for(lambda c: c.kind == "send" and "done (approved by aad-bob)" in c.text)
             assert len(fakes.kube.patches) == 1

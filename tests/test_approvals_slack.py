@@ -24,7 +24,7 @@ from sessions.store import ApprovalRecord
 from tests.fakes.control_plane import API, ControlPlaneFake
 from tests.fakes.kube import KubeFake, PatchRecord
 from tests.fakes.slack import Call, SlackBot, SlackFake, in_thread
-from tests.test_approvals import Fakes, fakes  # noqa: F401 - the `fakes` fixture
+from tests.fakes.shop import Fakes
 
 REQUESTER, BOB, CAROL, OUTSIDER = "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"
 APPROVERS = f"{BOB},{CAROL}"
@@ -64,7 +64,7 @@ class World:
 
 
 @pytest.fixture
-async def world(fakes: Fakes, db_url: str, tmp_path: Path) -> AsyncIterator[World]:  # noqa: F811
+async def world(fakes: Fakes, db_url: str, tmp_path: Path) -> AsyncIterator[World]:
     async with AsyncExitStack() as stack:
         slack = await stack.enter_async_context(SlackFake())
         yield World(slack, fakes, db_url, tmp_path, stack)
@@ -307,6 +307,7 @@ async def srebot_cli(world: World, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.integration  # srebot approve/reject/audit in child processes
 async def test_deciding_from_the_terminal_updates_the_slack_message(world: World) -> None:
     proposed = await scale_proposed(world)
     code, _, err = await srebot_cli(world, "approve", proposed.approval.id, "--user", REQUESTER)

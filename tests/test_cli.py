@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.web import build_app
+from tests.helpers import ANSWER_SCHEMA
 
-SCHEMA_PATH = Path(os.environ.get("SREBOT_CONTRACTS", Path(__file__).resolve().parents[2] / "shared" / "contracts"))
-ANSWER_SCHEMA = json.loads((SCHEMA_PATH / "answer.schema.json").read_text())
+pytestmark = pytest.mark.integration  # starts srebot in child processes
 
 
 def srebot(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +47,21 @@ def test_ask_text_output(tmp_path: Path) -> None:
     result = srebot("ask", "help", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"})
     assert result.returncode == 0
     assert "I'm srebot" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`srebot ask … | head -1`: the pipe closes after the first line; srebot must end, without a traceback."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SREBOT_", "PROMETHEUS", "LOKI"))}
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write breaks the pipe
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "ask", "help", "--json"], stdout=write, stderr=subprocess.PIPE, text=True,
+            env={**clean, "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}, timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 def test_bad_config_value_names_the_key_and_exits_2(tmp_path: Path) -> None:

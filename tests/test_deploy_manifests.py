@@ -24,7 +24,7 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 
 from bot.engine.intents import parse
-from bot.wording import HELP_TEXT
+from bot.commands import HELP_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -646,13 +646,13 @@ def test_dockerfile_copies_every_package() -> None:
     # every COPY source of the builder stage (the last word is the destination)
     copied = {word.rstrip("/") for k, a in builder if k == "COPY" for word in a.split()[:-1] if not word.startswith("--")}
     assert packages <= copied, f"not copied into the builder: {packages - copied}"
-    assert {"pyproject.toml", pyproject["project"]["readme"]} <= copied
+    assert {"pyproject.toml", pyproject["project"]["readme"], "constraints.txt"} <= copied
     installs = " ".join(a for k, a in builder if k == "RUN")
-    assert "pip install ." in installs
+    assert "pip install -c constraints.txt ." in installs  # the versions the tests ran with
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", ".dockerignore is an allow-list: .env, .venv, tests stay out"
-    for name in [*packages, "pyproject.toml", "README.md"]:
+    for name in [*packages, "pyproject.toml", "README.md", "constraints.txt"]:
         assert f"!{name}/" in ignore or f"!{name}" in ignore, f"{name} not allowed into the build context"
     assert not any(line.startswith("!") and (".env" in line or "tests" in line) for line in ignore)
 

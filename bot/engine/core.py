@@ -19,7 +19,7 @@ from bot.engine.resolve import Resolution, Resolver, Target
 from bot.engine.text import join
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
-from bot.wording import HELP_TEXT
+from bot.commands import HELP_TEXT
 from sessions.store import Conversation
 from tools.redact import redact
 

@@ -1,4 +1,4 @@
-"""A fake SRE control plane (shared/contracts/control-plane.md) with a Keycloak-like token endpoint.
+"""A fake SRE control plane (docs/contracts/control-plane.md) with a Keycloak-like token endpoint.
 
 Shipped in the package because `srebot eval` boots it for scenarios; the test suite re-uses it
 (tests/fakes/control_plane.py).

@@ -16,7 +16,7 @@ from bot.ports import Actor, Core, ConversationKey, DatabaseError, Request, new_
 from bot.telemetry import EVENTS_DROPPED
 from bot.wording import NOT_READY, database_trouble, short
 from integrations.slack import blocks
-from integrations.slack.commands import parse_sre
+from bot.commands import parse_command
 from integrations.slack.port import EphemeralPort, SlackReplyPort, call, post_message
 from integrations.slack.trust import is_external
 
@@ -254,7 +254,7 @@ class SlackIntake:
 
     # --- /sre --------------------------------------------------------------------------------------
     async def on_command(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
-        command = parse_sre(readable(body.get("text") or ""))
+        command = parse_command(readable(body.get("text") or ""))
         team, channel, user = body.get("team_id") or "", body.get("channel_id") or "", body.get("user_id") or ""
         if command.reply is not None:
             await ack(text=command.reply, response_type="ephemeral")
