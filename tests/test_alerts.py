@@ -23,9 +23,9 @@ from bot.alerts.view import view
 from bot.answer import Answer
 from bot.config import load_settings
 from sessions.alerts import AlertGroupRecord
+from tests.helpers import ScriptedEngine
 from tests.fakes.slack import (  # noqa: F401 - fixtures
     Call,
-    ScriptedEngine,
     SlackBot,
     SlackFake,
     db_file_fixture,
