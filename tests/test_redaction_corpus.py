@@ -25,7 +25,7 @@ from devtools.loopback.control_plane import rfc3339
 from tests.fakes.gemini import FakeGemini, rest_call, rest_text
 from tests.fakes.loki import FakeLoki
 from tests.fakes.slack import SlackBot, SlackFake, in_thread
-from tests.test_approvals import Fakes, fakes  # noqa: F401 - the `fakes` fixture
+from tests.fakes.shop import Fakes  # the `fakes` fixture is registered by tests/conftest.py
 
 PEM = [
     "-----BEGIN RSA PRIVATE KEY-----",

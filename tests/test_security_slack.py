@@ -20,7 +20,6 @@ import pytest
 from bot.policy import EXTERNAL_REFUSAL
 from integrations.slack import start_socket_mode
 from tests.fakes.slack import in_thread, signed_headers
-from tests.test_approvals import fakes  # noqa: F401 - the `fakes` fixture
 from tests.test_approvals_slack import (  # noqa: F401 - the `world` fixture
     BOB,
     CHANNEL,
