@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
@@ -532,39 +533,35 @@ class Store:
         """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
         turn of its thread is still active on another replica: a thread's turns run one at a time, in
         the order they were recorded, whichever replica took them."""
-        async with self._begin() as db:
-            row = await db.get(TurnRow, turn_id)
-            if row is None or row.status not in ACTIVE_TURN:
-                return TurnStart()
-            await self._lock_thread(db, row.session_id)
-            if instance_id is not None:
-                earlier = await db.scalar(
-                    select(
-                        exists().where(
-                            TurnRow.session_id == row.session_id,
-                            TurnRow.id < turn_id,
-                            TurnRow.status.in_(ACTIVE_TURN),
-                            # this replica's own earlier turns are ordered by its thread queue
-                            TurnRow.instance_id != instance_id,
-                        )
-                    )
+        values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
+        if placeholder is not None:
+            values["placeholder"] = placeholder
+        stmt = update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
+        if instance_id is not None:
+            values["instance_id"] = instance_id
+            earlier = aliased(TurnRow)
+            stmt = stmt.where(
+                ~exists().where(
+                    earlier.session_id == TurnRow.session_id,
+                    earlier.id < TurnRow.id,
+                    earlier.status.in_(ACTIVE_TURN),
+                    # this replica's own earlier turns are ordered by its thread queue
+                    earlier.instance_id != instance_id,
                 )
-                if earlier:
-                    return TurnStart(blocked=True)
-            values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
-            if instance_id is not None:
-                values["instance_id"] = instance_id
-            if placeholder is not None:
-                values["placeholder"] = placeholder
+            )
+        async with self._begin() as db:
+            if instance_id is not None and self._postgres:  # recording and starting do not interleave
+                await db.execute(
+                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(session_id)) FROM turns WHERE id = :id"),
+                    {"ns": THREAD_LOCK, "id": turn_id},
+                )
             result = await db.execute(
-                update(TurnRow)
-                .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(**values)
-                .returning(TurnRow.session_id)
+                stmt.values(**values).returning(TurnRow.session_id).execution_options(synchronize_session=False)
             )
             session_id = result.scalar_one_or_none()
-            if session_id is None:
-                return TurnStart()
+            if session_id is None:  # waiting for an earlier turn, or no longer active
+                status = await db.scalar(select(TurnRow.status).where(TurnRow.id == turn_id))
+                return TurnStart(blocked=status in ACTIVE_TURN)
             conversation = await db.get(ConversationRow, session_id)
             return TurnStart(_conversation(conversation) if conversation else None)
 
