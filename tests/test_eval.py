@@ -18,10 +18,9 @@ from devtools.world import Expect
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN = ROOT / "eval" / "scenarios"
-# How many worlds the current engine must pass: what it achieves today, raised as the engine improves so that a
-# regression fails CI. Issue 15's goal is 14 of the 15 shared worlds and every world of the repository's corpus.
-SHARED_GATE = 2
-CORPUS_GATE = 6
+# How many of the 15 shared worlds the engine must pass (issue 15's bar: one may fail, so a world the engine was
+# not written for can be added there); every world of the repository's own corpus must pass.
+SHARED_GATE = 14
 
 
 def shared_scenarios() -> Path:
@@ -53,17 +52,13 @@ def test_the_shared_worlds_load_and_pass_the_gate() -> None:
 
 
 def test_the_repositorys_own_worlds() -> None:
-    """The numbered worlds (the engine's regression set) all pass; the development corpus passes the gate."""
+    """Every world of the repository passes: the numbered ones (the engine's regression set) and the corpus."""
     result = run_eval(OWN, "--json")
     scenarios = json.loads(result.stdout)["scenarios"]
     assert len(scenarios) == len([p for p in OWN.iterdir() if (p / "scenario.yaml").is_file()]) >= 46
     assert not [(s["name"], s["errors"]) for s in scenarios if s["errors"]]
-    numbered = [s for s in scenarios if s["name"][:2].isdigit()]
-    assert len(numbered) == 12
-    assert not [(s["name"], s["reasons"]) for s in numbered if not s["passed"]]
-    corpus = [s for s in scenarios if not s["name"][:2].isdigit()]
-    assert sum(s["passed"] for s in corpus) >= CORPUS_GATE, "\n".join(
-        f"{s['name']}: {s['reasons']}" for s in corpus if not s["passed"])
+    assert len([s for s in scenarios if s["name"][:2].isdigit()]) == 12
+    assert not [(s["name"], s["reasons"]) for s in scenarios if not s["passed"]]
 
 
 ANSWER: dict[str, Any] = {
