@@ -23,7 +23,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Only what the wheel needs (see .dockerignore); tests and deploy files stay out.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bot ./bot
 COPY integrations ./integrations
 COPY tools ./tools
@@ -32,7 +32,7 @@ COPY devtools ./devtools
 
 # The runtime never writes bytecode (read-only root filesystem): compile it here.
 RUN pip install --upgrade pip setuptools wheel \
- && pip install . \
+ && pip install -c constraints.txt . \
  && pip check \
  && python -m compileall -q /opt/venv/lib
 

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -416,6 +416,77 @@ class RunAutomation(ActionType[AutomationParams]):
                 dry_run=bool(args.get("dry_run", False)),
             ),
         )
+
+
+class SilenceParams(BaseModel):
+    matchers: dict[str, str]  # label = value, every one must match
+    seconds: float = Field(3600, gt=0, le=7 * 86400)
+
+    @field_validator("matchers")
+    @classmethod
+    def _some(cls, matchers: dict[str, str]) -> dict[str, str]:
+        if not matchers:
+            raise ValueError("a silence needs at least one label to match")
+        return matchers
+
+
+def matcher_text(matchers: dict[str, str]) -> str:
+    """'alertname="HighErrorRate",service="checkout"': a silence's target as Alertmanager writes matchers."""
+    return ",".join(f'{name}="{value}"' for name, value in sorted(matchers.items()))
+
+
+async def silence_alerts(labels_json: str, hours: float = 1.0, tool_context: Any = None) -> dict[str, Any]:
+    """Propose an Alertmanager silence for the alerts whose labels equal every entry of `labels_json` (a JSON
+    object, e.g. {"alertname": "HighErrorRate", "service": "checkout"}) for `hours`. Nothing is silenced until
+    an authorised person other than the requester approves it in the thread."""
+    return told(tool_context)
+
+
+@declare
+class Silence(ActionType[SilenceParams]):
+    """Alertmanager API v2 silence; proposed from an alert thread's "Silence" button (bot.alerts) or by the agent."""
+
+    kind = "silence"
+    params = SilenceParams
+    needs_service = False
+    tool = staticmethod(silence_alerts)
+
+    def _length(self, seconds: float) -> str:
+        return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds / 60:g}m"
+
+    async def describe(self, toolbox: Toolbox, target: str, params: SilenceParams) -> str:
+        if not toolbox.alertmanager.configured:
+            raise ActionError(toolbox.alertmanager.not_configured_reason())
+        return f"silence alerts matching {matcher_text(params.matchers)} for {self._length(params.seconds)} in Alertmanager"
+
+    async def execute(self, toolbox: Toolbox, approval: ApprovalRecord, params: SilenceParams) -> str:
+        now = datetime.now(timezone.utc)
+        silence = data(
+            await toolbox.alertmanager.create_silence(
+                params.matchers,
+                now,
+                now + timedelta(seconds=params.seconds),
+                created_by=approval.requester,
+                comment=f"Silenced via srebot, approved by {approval.decided_by} (approval {approval.id})",
+            )
+        )
+        return f"silence {silence.id} created in Alertmanager until {silence.ends_at:%H:%M} UTC"
+
+    async def from_chat(self, asked: Asked) -> Action:
+        raise NotProposed("Silences are proposed from an alert's thread: press Silence on its message.")
+
+    def from_tool(self, args: dict[str, Any], service: ServiceLookup) -> Action:
+        try:
+            labels = json.loads(str(args.get("labels_json") or "{}"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"labels_json is not JSON: {exc}") from None
+        if not isinstance(labels, dict) or not labels:
+            raise ValueError("labels_json must be a JSON object with at least one label")
+        hours = float(args.get("hours") or 1.0)
+        if not 0 < hours <= 168:
+            raise ValueError(f"hours must be between 0 and 168, not {args.get('hours')!r}")
+        matchers = {str(k): str(v) for k, v in labels.items()}
+        return self.action(matcher_text(matchers), SilenceParams(matchers=matchers, seconds=hours * 3600))
 
 
 # --- the service the composition root builds ------------------------------------------------------

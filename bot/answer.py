@@ -13,7 +13,9 @@ Intent = Literal[
 ]
 Severity = Literal["critical", "warning", "info"]
 Source = Literal["metrics", "logs", "kubernetes", "cost", "control_plane", "engine"]
-ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation"]
+# every write an approval can carry; "silence" is proposed from an alert thread's button and never recommended in
+# an Answer (whose schema lists the other five)
+ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation", "silence"]
 # the state of the service asked about, as the engine judged it (optional in the JSON; see bot.presentation)
 Verdict = Literal["failing", "degraded", "healthy", "inconclusive"]
 

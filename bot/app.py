@@ -14,17 +14,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.actions import Actions
+from bot.actions import REGISTRY, Actions
+from bot.alerts.desk import AlertDesk
+from bot.alerts.poller import ControlPlanePoller
 from bot.answer import Answer
 from bot.approvals import Approvals
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.engine import DiagnosticEngine, Engine
+from bot.policy import Policy
 from bot.ports import Decision, Notifier, Overview, Request
 from bot.terminal import TerminalNotifier
 from bot.toolbox import Toolbox
 from sessions.db import PoolSettings
-from sessions.store import ApprovalRecord, ApprovalState, ConversationKey, Store, database_deadline, utcnow
+from sessions.store import Actor, ApprovalRecord, ApprovalState, ConversationKey, Store, database_deadline, utcnow
 from tools.redact import redact
 
 if TYPE_CHECKING:
@@ -55,10 +58,11 @@ class Runtime:
         )
         self.toolbox = toolbox or Toolbox.from_settings(settings)
         self.notifiers: dict[str, Notifier] = {"cli": TerminalNotifier()}
+        self.policy = Policy(settings.policy, approvers=settings.approvers, kinds=REGISTRY)
         self.approvals = Approvals(
             self.store,
             lambda approval: self.actions.execute(approval),
-            approvers=settings.approvers,
+            policy=self.policy,
             ttl_seconds=settings.defaults.approval_ttl_seconds,
             notifiers=self.notifiers,
             sweep_seconds=settings.approval_sweep_seconds,
@@ -87,6 +91,12 @@ class Runtime:
             heartbeat_seconds=settings.heartbeat_seconds,
             stale_after=settings.instance_stale_seconds,
         )
+        self.alerts = AlertDesk(settings, self.store, self.dispatcher, self.actions, self.toolbox, self.notifiers)
+        self.alert_poller = (
+            ControlPlanePoller(self.alerts, self.toolbox.control_plane, settings.alerts.poll_seconds)
+            if settings.alerts.poll_control_plane
+            else None
+        )
 
     # --- the Core the integrations see -----------------------------------------------------------
     def submit(self, request: Request) -> str:
@@ -95,7 +105,9 @@ class Runtime:
     def in_flight(self) -> list[Request]:
         return self.dispatcher.in_flight()
 
-    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
+    async def decide(
+        self, approval_id: str, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> Decision:
         return await self.approvals.decide(approval_id, user, decision, platform=platform)
 
     @property
@@ -117,11 +129,14 @@ class Runtime:
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         await self.store.set_approval_message(approval_id, message_ref)
 
+    async def press_alert(self, group_id: str, button: str, user: str, *, platform: str) -> Decision:
+        return await self.alerts.press(group_id, button, user, platform)
+
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         return await self.store.get_approval(approval_id)
 
-    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
-        return self.approvals.refusal(approval, user, decision)
+    async def refusal(self, approval: ApprovalRecord, user: str | Actor, decision: str) -> str | None:
+        return await self.approvals.refusal(approval, user, decision)
 
     def add_notifier(self, notifier: Notifier) -> None:
         self.notifiers[notifier.platform] = notifier
@@ -146,15 +161,18 @@ class Runtime:
     def attach_platforms(self) -> None:
         """Register the notifiers of the configured platforms without serving them (the terminal's
         `approve`/`reject`), so a decision made here still updates the approval message posted in
-        Slack or Teams and posts the outcome in its thread. Platforms already mounted are kept."""
+        Slack or Teams and posts the outcome in its thread, and the policy resolves Slack user groups.
+        Platforms already mounted are kept."""
         settings = self.settings
         if settings.slack_enabled and "slack" not in self.notifiers:
             from integrations.slack.app import web_client
             from integrations.slack.port import SlackNotifier
+            from integrations.slack.trust import UserGroups
 
             assert settings.slack_bot_token is not None
             client = web_client(settings.slack_api_url, settings.slack_bot_token.get_secret_value())
-            self.add_notifier(SlackNotifier(client))
+            self.add_notifier(SlackNotifier(client, self))
+            self.policy.add_directory("slack", UserGroups(client))
         if settings.teams_mode != "off" and "teams" not in self.notifiers:
             from integrations.teams import teams_notifier
 
@@ -187,6 +205,8 @@ class Runtime:
         await self.dispatcher.start()
         self.approvals.start()
         self.database_error = None
+        if self.alert_poller is not None:
+            self.alert_poller.start()
         # in the background: serving must not wait for it, and the first request that needs it will
         self._warm_up = asyncio.create_task(self.toolbox.warm_up(), name="tools-warm-up")
 
@@ -212,6 +232,9 @@ class Runtime:
             await asyncio.gather(self._opening, return_exceptions=True)
         if self._warm_up is not None:
             await asyncio.gather(self._warm_up, return_exceptions=True)
+        if self.alert_poller is not None:
+            await self.alert_poller.stop()
+        await self.alerts.idle()  # notifications already acknowledged to Alertmanager are applied
         await self.dispatcher.shutdown()
         await self.approvals.stop()
         if self.agent is not None:

@@ -7,9 +7,10 @@ import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
 
+from bot.policy import EXTERNAL_REFUSAL, VIA_OF_PLATFORM, Policy
 from bot.telemetry import APPROVALS
 from bot.ports import Decision, Notifier
-from sessions.store import ApprovalRecord, ApprovalState, Proposal, Store
+from sessions.store import Actor, ApprovalRecord, ApprovalState, ConversationKey, Proposal, Store
 
 log = logging.getLogger("srebot.approvals")
 
@@ -21,14 +22,17 @@ Executor = Callable[[ApprovalRecord], Awaitable[str]]
 # was cut off by a crash and must not stay silent.
 STUCK_AFTER_SECONDS = 600
 
-NO_APPROVERS_HINT = (
-    "No approvers are configured, so this cannot be approved yet: set SREBOT_APPROVERS to a "
-    "comma-separated list of user ids (Slack U…, Teams AAD object ids, terminal names)."
-)
+# srebot's own steps in the audit log
+EXPIRY = Actor("srebot", "srebot", via="expiry")
+SWEEPER = Actor("srebot", "srebot", via="sweeper")
 
 
 class ActionFailed(Exception):
     """Raised by an executor when the action did not happen; the message is for the thread as it is."""
+
+
+class NotAllowed(ActionFailed):
+    """The policy refuses the proposal; the message says why, for the person who asked."""
 
 
 class Approvals:
@@ -37,14 +41,14 @@ class Approvals:
         store: Store,
         executor: Executor,
         *,
-        approvers: list[str],
+        policy: Policy,
         ttl_seconds: float,
         notifiers: Mapping[str, Notifier],
         sweep_seconds: float = 15.0,
     ):
         self.store = store
         self.executor = executor
-        self.approvers = set(approvers)
+        self.policy = policy
         self.ttl_seconds = ttl_seconds
         self.notifiers = notifiers
         self.sweep_seconds = sweep_seconds
@@ -52,19 +56,32 @@ class Approvals:
 
     # --- propose ---------------------------------------------------------------------------------
     async def propose(self, proposal: Proposal) -> ApprovalRecord:
+        """A pending approval row for `proposal` in its session's conversation; raises NotAllowed when the
+        policy refuses its origin's actor this kind of action there."""
+        actor = proposal.origin.who
+        refusal = await self.policy.refusal(actor, "propose", proposal.kind, where=await self._where(proposal.origin.session_id))
+        if refusal is not None:
+            await self.store.audit("refused", actor.user, kind=proposal.kind, target=proposal.target,
+                                   detail=f"propose: {refusal}", **_context(actor))
+            raise NotAllowed(refusal)
         approval = await self.store.create_approval(proposal, self.ttl_seconds)
         APPROVALS.labels(ApprovalState.PENDING).inc()
-        await self._audit("proposed", proposal.origin.user, approval, proposal.description)
+        await self._audit("proposed", actor, approval, proposal.description)
         return approval
 
     @property
     def configured(self) -> bool:
-        return bool(self.approvers)
+        return self.policy.has_approvers()
 
     # --- decide ----------------------------------------------------------------------------------
-    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
-        """Approve or reject on behalf of `user` (from any platform: buttons, cards, the terminal).
-        Refusals change nothing but the audit log; an approval executes once."""
+    async def decide(
+        self, approval_id: str, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> Decision:
+        """Approve or reject on behalf of `user` (an Actor, or a user id deciding on `platform` by its usual
+        path: Slack button, Teams card, CLI), whichever platform the approval was posted on. The policy of
+        the approval's conversation decides who may; four eyes and "the requester may withdraw" hold
+        everywhere. Refusals change nothing but the audit log; an approval executes once."""
+        actor = _actor(user, platform or "")
         if decision not in ("approve", "reject"):
             return Decision(False, f"Unknown decision {decision!r}: approve or reject.")
         approval = await self.store.get_approval(approval_id)
@@ -75,53 +92,60 @@ class Approvals:
             approval = await self.store.get_approval(approval_id) or approval
         if approval.status != ApprovalState.PENDING:
             return Decision(False, _already(approval), approval)
-        refusal = self.refusal(approval, user, decision)
+        refusal = await self.refusal(approval, actor, decision)
         if refusal:
-            await self._audit("refused", user, approval, f"{decision} via {platform}: {refusal}")
+            await self._audit("refused", actor, approval, f"{decision}: {refusal}")
             return Decision(False, refusal, approval)
         if decision == "approve":
-            return await self._approve(approval, user)
-        return await self._reject(approval, user)
+            return await self._approve(approval, actor)
+        return await self._reject(approval, actor)
 
-    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
-        """Why `user` may not make this decision on a pending approval (None: they may); lets a platform
-        show each person only the buttons they can use."""
-        return self._refusal(approval, user) if decision == "approve" else self._reject_refusal(approval, user)
+    async def refusal(
+        self, approval: ApprovalRecord, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> str | None:
+        """Why `user` (an Actor, or a user id on `platform`) may not make `decision` on a pending approval, or
+        None when they may; lets a platform show each person only the buttons they can use."""
+        actor = _actor(user, platform or approval.platform)
+        if actor.external:
+            return EXTERNAL_REFUSAL
+        where = await self._where(approval.session_id)
+        if actor.user == approval.requester:
+            if decision == "reject":
+                return None  # the requester withdraws their own request
+            return self.policy.nobody_approves(approval.kind, where) or (
+                "You requested this action, so someone else has to approve it (four eyes)."
+            )
+        refusal = await self.policy.refusal(actor, "approve", approval.kind, where=where)
+        if refusal is not None and decision == "reject":
+            return f"Only an approver or the requester can reject this. {refusal}"
+        return refusal
 
-    def _reject_refusal(self, approval: ApprovalRecord, user: str) -> str | None:
-        if user == approval.requester or user in self.approvers:
-            return None
-        return "Only an approver (SREBOT_APPROVERS) or the requester can reject this."
+    async def _where(self, session_id: str | None) -> ConversationKey | None:
+        conversation = await self.store.get_session(session_id) if session_id else None
+        return conversation.key if conversation else None
 
-    def _refusal(self, approval: ApprovalRecord, user: str) -> str | None:
-        if not self.approvers:
-            return NO_APPROVERS_HINT
-        if user == approval.requester:
-            return "You requested this action, so someone else has to approve it (four eyes)."
-        if user not in self.approvers:
-            return "You are not in the approvers list (SREBOT_APPROVERS), so you cannot approve this."
-        return None
-
-    async def _reject(self, approval: ApprovalRecord, user: str) -> Decision:
+    async def _reject(self, approval: ApprovalRecord, actor: Actor) -> Decision:
         now = self.store.clock()
         rejected = await self.store.transition_approval(
-            approval.id, ApprovalState.PENDING, ApprovalState.REJECTED, decided_by=user, decided_at=now, finished_at=now
+            approval.id, ApprovalState.PENDING, ApprovalState.REJECTED, decided_by=actor.user, decided_via=actor.via,
+            decided_at=now, finished_at=now,
         )
         if rejected is None:
             current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
         APPROVALS.labels(ApprovalState.REJECTED).inc()
-        await self._audit("rejected", user, approval)
+        await self._audit("rejected", actor, approval)
         await self._changed(rejected)
-        return Decision(True, f"Rejected by {user}; nothing was changed.", rejected)
+        return Decision(True, f"Rejected by {rejected.decider}; nothing was changed.", rejected)
 
-    async def _approve(self, approval: ApprovalRecord, user: str) -> Decision:
+    async def _approve(self, approval: ApprovalRecord, actor: Actor) -> Decision:
         # The conditional UPDATE is the lock: of two clicks (or two replicas) only one gets a row back.
         approved = await self.store.transition_approval(
             approval.id,
             ApprovalState.PENDING,
             ApprovalState.APPROVED,
-            decided_by=user,
+            decided_by=actor.user,
+            decided_via=actor.via,
             decided_at=self.store.clock(),
         )
         if approved is None:
@@ -131,19 +155,19 @@ class Approvals:
                 current = await self.store.get_approval(approval.id)
             return Decision(False, _already(current), current)
         APPROVALS.labels(ApprovalState.APPROVED).inc()
-        await self._audit("approved", user, approval)
+        await self._audit("approved", actor, approval)
         await self._changed(approved)
         try:
             outcome = await self.executor(approved)
         except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
             detail = _error_text(exc)
-            final = await self._finish(approved, ApprovalState.FAILED, detail, user)
-            return Decision(True, f"Approved by {user}, but it failed: {detail}", final or approved)
-        final = await self._finish(approved, ApprovalState.EXECUTED, outcome, user)
-        return Decision(True, f"Approved by {user} · {outcome}", final or approved)
+            final = await self._finish(approved, ApprovalState.FAILED, detail, actor)
+            return Decision(True, f"Approved by {approved.decider}, but it failed: {detail}", final or approved)
+        final = await self._finish(approved, ApprovalState.EXECUTED, outcome, actor)
+        return Decision(True, f"Approved by {approved.decider} · {outcome}", final or approved)
 
     async def _finish(
-        self, approved: ApprovalRecord, status: ApprovalState, result: str, user: str
+        self, approved: ApprovalRecord, status: ApprovalState, result: str, actor: Actor
     ) -> ApprovalRecord | None:
         """approved → executed | failed, with the outcome in the row, the audit log and the thread;
         None when someone else finished it first."""
@@ -153,13 +177,14 @@ class Approvals:
         if final is None:
             return None
         APPROVALS.labels(status).inc()
-        await self._audit(status, user, approved, result)
+        await self._audit(status, actor, approved, result)
         await self._changed(final)
         return final
 
-    async def _audit(self, event: str, actor: str, approval: ApprovalRecord, detail: str | None = None) -> None:
+    async def _audit(self, event: str, actor: Actor, approval: ApprovalRecord, detail: str | None = None) -> None:
         await self.store.audit(
-            event, actor, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=detail
+            event, actor.user, approval_id=approval.id, kind=approval.kind, target=approval.target, detail=detail,
+            **_context(actor),
         )
 
     # --- expiry ----------------------------------------------------------------------------------
@@ -183,7 +208,7 @@ class Approvals:
                 "the srebot process running it stopped before it reported an outcome; "
                 f"check {approval.target} before proposing it again"
             )
-            if await self._finish(approval, ApprovalState.FAILED, outcome, "srebot") is not None:
+            if await self._finish(approval, ApprovalState.FAILED, outcome, SWEEPER) is not None:
                 count += 1
         return count
 
@@ -198,7 +223,7 @@ class Approvals:
         if expired is None:
             return False
         APPROVALS.labels(ApprovalState.EXPIRED).inc()
-        await self._audit("expired", "srebot", approval, f"no decision within {_duration(self.ttl_seconds)}")
+        await self._audit("expired", EXPIRY, approval, f"no decision within {_duration(self.ttl_seconds)}")
         await self._changed(expired)
         return True
 
@@ -221,10 +246,21 @@ class Approvals:
             log.exception("could not update the approval message")
 
 
+def _actor(user: str | Actor, platform: str) -> Actor:
+    """`user` as an Actor: a bare user id acts on `platform` by its usual path (button, card, CLI)."""
+    return user if isinstance(user, Actor) else Actor(user, platform, via=VIA_OF_PLATFORM.get(platform, ""))
+
+
+def _context(actor: Actor) -> dict[str, str | None]:
+    """An actor's where and how, as audit columns."""
+    return {"platform": actor.platform or None, "workspace": actor.workspace or None,
+            "channel": actor.channel or None, "via": actor.via or None}
+
+
 def _already(approval: ApprovalRecord | None) -> str:
     if approval is None:
         return "That approval no longer exists."
-    who = f" by {approval.decided_by}" if approval.decided_by else ""
+    who = f" by {approval.decider}" if approval.decided_by else ""
     when = f" at {approval.decided_at:%H:%M} UTC" if approval.decided_at else ""
     return f"Already {approval.status}{who}{when}; nothing was changed."
 

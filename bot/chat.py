@@ -3,7 +3,8 @@
 After an answer that proposed actions, each is offered at a prompt ([a]pprove / [r]eject / leave it
 pending). At any time `approve ID [as USER]` or `reject ID [as USER]` decides an approval, this
 thread's or one posted in Slack or Teams. Every decision goes through `Approvals.decide`, with the
-same rules as the buttons: approvers only, never the requester.
+same rules as the buttons: approvers only, never the requester; the thread and the audit log say it was
+decided in `srebot chat`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import sys
 
 from bot.app import Runtime
+from sessions.store import Actor
 from bot.ports import Request
 from bot.terminal import TerminalPort
 from sessions.store import ConversationKey, new_id
@@ -53,7 +55,8 @@ async def run_chat(runtime: Runtime, thread: str | None, user: str) -> int:
 
 
 async def decide(runtime: Runtime, approval_id: str, user: str, decision: str) -> bool:
-    outcome = await runtime.approvals.decide(approval_id, user, decision, platform=PLATFORM)
+    actor = Actor(user, PLATFORM, "local", "terminal", via="chat")
+    outcome = await runtime.approvals.decide(approval_id, actor, decision)
     print(outcome.message, file=sys.stdout if outcome.accepted else sys.stderr)
     return outcome.accepted
 

@@ -1,4 +1,5 @@
-"""The `srebot` command line (DESIGN 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, feedback, bench, eval."""
+"""The `srebot` command line (docs/design.md 3.1): serve, ask, chat, check, db upgrade, approve/reject, audit, feedback,
+and the development commands demo, bench and eval (from devtools, loaded only by them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import getpass
 import ipaddress
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -54,16 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     for decision in ("approve", "reject"):
         p = sub.add_parser(decision, help=f"{decision} a pending action")
         p.add_argument("approval_id")
-        p.add_argument("--user", required=True, help="who decides (must be in SREBOT_APPROVERS to approve)")
+        p.add_argument("--user", required=True,
+                       help="who you are: the approval rules apply to this name, and the thread and the audit log "
+                       "say it was decided via CLI")
 
     bench = sub.add_parser("bench", help="measure ack latency, first reply, throughput, fan-out, cache, RSS")
     bench.add_argument("--quick", action="store_true", help="small counts for CI (a few seconds)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
 
-    evaluation = sub.add_parser("eval", help="run the engine against scenario files and check its answers")
-    evaluation.add_argument("dir", help="a directory of scenario files (*.toml, *.json), or one file")
+    evaluation = sub.add_parser("eval", help="run the engine against scenario worlds and grade its answers")
+    evaluation.add_argument("dir", help="a directory of scenario directories (with scenario.yaml), or one of them")
     evaluation.add_argument("--json", action="store_true", help="print the results (and answers) as JSON")
-    evaluation.add_argument("--only", default=None, help="only the scenarios whose file name contains this")
+    evaluation.add_argument("--only", default=None, help="only the scenarios whose name contains this")
+
+    demo = sub.add_parser("demo", help="the bot's job in five minutes, on a simulated shop (nothing to configure)")
+    demo.add_argument("--out", default="srebot-demo", help="where the Slack and Teams preview goes (./srebot-demo)")
+    demo.add_argument("--no-chat", action="store_true", help="only the guided part, no interactive turn after it")
 
     audit = sub.add_parser("audit", help="print the audit log")
     audit.add_argument("--since", default=None, help="a duration back from now (24h, 7d) or an ISO time")
@@ -87,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return asyncio.run(handler(settings, args))
+    except ConfigError as exc:  # found while building the runtime, e.g. an unknown action kind in [policy]
+        print(f"srebot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
+        return EXIT_FAIL
+    except BrokenPipeError:  # the reader of our output went away (`| head`): nothing left to say, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
 
 
@@ -168,6 +182,7 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import Runtime
+    from bot.exposure import insecurities
 
     runtime = Runtime(settings)
     try:
@@ -183,6 +198,8 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         ("Teams", _teams_state(settings)),
         ("LLM", f"on ({settings.model})" if settings.llm_enabled else "off (deterministic engine)"),
         ("approvers", ", ".join(settings.approvers) or "(none: actions cannot be approved)"),
+        ("policy", f"[policy]: {len(settings.policy.channels)} channel(s) listed, others read-only"
+         if settings.policy is not None else "none: anyone proposes anywhere, SREBOT_APPROVERS approve"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
@@ -193,11 +210,12 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     for name, state in checks.items():
         print(f"{name:<{width}}  {state}")
         failed = failed or state.startswith("error")
-    if settings.teams_mode == "local":
-        print("\ninsecure: Teams accepts unauthenticated requests (SREBOT_TEAMS_INSECURE=local); "
-              "set MICROSOFT_APP_ID, MICROSOFT_APP_PASSWORD and MICROSOFT_APP_TENANT_ID outside local testing")
-        failed = True
-    return EXIT_FAIL if failed else EXIT_OK
+    problems = insecurities(settings)
+    print()
+    print("security: " + ("ok" if not problems else "INSECURE"))
+    for problem in problems:
+        print(f"  - {problem}")
+    return EXIT_FAIL if failed or problems else EXIT_OK
 
 
 def _teams_state(settings: Settings) -> str:
@@ -300,9 +318,11 @@ async def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     for row in rows:
         what = " ".join(x for x in (row.kind, row.target) if x)
+        where = " ".join(x for x in (row.platform, row.workspace, row.channel) if x)
+        how = " ".join(x for x in (f"via {row.via}" if row.via else "", f"in {where}" if where else "") if x)
         detail = " ".join(row.detail.split()) if row.detail else ""
         print(f"{row.at:%Y-%m-%d %H:%M:%S} {row.event:<9} {row.actor:<16} {row.approval_id or '-':<28} {what}"
-              + (f" — {detail}" if detail else ""))
+              + (f" [{how}]" if how else "") + (f" — {detail}" if detail else ""))
     if not rows:
         print("(no audit entries)")
     return EXIT_OK
@@ -344,6 +364,15 @@ async def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return await run_bench(settings, args)
 
 
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from devtools.demo import run_demo
+
+    interactive = not args.no_chat and sys.stdin.isatty()
+    return await run_demo(out=Path(args.out), interactive=interactive)
+
+
 async def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -364,4 +393,5 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = 
     "feedback": cmd_feedback,
     "bench": cmd_bench,
     "eval": cmd_eval,
+    "demo": cmd_demo,
 }

@@ -97,6 +97,89 @@ class ServiceConfig(BaseModel):
     metrics: dict[str, str] = {}
 
 
+SERVICE_LABELS = ["service", "app", "deployment", "namespace", "pod", "job"]
+
+
+class AlertRoute(BaseModel):
+    """One [[alerts.routes]] entry: alerts whose labels equal every `match` value go to its destination."""
+
+    match: dict[str, str]
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> "AlertRoute":
+        if not self.match:
+            raise ValueError("match needs at least one label (an empty match is the default destination)")
+        if bool(self.slack_channel) == bool(self.teams_conversation):
+            raise ValueError("give exactly one of slack_channel or teams_conversation")
+        return self
+
+
+class AlertsConfig(BaseModel):
+    """[alerts] (DESIGN 3.9): where alert threads go, how the service is found, how often one is re-investigated."""
+
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+    service_labels: list[str] = Field(default_factory=lambda: list(SERVICE_LABELS))
+    cooldown: str = "30m"
+    routes: list[AlertRoute] = []
+    # the control plane's firing alerts polled into the same threads (off unless asked for)
+    poll_control_plane: bool = False
+    poll_interval: str = "1m"
+    silence_duration: str = "1h"
+
+    @field_validator("cooldown", "poll_interval", "silence_duration")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return _duration_text(value)
+
+    @model_validator(mode="after")
+    def _one_default(self) -> "AlertsConfig":
+        if self.slack_channel and self.teams_conversation:
+            raise ValueError("give one default destination: slack_channel or teams_conversation")
+        return self
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.cooldown)
+
+    @property
+    def poll_seconds(self) -> float:
+        return parse_duration(self.poll_interval)
+
+    @property
+    def silence_seconds(self) -> float:
+        return parse_duration(self.silence_duration)
+
+
+class KindGrants(BaseModel):
+    """Who may propose and approve one kind of write action ([policy.kinds.KIND])."""
+
+    model_config = {"extra": "forbid"}
+
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+
+
+class Grants(BaseModel):
+    """Who may ask, propose and approve: user ids, group ids or "*" (bot.policy)."""
+
+    model_config = {"extra": "forbid"}
+
+    ask: list[str] | None = None
+    propose: list[str] | None = None
+    approve: list[str] | None = None
+    kinds: dict[str, KindGrants] = {}
+
+
+class PolicyConfig(Grants):
+    """[policy]: the defaults, and [policy.channels.ID] per Slack channel / Teams conversation / "terminal"
+    ("*": every channel not listed)."""
+
+    channels: dict[str, Grants] = {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, case_sensitive=False)
 
@@ -147,6 +230,9 @@ class Settings(BaseSettings):
     control_plane_client_id: str | None = None
     control_plane_client_secret: SecretStr | None = None
 
+    alerts_token: SecretStr | None = Field(None, validation_alias=AliasChoices("srebot_alerts_token", "alerts_token"))
+    alertmanager_url: str | None = None
+
     google_api_key: SecretStr | None = None
     google_gemini_base_url: str | None = None
     model: str = Field("gemini-2.5-flash", validation_alias=AliasChoices("srebot_model", "model"))
@@ -195,6 +281,8 @@ class Settings(BaseSettings):
     defaults: Defaults = Defaults()
     thresholds: Thresholds = Thresholds()
     services: dict[str, ServiceConfig] = {}
+    alerts: AlertsConfig = AlertsConfig()
+    policy: PolicyConfig | None = None  # None: no [policy] table, the pre-policy behaviour (bot.policy)
 
     config_file: str | None = None
 
@@ -237,7 +325,9 @@ class Settings(BaseSettings):
             raise ValueError(f"MICROSOFT_APP_PASSWORD is required with MICROSOFT_APP_TYPE={self.microsoft_app_type}")
         return self
 
-    @field_validator("prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url")
+    @field_validator(
+        "prometheus_url", "loki_url", "grafana_url", "control_plane_url", "aws_endpoint_url", "alertmanager_url"
+    )
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -276,6 +366,11 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and bool(self.slack_bot_token.get_secret_value())
+
+    @property
+    def alerts_enabled(self) -> bool:
+        """POST /alerts/alertmanager exists only with a token to check (else it answers 404)."""
+        return self.alerts_token is not None and bool(self.alerts_token.get_secret_value())
 
     @property
     def teams_mode(self) -> Literal["off", "local", "auth"]:
@@ -353,7 +448,7 @@ def load_settings(env: dict[str, str] | None = None, config_path: str | None = N
         raise ConfigError(_describe(exc, path)) from None
 
 
-_SECTIONS = {"defaults", "thresholds", "services"}
+_SECTIONS = {"defaults", "thresholds", "services", "policy", "alerts"}
 
 
 def _env_names(name: str, alias: object) -> set[str]:

@@ -6,20 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.answer import Answer
 from bot.config import Settings
+from bot.policy import Policy
 from sessions.store import (
-    ApprovalRecord,
-    ApprovalState,
-    Conversation,
-    ConversationKey,
-    DatabaseError,
-    Origin,
-    TurnRecord,
-    new_id,
+    Actor, ApprovalRecord, ApprovalState, Conversation, ConversationKey, DatabaseError, Origin, TurnRecord, new_id,
 )
+
+if TYPE_CHECKING:
+    from bot.alerts.view import AlertView, Investigation
 
 Progress = Callable[[str], Awaitable[None]]
 
@@ -50,6 +47,23 @@ class Notifier(Protocol):
         """Update the approval message to show its new status (who decided, when, the outcome)."""
 
 
+@runtime_checkable
+class AlertThreads(Protocol):
+    """A Notifier that can also hold alert threads: a root message per alert group, kept up to date."""
+
+    platform: str
+
+    async def open_alert(self, channel: str, view: AlertView) -> tuple[ConversationKey, dict[str, Any]] | None:
+        """Post the root message in `channel`; its thread's key and what `update_alert` needs, or None
+        when it could not be posted."""
+
+    async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
+        """Rewrite the root message to show `view` (resolved, new alerts)."""
+
+    def thread_port(self, key: ConversationKey, request_id: str | None = None) -> ReplyPort:
+        """A ReplyPort into the thread, for an investigation or an approval started outside a platform event."""
+
+
 @dataclass
 class Decision:
     """The outcome of an approve or reject, for the person who clicked."""
@@ -71,10 +85,23 @@ class Request:
     # what a Notifier needs to reach this thread later (e.g. a Teams ConversationReference)
     reference: dict[str, Any] | None = None
     received_at: float = field(default_factory=time.monotonic)
+    # who asks, as bot.policy sees them: another organisation's person (Slack Connect, a Teams guest or
+    # external tenant), the group ids the platform vouches for, and the path (message, command, alert)
+    external: bool = False
+    groups: frozenset[str] = frozenset()
+    via: str = "message"
+
+    # an alert-driven investigation: the alerts the engine starts from (bot.alerts)
+    alert: Investigation | None = None
+
+    @property
+    def actor(self) -> Actor:
+        key = self.key
+        return Actor(self.user, key.platform, key.workspace, key.channel, self.via, self.external, self.groups)
 
     def origin(self, session_id: str | None) -> Origin:
         """Who asks, from which thread: what an approval proposed by this request remembers."""
-        return Origin(self.user, self.key.platform, session_id, self.request_id)
+        return Origin(self.user, self.key.platform, session_id, self.request_id, self.actor)
 
 
 @dataclass
@@ -91,6 +118,8 @@ class Core(Protocol):
     to decide an approval, and the few facts of its threads the database keeps."""
 
     settings: Settings
+    policy: Policy  # who may ask, propose and approve (bot.policy): ask it before taking a request
+
 
     @property
     def ready(self) -> bool:
@@ -102,8 +131,11 @@ class Core(Protocol):
     def in_flight(self) -> list[Request]:
         """The requests this process has queued or running."""
 
-    async def decide(self, approval_id: str, user: str, decision: str, *, platform: str) -> Decision:
-        """Approve or reject on behalf of `user`, by the one decision path (four eyes, approvers, once)."""
+    async def decide(
+        self, approval_id: str, user: str | Actor, decision: str, *, platform: str | None = None
+    ) -> Decision:
+        """Approve or reject on behalf of `user` (an Actor: who, where, how; or a user id on `platform`), by
+        the one decision path (policy, four eyes, once)."""
 
     async def claim(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of a platform event (on any replica); False for a repeat.
@@ -121,9 +153,13 @@ class Core(Protocol):
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         """An approval as it is now (to show it to someone)."""
 
-    def refusal(self, approval: ApprovalRecord, user: str, decision: str) -> str | None:
-        """Why `user` may not make this decision on a pending approval, None when they may (which
-        buttons to show whom); deciding still goes through `decide`."""
+    async def refusal(self, approval: ApprovalRecord, user: str | Actor, decision: str) -> str | None:
+        """Why `user` (an Actor, or a user id on the approval's platform) may not make this decision on a
+        pending approval, None when they may (which buttons to show whom); deciding still goes through
+        `decide`."""
+
+    async def press_alert(self, group_id: str, button: str, user: str, *, platform: str) -> Decision:
+        """A button of an alert thread's root message ("silence", "ack", "investigate") pressed by `user`."""
 
     def add_notifier(self, notifier: Notifier) -> None:
         """Register a platform's Notifier, for messages outside a request."""
@@ -139,7 +175,9 @@ class Core(Protocol):
 
 
 __all__ = [
+    "AlertThreads",
     "Answer",
+    "Actor",
     "ApprovalRecord",
     "ApprovalState",
     "Conversation",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot.answer import SEVERITY_RANK, Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 
 HEADLINE_CHARS = 300
 KEY_EVIDENCE = 3

@@ -26,3 +26,13 @@ REQUEST_DURATION = Histogram(
 )
 APPROVALS = Counter("srebot_approvals_total", "Approval transitions", ["status"])
 LLM_TOKENS = Counter("srebot_llm_tokens_total", "LLM tokens used", ["kind"])
+ALERTS_RECEIVED = Counter("srebot_alerts_received_total", "Alert group notifications accepted", ["source", "status"])
+ALERTS_REJECTED = Counter("srebot_alerts_rejected_total", "Alert webhook requests refused", ["reason"])
+ALERTS_DEDUPLICATED = Counter(
+    "srebot_alerts_deduplicated_total",
+    "Alert notifications that changed nothing (repeats, HA copies), and investigations another group of the same"
+    " service had already started",
+    ["source"],
+)
+ALERTS_INVESTIGATED = Counter("srebot_alerts_investigated_total", "Alert group investigations started", ["reason"])
+ALERTS_RESOLVED = Counter("srebot_alerts_resolved_total", "Alert groups resolved in their thread", ["source"])

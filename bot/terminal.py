@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from typing import TextIO
 
+from bot import wording
 from bot.answer import Answer
 from bot.render import to_text
 from sessions.store import ApprovalRecord, Conversation
@@ -20,6 +22,18 @@ def approval_text(approval: ApprovalRecord) -> str:
     )
 
 
+def write(text: str, stream: TextIO) -> None:
+    """Print a line; when the reader has gone (`srebot ask … | head -1`), stop writing there instead of failing,
+    so the request still ends and the process exits quietly."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):  # not a real file (a test's StringIO): nothing more to silence
+            pass
+
+
 class TerminalPort:
     """Prints progress to stderr and the answer to stdout; resolves `answer` when the request is done."""
 
@@ -31,24 +45,24 @@ class TerminalPort:
         self.approvals: list[ApprovalRecord] = []
 
     async def progress(self, text: str) -> None:
-        print(f"… {text}", file=self.err, flush=True)
+        write(f"… {text}", self.err)
 
     async def post(self, message: Answer | str) -> None:
         if isinstance(message, str):
-            print(message, file=self.out, flush=True)
+            write(message, self.out)
             if not self.answer.done():  # control replies (cancel) end an `ask` too
                 self.answer.set_result(Answer(summary=message, session_id="none"))
             return
         if self.as_json:
-            print(json.dumps(message.to_json(), indent=2, ensure_ascii=False), file=self.out, flush=True)
+            write(json.dumps(message.to_json(), indent=2, ensure_ascii=False), self.out)
         else:
-            print(to_text(message), file=self.out, flush=True)
+            write(to_text(message), self.out)
         if not self.answer.done():
             self.answer.set_result(message)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         self.approvals.append(approval)
-        print(approval_text(approval), file=self.err if self.as_json else self.out, flush=True)
+        write(approval_text(approval), self.err if self.as_json else self.out)
 
 
 class TerminalNotifier:
@@ -58,8 +72,7 @@ class TerminalNotifier:
 
     async def say(self, conversation: Conversation, message: Answer | str) -> None:
         text = message if isinstance(message, str) else to_text(message)
-        print(f"[{conversation.key.thread}] {text}", file=sys.stderr, flush=True)
+        write(f"[{conversation.key.thread}] {text}", sys.stderr)
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
-        print(f"Approval {approval.id}: {approval.status}" + (f" — {approval.result}" if approval.result else ""),
-              file=sys.stderr, flush=True)
+        write(f"Approval {approval.id}: {wording.approval_status(approval)}", sys.stderr)

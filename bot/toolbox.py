@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from bot.config import ServiceConfig, Settings
+from tools.alertmanager import Alertmanager
 from tools.base import Backend, ServiceRef
 from tools.control_plane import ControlPlane
 from tools.cost import Cost
@@ -22,6 +23,7 @@ class Toolbox:
     kubernetes: Kubernetes
     cost: Cost
     control_plane: ControlPlane
+    alertmanager: Alertmanager
     _checked: tuple[float, dict[str, str]] | None = field(default=None, repr=False)
 
     @classmethod
@@ -55,10 +57,11 @@ class Toolbox:
                 ),
                 timeout=timeout,
             ),
+            alertmanager=Alertmanager(settings.alertmanager_url, timeout=timeout),
         )
 
     def backends(self) -> list[Backend]:
-        return [self.metrics, self.logs, self.kubernetes, self.cost, self.control_plane]
+        return [self.metrics, self.logs, self.kubernetes, self.cost, self.control_plane, self.alertmanager]
 
     async def check(self, *, timeout: float = 3.0, max_age: float = 30.0) -> dict[str, str]:
         """Each backend: "ok", "not configured" or "error: …", probed concurrently. Results are kept for

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.app import Runtime
+from bot.exposure import insecurities
 
 log = logging.getLogger("srebot.web")
 
@@ -40,6 +41,11 @@ def build_app(runtime: Runtime, *, manage_runtime: bool = True) -> web.Applicati
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     settings = runtime.settings
+    if settings.alerts_enabled:  # without a token the endpoint does not exist (404)
+        from bot.alerts.receiver import PATH, make_handler
+
+        assert settings.alerts_token is not None
+        app.router.add_post(PATH, make_handler(runtime.alerts, settings.alerts_token.get_secret_value()))
     if settings.slack_enabled:
         from integrations.slack import mount_slack
 
@@ -74,6 +80,8 @@ async def serve(runtime: Runtime, host: str, port: int) -> None:
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("serving", extra={"host": host, "port": port, "slack": settings.slack_enabled})
+    for problem in insecurities(settings):
+        log.warning("insecure configuration: %s", problem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,19 +1,64 @@
-"""What the bot says the same way on every platform: the help text, and how a request is quoted back."""
+"""What the bot says the same way on every platform: how an approval stands and how it ended, and how a request
+is quoted back. A platform passes how it shows a person (a Slack mention) and how it escapes free text."""
 
 from __future__ import annotations
 
-HELP_TEXT = """I'm srebot. Ask me in a thread, DM me, or use /sre:
-• diagnose <service> — why is it failing or slow (metrics, logs, Kubernetes, changes, incidents)
-• logs <service> — top error patterns in the window
-• metrics <service> — golden signals; promql: <expr> for a free query
-• pods <service> — deployment, rollout and pod state
-• capacity <service> — CPU and memory against requests and limits
-• cost [service] [7d|30d] — spend by service, period over period
-• incidents / alerts — open incidents, firing alerts (then diagnosed)
-• restart <service> / scale <service> <replicas> / rollback <service> — proposed, run after someone else approves
-• ack incident <id> — acknowledge an incident (after approval)
-• status — work in flight · cancel — stop the running request in this thread
-Follow-ups in a thread need no mention: "and its logs?", "what changed?"."""
+from collections.abc import Callable
+from datetime import datetime
+
+from sessions.store import ApprovalRecord, ApprovalState
+
+Show = Callable[[str], str]
+
+APPROVAL_NEEDED = "Approval needed"
+FOUR_EYES = "someone other than the requester must approve"
+
+_STATUS = {
+    ApprovalState.PENDING: "⏳ Waiting for someone other than the requester to approve",
+    ApprovalState.APPROVED: "✅ Approved by {who} {when} · running…",
+    ApprovalState.EXECUTED: "✅ Approved by {who} {when} · {result}",
+    ApprovalState.FAILED: "❌ Approved by {who} {when} · failed: {result}",
+    ApprovalState.REJECTED: "🚫 Rejected by {who} {when} · nothing was changed",
+    ApprovalState.EXPIRED: "⌛ Expired {when} without a decision · nothing was changed",
+}
+_OUTCOME = {
+    ApprovalState.EXECUTED: "✅ {action} done (approved by {who}): {result}",
+    ApprovalState.FAILED: "❌ {action} failed (approved by {who}): {result}",
+    ApprovalState.REJECTED: "🚫 {action} was rejected by {who}; nothing was changed.",
+    ApprovalState.EXPIRED: "⌛ {action} expired without a decision; nothing was changed.",
+}
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def clock(moment: datetime | None) -> str:
+    return f"{moment:%H:%M} UTC" if moment else ""
+
+
+def approval_status(approval: ApprovalRecord, *, person: Show = _same, text: Show = _same) -> str:
+    """"✅ Approved by bob 10:51 UTC · rollout restarted for shop/checkout", and the like for every state."""
+    return _STATUS[approval.status].format(
+        who=person(approval.decided_by) if approval.decided_by else "someone",
+        when=clock(approval.decided_at or approval.finished_at),
+        result=text(approval.result or "done"),
+    )
+
+
+def approval_outcome(
+    approval: ApprovalRecord, *, action: str | None = None, person: Show = _same, text: Show = _same
+) -> str | None:
+    """The line said in the thread once an approval is final ("✅ scale shop/checkout done (approved by bob): …");
+    None while it is not. `action` is how the platform shows "kind target"."""
+    template = _OUTCOME.get(approval.status)
+    if template is None:
+        return None
+    return template.format(
+        action=action or text(f"{approval.kind} {approval.target}"),
+        who=person(approval.decided_by) if approval.decided_by else "someone",
+        result=text(approval.result or "done"),
+    )
 
 
 def short(text: str, limit: int = 80) -> str:

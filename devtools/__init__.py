@@ -1,1 +1,2 @@
-"""Development machinery: the loopback world of fake backends, `srebot bench` and `srebot eval`. Not imported by the runtime; the CLI loads it only for the commands that need it."""
+"""Development machinery: the loopback world of fake backends, `srebot demo`, `srebot bench` and `srebot eval`.
+Not imported by the runtime; the CLI loads it only for the commands that need it."""

@@ -499,7 +499,7 @@ class RealDiagnoses:
 
     async def __aenter__(self) -> Self:
         from bot.app import Runtime
-        from devtools.eval import (
+        from devtools.deployments import (
             Clock,
             DeploymentSpec,
             KubernetesSpec,

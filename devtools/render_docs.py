@@ -1,6 +1,6 @@
 """`python -m devtools.render_docs [--out docs/pictures]`: every message type as a person sees it, for the README.
 
-Real answers come from the engine (the eval scenarios through `devtools.eval.run_scenario`), are rendered by the
+Real answers come from the engine (the eval scenarios through `devtools.eval.run_world`), are rendered by the
 real Slack and Teams renderers (`integrations.slack.blocks`, `integrations.teams.cards`), drawn as HTML here and
 photographed with headless Chromium. The HTML is our own renderer for the subset of Block Kit and Adaptive
 Cards that srebot uses: the `adaptivecards` package on PyPI only authors cards, it cannot render them, and
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from PIL import Image
 
 from bot.answer import Answer
 from bot.chart import draw
-from devtools.eval import run_scenario
+from devtools.eval import run_world
 from integrations.slack import blocks
 from integrations.teams.cards import CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, answer_cards, approval_card
 from sessions.store import ApprovalRecord, utcnow
@@ -54,29 +55,28 @@ class Samples:
 
 
 async def answer_of(path: Path) -> Answer:
-    result = await run_scenario(path)
+    result = await run_world(path)
     if not result.answers:
         raise SystemExit(f"{path.name} gave no answer: {result.reasons}")
     return result.answers[-1].model_copy(update={"request_id": "req_4f1c2a9b7e6d5c3b2a190817"})
 
 
 async def samples(tmp: Path) -> Samples:
-    alerts_toml = (SCENARIOS / "01-bad-rollout.toml").read_text()
-    alerts_toml = re.sub(r'(?m)^question = .*$', 'question = "what alerts are firing?"', alerts_toml)
-    alerts_toml = alerts_toml.replace("[expect]", '''[[control_plane.alerts]]
-name = "CheckoutErrorRate"
-severity = "P1"
-resource = "checkout"
-message = "5xx ratio above 5% for 5 minutes"
-fired = "-6m"
-
-[expect]''')
-    (tmp / "alerts.toml").write_text(alerts_toml)
+    # the bad rollout's world, asked about its firing alerts (one the control plane reports)
+    alerts_world = tmp / "alerts"
+    shutil.copytree(SCENARIOS / "01-bad-rollout", alerts_world)
+    spec = alerts_world / "scenario.yaml"
+    spec.write_text(re.sub(r"(?m)^question: .*$", "question: what alerts are firing?", spec.read_text()))
+    plane = json.loads((alerts_world / "control_plane.json").read_text())
+    plane["alerts"] = [{"id": "al-1", "name": "CheckoutErrorRate", "severity": "P1", "status": "firing",
+                        "resource_name": "checkout", "message": "5xx ratio above 5% for 5 minutes",
+                        "fired_at": "@-360", "resolved_at": None}]
+    (alerts_world / "control_plane.json").write_text(json.dumps(plane))
     # one after the other: a scenario's world (ports, database) is set up for it alone
-    diagnosis = await answer_of(SCENARIOS / "01-bad-rollout.toml")
-    healthy = await answer_of(SCENARIOS / "06-noisy-but-healthy.toml")
-    down = await answer_of(SCENARIOS / "08-backend-outage.toml")
-    alerts = await answer_of(tmp / "alerts.toml")
+    diagnosis = await answer_of(SCENARIOS / "01-bad-rollout")
+    healthy = await answer_of(SCENARIOS / "06-noisy-but-healthy")
+    down = await answer_of(SCENARIOS / "08-backend-outage")
+    alerts = await answer_of(alerts_world)
     rollback = next(r for r in diagnosis.recommendations if r.action is not None)
     now = utcnow()
     approval = ApprovalRecord(

@@ -100,6 +100,7 @@ class ApprovalRow(Base):
     platform: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_via: Mapped[str | None] = mapped_column(String(16))  # button, card, cli, chat
     decided_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     result: Mapped[str | None] = mapped_column(Text)
@@ -115,7 +116,55 @@ class AuditRow(Base):
     at: Mapped[datetime] = mapped_column(index=True)
     event: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(128))
+    # where and how the actor acted: platform, workspace (Slack team / Teams tenant), channel, and the path
+    # (message, command, button, card, cli, chat, alert; "expiry" and "sweeper" for srebot's own steps)
+    platform: Mapped[str | None] = mapped_column(String(16))
+    workspace: Mapped[str | None] = mapped_column(String(128))
+    channel: Mapped[str | None] = mapped_column(String(256))
+    via: Mapped[str | None] = mapped_column(String(16))
     approval_id: Mapped[str | None] = mapped_column(String(40), index=True)
     kind: Mapped[str | None] = mapped_column(String(32))
     target: Mapped[str | None] = mapped_column(String(256))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertGroupRow(Base):
+    """One alert group (an Alertmanager groupKey, or a control-plane service) and the thread it has.
+
+    Every change is a compare-and-set on `version`, so of two deliveries (replicas, an HA pair) one decides."""
+
+    __tablename__ = "alert_groups"
+    __table_args__ = (Index("ix_alert_groups_session", "session_id"), Index("ix_alert_groups_status", "source", "status"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    group_key: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    digest: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[dict[str, Any]]  # {"common": {...}, "group": {...}, "annotations": {...}}
+    alerts: Mapped[dict[str, Any]]  # {"items": [...], "truncated": n, "external_url": "..."}
+    service: Mapped[str | None] = mapped_column(String(128))
+    platform: Mapped[str | None] = mapped_column(String(16))
+    channel: Mapped[str | None] = mapped_column(String(256))
+    thread: Mapped[dict[str, Any] | None]  # the root message: its conversation key and message reference
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    opening_at: Mapped[datetime | None]  # a replica claimed posting the root message at this time
+    started_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    investigated_at: Mapped[datetime | None]
+    investigated: Mapped[dict[str, Any] | None]  # {"fingerprints": [...]} of the last investigation
+
+
+class AlertServiceRow(Base):
+    """The last alert-driven investigation of a service: alert groups of one workload share one investigation."""
+
+    __tablename__ = "alert_services"
+
+    service: Mapped[str] = mapped_column(String(128), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(40))
+    investigated_at: Mapped[datetime]

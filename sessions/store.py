@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
@@ -175,13 +176,33 @@ class TurnStart:
 
 
 @dataclass(frozen=True)
+class Actor:
+    """A person acting on the bot, where and how: what the policy (bot.policy) decides on and what an audit
+    row records."""
+
+    user: str
+    platform: str
+    workspace: str = ""  # Slack team, Teams tenant, "local" for the terminal
+    channel: str = ""  # Slack channel, Teams conversation, "terminal"
+    via: str = "message"  # message, command, button, card, cli, chat, alert
+    external: bool = False  # another organisation's person (Slack Connect, a Teams guest or external tenant)
+    groups: frozenset[str] = field(default_factory=frozenset)  # group ids the platform vouches for
+
+
+@dataclass(frozen=True)
 class Origin:
-    """Who asks for a change, and from which thread."""
+    """Who asks for a change, and from which thread; `actor` says where and how they asked (a bare user on
+    `platform` when not given)."""
 
     user: str
     platform: str
     session_id: str | None = None
     request_id: str | None = None
+    actor: Actor | None = None
+
+    @property
+    def who(self) -> Actor:
+        return self.actor or Actor(self.user, self.platform)
 
 
 @dataclass(frozen=True)
@@ -214,6 +235,17 @@ class ApprovalRecord:
     finished_at: datetime | None = None
     result: str | None = None
     message_ref: dict[str, Any] | None = None
+    decided_via: str | None = None  # button, card, cli, chat
+
+    @property
+    def via_note(self) -> str:
+        """" (via CLI)" for a decision typed in a shell, whose name the operator gave; "" for a click."""
+        return {"cli": " (via CLI)", "chat": " (via srebot chat)"}.get(self.decided_via or "", "")
+
+    @property
+    def decider(self) -> str:
+        """Who decided as a thread says it: "U0BOB", or "U0BOB (via CLI)" for a decision made in a shell."""
+        return f"{self.decided_by or '?'}{self.via_note}"
 
 
 @dataclass
@@ -226,6 +258,10 @@ class AuditRecord:
     kind: str | None
     target: str | None
     detail: str | None
+    platform: str | None = None
+    workspace: str | None = None
+    channel: str | None = None
+    via: str | None = None
 
 
 @dataclass
@@ -290,6 +326,7 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
         finished_at=_aware(row.finished_at),
         result=row.result,
         message_ref=row.message_ref,
+        decided_via=row.decided_via,
     )
 
 
@@ -505,39 +542,35 @@ class Store:
         """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
         turn of its thread is still active on another replica: a thread's turns run one at a time, in
         the order they were recorded, whichever replica took them."""
-        async with self._begin() as db:
-            row = await db.get(TurnRow, turn_id)
-            if row is None or row.status not in ACTIVE_TURN:
-                return TurnStart()
-            await self._lock_thread(db, row.session_id)
-            if instance_id is not None:
-                earlier = await db.scalar(
-                    select(
-                        exists().where(
-                            TurnRow.session_id == row.session_id,
-                            TurnRow.id < turn_id,
-                            TurnRow.status.in_(ACTIVE_TURN),
-                            # this replica's own earlier turns are ordered by its thread queue
-                            TurnRow.instance_id != instance_id,
-                        )
-                    )
+        values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
+        if placeholder is not None:
+            values["placeholder"] = placeholder
+        stmt = update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
+        if instance_id is not None:
+            values["instance_id"] = instance_id
+            earlier = aliased(TurnRow)
+            stmt = stmt.where(
+                ~exists().where(
+                    earlier.session_id == TurnRow.session_id,
+                    earlier.id < TurnRow.id,
+                    earlier.status.in_(ACTIVE_TURN),
+                    # this replica's own earlier turns are ordered by its thread queue
+                    earlier.instance_id != instance_id,
                 )
-                if earlier:
-                    return TurnStart(blocked=True)
-            values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
-            if instance_id is not None:
-                values["instance_id"] = instance_id
-            if placeholder is not None:
-                values["placeholder"] = placeholder
+            )
+        async with self._begin() as db:
+            if instance_id is not None and self._postgres:  # recording and starting do not interleave
+                await db.execute(
+                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(session_id)) FROM turns WHERE id = :id"),
+                    {"ns": THREAD_LOCK, "id": turn_id},
+                )
             result = await db.execute(
-                update(TurnRow)
-                .where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
-                .values(**values)
-                .returning(TurnRow.session_id)
+                stmt.values(**values).returning(TurnRow.session_id).execution_options(synchronize_session=False)
             )
             session_id = result.scalar_one_or_none()
-            if session_id is None:
-                return TurnStart()
+            if session_id is None:  # waiting for an earlier turn, or no longer active
+                status = await db.scalar(select(TurnRow.status).where(TurnRow.id == turn_id))
+                return TurnStart(blocked=status in ACTIVE_TURN)
             conversation = await db.get(ConversationRow, session_id)
             return TurnStart(_conversation(conversation) if conversation else None)
 
@@ -864,6 +897,10 @@ class Store:
         kind: str | None = None,
         target: str | None = None,
         detail: str | None = None,
+        platform: str | None = None,
+        workspace: str | None = None,
+        channel: str | None = None,
+        via: str | None = None,
     ) -> None:
         async with self._begin() as db:
             await db.execute(
@@ -875,6 +912,10 @@ class Store:
                     kind=kind,
                     target=target,
                     detail=detail,
+                    platform=platform,
+                    workspace=workspace,
+                    channel=channel,
+                    via=via,
                 )
             )
 
@@ -884,6 +925,7 @@ class Store:
             if since is not None:
                 stmt = stmt.where(AuditRow.at >= since)
             return [
-                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail)  # type: ignore[arg-type]
+                AuditRecord(r.id, _aware(r.at), r.event, r.actor, r.approval_id, r.kind, r.target, r.detail,  # type: ignore[arg-type]
+                            r.platform, r.workspace, r.channel, r.via)
                 for r in await db.scalars(stmt)
             ]

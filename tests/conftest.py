@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite file and a real PostgreSQL database per test."""
+"""Shared fixtures, registered once: databases (a real SQLite file and a real PostgreSQL database per test) here,
+the fakes' fixtures in the plugins below; and the integration marker for tests that need a real service."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import asyncpg
 import pytest
 
 from sessions.store import Store
+
+pytest_plugins = [
+    "tests.fakes.aws",  # moto_server, aws
+    "tests.fakes.loki",  # loki
+    "tests.fakes.prometheus",  # prometheus_server, victoria_metrics_server
+    "tests.fakes.shop",  # fakes
+    "tests.fakes.slack",  # slack, db_file, bot
+]
 
 PG_ADMIN_DSN = os.environ.get("SREBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -74,3 +83,20 @@ async def sqlite_store(tmp_path) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+# Fixtures that start or reach a real service: a test using one is in the integration tier.
+SERVICE_FIXTURES = {
+    "prometheus_server", "victoria_metrics_server", "moto_server", "aws",  # binaries, moto
+    "pg_url", "own_pg", "own_pg_stopped",  # PostgreSQL: the shared server, or one of a test's own
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`-m "not integration"` is the fast tier: no PostgreSQL, no Prometheus or VictoriaMetrics binary, no
+    moto server, no child srebot process (modules that start one mark themselves)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
+        if on_postgres or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

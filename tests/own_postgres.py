@@ -4,6 +4,7 @@ restart while srebot runs on it; the machine's shared server is never touched.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -59,14 +60,17 @@ class OwnPostgres:
         children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
         return [postmaster, *map(int, children)]
 
+    def _signal(self, sig: int) -> None:
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
+                os.kill(pid, sig)
+
     def freeze(self) -> None:
         """Every server process stopped: connections stay open and nothing answers (a hung database)."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     async def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():

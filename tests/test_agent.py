@@ -16,9 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.actions import Actions
+from bot.actions import REGISTRY, Actions
 from bot.answer import Action, Answer, Finding, Recommendation, RuledOut, ToolStatus
 from bot.approvals import Approvals
+from bot.policy import Policy
 from bot.config import Settings
 from bot.engine.agent import Agent
 from bot.telemetry import LLM_TOKENS
@@ -93,9 +94,8 @@ async def make_world(url: str, kube: KubeFake, prometheus: FakePrometheus, **ove
     store = Store(url)
     await store.upgrade()
     toolbox = Toolbox.from_settings(settings)
-    approvals = Approvals(
-        store, lambda approval: actions.execute(approval), approvers=["U2"], ttl_seconds=1800, notifiers={}
-    )
+    policy = Policy(None, approvers=["U2"], kinds=REGISTRY)
+    approvals = Approvals(store, lambda approval: actions.execute(approval), policy=policy, ttl_seconds=1800, notifiers={})
     actions = Actions(toolbox, approvals)
     return World(settings, store, toolbox, actions, kube, prometheus)
 

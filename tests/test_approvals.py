@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,48 +18,17 @@ from bot import chat, cli
 from bot.actions import ActionError
 from bot.answer import Action
 from bot.app import Runtime
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.config import load_settings
 from sessions.store import ApprovalRecord, ConversationKey, Origin, utcnow
 from tests.fakes.bot_connector import ALICE, BOB, BotConnectorFake, personal_message
-from tests.fakes.control_plane import ControlPlaneFake
-from tests.fakes.control_plane import load_shop_scenario as load_cp_scenario
-from tests.fakes.kube import REVISION, KubeFake, load_shop_scenario
+from tests.fakes.kube import REVISION
+from tests.fakes.shop import Fakes
 
 REQUESTER, APPROVER, OUTSIDER = "alice", "bob", "mallory"
 SCALE = Action(kind="scale", target="shop/checkout", params={"replicas": 5})
 RESTART = Action(kind="restart", target="shop/checkout")
 ROLLBACK = Action(kind="rollback", target="shop/checkout")
-
-
-@dataclass
-class Fakes:
-    kube: KubeFake
-    cp: ControlPlaneFake
-
-    def backends(self) -> dict[str, str]:
-        """The environment that points srebot's Kubernetes and control-plane tools at the fakes."""
-        return {
-            "KUBECONFIG": self.kube.kubeconfig_path,
-            "SREBOT_KUBE_CONTEXT": self.kube.context,
-            "CONTROL_PLANE_URL": self.cp.url,
-            "CONTROL_PLANE_TOKEN_URL": self.cp.token_url,
-            "CONTROL_PLANE_CLIENT_ID": self.cp.client_id,
-            "CONTROL_PLANE_CLIENT_SECRET": self.cp.client_secret,
-        }
-
-    def env(self, db_url: str, **extra: str) -> dict[str, str]:
-        return {"DATABASE_URL": db_url, **self.backends(), "SREBOT_APPROVERS": APPROVER, "SREBOT_TEAMS": "false",
-                **extra}
-
-
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    """The suite's shop cluster and control plane (shop/checkout mid bad rollout, INC-101 open)."""
-    async with KubeFake() as kube, ControlPlaneFake() as cp:
-        load_shop_scenario(kube)
-        load_cp_scenario(cp)
-        yield Fakes(kube, cp)
 
 
 async def started(env: dict[str, str], stack: AsyncExitStack) -> Runtime:
@@ -120,7 +88,8 @@ async def test_each_action_says_exactly_what_will_change(fakes: Fakes, tmp_path:
 async def test_restart_and_rollback_run_through_the_kubernetes_writes(runtime: Runtime, fakes: Fakes) -> None:
     restart = await proposed(runtime, RESTART)
     decision = await runtime.approvals.decide(restart.id, APPROVER, "approve", platform="cli")
-    assert decision.accepted and decision.message == f"Approved by {APPROVER} · rollout restarted for shop/checkout"
+    # a decision typed in a shell says so, with the name the operator gave
+    assert decision.accepted and decision.message == f"Approved by {APPROVER} (via CLI) · rollout restarted for shop/checkout"
     [patch] = fakes.kube.patches_of("shop", "checkout")
     assert patch.resource == "deployments"
     annotations = patch.body["spec"]["template"]["metadata"]["annotations"]
@@ -152,7 +121,8 @@ async def test_decision_rules_and_their_audit(runtime: Runtime, fakes: Fakes) ->
     assert await audit_of(runtime, approval) == [
         ("proposed", REQUESTER), ("refused", OUTSIDER), ("refused", REQUESTER), ("rejected", REQUESTER)]
     refusal = next(r for r in await runtime.store.audit_log() if r.event == "refused")
-    assert refusal.detail.startswith("reject via slack:") and refusal.kind == "scale"
+    assert refusal.detail.startswith("reject:") and refusal.kind == "scale"
+    assert (refusal.platform, refusal.via) == ("slack", "button")
 
     # past its time but not swept yet: a click expires it instead of running it
     late = await proposed(runtime, SCALE)
@@ -249,7 +219,7 @@ async def test_chat_decides_proposed_actions_at_the_prompt(
         monkeypatch.setattr(chat, "_input", typed([f"approve {pending.id} as {APPROVER}"]))
         assert await chat.run_chat(runtime, "t-chat", REQUESTER) == 0
         out, err = capsys.readouterr()
-        assert f"Approved by {APPROVER} · shop/checkout scaled: replicas 3 → 5" in out
+        assert f"Approved by {APPROVER} (via srebot chat) · shop/checkout scaled: replicas 3 → 5" in out
         assert len(fakes.kube.patches) == 1 and (await runtime.store.get_approval(pending.id)).status == "executed"
 
 
@@ -279,5 +249,5 @@ async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path
             assert await cli.cmd_decide(load_settings(env=env), args) == cli.EXIT_OK
             update = await connector.wait_for(lambda c: c.kind == "update" and c.activity_id == card.response_id)
             assert "Approved by aad-bob" in update.text and "actions" not in update.card
-            await connector.wait_for(lambda c: c.kind == "send" and "Approved by aad-bob" in c.text)
+            await connector.wait_for(lambda c: c.kind == "send" and "done (approved by aad-bob)" in c.text)
             assert len(fakes.kube.patches) == 1

@@ -26,7 +26,7 @@ from sessions.store import ApprovalRecord
 from tests.fakes.control_plane import API, ControlPlaneFake
 from tests.fakes.kube import KubeFake, PatchRecord
 from tests.fakes.slack import Call, SlackBot, SlackFake, in_thread
-from tests.test_approvals import Fakes, fakes  # noqa: F401 - the `fakes` fixture
+from tests.fakes.shop import Fakes
 
 REQUESTER, BOB, CAROL, OUTSIDER = "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"
 APPROVERS = f"{BOB},{CAROL}"
@@ -66,7 +66,7 @@ class World:
 
 
 @pytest.fixture
-async def world(fakes: Fakes, db_url: str, tmp_path: Path) -> AsyncIterator[World]:  # noqa: F811
+async def world(fakes: Fakes, db_url: str, tmp_path: Path) -> AsyncIterator[World]:
     async with AsyncExitStack() as stack:
         slack = await stack.enter_async_context(SlackFake())
         yield World(slack, fakes, db_url, tmp_path, stack)
@@ -309,6 +309,7 @@ async def srebot_cli(world: World, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.integration  # srebot approve/reject/audit in child processes
 async def test_deciding_from_the_terminal_updates_the_slack_message(world: World) -> None:
     proposed = await scale_proposed(world)
     code, _, err = await srebot_cli(world, "approve", proposed.approval.id, "--user", REQUESTER)
@@ -318,8 +319,9 @@ async def test_deciding_from_the_terminal_updates_the_slack_message(world: World
     assert code == 0, err
     assert f"Approved by {CAROL}" in out and "replicas 3 → 5" in out
     assert len(world.scale_patches()) == 1
-    await proposed.wait_update(f"Approved by <@{CAROL}>")
-    await proposed.wait_in_thread(f"done (approved by <@{CAROL}>)")
+    # the thread and the message say the decision was typed in a shell, under the name given
+    await proposed.wait_update(f"Approved by <@{CAROL}> (via CLI)")
+    await proposed.wait_in_thread(f"done (approved by <@{CAROL}> (via CLI))")
 
     # reject from the terminal likewise
     other = await propose(world, proposed.bot, SCALE)
@@ -333,7 +335,7 @@ async def test_deciding_from_the_terminal_updates_the_slack_message(world: World
     assert code == 0
     lines = [line for line in out.splitlines() if proposed.approval.id in line]
     assert [line.split()[2] for line in lines] == ["proposed", "refused", "approved", "executed"]
-    assert any(f"approved  {CAROL}" in line for line in lines)
+    assert any(f"approved  {CAROL}" in line and "via cli" in line for line in lines)
     assert any(f"rejected  {BOB}" in line and other.approval.id in line for line in out.splitlines())
     assert "scale shop/checkout" in lines[0] and "replicas 3 → 5" in lines[0]
 

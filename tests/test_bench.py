@@ -13,6 +13,8 @@ import pytest
 
 from devtools.bench import table
 
+pytestmark = pytest.mark.integration  # starts srebot in child processes
+
 ROOT = Path(__file__).resolve().parent.parent
 LATENCIES = ("slack_ack", "slack_placeholder", "teams_ack", "teams_first_reply")
 FIGURES = (*LATENCIES, "sustained", "fan_out", "backend_calls", "session_lookup", "rss")

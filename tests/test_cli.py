@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import Runtime
 from bot.config import load_settings
 from bot.web import build_app
+from tests.helpers import ANSWER_SCHEMA
 
-SCHEMA_PATH = Path(os.environ.get("SREBOT_CONTRACTS", Path(__file__).resolve().parents[2] / "shared" / "contracts"))
-ANSWER_SCHEMA = json.loads((SCHEMA_PATH / "answer.schema.json").read_text())
+pytestmark = pytest.mark.integration  # starts srebot in child processes
 
 
 def srebot(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +47,21 @@ def test_ask_text_output(tmp_path: Path) -> None:
     result = srebot("ask", "help", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"})
     assert result.returncode == 0
     assert "I'm srebot" in result.stdout
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`srebot ask … | head -1`: the pipe closes after the first line; srebot must end, without a traceback."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SREBOT_", "PROMETHEUS", "LOKI"))}
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write breaks the pipe
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "ask", "help", "--json"], stdout=write, stderr=subprocess.PIPE, text=True,
+            env={**clean, "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}, timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
 
 
 def test_bad_config_value_names_the_key_and_exits_2(tmp_path: Path) -> None:
@@ -111,8 +127,40 @@ def test_check_fails_when_a_configured_backend_is_unreachable(tmp_path: Path) ->
         "check",
         env={"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}", "PROMETHEUS_URL": "http://127.0.0.1:1"},
     )
-    assert result.returncode == 1
+    assert result.returncode == 1 and "security: ok" in result.stdout
     rows = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     assert rows["database"] == "ok"
     assert rows["metrics"].startswith("error: unreachable")
     assert rows["logs"] == "not configured"
+
+
+def test_check_fails_on_an_insecure_configuration_and_says_why(tmp_path: Path) -> None:
+    database = {"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}
+    # Teams in its local mode: /api/messages takes unauthenticated requests
+    result = srebot("check", env={**database, "SREBOT_TEAMS_INSECURE": "local"})
+    assert result.returncode == 1 and "INSECURE" in result.stdout and "MICROSOFT_APP_ID" in result.stdout
+    # Slack over HTTP without a signing secret
+    result = srebot("check", env={**database, "SLACK_BOT_TOKEN": "xoxb-1-2-x",
+                                  "SLACK_API_URL": "http://127.0.0.1:1/api/"})
+    assert result.returncode == 1 and "SLACK_SIGNING_SECRET" in result.stdout
+    # secure: Socket Mode needs no signing secret, and Teams is off without credentials
+    result = srebot("check", env={**database, "SLACK_BOT_TOKEN": "xoxb-1-2-x", "SLACK_APP_TOKEN": "xapp-1-x"})
+    assert result.returncode == 0, result.stdout
+    assert "security: ok" in result.stdout
+
+
+def test_an_unknown_action_kind_in_the_policy_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "srebot.toml"
+    config.write_text('[policy.channels.C1.kinds.reboot]\napprove = ["U1"]\n')
+    result = srebot("check", env={"SREBOT_CONFIG": str(config), "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"})
+    assert result.returncode == 2 and "unknown action kind reboot" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_policy_decides_who_may_ask_from_the_terminal_too(tmp_path: Path) -> None:
+    config = tmp_path / "srebot.toml"
+    config.write_text('[policy.channels.terminal]\nask = ["oncall"]\n')
+    env = {"SREBOT_CONFIG": str(config), "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    refused = srebot("ask", "help", "--json", "--user", "mallory", env=env)
+    assert refused.returncode == 1 and "You may not ask srebot here" in json.loads(refused.stdout)["summary"]
+    allowed = srebot("ask", "help", "--json", "--user", "oncall", env=env)
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)["intent"] == "help"

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.fakes.aws import MotoServer, aws_fixture, cost_and_usage, daily_totals, moto_server_fixture  # noqa: F401
+from tests.fakes.aws import MotoServer, cost_and_usage, daily_totals
 from tools.base import ErrorCode
 from tools.cost import UNTAGGED, Cost
 

@@ -24,7 +24,7 @@ import yaml
 from kubernetes_validate import utils as kv_utils
 
 from bot.engine.intents import parse
-from bot.wording import HELP_TEXT
+from bot.commands import HELP_TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -47,6 +47,7 @@ SLACK_EVENTS = {"app_mention", "message.channels", "message.groups", "message.im
 SLACK_SCOPES = {
     "app_mentions:read", "chat:write", "chat:write.public", "commands", "channels:history",
     "groups:history", "im:history", "mpim:history", "im:read", "files:write", "users:read", "assistant:write",
+    "usergroups:read",
 }
 TEAMS_COMMANDS = {"help", "diagnose", "logs", "metrics", "cost", "incidents", "restart", "rollback", "status", "cancel"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
@@ -431,6 +432,12 @@ def test_compose_srebot_wiring() -> None:
     )
 
 
+def test_compose_exposes_nothing_beyond_this_machine() -> None:
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
 def test_compose_prometheus_and_grafana_config() -> None:
     prometheus = yaml.safe_load((DEPLOY / "compose" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
@@ -644,13 +651,13 @@ def test_dockerfile_copies_every_package() -> None:
     # every COPY source of the builder stage (the last word is the destination)
     copied = {word.rstrip("/") for k, a in builder if k == "COPY" for word in a.split()[:-1] if not word.startswith("--")}
     assert packages <= copied, f"not copied into the builder: {packages - copied}"
-    assert {"pyproject.toml", pyproject["project"]["readme"]} <= copied
+    assert {"pyproject.toml", pyproject["project"]["readme"], "constraints.txt"} <= copied
     installs = " ".join(a for k, a in builder if k == "RUN")
-    assert "pip install ." in installs
+    assert "pip install -c constraints.txt ." in installs  # the versions the tests ran with
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", ".dockerignore is an allow-list: .env, .venv, tests stay out"
-    for name in [*packages, "pyproject.toml", "README.md"]:
+    for name in [*packages, "pyproject.toml", "README.md", "constraints.txt"]:
         assert f"!{name}/" in ignore or f"!{name}" in ignore, f"{name} not allowed into the build context"
     assert not any(line.startswith("!") and (".env" in line or "tests" in line) for line in ignore)
 
@@ -669,3 +676,18 @@ def test_deploy_readme_mentions_only_existing_files() -> None:
     assert not missing, f"deploy/README.md names files that do not exist: {sorted(missing)}"
     for command in ("kubectl apply -k deploy/kubernetes", "optional/actions -n", "docker compose up"):
         assert command in text
+
+
+def test_read_role_covers_every_kind_the_diagnosis_reads_but_secrets() -> None:
+    from tools.kubernetes import PATHS
+
+    role = next(d for d in load_docs(K8S / "rbac.yaml") if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "srebot-read")
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    for path in PATHS.values():
+        parts = path.split("/")
+        group = "" if parts[1] == "api" else parts[2]
+        resource = parts[-1]
+        if resource != "secrets":  # asked metadata-only; refused, a missing Secret is known from events
+            assert (group, resource, "list") in granted, path
+    assert ("", "pods/log", "get") in granted

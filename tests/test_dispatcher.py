@@ -46,7 +46,7 @@ async def test_submit_returns_at_once_and_answers(store: Store) -> None:
     await dispatcher.wait_idle()
     answer = port.answers[0]
     assert answer.summary == "answer" and answer.session_id.startswith("s_")
-    assert port.events[0] == ("progress", "Looking into diagnose checkout…")
+    assert port.events[0] == ("progress", "Looking into “diagnose checkout”…")
     turn = await store.get_turn(request_id)
     assert turn.status == "completed" and turn.answer["summary"] == "answer"
     session = await store.get_session(answer.session_id)
@@ -67,9 +67,9 @@ async def test_one_thread_is_fifo_and_threads_run_in_parallel(store: Store) -> N
     dispatcher.submit(Request(key("t1"), "u", "second in t1", ports[1]))
     dispatcher.submit(Request(key("t2"), "u", "only in t2", ports[2]))
     await dispatcher.wait_idle()
-    assert engine.finished.index("first in t1") < engine.finished.index("second in t1")
+    assert engine.done.index("first in t1") < engine.done.index("second in t1")
     # t2 did not wait for t1's slow first request
-    assert engine.finished.index("only in t2") < engine.finished.index("first in t1")
+    assert engine.done.index("only in t2") < engine.done.index("first in t1")
     assert "queued behind 1 earlier request" in ports[1].events[0][1]
     await dispatcher.shutdown()
 

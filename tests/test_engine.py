@@ -23,11 +23,10 @@ from bot.cli import main
 from bot.config import load_settings
 from bot.ports import Request
 from sessions.store import ConversationKey
-from tests.fakes.aws import MotoServer, aws_fixture, cost_and_usage, moto_server_fixture  # noqa: F401 - fixtures
-from tests.fakes.prometheus import MetricsServer, free_port, prometheus_server_fixture  # noqa: F401 - fixture
+from tests.fakes.aws import MotoServer, cost_and_usage
+from tests.fakes.prometheus import MetricsServer, free_port
 from tests.fakes.scenario import Shop, shop_backends
-from tests.helpers import RecordingPort
-from tests.test_cli import ANSWER_SCHEMA
+from tests.helpers import ANSWER_SCHEMA, RecordingPort
 
 _OURS = ("SLACK_", "SREBOT_", "PROMETHEUS", "LOKI", "CONTROL_PLANE", "GOOGLE_", "MICROSOFT_", "AWS_", "KUBECONFIG",
          "GRAFANA", "DATABASE_URL")

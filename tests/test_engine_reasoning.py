@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bot.answer import Action, Recommendation
-from bot.approvals import NO_APPROVERS_HINT
-from bot.engine.findings import Evidence, dependency, signal_title
+from bot.policy import NO_APPROVERS_HINT
+from bot.engine.findings import Evidence, signal_title
 from bot.engine.reasoning import agreement, diagnose
 from bot.engine.summary import write_summary
 from tools.control_plane import AuditLog, Incident
@@ -197,13 +197,13 @@ def test_a_noisy_but_healthy_service_raises_no_alarm() -> None:
     assert "no changes in the audit log" in summary
 
 
-def test_stuck_pods_without_a_rollout_get_a_restart() -> None:
+def test_stuck_pods_without_evidence_of_why_get_no_restart_and_no_invented_cause() -> None:
     current = revision(3, "v1.4.2", ago(days=2))
     stuck = pod("checkout-rs3-a", 3, ready=False, reason="ContainerCreating", created=ago(minutes=30))
     d = diagnose(evidence(report=report([stuck, pod("b", 3), pod("c", 3)], current, None)))
 
-    assert d.cause is not None and d.cause.key == "stuck"
-    assert [p.action.kind for p in d.plans if p.action] == ["restart"]
+    assert d.cause is None and not d.healthy
+    assert not [p for p in d.plans if p.action]
     assert any(f.title.startswith("1 pod not ready for 30 min (ContainerCreating)") for f in d.findings)
 
 
@@ -224,7 +224,6 @@ def test_failing_calls_name_the_dependency_and_no_rollback() -> None:
     timeout = LogPattern('<ts> level=error msg=<str> err="connection to payments timed out after <num>ms"', 300,
                          ago(minutes=6), NOW, 'level=error err="connection to payments.shop.svc:8080 timed out"',
                          "error")
-    assert dependency([timeout], "checkout") == ("payments", timeout)
     current = revision(8, "v2.2.0", ago(days=4))
     d = diagnose(evidence(
         signals=healthy_signals(error_rate=signal("error_rate", 0.06, baseline=0.001, onset=ago(minutes=6))),
@@ -241,6 +240,7 @@ def test_failing_calls_name_the_dependency_and_no_rollback() -> None:
         "the last rollout (v2.2.0 (revision 8)) was 4 days ago; the audit log has no changes to checkout"
     )
     assert ruled["Crashing pods"] == "3/3 pods ready, no restarts"
+    assert "payments.shop.svc:8080" in d.cause.text
 
 
 def test_a_control_plane_change_before_the_errors_is_the_suspect() -> None:

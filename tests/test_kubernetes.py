@@ -328,3 +328,50 @@ async def test_unreachable_cluster(kube: KubeFake) -> None:
         await tool.aclose()
 
     assert result.error.code is ErrorCode.UNREACHABLE
+
+
+async def test_snapshot_reads_the_workload_of_whatever_kind_and_says_what_the_cluster_does_not_describe(
+    k8s: Kubernetes, kube: KubeFake
+) -> None:
+    result = await k8s.snapshot("shop", "checkout")
+
+    assert result.ok, result.error_text
+    snap = result.data
+    assert snap.kind == "Deployment" and snap.workload["metadata"]["name"] == "checkout"
+    assert {rs["metadata"]["annotations"][REVISION] for rs in snap.replicasets} == {"6", "7"}
+    assert {p["metadata"]["name"] for p in snap.pods} >= {"checkout-7c9f8d6b5d-x2k9p"} and all("status" in p for p in snap.pods)
+    assert any(e["reason"] == "BackOff" for e in snap.events)
+    # this fake serves no nodes: "not described", which is not "none"
+    assert snap.objects["nodes"] is None and not snap.described("nodes")
+    assert "nodes not described by the API server" in snap.notes
+    secrets = [(method, path) for method, path in kube.requests if "/secrets" in path]
+    assert secrets and all(method == "GET" for method, _ in secrets)
+
+
+async def test_snapshot_of_a_name_no_workload_has_is_empty_not_an_error(k8s: Kubernetes) -> None:
+    result = await k8s.snapshot("shop", "typescript-transpiler")
+
+    assert result.ok, result.error_text
+    assert result.data.kind is None and result.data.workload is None and result.data.pods == []
+
+
+async def test_the_deployment_report_of_a_snapshot_is_the_one_read_directly(k8s: Kubernetes) -> None:
+    snap = (await k8s.snapshot("shop", "checkout")).data
+    direct = (await k8s.deployment_status("shop", "checkout", window_seconds=900)).data
+
+    derived = k8s.deployment_report(snap, window_seconds=900)
+    assert derived is not None
+    assert (derived.desired, derived.ready, derived.current, derived.previous) == (
+        direct.desired, direct.ready, direct.current, direct.previous)
+    assert [p.name for p in derived.pods] == [p.name for p in direct.pods]
+    assert [(e.reason, e.object_name) for e in derived.events] == [(e.reason, e.object_name) for e in direct.events]
+
+
+async def test_a_snapshot_of_something_that_is_no_kubernetes_name_is_refused_before_any_request(
+    k8s: Kubernetes, kube: KubeFake
+) -> None:
+    before = len(kube.requests)
+    result = await k8s.snapshot("shop/../..", "nodes")
+    assert not result.ok and result.error.code is ErrorCode.BAD_QUERY
+    assert "is not a Kubernetes name" in result.error.message
+    assert len(kube.requests) == before

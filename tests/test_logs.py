@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.fakes.loki import PARSE_ERROR, FakeLoki, loki_fixture  # noqa: F401 - fixture
+from tests.fakes.loki import PARSE_ERROR, FakeLoki
 from tests.fakes.prometheus import free_port
 from tools.base import ErrorCode, ServiceRef
 from tools.logs import MAX_LINE, Logs

@@ -7,11 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes.prometheus import (  # noqa: F401 - session fixtures
+from tests.fakes.prometheus import (
     MetricsServer,
     free_port,
-    prometheus_server_fixture,
-    victoria_metrics_server_fixture,
 )
 from tools.base import ErrorCode, ServiceRef
 from tools.metrics import BUILTIN_TEMPLATES, Metrics, Signal

@@ -155,7 +155,7 @@ async def test_a_failing_final_update_does_not_end_the_threads_queue(sqlite_stor
         assert failures
         assert outcome(first) == "answered"  # the answer went out; only its bookkeeping failed (logged)
         assert outcome(second) == "answered"
-        assert second.answers[0].summary == "done: logs catalog"
+        assert second.answers[0].summary == "Answer to “logs catalog”."
         # and the first turn is closed all the same, so no restart reports it as cut off
         closed = await sqlite_store.get_turn(first.answers[0].request_id)  # type: ignore[arg-type]
         assert closed is not None and closed.status == "completed"

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from bot.answer import Action, Answer, Finding, Recommendation, ToolStatus
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.chart import draw
 from bot.presentation import HEADLINE_CHARS, present, steps_of, when
-from devtools.eval import run_scenario
+from devtools.eval import run_world
+from devtools.world import scenario_dirs
 from integrations.slack import blocks
 from integrations.teams.cards import CARD_BUDGET, CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, answer_cards, payload_size
 from tools.base import exception_error
@@ -158,8 +159,8 @@ def assert_slack_limits(message: blocks.SlackMessage) -> None:
 
 async def test_eval_corpus_answers_render_within_the_limits_and_fit_a_phone() -> None:
     answers = []
-    for path in sorted(EVAL.glob("*.toml")):
-        result = await run_scenario(path)
+    for path in scenario_dirs(EVAL):
+        result = await run_world(path)
         assert result.answers, f"{path.name}: {result.reasons}"
         answers += [a.model_copy(update={"request_id": "req_" + "0" * 24}) for a in result.answers]
     answers.sort(key=lambda a: len(json.dumps(a.to_json())), reverse=True)

@@ -44,7 +44,7 @@ from tests.fakes.serve import (
 )
 from tests.fakes.slack import Call, SlackFake
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.integration]  # srebot in child processes
 
 CONFIG = """
 [defaults]

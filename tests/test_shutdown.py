@@ -50,6 +50,8 @@ from tests.fakes.serve import (
 )
 from tests.fakes.slack import SlackFake
 
+pytestmark = pytest.mark.integration  # starts srebot in child processes
+
 CONFIG = """
 [defaults]
 namespace = "shop"

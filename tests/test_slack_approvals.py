@@ -10,15 +10,8 @@ import pytest
 
 from bot.answer import Action, Answer, Recommendation
 from sessions.store import ApprovalRecord, Proposal
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    Call,
-    ScriptedEngine,
-    SlackBot,
-    SlackFake,
-    db_file_fixture,
-    in_thread,
-    slack_fixture,
-)
+from tests.fakes.slack import Call, SlackBot, SlackFake, in_thread
+from tests.helpers import ScriptedEngine
 
 REQUESTER, APPROVER, OUTSIDER = "U0ALICE", "U0BOB", "U0CAROL"
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.wording import HELP_TEXT
-from integrations.slack.commands import parse_sre
+from bot.commands import HELP_TEXT
+from bot.commands import parse_command as parse_sre
 from sessions.store import ConversationKey
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    ScriptedEngine,
-    SlackBot,
-    SlackFake,
-    bot_fixture,
-    db_file_fixture,
-    in_thread,
-    slack_fixture,
-)
+from tests.fakes.slack import SlackBot, SlackFake, in_thread
+from tests.helpers import ScriptedEngine
 
 
 def top_level(call) -> bool:

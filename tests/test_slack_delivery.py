@@ -15,15 +15,8 @@ from bot.answer import (
     ToolStatus,
 )
 from integrations.slack import blocks
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    Call,
-    ScriptedEngine,
-    SlackBot,
-    SlackFake,
-    db_file_fixture,
-    in_thread,
-    slack_fixture,
-)
+from tests.fakes.slack import Call, SlackBot, SlackFake, in_thread
+from tests.helpers import ScriptedEngine
 
 SEVERITIES = ("critical", "warning", "info")
 

@@ -7,17 +7,8 @@ import json
 import time
 
 from sessions.store import ConversationKey
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    ScriptedEngine,
-    SlackBot,
-    SlackFake,
-    bot_fixture,
-    db_file_fixture,
-    dropped,
-    in_thread,
-    metric,
-    slack_fixture,
-)
+from tests.fakes.slack import SlackBot, SlackFake, dropped, in_thread, metric
+from tests.helpers import ScriptedEngine
 
 
 def _key(slack: SlackFake, thread: str, channel: str = "C0INCIDENT") -> ConversationKey:
@@ -208,7 +199,7 @@ async def test_ack_comes_before_the_engine_finishes(slack: SlackFake, db_file: s
         status, body = await bot.command("diagnose payments")
         assert status == 200 and "On it" in body["text"] and not engine.finished.is_set()
         gate.set()
-        await slack.wait_for("chat.update", lambda c: "Answer to: diagnose checkout" in c.text_blob())
+        await slack.wait_for("chat.update", lambda c: "Answer to “diagnose checkout”" in c.text_blob())
         await bot.idle()
     assert metric("srebot_ack_latency_seconds_count", platform="slack") > 0
 

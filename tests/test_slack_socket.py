@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from integrations.slack import start_socket_mode
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    SlackBot,
-    SlackFake,
-    db_file_fixture,
-    dropped,
-    in_thread,
-    slack_fixture,
-)
+from tests.fakes.slack import SlackBot, SlackFake, dropped, in_thread
 
 
 async def test_socket_mode_event_is_acked_and_answered(slack: SlackFake, db_file: str) -> None:

@@ -1,4 +1,4 @@
-"""The SRE control plane (shared/contracts/control-plane.md): incidents, alerts, resources, audit log and
+"""The SRE control plane (docs/contracts/control-plane.md): incidents, alerts, resources, audit log and
 automation for diagnosis; acknowledge, comment and run automation for approved actions."""
 
 from __future__ import annotations

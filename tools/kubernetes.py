@@ -1,10 +1,13 @@
-"""Kubernetes: deployment, rollout, pod and event state and pod logs for diagnosis; restart, scale and
-rollback for approved actions. Uses the official asynchronous client (`kubernetes.aio`)."""
+"""Kubernetes: what an engineer reads to diagnose a workload (the workload of any kind, its ReplicaSets, pods,
+events of every involved object, nodes, storage, network, autoscaling, configuration; Secrets by name only) and
+pod logs; restart, scale and rollback for approved actions. Uses the official asynchronous client
+(`kubernetes.aio`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -108,11 +111,82 @@ class DeploymentReport:
     notes: list[str] = field(default_factory=list)  # what was cut or could not be checked
 
 
+# plural -> API path prefix; "{ns}" is the namespace. Cluster-scoped kinds have none.
+PATHS: dict[str, str] = {
+    "deployments": "/apis/apps/v1/namespaces/{ns}/deployments",
+    "statefulsets": "/apis/apps/v1/namespaces/{ns}/statefulsets",
+    "daemonsets": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+    "replicasets": "/apis/apps/v1/namespaces/{ns}/replicasets",
+    "jobs": "/apis/batch/v1/namespaces/{ns}/jobs",
+    "cronjobs": "/apis/batch/v1/namespaces/{ns}/cronjobs",
+    "pods": "/api/v1/namespaces/{ns}/pods",
+    "events": "/api/v1/namespaces/{ns}/events",
+    "services": "/api/v1/namespaces/{ns}/services",
+    "endpointslices": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+    "configmaps": "/api/v1/namespaces/{ns}/configmaps",
+    "secrets": "/api/v1/namespaces/{ns}/secrets",
+    "serviceaccounts": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "persistentvolumeclaims": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+    "networkpolicies": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+    "horizontalpodautoscalers": "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
+    "resourcequotas": "/api/v1/namespaces/{ns}/resourcequotas",
+    "limitranges": "/api/v1/namespaces/{ns}/limitranges",
+    "nodes": "/api/v1/nodes",
+    "persistentvolumes": "/api/v1/persistentvolumes",
+    "storageclasses": "/apis/storage.k8s.io/v1/storageclasses",
+    "all_pods": "/api/v1/pods",
+    "all_events": "/api/v1/events",
+}
+# The kinds a service can be, in the order a name is tried when the catalog does not say.
+WORKLOAD_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets",
+                  "Job": "jobs", "CronJob": "cronjobs", "Pod": "pods"}
+# Read alongside the workload: namespace kinds listed whole (bounded), cluster kinds listed whole.
+CONTEXT_KINDS = ("pods", "services", "endpointslices", "serviceaccounts", "persistentvolumeclaims", "networkpolicies",
+                 "horizontalpodautoscalers", "resourcequotas", "limitranges")
+CLUSTER_KINDS = ("nodes", "persistentvolumes", "storageclasses")
+# Secrets are read metadata-only: the server sends names and labels, never data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+MAX_LISTED = 500
+# what a Kubernetes object or namespace name can be (RFC 1123 subdomain): anything else never reaches a URL path
+VALID_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+MAX_NODES_DETAILED = 3
+
+
+@dataclass
+class Snapshot:
+    """The API objects (as the server returns them, camelCase dicts) a diagnosis of one workload needs.
+
+    `workload` is None when no object of that name exists (a deleted Job leaves only its events). A kind mapped
+    to None in `missing` could not be read (`notes` says why: forbidden, or the server does not describe it —
+    a world without nodes is not a world with none)."""
+
+    namespace: str
+    name: str
+    kind: str | None
+    workload: dict[str, Any] | None
+    replicasets: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the namespace's, plus the nodes'
+    objects: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)  # plural -> items, None unread
+    configmaps: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # referenced name -> object/None
+    secret_names: set[str] | None = None  # None: could not be listed
+    node_pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # node -> every pod on it
+    dns: list[dict[str, Any]] | None = None  # the cluster DNS deployments (kube-system, k8s-app=kube-dns)
+    notes: list[str] = field(default_factory=list)
+
+    def items(self, plural: str) -> list[dict[str, Any]]:
+        return self.objects.get(plural) or []
+
+    def described(self, plural: str) -> bool:
+        return self.objects.get(plural) is not None
+
+
 @dataclass
 class DeploymentRef:
     name: str
     namespace: str
     labels: dict[str, str]
+    kind: str = "Deployment"
 
 
 @dataclass
@@ -253,6 +327,33 @@ class Kubernetes(Backend):
             ]
 
         return await self.run("list_deployments", fetch, key=(namespace,))
+
+    async def list_workloads(self) -> ToolResult[list[DeploymentRef]]:
+        """Workloads of every kind but Deployments and bare pods (StatefulSets, DaemonSets, Jobs, CronJobs) in all
+        namespaces, to resolve a service that is not a Deployment; a kind that cannot be listed is left out."""
+
+        async def fetch() -> list[DeploymentRef]:
+            kinds = [k for k in WORKLOAD_KINDS if k not in ("Deployment", "Pod")]
+            paths = {k: PATHS[WORKLOAD_KINDS[k]].replace("/namespaces/{ns}", "") for k in kinds}
+            notes: list[str] = []
+            listed = await _together(*(self._maybe(WORKLOAD_KINDS[k], _call("list", WORKLOAD_KINDS[k], None, None,
+                                                                            self._raw(paths[k], {"limit": str(MAX_LISTED)})),
+                                                   notes) for k in kinds))
+            return [DeploymentRef(o["metadata"]["name"], o["metadata"].get("namespace", ""),
+                                  dict(o["metadata"].get("labels") or {}), kind)
+                    for kind, items in zip(kinds, listed, strict=True) for o in (items or {}).get("items") or []]
+
+        return await self.run("list_workloads", fetch, key=())
+
+    async def snapshot(
+        self, namespace: str, name: str, *, kind: str | None = None, nodes: list[str] | None = None
+    ) -> ToolResult[Snapshot]:
+        """Everything a diagnosis of workload `name` reads, of `kind` or the first kind that has that name;
+        `nodes` are nodes to describe in full (with every pod on them) besides those the workload's pods run on."""
+        return await self.run(
+            "snapshot", lambda: self._snapshot(namespace, name, kind, nodes or []), key=(namespace, name, kind,
+                                                                                       tuple(nodes or []))
+        )
 
     async def describe_scale(self, namespace: str, name: str, replicas: int) -> ToolResult[ScaleChange]:
         """What `scale` would change, read fresh for an approval to show ("replicas 3 → 5")."""
@@ -402,17 +503,34 @@ class Kubernetes(Backend):
             ),
             _call("list", "pods", namespace, None, core.list_namespaced_pod(namespace, label_selector=selector)),
         )
-        owned = [rs for rs in replicasets.items if _owned_by(rs, deployment.metadata.uid)]
+        return self._report(namespace, name, deployment, replicasets.items, pods.items, events, notes, window_seconds)
+
+    def deployment_report(self, snap: Snapshot, *, window_seconds: int = 900) -> DeploymentReport | None:
+        """The Deployment report of a snapshot, without reading anything again; None when it is no Deployment."""
+        if snap.kind != "Deployment" or snap.workload is None or self._api_client is None:
+            return None
+
+        def model(obj: dict[str, Any], kind: str) -> Any:
+            return self._api_client.deserialize(json.dumps(obj), kind, "application/json")  # type: ignore[union-attr]
+
+        events = [model(e, "CoreV1Event") for e in snap.events if e.get("type") == "Warning"]
+        return self._report(snap.namespace, snap.name, model(snap.workload, "V1Deployment"),
+                            [model(rs, "V1ReplicaSet") for rs in snap.replicasets],
+                            [model(p, "V1Pod") for p in snap.pods], events, [], window_seconds)
+
+    def _report(self, namespace: str, name: str, deployment: Any, replicasets: list[Any], pods: list[Any],
+                events: list[Any], notes: list[str], window_seconds: int) -> DeploymentReport:
+        owned = [rs for rs in replicasets if _owned_by(rs, deployment.metadata.uid)]
         current, previous = _current_and_previous(deployment, owned)
         revisions = {rs.metadata.name: _revision(rs) for rs in owned}
         pod_statuses = sorted(
-            (_pod_status(p, revisions) for p in pods.items if _owner_name(p, "ReplicaSet") in revisions),
+            (_pod_status(p, revisions) for p in pods if _owner_name(p, "ReplicaSet") in revisions),
             key=lambda p: (p.ready, -p.restarts, p.name),
         )
         pod_statuses, cut = bound_list(pod_statuses, self.max_pods, "pods")
         notes += cut
         since = datetime.now(UTC) - timedelta(seconds=window_seconds)
-        pod_names = {p.metadata.name for p in pods.items}
+        pod_names = {p.metadata.name for p in pods}
         kept = _related_events(map(_event, events), name, set(revisions), pod_names, since)
         kept, cut = bound_list(kept, self.max_events, "warning events")
         notes += cut
@@ -449,6 +567,127 @@ class Kubernetes(Backend):
                 raise
             return [], [f"events not checked: {exc.message}"]
         return listed.items, []
+
+    async def _raw(self, path: str, query: dict[str, str] | None = None, *, accept: str = "application/json") -> Any:
+        """GET an API path as the server's JSON: objects of any kind, with nothing dropped by a model class."""
+        await self._apis()
+        api = self._api_client
+        assert api is not None
+        method, url, headers, _, _ = await api.param_serialize(
+            "GET", path, query_params=list((query or {}).items()), header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+        )
+        response = await api.call_api(method, url, headers, _request_timeout=self.timeout)
+        body = await response.read()
+        if not 200 <= response.status <= 299:
+            raise client.ApiException.from_response(http_resp=response, body=body.decode("utf-8", "replace"), data=None)
+        return json.loads(body)
+
+    async def _list(self, plural: str, namespace: str | None = None, **query: str) -> list[dict[str, Any]]:
+        path = PATHS[plural].format(ns=namespace)
+        params = {"limit": str(MAX_LISTED), **{_camel(k): v for k, v in query.items()}}
+        listed = await _call("list", plural.removeprefix("all_"), namespace, None, self._raw(path, params))
+        return list(listed.get("items") or [])
+
+    async def _get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await _call("get", plural, namespace, name, self._raw(f"{PATHS[plural].format(ns=namespace)}/{name}"))
+        except ToolError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                return None
+            raise
+
+    async def _maybe(self, what: str, call: Awaitable[T], notes: list[str]) -> T | None:
+        """A read the diagnosis can do without: forbidden, unknown to the server or failing, it is noted and
+        None — which means "not described", never "there are none"."""
+        try:
+            return await call
+        except ToolError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                notes.append(f"{what} not described by the API server")
+            elif exc.code is ErrorCode.FORBIDDEN:
+                notes.append(f"{what} not checked (forbidden)")
+            else:
+                notes.append(f"{what} not checked: {exc.message}")
+            return None
+
+    async def _snapshot(self, namespace: str, name: str, kind: str | None, extra_nodes: list[str]) -> Snapshot:
+        for value in (namespace, name):
+            if not VALID_NAME.fullmatch(value):
+                raise ToolError(ErrorCode.BAD_QUERY, f"{value!r} is not a Kubernetes name")
+        extra_nodes = [n for n in extra_nodes if VALID_NAME.fullmatch(n)]
+        kinds = [kind] if kind in WORKLOAD_KINDS else list(WORKLOAD_KINDS)
+        snap_notes: list[str] = []
+        # every kind at once; the first in order that has the name is the workload
+        got = await _together(*(self._maybe(WORKLOAD_KINDS[k], self._get(WORKLOAD_KINDS[k], namespace, name), snap_notes)
+                                for k in kinds))
+        found, workload = next(((k, w) for k, w in zip(kinds, got, strict=True) if w is not None), (None, None))
+        snap = Snapshot(namespace, name, found, workload, notes=snap_notes)
+        notes = snap.notes
+        selector = _raw_selector((workload or {}).get("spec", {}).get("selector")) if found != "Pod" else None
+
+        async def pods() -> list[dict[str, Any]]:
+            if found == "Pod":
+                return [workload] if workload else []
+            if found == "CronJob":
+                jobs = [j for j in await self._list("jobs", namespace) if _raw_owned(j, workload)]
+                snap.objects["jobs"] = jobs
+                uids = {j["metadata"].get("uid") for j in jobs}
+                return [p for p in await self._list("pods", namespace)
+                        if any(ref.get("uid") in uids for ref in p["metadata"].get("ownerReferences") or [])]
+            if selector:
+                return await self._list("pods", namespace, label_selector=selector)
+            return []
+
+        async def replicasets() -> list[dict[str, Any]]:
+            if found != "Deployment" or not selector:
+                return []
+            return [rs for rs in await self._list("replicasets", namespace, label_selector=selector)
+                    if _raw_owned(rs, workload)]
+
+        async def events() -> list[dict[str, Any]]:
+            items = await self._maybe("events", self._list("events", namespace), notes) or []
+            nodes = await self._maybe("node events", self._list("all_events", field_selector="involvedObject.kind=Node"),
+                                      [])
+            return items + [e for e in nodes or [] if e not in items]
+
+        async def context(plural: str) -> None:
+            snap.objects[plural] = await self._maybe(plural, self._list(plural, namespace), notes)
+
+        async def cluster(plural: str) -> None:
+            snap.objects[plural] = await self._maybe(plural, self._list(plural), notes)
+
+        async def secrets() -> None:
+            listed = await self._maybe(
+                "secrets", _call("list", "secrets", namespace, None,
+                                 self._raw(PATHS["secrets"].format(ns=namespace), {"limit": str(MAX_LISTED)},
+                                           accept=METADATA_ONLY)), notes)
+            # names only, whatever the server sent back: values never leave this function
+            snap.secret_names = None if listed is None else {
+                (i.get("metadata") or {}).get("name", "") for i in listed.get("items") or []}
+
+        async def dns() -> None:
+            snap.dns = await self._maybe("cluster DNS", self._list("deployments", "kube-system",
+                                                                   label_selector="k8s-app=kube-dns"), [])
+
+        snap.pods, snap.replicasets, snap.events, *_ = await _together(
+            pods(), replicasets(), events(), *(context(p) for p in CONTEXT_KINDS),
+            *(cluster(p) for p in CLUSTER_KINDS), secrets(), dns(),
+        )
+        if found == "Job":
+            snap.objects["jobs"] = [workload]  # type: ignore[list-item]
+        referenced = sorted(_configmaps_referenced([workload, *snap.pods] if workload else snap.pods))
+        got = await _together(*(self._maybe(f"configmap {c}", self._get("configmaps", namespace, c), notes)
+                                for c in referenced))
+        snap.configmaps = dict(zip(referenced, got, strict=True))
+        if snap.objects.get("nodes") is not None:
+            wanted = [*extra_nodes, *sorted({p.get("spec", {}).get("nodeName") for p in snap.pods} - {None})]
+            chosen = list(dict.fromkeys(wanted))[:MAX_NODES_DETAILED]
+            listed = await _together(*(self._maybe(f"pods on {n}", self._list("all_pods", field_selector=f"spec.nodeName={n}"),
+                                                   notes) for n in chosen))
+            snap.node_pods = {n: items for n, items in zip(chosen, listed, strict=True) if items is not None}
+        return snap
 
     async def _rollback_target(self, namespace: str, name: str) -> tuple[RollbackPlan, dict[str, Any], str | None]:
         """The plan, the previous revision's pod template as API JSON, and the revision annotation it was read at."""
@@ -662,3 +901,52 @@ def _event(e: Any) -> KubeEvent:
         or e.event_time
         or e.metadata.creation_timestamp,
     )
+
+
+def _camel(name: str) -> str:
+    """label_selector -> labelSelector, as the API's query parameters are spelled."""
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _raw_selector(selector: dict[str, Any] | None) -> str:
+    """A label selector (API JSON) as the query string form; '' when there is none."""
+    if not selector:
+        return ""
+    parts = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for expr in selector.get("matchExpressions") or []:
+        op, key, values = expr.get("operator"), expr.get("key"), expr.get("values") or []
+        if op in ("In", "NotIn"):
+            parts.append(f"{key} {op.lower()} ({','.join(values)})")
+        else:
+            parts.append(key if op == "Exists" else f"!{key}")
+    return ",".join(parts)
+
+
+def _raw_owned(obj: dict[str, Any], owner: dict[str, Any] | None) -> bool:
+    uid = ((owner or {}).get("metadata") or {}).get("uid")
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _configmaps_referenced(objects: Iterable[dict[str, Any] | None]) -> set[str]:
+    """ConfigMap names the pod specs (or a workload's template) reference: volumes, envFrom, env valueFrom."""
+    names: set[str] = set()
+    for obj in objects:
+        spec = (obj or {}).get("spec") or {}
+        spec = (spec.get("template") or {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get(
+            "template", {}).get("spec") or spec
+        for volume in spec.get("volumes") or []:
+            if "configMap" in volume:
+                names.add(volume["configMap"].get("name", ""))
+            for source in (volume.get("projected") or {}).get("sources") or []:
+                if "configMap" in source:
+                    names.add(source["configMap"].get("name", ""))
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            for source in container.get("envFrom") or []:
+                if "configMapRef" in source:
+                    names.add(source["configMapRef"].get("name", ""))
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
+                if ref:
+                    names.add(ref.get("name", ""))
+    return names - {""}

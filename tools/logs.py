@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 
 from tools.base import ErrorCode, HttpBackend, ServiceRef, ToolError, ToolResult, bound_list, http_error
-from tools.redact import redact
+from tools.redact import redact_lines
 
 _ERROR_WORDS = r"(?i)(error|exception|fatal|panic|fail|timeout|timed out|refused|\b5\d\d\b)"
 # A LogQL raw (backtick) string: the regex reaches Loki without a second layer of escaping.
@@ -121,8 +121,7 @@ class Logs(HttpBackend):
             start = end - timedelta(seconds=window_seconds)
             entries = await self._entries(query, start, end, self.limit)
             groups: dict[str, LogPattern] = {}
-            for at, raw, labels in entries:
-                line = redact(raw)
+            for at, line, labels in entries:
                 level = _level(line, labels)
                 pattern = _clip(_pattern(line))
                 group = groups.get(pattern)
@@ -157,8 +156,7 @@ class Logs(HttpBackend):
             end = now or datetime.now(UTC)
             entries = await self._entries(selector, end - timedelta(seconds=window_seconds), end, size)
             lines = []
-            for at, raw, labels in reversed(entries):
-                line = redact(raw)
+            for at, line, labels in reversed(entries):
                 lines.append(LogLine(at, _clip(line), labels, _level(line, labels)))
             return lines
 
@@ -170,7 +168,8 @@ class Logs(HttpBackend):
     async def _entries(
         self, query: str, start: datetime, end: datetime, limit: int
     ) -> list[tuple[datetime, str, dict[str, str]]]:
-        """(time, line, stream labels), newest first, across all streams."""
+        """(time, redacted line, stream labels), newest first, across all streams. Each stream's lines are
+        redacted together, oldest first, so a private key logged one line per entry is masked whole."""
         response = await self._http().get(
             "/loki/api/v1/query_range",
             params={
@@ -186,11 +185,11 @@ class Logs(HttpBackend):
         data = response.json()["data"]
         if data["resultType"] != "streams":
             raise ToolError(ErrorCode.BAD_QUERY, f"{query!r} is a metric query ({data['resultType']}), not a log query")
-        entries = [
-            (int(value[0]), value[1], stream.get("stream", {}))
-            for stream in data["result"]
-            for value in stream["values"]
-        ]
+        entries = []
+        for stream in data["result"]:
+            values = sorted(stream["values"], key=lambda value: int(value[0]))
+            lines = redact_lines(value[1] for value in values)
+            entries += [(int(value[0]), line, stream.get("stream", {})) for value, line in zip(values, lines)]
         entries.sort(key=lambda entry: entry[0], reverse=True)
         return [(_EPOCH + timedelta(microseconds=ns // 1000), line, labels) for ns, line, labels in entries]
 

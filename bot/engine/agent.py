@@ -37,8 +37,9 @@ from google.adk.tools.tool_confirmation import ToolConfirmation
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
-from bot.actions import ActionError, Actions
+from bot.actions import Actions
 from bot.answer import Action, Answer, Recommendation, ToolStatus
+from bot.approvals import ActionFailed
 from bot.config import Settings
 from bot.engine.agent_tools import AgentTools, compact, dumps
 from bot.telemetry import LLM_TOKENS
@@ -284,7 +285,7 @@ class Agent:
                 "change": recommendation.title,
                 "note": "Nothing has been changed. Another authorised person must approve it in the thread.",
             }
-        except (ActionError, ValueError) as exc:
+        except (ActionFailed, ValueError) as exc:
             payload = {"ok": False, "status": "not proposed", "error": redact(str(exc))[:500]}
         confirmation = ToolConfirmation(confirmed=True, payload=payload)
         return types.Part(

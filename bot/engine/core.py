@@ -19,7 +19,7 @@ from bot.engine.resolve import Resolution, Resolver, Target
 from bot.engine.text import join
 from bot.ports import Progress, Request
 from bot.toolbox import Toolbox
-from bot.wording import HELP_TEXT
+from bot.commands import HELP_TEXT
 from sessions.store import Conversation
 from tools.redact import redact
 
@@ -69,6 +69,10 @@ class DiagnosticEngine(Engine):
 
     # --- handling --------------------------------------------------------------------------------
     async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
+        # every platform's requests pass here; one that can tell a person privately (Slack) asks before
+        refusal = await self.actions.approvals.policy.refusal(request.actor, "ask", where=session.key)
+        if refusal is not None:
+            return Answer.failure(refusal, session_id=session.id)
         parsed = parse(request.text)
         ctx = Context(
             self.settings,
@@ -80,7 +84,10 @@ class DiagnosticEngine(Engine):
             Calls(progress, deadline=self.settings.tool_timeout * 2.5),
             self.clock(),
         )
-        answer = await self._route(ctx, parsed)
+        if request.alert is not None:
+            answer = await diagnosis.alert_group(ctx, self.resolver, request.alert)
+        else:
+            answer = await self._route(ctx, parsed)
         if self.agent is not None and self.settings.llm_enabled and parsed.intent in AGENT_INTENTS:
             answer = await self._agent(ctx, parsed, answer)
         return redact_answer(answer)
@@ -113,6 +120,10 @@ class DiagnosticEngine(Engine):
         answer = await self._service_playbook(ctx, parsed, target)
         if resolution.ignored:
             note = f"(I don't know {join(resolution.ignored, 'or')}, so this is about {target.name}, this thread's service.) "
+            answer = answer.model_copy(update={"summary": note + answer.summary})
+        if resolution.elsewhere:
+            note = (f"{target.ref.deployment} is not in namespace {resolution.elsewhere} (nothing of that name there); it "
+                    f"runs in {target.namespace}, so this is about {target.namespace}/{target.ref.deployment}. ")
             answer = answer.model_copy(update={"summary": note + answer.summary})
         return answer
 

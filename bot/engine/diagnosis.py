@@ -5,84 +5,136 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, RuledOut, ToolStatus, Verdict
+from bot.engine import causes as catalogue
 from bot.engine import reasoning
 from bot.engine.calls import Calls, combine
-from bot.engine.findings import CORRELATION, CRASH_REASONS, Evidence
+from bot.engine.causes.dependency import failing_dependencies
+from bot.engine.findings import CORRELATION, Evidence, world_of
+from bot.engine.causes.base import Verdict, World
+from bot.engine.intents import candidates, parse
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
 from bot.engine.summary import changes_lead, headline, verdict, write_summary
 from bot.engine.text import clock, join, label, plural, short
 from tools.base import ToolResult
-from tools.kubernetes import DeploymentReport, PodStatus
+from tools.control_plane import Alert, Resource
+from tools.kubernetes import DeploymentReport, Snapshot
+
+if TYPE_CHECKING:
+    from bot.alerts.view import Investigation
 
 CHANGES_LOOKBACK = timedelta(hours=24)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
+MAX_FOLLOWED = 2
+MAX_HOPS = 3
+FOLLOWED = ("dependency", "service_endpoints")  # causes that are about a callee, which is diagnosed too
+TAIL_LINES = 300
 MAX_ALERT_SERVICES = 3
 VERDICT_ORDER: list[Verdict] = ["failing", "degraded", "inconclusive", "healthy"]  # worst first
+MAX_ALERT_FINDINGS = 10
 ALERT_SEVERITY = {"P0": "critical", "P1": "critical", "P2": "warning", "critical": "critical", "warning": "warning"}
 
 
 # --- evidence -------------------------------------------------------------------------------------
-def _crashed(pod: PodStatus) -> bool:
-    return not pod.ready and not pod.terminating and (pod.reason in CRASH_REASONS or pod.restarts > 0)
+def _failed_runs(pod: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(container, previous) whose output says why the pod fails: a restarted container's previous run, or a
+    container (init ones included) that terminated with an error."""
+    out = []
+    status = pod.get("status") or {}
+    for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        term = (c.get("state") or {}).get("terminated") or {}
+        if c.get("restartCount"):
+            out.append((c["name"], True))
+        elif term.get("exitCode") not in (0, None):
+            out.append((c["name"], False))
+    return out
 
 
-async def kubernetes_state(ctx: Context, target: Target) -> ToolResult[Any]:
-    """The deployment report and, for a crashing pod, the last lines of its crashed container."""
+async def kubernetes_state(ctx: Context, target: Target, nodes: list[str]) -> ToolResult[Any]:
+    """The workload's snapshot, the Deployment report when it is one, and the output of failed runs (the
+    previous container's log is kept for a while only, so a few failing pods are asked at once)."""
     kube, ref = ctx.toolbox.kubernetes, target.ref
     started = time.perf_counter()
-    status = await kube.deployment_status(ref.namespace, ref.deployment, window_seconds=int(ctx.window_seconds))
-    if not status.ok or status.data is None:
-        return status
-    report: DeploymentReport = status.data
-    current = report.current.number if report.current else None
-    crashed = [p for p in report.pods if _crashed(p) and (current is None or p.revision == current)]
-    # the previous container's log is kept for a while only, so ask a few crashed pods at once
-    logs = await asyncio.gather(
-        *(
-            kube.pod_logs(
-                ref.namespace,
-                pod.name,
-                container=next((c.name for c in pod.containers if c.restarts > 0 and not c.init), None),
-                previous=True,
-                tail_lines=CRASH_LOG_LINES,
-            )
-            for pod in crashed[:CRASH_LOG_PODS]
-        )
+    snapped = await kube.snapshot(ref.namespace, ref.deployment, nodes=nodes)
+    if not snapped.ok or snapped.data is None:
+        return snapped
+    snap: Snapshot = snapped.data
+    report = kube.deployment_report(snap, window_seconds=int(ctx.window_seconds))
+    failing = [(p, c, prev) for p in snap.pods for c, prev in _failed_runs(p)][:CRASH_LOG_PODS]
+    logs = await asyncio.gather(*(
+        kube.pod_logs(ref.namespace, p["metadata"]["name"], container=c, previous=prev, tail_lines=CRASH_LOG_LINES)
+        for p, c, prev in failing))
+    pod_logs = {f"{p['metadata']['name']}/{c}": log.data for (p, c, _), log in zip(failing, logs, strict=True)
+                if log.ok and log.data and log.data.strip()}
+    crash_log = next(iter(pod_logs.values()), None)
+    return ToolResult("kubernetes", data=(report, crash_log, snap, pod_logs), ms=(time.perf_counter() - started) * 1000)
+
+
+async def metrics_state(ctx: Context, target: Target) -> ToolResult[Any]:
+    """The golden signals, and the PromQL the catalogue's rules declare they need."""
+    ref = target.ref
+    queries = {q.key: q.promql.format(namespace=ref.namespace, workload=ref.deployment, service=target.name)
+               for rule in catalogue.CATALOGUE for q in rule.queries}
+    signals, *answers = await asyncio.gather(
+        ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+        *(ctx.toolbox.metrics.query(q) for q in queries.values()),
     )
-    crash_log = next((log.data for log in logs if log.ok and log.data and log.data.strip()), None)
-    return ToolResult("kubernetes", data=(report, crash_log), ms=(time.perf_counter() - started) * 1000)
+    if not signals.ok:
+        return signals
+    extra = {key: a.data for key, a in zip(queries, answers, strict=True) if a.ok and a.data is not None}
+    return ToolResult("metrics", data=(signals.data, extra), ms=signals.ms)
+
+
+async def logs_state(ctx: Context, target: Target) -> ToolResult[Any]:
+    """The error patterns, and the newest raw lines (all levels): trends such as a heap that grows or calls that
+    slow down are in the numbers of lines that one pattern folds together."""
+    logs = ctx.toolbox.logs
+    patterns, tail = await asyncio.gather(
+        logs.error_patterns(target.ref, ctx.window_seconds),
+        logs.tail(target.ref.log_selector, ctx.window_seconds, TAIL_LINES),
+    )
+    if not patterns.ok:
+        return patterns
+    return ToolResult("logs", data=(patterns.data, tail.data if tail.ok else []), ms=patterns.ms)
 
 
 async def control_plane_state(ctx: Context, target: Target, since_seconds: float) -> ToolResult[Any]:
     cp = ctx.toolbox.control_plane
     name = target.config.name
-    audit, incidents = await asyncio.gather(
-        cp.audit_logs(name, since_seconds), cp.open_incidents(name)
+    audit, incidents, alerts = await asyncio.gather(
+        cp.audit_logs(name, since_seconds), cp.open_incidents(name), cp.firing_alerts()
     )
-    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents})
+    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents, "alerts": alerts})
+
+
+def _concerns(alert: Alert, target: Target, words: set[str]) -> bool:
+    """Whether a firing alert is about this service (or an object the question names)."""
+    texts = f"{alert.resource_name or ''} {alert.message or ''}"
+    return alert.resource_name in (target.name, target.ref.deployment) or target.ref.deployment in texts or any(
+        w and w in texts for w in words)
 
 
 async def gather_evidence(
     ctx: Context, target: Target, *, lookback: timedelta, kubernetes_only: bool = False
 ) -> Evidence:
     ref = target.ref
-    calls: dict[str, Any] = {"kubernetes": kubernetes_state(ctx, target)}
+    words = set(candidates(ctx.request.text))
+    calls: dict[str, Any] = {"kubernetes": kubernetes_state(ctx, target, sorted(words))}
     if not kubernetes_only:
         calls = {
-            "metrics": ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+            "metrics": metrics_state(ctx, target),
             **calls,
-            "logs": ctx.toolbox.logs.error_patterns(ref, ctx.window_seconds),
+            "logs": logs_state(ctx, target),
             "control_plane": control_plane_state(ctx, target, lookback.total_seconds()),
         }
         intro = f"Checking metrics, Kubernetes, logs, changes and incidents of {target.name}…"
     else:
-        intro = f"Reading the deployment and pods of {target.name}…"
+        intro = f"Reading the workload and pods of {target.name}…"
     results = await ctx.calls.run(calls, intro=intro)
     ev = Evidence(
         service=target.name,
@@ -91,6 +143,8 @@ async def gather_evidence(
         now=ctx.now,
         window=ctx.window,
         window_seconds=ctx.window_seconds,
+        question=ctx.request.text,
+        known=set(ctx.settings.services),
     )
     statuses = {s.name: s for s in ctx.calls.statuses}
     for name in calls:  # in the order asked, not the order they finished
@@ -102,31 +156,46 @@ async def gather_evidence(
         if name != "control_plane":
             ev.checked.append(name)
         if name == "metrics":
-            ev.signals = result.data
+            ev.signals, ev.metrics = result.data
         elif name == "kubernetes":
-            ev.report, ev.crash_log = result.data
+            ev.report, ev.crash_log, ev.snapshot, ev.pod_logs = result.data
         elif name == "logs":
-            ev.logs = result.data
+            ev.logs, ev.log_tail = result.data
         elif name == "control_plane":
-            audit, incidents = result.data["audit_logs"], result.data["open_incidents"]
+            audit, incidents, alerts = (result.data[k] for k in ("audit_logs", "open_incidents", "alerts"))
             ev.audit = audit.data.items if audit.ok else None
             ev.incidents = incidents.data.items if incidents.ok else None
+            ev.alerts = [a for a in alerts.data.items if _concerns(a, target, words)] if alerts.ok else []
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
+    if not kubernetes_only:
+        ev.resources = await _dependencies(ctx, ev)
     return ev
 
 
+async def _dependencies(ctx: Context, ev: Evidence) -> list[Resource]:
+    """Control-plane resources named by the failing calls in the logs: one hop to what the service depends on."""
+    hosts = [h for h, *_ in failing_dependencies(world_of(ev))][:MAX_FOLLOWED]
+    if not hosts or not ctx.toolbox.control_plane.configured:
+        return []
+    found = await asyncio.gather(*(ctx.toolbox.control_plane.resources(h.split(".")[0]) for h in hosts))
+    return [r for result in found if result.ok and result.data for r in result.data.items]
+
+
 # --- diagnose and changes -------------------------------------------------------------------------
-async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose") -> Answer:
+async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose", follow: bool = True) -> Answer:
     lookback = CHANGES_LOOKBACK if focus == "changes" else timedelta(seconds=ctx.window_seconds) + CORRELATION
     ev = await gather_evidence(ctx, target, lookback=lookback)
     d = reasoning.diagnose(ev)
+    hop = await _follow(ctx, target, ev, d) if follow else None
+    if hop is not None:
+        d.findings.append(hop)
     await ctx.progress(key_results(d))
     recommendations, problems = await ctx.propose(d.plans)
     lead = changes_lead(d, ctx.now, lookback) if focus == "changes" else None
     summary = write_summary(
         d, recommendations, approvers_configured=ctx.approvers_configured, problems=problems, lead=lead
-    )
+    ) + (f" {hop.title}." if hop is not None else "")
     signals = {s.name: s for s in ev.signals or []}
     promql = signals["error_rate"].query if "error_rate" in signals else None
     return _answer(ctx, target, d, summary, recommendations, links(
@@ -167,6 +236,63 @@ def key_chart(ev: Evidence, d: reasoning.Diagnosis) -> Chart | None:
         critical=critical,
         marks=marks,
     )
+
+
+async def _follow(ctx: Context, target: Target, ev: Evidence, d: reasoning.Diagnosis) -> Finding | None:
+    """Along failing dependencies that are services of ours (a hop, or a few in a cascade): diagnose each too,
+    and say which one started failing first — in a cascade the earliest failing service is the origin."""
+    resolver = Resolver(ctx.settings, ctx.toolbox.kubernetes)
+
+    async def quiet(_: str) -> None:
+        return None
+
+    chain: list[tuple[Target, Evidence, reasoning.Diagnosis]] = [(target, ev, d)]
+    while len(chain) <= MAX_HOPS:
+        last = chain[-1][2]
+        if last.cause is None or last.cause.key not in FOLLOWED:
+            break
+        seen = {t.name for t, _, _ in chain}
+        dep = None
+        for host in sorted(h.split(".")[0] for h in last.cause.subjects):
+            found = await resolver.lookup(host, chain[-1][0].namespace) if host not in seen else None
+            if found is not None and found.target is not None and found.target.name not in seen:
+                dep = found.target
+                break
+        if dep is None:
+            break
+        sub = Context(ctx.settings, ctx.toolbox, ctx.actions, ctx.request, ctx.session, quiet,
+                      Calls(quiet, deadline=ctx.calls.deadline), ctx.now)
+        dep_ev = await gather_evidence(sub, dep, lookback=timedelta(seconds=ctx.window_seconds) + CORRELATION)
+        chain.append((dep, dep_ev, reasoning.diagnose(dep_ev)))
+    if len(chain) == 1:
+        return None
+    parts = []
+    for dep, _, dep_d in chain[1:]:
+        if dep_d.cause is not None:
+            parts.append(f"{dep.name} is failing too, because of {dep_d.cause.text}")
+        elif dep_d.healthy:
+            parts.append(f"{dep.name} itself looks healthy ({'; '.join(dep_d.checked[:2])}): the trouble is between them")
+        else:
+            parts.append(f"{dep.name} needs a look: " + "; ".join(f.title for f in dep_d.findings if f.severity != "info"))
+    starts = [(start, t.name) for t, e, _ in chain for start in [_failing_since(e)] if start is not None]
+    order = ""
+    if len(starts) > 1:
+        first_at, first = min(starts)
+        others = ", ".join(f"{n} at {clock(at)}" for at, n in sorted(starts) if n != first)
+        order = f"; {first} started failing first ({clock(first_at)}; {others}): {first} is the origin of the cascade"
+    path = " → ".join(t.name for t, _, _ in chain)
+    worst = next((dd.cause.severity for _, _, dd in chain[1:] if dd.cause is not None), "info")
+    return Finding(severity=worst, source="engine",  # type: ignore[arg-type]
+                   title=f"Followed the failing calls {path}: " + "; ".join(parts) + order,
+                   evidence="; ".join(f.title for _, _, dd in chain[1:] for f in dd.findings[:2]) or None)
+
+
+def _failing_since(ev: Evidence) -> datetime | None:
+    """When the service started failing: its error rate's onset, else its first error line in the window."""
+    onsets = [s.onset for s in ev.signals or [] if s.name == "error_rate" and s.onset is not None
+              and s.health in ("warning", "critical")]
+    patterns = [p.first_seen for p in (ev.logs.patterns if ev.logs else []) if p.level == "error"]
+    return min(onsets + patterns, default=None)
 
 
 def _answer(
@@ -222,6 +348,37 @@ async def pods(ctx: Context, target: Target) -> Answer:
 
 
 # --- alerts ---------------------------------------------------------------------------------------
+async def _named_service(ctx: Context, resolver: Resolver) -> Target | None:
+    """The service the question names, if any: its diagnosis explains the alerts about it."""
+    parsed = parse(ctx.request.text)
+    key = resolver.from_catalog(parsed.text)
+    if key is not None:
+        return resolver.catalog_target(key)
+    for word in parsed.candidates:
+        found = await resolver.lookup(word)
+        if found is not None and found.target is not None:
+            return found.target
+    return None
+
+
+async def _nodes(ctx: Context, names: list[str], firing: list[Alert]) -> tuple[list[tuple[str, list[Verdict]]], list[str]]:
+    """Alert subjects that are nodes, each with what the catalogue says about it; and the names that are not."""
+    if not names or not ctx.toolbox.kubernetes.configured:
+        return [], names
+    namespace = ctx.settings.defaults.namespace
+    snaps = await asyncio.gather(*(ctx.toolbox.kubernetes.snapshot(namespace, n, kind="Pod", nodes=[n]) for n in names))
+    nodes, rest = [], []
+    for node, snapped in zip(names, snaps, strict=True):
+        snap = snapped.data if snapped.ok else None
+        if snap is None or not any(n.get("metadata", {}).get("name") == node for n in snap.items("nodes")):
+            rest.append(node)
+            continue
+        world = World(service=node, namespace=namespace, now=ctx.now, window_seconds=ctx.window_seconds, snap=snap,
+                      alerts=[a for a in firing if a.resource_name == node], question=ctx.request.text)
+        nodes.append((node, [v for v in catalogue.detect(world) if v.family == "node"]))
+    return nodes, rest
+
+
 async def alerts(ctx: Context, resolver: Resolver) -> Answer:
     results = await ctx.calls.run(
         {"control_plane": ctx.toolbox.control_plane.firing_alerts()}, intro="Reading firing alerts…"
@@ -230,21 +387,10 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
     if listing is None:
         return ctx.answer(intent="alerts", summary=f"Could not read the alerts: {ctx.calls.statuses[-1].error}.")
     firing = listing.items
-    if not firing:
+    named = await _named_service(ctx, resolver)
+    if not firing and named is None:
         return ctx.answer(intent="alerts", summary="No alerts are firing.", confidence=0.9)
-    findings = [
-        Finding(
-            severity=ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
-            source="control_plane",
-            title=f"{a.name} ({a.severity}) firing"
-            + (f" on {a.resource_name}" if a.resource_name else "")
-            + (f" since {clock(a.fired_at)}" if a.fired_at else "")
-            + (f": {short(a.message, 120)}" if a.message else ""),
-            evidence=f"control plane alert {a.id}",
-        )
-        for a in firing
-    ]
-    targets: list[Target] = []
+    targets: list[Target] = [named] if named is not None else []
     unknown: list[str] = []
     for alert in firing:
         if not alert.resource_name:
@@ -254,6 +400,26 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
             unknown.append(alert.resource_name)
         elif found.target.name not in (t.name for t in targets):
             targets.append(found.target)
+    nodes, unknown = await _nodes(ctx, unknown, firing)
+    words = set(candidates(ctx.request.text))
+    node_names = {n for n, _ in nodes}
+    # an alert about a diagnosed service or node is explained by that diagnosis, which carries the severity
+    findings = [
+        Finding(
+            severity="info" if a.resource_name in node_names or any(_concerns(a, t, words) for t in targets)
+            else ALERT_SEVERITY.get(a.severity, "info"),  # type: ignore[arg-type]
+            source="control_plane",
+            title=f"{a.name} ({a.severity}) firing"
+            + (f" on {a.resource_name}" if a.resource_name else "")
+            + (f" since {clock(a.fired_at)}" if a.fired_at else "")
+            + (f": {short(a.message, 120)}" if a.message else ""),
+            evidence=f"control plane alert {a.id}",
+        )
+        for a in firing
+    ]
+    for node, verdicts in nodes:
+        findings += [Finding(severity=v.severity if v.current else "info", source="kubernetes", title=v.title,  # type: ignore[arg-type]
+                             evidence="; ".join(v.evidence)) for v in verdicts]
     skipped = targets[MAX_ALERT_SERVICES:]
     targets = targets[:MAX_ALERT_SERVICES]
 
@@ -275,7 +441,11 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         f"{plural(len(firing), 'alert')} firing: "
         + "; ".join(f"{a.name} ({a.severity})" + (f" on {a.resource_name}" if a.resource_name else "") for a in firing[:5])
         + "."
-    ]
+    ] if firing else ["No alert is firing now (it may have resolved)."]
+    for node, verdicts in nodes:
+        ruled_out += [RuledOut(cause=what, why=why) for v in verdicts for what, why in v.ruled_out]
+        recommendations += [Recommendation(title=p.title) for v in verdicts for p in v.plans]
+        sentences.append(" ".join(f"{v.title}." for v in verdicts) or f"Node {node}: nothing found.")
     for target, answer in zip(targets, diagnoses, strict=True):
         findings += [
             f.model_copy(update={"title": f"{target.name}: {f.title}"}) for f in answer.findings if f.severity != "info"
@@ -283,7 +453,7 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         recommendations += answer.recommendations
         ruled_out += [r.model_copy(update={"cause": f"{target.name}: {r.cause}"}) for r in answer.ruled_out]
         statuses = _merge_statuses(statuses, answer.tools)
-        sentences.append(answer.summary.split(". ")[0].rstrip(".") + ".")
+        sentences.append(answer.summary if len(targets) == 1 else answer.summary.split(". ")[0].rstrip(".") + ".")
     if unknown:
         sentences.append(f"Not diagnosed (not a known service): {join(sorted(set(unknown)))}.")
     if skipped:
@@ -305,6 +475,50 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         since=min((a.since for a in diagnoses if a.since), default=None),
         chart=next((a.chart for a in diagnoses if a.chart), None),
     )
+
+
+# --- one alert group (bot.alerts) ------------------------------------------------------------------
+async def alert_group(ctx: Context, resolver: Resolver, brief: Investigation) -> Answer:
+    """The diagnose playbook for the service the alerts' labels name, with the alerts as its first findings."""
+    source = "control_plane" if brief.source == "control_plane" else "metrics"
+    fired = [
+        Finding(
+            severity=ALERT_SEVERITY.get(a.severity, ALERT_SEVERITY.get(a.severity.lower(), "warning")),  # type: ignore[arg-type]
+            source=source,  # type: ignore[arg-type]
+            title=f"{a.name}" + (f" ({a.severity})" if a.severity else "") + f" firing since {clock(a.starts_at)}"
+            + (f": {short(a.annotations['summary'], 120)}" if a.annotations.get("summary") else ""),
+            evidence=", ".join(f'{k}="{v}"' for k, v in sorted(a.labels.items()))[:500] or None,
+        )
+        for a in brief.alerts[:MAX_ALERT_FINDINGS]
+    ]
+    names = join(brief.names[:3]) + (f" and {len(brief.names) - 3} more" if len(brief.names) > 3 else "")
+    target = await _alert_target(ctx, resolver, brief)
+    if target is None:
+        known = await resolver.known()
+        tried = join(list(brief.service.candidates)) or "none of the configured service labels"
+        summary = (
+            f"{names} firing, and I could not tie it to a service: its labels name {tried}, which I don't know "
+            f"(known services: {', '.join(known[:25]) or 'none yet'}). Add the service to the catalog, or set "
+            "[alerts] service_labels to the label that names it."
+        )
+        return ctx.answer(intent="alerts", summary=summary, findings=fired, confidence=0.2)
+    answer = await diagnose(ctx, target)
+    return answer.model_copy(
+        update={"summary": f"{answer.summary} (Alerting: {names}.)", "findings": fired + answer.findings}
+    )
+
+
+async def _alert_target(ctx: Context, resolver: Resolver, brief: Investigation) -> Target | None:
+    for name in brief.service.candidates:
+        found = await resolver.lookup(name)
+        if found is not None and found.target is not None:
+            return found.target
+    if brief.service.candidates and not ctx.settings.services and await resolver.deployments() is None:
+        # nothing to check a name against (no catalog, no cluster): take the labels' word for it
+        return resolver.deployment_target(
+            brief.namespace or ctx.settings.defaults.namespace, brief.service.candidates[0], source="unverified"
+        )
+    return None
 
 
 def _merge_statuses(into: list[ToolStatus], more: list[ToolStatus]) -> list[ToolStatus]:

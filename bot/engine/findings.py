@@ -26,10 +26,11 @@ from bot.engine.text import (
     tags,
     value_text,
 )
-from tools.control_plane import AuditLog, Incident
-from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision
-from tools.logs import LogPattern, LogReport
-from tools.metrics import Signal
+from bot.engine.causes.base import World
+from tools.control_plane import Alert, AuditLog, Incident, Resource
+from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
+from tools.logs import LogLine, LogPattern, LogReport
+from tools.metrics import QueryResult, Signal
 from tools.redact import redact
 
 # A change this long before a signal turned bad is a suspect ("shortly before").
@@ -50,15 +51,6 @@ CHANGE_ACTIONS = {"update", "execute", "create", "delete"}
 DIAGNOSIS_TOOLS = ("metrics", "kubernetes", "logs", "control_plane")
 
 _CRASH_LINE = re.compile(r"(?i)(panic|fatal|exception|traceback|error|segfault|killed)")
-_DEPENDENCY = re.compile(
-    r"(?i)\b(?:connection to|connecting to|connect to|calling|call to|calls to|request to|requests to|upstream|"
-    r"dial tcp|dial|timeout from|timed out waiting for|unavailable:?)\s+(?:service\s+|host\s+)?[\"'`]?"
-    r"(?P<dep>[A-Za-z][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)"
-)
-_FAILURE = re.compile(r"(?i)(timed out|timeout|refused|unavailable|reset by peer|unreachable|deadline exceeded|"
-                      r"no route|503|502|504|circuit.?breaker)")
-OOM_LINE = re.compile(r"(?i)(out of memory|outofmemory|oom|heap space|cannot allocate memory)")
-_NOT_A_DEPENDENCY = {"the", "server", "host", "upstream", "service", "remote", "peer", "backend", "localhost"}
 
 
 @dataclass
@@ -79,6 +71,23 @@ class Evidence:
     incidents: list[Incident] | None = None
     failed: dict[str, str] = field(default_factory=dict)  # tool -> why it could not be checked
     checked: list[str] = field(default_factory=list)  # tools that answered
+    snapshot: Snapshot | None = None  # every API object the workload involves
+    pod_logs: dict[str, str] = field(default_factory=dict)  # "pod/container" -> a failed run's output
+    alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
+    resources: list[Resource] = field(default_factory=list)  # control-plane resources its failing calls name
+    metrics: dict[str, QueryResult] = field(default_factory=dict)  # the catalogue's queries, by key
+    log_tail: list[LogLine] = field(default_factory=list)  # the newest raw lines, oldest first
+    question: str = ""
+    known: set[str] = field(default_factory=set)  # the catalog's services
+
+
+def world_of(ev: Evidence) -> World:
+    """The evidence as the failure catalogue reads it."""
+    return World(
+        service=ev.service, namespace=ev.namespace, now=ev.now, window_seconds=ev.window_seconds, snap=ev.snapshot,
+        logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics, tail=ev.log_tail,
+        alerts=ev.alerts, resources=ev.resources, audit=ev.audit or [], known=ev.known, question=ev.question,
+    )
 
 
 @dataclass
@@ -567,28 +576,6 @@ def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> li
             )
         )
     return out
-
-
-def dependency(patterns: list[LogPattern], service: str) -> tuple[str, LogPattern] | None:
-    """The dependency most failing calls name ('connection to payments timed out' → payments)."""
-    counts: Counter[str] = Counter()
-    first: dict[str, LogPattern] = {}
-    for pattern in patterns:
-        text = pattern.sample or pattern.pattern
-        if not _FAILURE.search(text):
-            continue
-        match = _DEPENDENCY.search(text)
-        if not match:
-            continue
-        dep = match.group("dep").split(".")[0].lower()
-        if dep in _NOT_A_DEPENDENCY or dep == service.lower() or len(dep) < 2:
-            continue
-        counts[dep] += pattern.count
-        first.setdefault(dep, pattern)
-    if not counts:
-        return None
-    name, _ = counts.most_common(1)[0]
-    return name, first[name]
 
 
 # --- changes --------------------------------------------------------------------------------------

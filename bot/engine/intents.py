@@ -15,6 +15,12 @@ NEEDS_SERVICE = {"diagnose", "logs", "metrics", "pods", "changes", "capacity"} |
 
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.\-/]*"
 _PERIOD = re.compile(r"\b(\d{1,3})\s*(d|days?|w|weeks?|m|months?)\b", re.IGNORECASE)
+# "in namespace shop", "in the shop namespace", "in `shop`" (a namespace word the user wrote)
+_NAMESPACE = re.compile(
+    r"\bnamespace\s+[`'\"]?(?P<a>[a-z0-9][a-z0-9-]*)|\b(?:in|to|from|into)\s+(?:the\s+)?[`'\"]?(?P<b>[a-z0-9][a-z0-9-]*)"
+    r"[`'\"]?\s+namespace\b",
+    re.IGNORECASE,
+)
 _SLACK_MENTION = re.compile(r"<@[A-Z0-9]+(\|[^>]*)?>")
 _TEAMS_MENTION = re.compile(r"<at>[^<]*</at>", re.IGNORECASE)
 
@@ -54,6 +60,17 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("cost", _rule(r"\b(costs?|spend(ing)?|bill(ing)?|budget)\b")),
     ("incidents", _rule(r"\bincidents?\b")),
     ("alerts", _rule(r"\b(alerts?|alerting|firing|paging|pages)\b")),
+    # a question about something going wrong is a diagnosis, whatever else it mentions ("the logs look clean")
+    (
+        "diagnose",
+        _rule(
+            r"\b(why|what'?s wrong|wrong with|what'?s going on|going on|happening|fail\w*|broken|down|outage|crash\w*|"
+            r"restart(s|ed|ing)|keeps?|stuck|pending|won'?t|can'?t|cannot|never|not (starting|ready|scaling|coming up|"
+            r"responding|working|running)|isn'?t|aren'?t|doesn'?t|oom\w*|out of memory|killed|evicted|unhealthy|"
+            r"degraded|slow|high latency|latency is|through the roof|timing out|time ?outs?|5\d\ds?|5xx|problems?|"
+            r"issues?|worry|unreachable|unschedulable|diagnose|investigate)\b"
+        ),
+    ),
     ("logs", _rule(r"\b(logs?|log lines|stack ?traces?|exceptions?)\b")),
     (
         "diagnose",
@@ -152,8 +169,14 @@ def parse(text: str) -> Parsed:
         rest = candidates(first.group("rest"))
         parsed = Parsed(intent, cleaned, words, explicit=rest[0] if rest else None)
     else:
-        intent = next((name for name, pattern in _RULES if pattern.search(cleaned)), "chat")
+        # "moved it to the billing namespace" is about a namespace, not about billing
+        topic = _NAMESPACE.sub(" ", cleaned)
+        intent = next((name for name, pattern in _RULES if pattern.search(topic)), "chat")
         parsed = Parsed(intent, cleaned, words)
+    namespace = _NAMESPACE.search(cleaned)
+    if namespace:
+        parsed.params["namespace"] = (namespace.group("a") or namespace.group("b")).lower()
+        parsed.candidates = [w for w in parsed.candidates if w.lower() != parsed.params["namespace"]]
     if parsed.intent == "cost":
         period = _PERIOD.search(cleaned)
         if period:

@@ -16,9 +16,9 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import quote
 
-from bot.actions import REGISTRY, ActionError, Actions, Asked, NotProposed
+from bot.actions import REGISTRY, Actions, Asked, NotProposed
 from bot.answer import Action, Answer, Finding, Link, Recommendation
-from bot.approvals import NO_APPROVERS_HINT
+from bot.approvals import ActionFailed
 from bot.config import Settings, parse_duration
 from bot.engine.calls import Calls, combine
 from bot.engine.findings import pattern_text, signal_title
@@ -35,6 +35,7 @@ from bot.engine.text import (
     short,
     value_text,
 )
+from bot.policy import NO_APPROVERS_HINT
 from bot.ports import Progress, Request
 from bot.presentation import query_of
 from bot.toolbox import Toolbox
@@ -96,7 +97,8 @@ class Context:
         return self.actions.approvals.configured
 
     async def approval(self, action: Action) -> ApprovalRecord:
-        """An approval row for `action`, requested by whoever asked; raises ActionError."""
+        """An approval row for `action`, requested by whoever asked; raises ActionFailed (it cannot be
+        described, or the policy refuses it)."""
         return await self.actions.propose(action, self.request.origin(self.session.id))
 
     async def read(self, name: str, call: Coroutine[Any, Any, ToolResult[Any]]) -> Any:
@@ -113,7 +115,7 @@ class Context:
                 continue
             try:
                 approval = await self.approval(plan.action)
-            except ActionError as exc:
+            except ActionFailed as exc:
                 problems[plan.title] = str(exc)
                 recommendations.append(Recommendation(title=plan.title, action=plan.action))
                 continue
@@ -566,7 +568,7 @@ async def action(ctx: Context, intent: str, target: Target | None, params: dict[
         return ctx.answer(**base, summary=str(exc))
     try:
         approval = await ctx.approval(act)
-    except ActionError as exc:
+    except ActionFailed as exc:
         return ctx.answer(**base, status="failed", summary=f"Cannot propose {kind.label}: {exc}.")
     recommendation = Recommendation(title=approval.description, action=act, approval_id=approval.id)
     who = (

@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 from bot.answer import SEVERITY_RANK, Action, Finding, RuledOut
 from bot.engine.findings import (
     CORRELATION,
+    world_of,
     DIAGNOSIS_TOOLS,
-    OOM_LINE,
     SKEW,
-    STUCK_AFTER,
     Change,
     Evidence,
     KubeView,
@@ -25,7 +24,6 @@ from bot.engine.findings import (
     change_findings,
     checked,
     collect_changes,
-    dependency,
     first_onset,
     incident_findings,
     log_findings,
@@ -45,46 +43,29 @@ from bot.engine.text import (
     label,
     lower_first,
     percent,
-    plural,
     short,
     tags,
     value_text,
 )
+from bot.engine import causes as catalogue
+from bot.engine.causes.base import Plan, Verdict
 from tools.logs import LogPattern
 from tools.metrics import Signal
 
-_PRIORITY = (
-    "bad_rollout",
-    "config_change",
-    "oom",
-    "image_pull",
-    "config_error",
-    "crash_loop",
-    "scheduling",
-    "dependency",
-    "cpu_saturation",
-    "stuck",
-    "unexplained",
-)
+# Where the causes that are not catalogue families stand among the catalogue's ranks (lower: nearer the root).
+_RANK = {"bad_rollout": 0, "config_change": 3, "cpu_saturation": 70, "unexplained": 99} | catalogue.RANK
 
-
-
-@dataclass
-class Plan:
-    """A recommendation before it is proposed: `action` None for advice that is no write action."""
-
-    title: str
-    action: Action | None = None
 
 
 @dataclass
 class Cause:
-    key: str  # one of _PRIORITY
+    key: str  # a catalogue family or one of _RANK
     text: str  # "the v2.1.0 rollout (revision 7 at 10:42 UTC by alice)"
     clauses: list[str]  # the evidence, as it reads in a sentence
     sources: set[str]  # independent tools that agree on it
     severity: str
     plans: list[Plan] = field(default_factory=list)
+    subjects: set[str] = field(default_factory=set)  # the objects or hosts it is about
 
 
 @dataclass
@@ -99,6 +80,7 @@ class Diagnosis:
     healthy: bool
     checked: list[str]  # what was looked at and found fine, as clauses
     old_news: list[str]
+    history: list[str]  # what happened and is over (recovered, rolled back, a flap): said as history
     changes: list[Change]
     correlation: str | None
     failed: dict[str, str]
@@ -112,11 +94,15 @@ def diagnose(ev: Evidence) -> Diagnosis:
     items: list[Scored] = []
     signals = {s.name: s for s in ev.signals or []}
     kube = KubeView(ev) if ev.report is not None else None
+    verdicts = catalogue.detect(world_of(ev))
+    current = [v for v in verdicts if v.current]
+    history = [v for v in verdicts if not v.current]
+    items += [_verdict_finding(v) for v in verdicts]
     items += signal_findings(ev)
     if kube is not None:
         items += kube.findings()
     unhealthy = [s for s in signals.values() if s.health in ("warning", "critical")]
-    troubled = bool(unhealthy) or (kube is not None and kube.failing)
+    troubled = bool(unhealthy) or (kube is not None and kube.failing) or bool(current)
     patterns = list(ev.logs.patterns) if ev.logs else []
     items += log_findings(ev, patterns, troubled)
     changes = collect_changes(ev, kube)
@@ -140,8 +126,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
             )
         )
 
-    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal)
-    causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], -len(c.sources), _PRIORITY.index(c.key)))
+    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current)
+    causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], _RANK.get(c.key, 50), -len(c.sources)))
     cause = causes[0] if causes else None
     others = causes[1:]
     for item in items:
@@ -149,6 +135,11 @@ def diagnose(ev: Evidence) -> Diagnosis:
             item.weight += 10 * len(cause.sources)
 
     ruled_out = _ruled_out(ev, kube, signals, unhealthy, cause, changes, onset_signal) if (cause or troubled) else []
+    ruled_out = _verdict_ruled_out(cause, current, history) + ruled_out
+    if ev.snapshot is not None and ev.snapshot.notes:
+        items.append(scored("info", "kubernetes", "Not read: " + "; ".join(ev.snapshot.notes[:6]),
+                            evidence="Kubernetes API", tag="notes"))
+    ruled_out = list({r.cause.lower(): r for r in reversed(ruled_out)}.values())[::-1]
     plans = _plans(ev, kube, cause, others)
     findings = [
         s.finding
@@ -166,6 +157,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
         healthy=healthy,
         checked=checked(ev, kube, signals),
         old_news=kube.old_news() if kube else [],
+        history=[v.title for v in history],
         changes=changes,
         correlation=correlation,
         failed=dict(ev.failed),
@@ -188,6 +180,24 @@ _TAGS: dict[str, tuple[str, ...]] = {
     "stuck": ("stuck", "availability"),
     "unexplained": ("error_rate", "latency_p99", "cpu_ratio", "memory_ratio", "restarts"),
 }
+
+
+def _verdict_finding(verdict: Verdict) -> Scored:
+    """A catalogue verdict as a finding: what is wrong, with the evidence that shows it."""
+    severity = verdict.severity if verdict.current else "info"
+    return scored(severity, "kubernetes" if "kubernetes" in verdict.sources else sorted(verdict.sources)[0],
+                  verdict.title, evidence="; ".join(verdict.evidence) or None, weight=4, tag=verdict.family)
+
+
+def _verdict_ruled_out(cause: Cause | None, current: list[Verdict], history: list[Verdict]) -> list[RuledOut]:
+    """What the leading verdict rules out, and history that is not the cause now."""
+    out = []
+    lead = next((v for v in current if cause is not None and v.family == cause.key), None)
+    for what, why in lead.ruled_out if lead else []:
+        out.append(RuledOut(cause=what, why=why))
+    for verdict in history:
+        out.append(RuledOut(cause=verdict.cause[0].upper() + verdict.cause[1:], why=verdict.title))
+    return out
 
 
 def _correlate(signal: Signal | None, changes: list[Change]) -> Change | None:
@@ -220,8 +230,13 @@ def _causes(
     changes: list[Change],
     correlated: Change | None,
     onset: Signal | None,
+    verdicts: list[Verdict],
 ) -> list[Cause]:
-    causes: list[Cause] = []
+    causes: list[Cause] = [
+        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects))
+        for v in verdicts
+    ]
+    leading = min(verdicts, key=lambda v: (SEVERITY_RANK[v.severity], _RANK.get(v.family, 50)), default=None)
     worst = min(unhealthy, key=lambda s: (SEVERITY_RANK[severity_of(s.health)], s.name != "error_rate"), default=None)
     target = f"{ev.namespace}/{ev.deployment}"
     kube_title = kube.failure_title() if kube else None
@@ -241,9 +256,9 @@ def _causes(
         return ("; ".join(said) or None), bool(said)
 
     # a fresh rollout that is unhealthy
-    if kube is not None and kube.fresh and kube.current is not None:
+    if kube is not None and kube.fresh and kube.current is not None and kube.previous is not None:
         rollout = next((c for c in changes if c.rollout), None)
-        pods_bad = bool(kube.failing) or any(
+        pods_bad = bool(kube.failing) or bool(leading and leading.severity == "critical") or any(
             c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in kube.report.conditions
         )
         metrics_after = correlated is not None and correlated.rollout
@@ -251,7 +266,8 @@ def _causes(
             sources, clauses = set(), []
             if pods_bad:
                 sources.add("kubernetes")
-                clauses.append(lower_first(kube_title or f"the rollout of {kube.revision_text()} is stuck"))
+                clauses.append(lower_first(leading.title if leading else kube_title
+                                           or f"the rollout of {kube.revision_text()} is stuck"))
             clauses += [lower_first(signal_title(s)) for s in _call_signals(unhealthy)[:2]]
             if not _call_signals(unhealthy) and worst is not None:
                 clauses.append(lower_first(signal_title(worst)))
@@ -266,7 +282,8 @@ def _causes(
                 sources.add("control_plane")
             by = f" by {rollout.who}" if rollout and rollout.who else ""
             at = f" at {clock(rollout.at)}" if rollout else ""
-            severity = "critical" if (pods_bad and kube_severity == "critical") or (
+            severity = "critical" if (pods_bad and (kube_severity == "critical" or (
+                leading is not None and leading.severity == "critical"))) or (
                 worst is not None and worst.health == "critical") else "warning"
             plans = []
             if kube.previous is not None:
@@ -277,8 +294,7 @@ def _causes(
                         Action(kind="rollback", target=target),
                     )
                 )
-            else:
-                plans.append(Plan(f"Fix forward: {ev.service} has no earlier revision to roll back to"))
+            plans += leading.plans if leading else []
             causes.append(
                 Cause(
                     "bad_rollout",
@@ -304,119 +320,9 @@ def _causes(
             )
         )
 
-    if kube is not None and not (kube.fresh and kube.previous is not None and kube.failing):
-        memory = signals.get("memory_ratio")
-        memory_bad = memory is not None and memory.health in ("warning", "critical")
-        oom_lines = [p for p in patterns if OOM_LINE.search(p.sample or p.pattern)]
-        if kube.oom or (memory_bad and memory is not None and memory.health == "critical"):
-            sources = ({"kubernetes"} if kube.oom else set()) | ({"metrics"} if memory_bad else set())
-            clauses = [lower_first(kube_title)] if kube.oom and kube_title else []
-            if memory is not None and memory.value is not None:
-                clauses.append(lower_first(signal_title(memory)))
-            if oom_lines:
-                sources.add("logs")
-                clauses.append(f"the logs show “{pattern_text(oom_lines[0])}”")
-            causes.append(
-                Cause(
-                    "oom",
-                    "its containers running out of memory",
-                    clauses,
-                    sources,
-                    "critical" if kube.oom and kube_severity == "critical" or (memory and memory.health == "critical")
-                    else "warning",
-                    [Plan(f"Raise the memory limit of {ev.service} or find what grows: containers are OOMKilled "
-                          "(a restart only buys time)")],
-                )
-            )
-        if kube.pulling:
-            message = next((c.message for p in kube.pulling for c in p.containers if c.message), None)
-            image = next((c.image for p in kube.pulling for c in p.containers), "the image")
-            causes.append(
-                Cause(
-                    "image_pull",
-                    f"the image {image} cannot be pulled",
-                    [lower_first(kube_title or "")] + ([short(message, 160)] if message else []),
-                    {"kubernetes"},
-                    kube_severity,
-                    [Plan(f"Fix the image reference or registry access for {image}")],
-                )
-            )
-        if kube.config_errors:
-            message = next((c.message for p in kube.config_errors for c in p.containers if c.message), None)
-            causes.append(
-                Cause(
-                    "config_error",
-                    "a missing Secret or ConfigMap",
-                    [lower_first(kube_title or "")] + ([short(message, 160)] if message else []),
-                    {"kubernetes"},
-                    kube_severity,
-                    [Plan(f"Create or fix the configuration the pods of {ev.service} reference: {message or ''}".strip())],
-                )
-            )
-        if kube.crashing and not kube.oom:
-            sources, clauses = {"kubernetes"}, [lower_first(kube_title or "")]
-            text, agrees = log_clause()
-            if text:
-                clauses.append(text)
-            if agrees:
-                sources.add("logs")
-            restarts = signals.get("restarts")
-            if (restarts and restarts.health in ("warning", "critical")) or (worst and worst.name == "error_rate"):
-                sources.add("metrics")
-            causes.append(
-                Cause(
-                    "crash_loop",
-                    "its containers crashing on start",
-                    clauses,
-                    sources,
-                    kube_severity,
-                    [Plan(f"Fix what makes {ev.service} exit on start ({crash_line or kube.exit_text(kube.crashing)}); "
-                          "a restart will not help")],
-                )
-            )
-        blocked = kube.events.get("FailedScheduling") or kube.events.get("FailedCreate")
-        if blocked:
-            event = blocked[0]
-            causes.append(
-                Cause(
-                    "scheduling",
-                    "pods that cannot be created or scheduled",
-                    [f"{event.reason}: {short(event.message or '', 160)}"],
-                    {"kubernetes"},
-                    "critical" if kube.report.ready == 0 else "warning",
-                    [Plan("Free cluster capacity or raise the namespace quota: " + short(event.message or "", 120))],
-                )
-            )
-        if kube.stuck:
-            causes.append(
-                Cause(
-                    "stuck",
-                    "pods stuck not ready",
-                    [f"{plural(len(kube.stuck), 'pod')} not ready for over {duration(STUCK_AFTER)}"],
-                    {"kubernetes"},
-                    "warning",
-                    [Plan(f"Restart {ev.service}: {plural(len(kube.stuck), 'pod')} stuck not ready "
-                          "without a rollout in progress", Action(kind="restart", target=target))],
-                )
-            )
-
-    found = dependency(patterns, ev.service)
-    calls_bad = [s for s in unhealthy if s.name in ("error_rate", "latency_p99")]
-    if found is not None and calls_bad:
-        name, pattern = found
-        causes.append(
-            Cause(
-                "dependency",
-                f"failing calls to its dependency {name}",
-                [lower_first(signal_title(calls_bad[0])), f"the logs show “{pattern_text(pattern)}” ×{pattern.count}"],
-                {"logs", "metrics"},
-                severity_of(calls_bad[0].health),
-                [Plan(f"Diagnose {name}: {ev.service}'s errors are failed calls to it (ask “diagnose {name}”)")],
-            )
-        )
-
     cpu = signals.get("cpu_ratio")
-    if cpu is not None and cpu.health in ("warning", "critical"):
+    throttled = any(v.family == "cpu_throttling" for v in verdicts)  # the limit, not the load: scaling cannot help
+    if cpu is not None and cpu.health in ("warning", "critical") and not throttled:
         clauses = [lower_first(signal_title(cpu))]
         latency = signals.get("latency_p99")
         if latency is not None and latency.health in ("warning", "critical"):

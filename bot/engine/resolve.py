@@ -3,6 +3,7 @@ name, else the thread's current service (kept in the database, so follow-ups wor
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Resolution:
     ambiguous: list[str] = field(default_factory=list)  # "namespace/name" choices
     from_session: bool = False
     ignored: list[str] = field(default_factory=list)  # words that named nothing, passed over for the session's
+    elsewhere: str | None = None  # the namespace the user named, where the service is not
 
 
 class Resolver:
@@ -88,10 +90,11 @@ class Resolver:
         age = time.monotonic() - self._fetched
         if self._deployments is not None and age < DEPLOYMENTS_TTL and not (refresh and age > REFRESH_ON_MISS):
             return self._deployments
-        result = await self.kubernetes.list_deployments()
+        result, others = await asyncio.gather(self.kubernetes.list_deployments(), self.kubernetes.list_workloads())
         if not result.ok or result.data is None:
             return self._deployments  # the last good listing, if any
-        self._deployments, self._fetched = result.data, time.monotonic()
+        self._deployments = result.data + (others.data if others.ok and others.data else [])
+        self._fetched = time.monotonic()
         return self._deployments
 
     async def known(self) -> list[str]:
@@ -102,8 +105,9 @@ class Resolver:
                 names.append(ref.name)
         return sorted(names, key=str.lower)
 
-    async def _by_name(self, word: str) -> Resolution | None:
-        """A deployment called `word` ("name" or "namespace/name"); None when there is none."""
+    async def _by_name(self, word: str, prefer: str | None = None) -> Resolution | None:
+        """A deployment called `word` ("name" or "namespace/name"), in namespace `prefer` when it has one; None
+        when there is none."""
         namespace, _, name = word.rpartition("/")
         listing = await self.deployments()
         for attempt in range(2):
@@ -111,34 +115,38 @@ class Resolver:
                 return None
             matches = [
                 d for d in listing if d.name.lower() == name.lower() and (not namespace or d.namespace == namespace)
-            ]
+            ] or _owners_of_pod(listing, name, namespace)
             if matches or attempt:
                 break
             listing = await self.deployments(refresh=True)
         if not matches:
             return None
-        default = [d for d in matches if d.namespace == self.settings.defaults.namespace]
+        default = [d for d in matches if d.namespace == (prefer or self.settings.defaults.namespace)]
         if len(default) == 1 or len({d.namespace for d in matches}) == 1:
             chosen = (default or matches)[0]
             shown = f"{chosen.namespace}/{chosen.name}" if namespace else chosen.name
             return Resolution(self.deployment_target(chosen.namespace, chosen.name, source="kubernetes", shown=shown))
         return Resolution(ambiguous=sorted(f"{d.namespace}/{d.name}" for d in matches))
 
-    async def lookup(self, word: str) -> Resolution | None:
-        """A name or alias of the catalog, else a deployment; None when neither has it."""
+    async def lookup(self, word: str, prefer: str | None = None) -> Resolution | None:
+        """A name or alias of the catalog, else a deployment (in namespace `prefer` when it has one); None when
+        neither has it."""
         service = self.settings.service(word)
         if service is not None:
             return Resolution(self.catalog_target(service.name))
-        return await self._by_name(word)
+        return await self._by_name(word, prefer)
 
     async def resolve(self, parsed: Parsed, current: str | None) -> Resolution:
         key = self.from_catalog(parsed.text)
         if key is not None:
             return Resolution(self.catalog_target(key))
         words = ([parsed.explicit] if parsed.explicit else []) + [w for w in parsed.candidates if w != parsed.explicit]
+        mentioned = parsed.params.get("namespace")
         for word in words:
-            found = await self.lookup(word)
+            found = await self.lookup(word, str(mentioned) if mentioned else None)
             if found is not None:
+                if found.target is not None and mentioned and found.target.namespace != mentioned:
+                    found.elsewhere = str(mentioned)
                 return found
         verifiable = await self.deployments() is not None
         guess = parsed.explicit or (words[0] if words and not current else None)
@@ -162,3 +170,13 @@ class Resolver:
             )
             return Resolution(target, from_session=True, ignored=words)
         return Resolution()
+
+
+def _owners_of_pod(listing: list[DeploymentRef], word: str, namespace: str) -> list[DeploymentRef]:
+    """The workload a pod name belongs to ("checkout-7c9f8d6b5d-x2k9p" → checkout): the longest workload name it
+    starts with, followed by the generated suffixes."""
+    lowered = word.lower()
+    found = [d for d in listing if lowered.startswith(d.name.lower() + "-") and (not namespace or d.namespace == namespace)
+             and re.fullmatch(r"(?:[a-z0-9]{5,10}-)?[a-z0-9]{5}|\d+", lowered[len(d.name) + 1:])]
+    longest = max((len(d.name) for d in found), default=0)
+    return [d for d in found if len(d.name) == longest]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.answer import Recommendation, Verdict
-from bot.approvals import NO_APPROVERS_HINT
+from bot.policy import NO_APPROVERS_HINT
 from bot.engine.reasoning import Diagnosis
 from bot.engine.text import (
     ago,
@@ -53,6 +53,9 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
         problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
         return f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + "."
     scope = " in what could be checked" if d.failed else ""
+    if d.history:  # recovered: say what happened, and that nothing fails now
+        return (f"{service} is healthy now{scope}: nothing currently fails. What happened: " + "; ".join(d.history[:3])
+                + ". Checked: " + "; ".join(d.checked) + ".")
     return f"No problems found in {service}{scope}: " + "; ".join(d.checked) + "."
 
 
@@ -82,6 +85,8 @@ def write_summary(
         fine = [c for c in d.checked if not c.startswith("no data")]
         if fine:
             sentences.append("Otherwise: " + "; ".join(fine) + ".")
+    if d.history and (d.cause is not None or not d.healthy):
+        sentences.append("Earlier, not the cause now: " + "; ".join(d.history[:2]) + ".")
     if d.old_news:
         sentences.append("Old news, not the cause: " + "; ".join(d.old_news[:2]) + ".")
     if d.ruled_out:

@@ -1,4 +1,4 @@
-"""A fake SRE control plane (shared/contracts/control-plane.md) with a Keycloak-like token endpoint.
+"""A fake SRE control plane (docs/contracts/control-plane.md) with a Keycloak-like token endpoint.
 
 Shipped in the package because `srebot eval` boots it for scenarios; the test suite re-uses it
 (tests/fakes/control_plane.py).
@@ -15,7 +15,8 @@ Auth: `POST /token` (client-credentials form) issues random tokens valid for `ex
 and counts them in `token_requests`. An expired token gets a JSON 401; `revoke()` makes the
 current tokens answer a PLAIN-TEXT 401, as some real deployments do. `fail(method, path, status,
 body)` answers the next such request with that status and body (a dict is sent as JSON, a string as
-text). Writes (acknowledge, comment, execute) change the state and are recorded in `actions`.
+text). Writes (acknowledge, comment, execute) change the state and are recorded in `actions`; with `frozen` they are
+only recorded.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ControlPlaneFake(Served):
     per_query: QueryCounter = field(default_factory=QueryCounter)  # every request (token too) by method, path, query
     token_requests: int = 0
     delay: float = 0.0  # seconds every API request waits before it is answered (a slow control plane)
+    frozen: bool = False  # writes are recorded but change nothing (a scenario world stays as it was written)
     tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
     revoked: set[str] = field(default_factory=set)
     failures: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)
@@ -203,6 +205,8 @@ class ControlPlaneFake(Served):
             return _error(404, "NOT_FOUND", "incident not found")
         if incident["status"] != "new":
             return _error(409, "CONFLICT", f"incident is {incident['status']}")
+        if self.frozen:
+            return web.json_response(incident)
         now = rfc3339(datetime.now(UTC))
         incident.update(
             status="acknowledged", acknowledged_by=body.get("acknowledged_by"), acknowledged_at=now, updated_at=now
@@ -220,6 +224,8 @@ class ControlPlaneFake(Served):
             return _error(404, "NOT_FOUND", "incident not found")
         if not body.get("comment"):
             return _error(400, "VALIDATION_ERROR", "comment is required")
+        if self.frozen:
+            return web.Response(status=201)
         incident["comments"].append(
             {"author": "srebot", "comment": body["comment"], "created_at": rfc3339(datetime.now(UTC))}
         )

@@ -65,8 +65,31 @@ class PatchRecord:
     body: Any
 
 
+class ServedCluster(Served):
+    """A loopback API server and the kubeconfig file pointing at it, removed again on close."""
+
+    url: str
+    kubeconfig_path: str
+    _dir: str | None
+
+    def kubeconfig(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def serve_cluster(self, app: web.Application) -> None:
+        self._runner, self.url = await serve(app)
+        self._dir = tempfile.mkdtemp(prefix="kube-")
+        self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
+        Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
+
+    async def close(self) -> None:
+        await super().close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
 @dataclass
-class KubeFake(Served):
+class KubeFake(ServedCluster):
     """In-memory cluster state behind an aiohttp server on 127.0.0.1 (random port).
 
     Objects are stored as Kubernetes JSON dicts keyed by (namespace, name); tests may edit them
@@ -114,27 +137,11 @@ class KubeFake(Served):
                 web.get(f"{apps}/namespaces/{{ns}}/replicasets", self._list_replicasets),
             ]
         )
-        self._runner, self.url = await serve(app)
-        self._dir = tempfile.mkdtemp(prefix="kubefake-")
-        self.kubeconfig_path = str(Path(self._dir) / "kubeconfig")
-        Path(self.kubeconfig_path).write_text(yaml.safe_dump(self.kubeconfig()))
+        await self.serve_cluster(app)
         return self
 
-    async def close(self) -> None:
-        await super().close()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
     def kubeconfig(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "srebot", "user": {"token": TOKEN}}],
-            "contexts": [{"name": self.context, "context": {"cluster": "fake", "user": "srebot"}}],
-            "current-context": self.context,
-        }
+        return kubeconfig(self.url, self.context)
 
     # --- builders --------------------------------------------------------------------------
 
@@ -387,12 +394,12 @@ class KubeFake(Served):
         if self.delay:
             await asyncio.sleep(self.delay)
         if request.headers.get("Authorization", "").lower() != f"bearer {TOKEN}":
-            return _status(401, "Unauthorized", "Unauthorized")
+            return status_response(401, "Unauthorized", "Unauthorized")
         if hooks := self.hooks.get((request.method, request.path)):
             hooks.pop(0)()
         if pending := self.failures.get((request.method, request.path)):
             code = pending.pop(0)
-            return _status(code, "InternalError" if code >= 500 else "Failure", f"injected failure {code}")
+            return status_response(code, "InternalError" if code >= 500 else "Failure", f"injected failure {code}")
         return await handler(request)
 
     def _denied(self, verb: str, resource: str, namespace: str | None, name: str | None = None) -> web.Response | None:
@@ -406,7 +413,7 @@ class KubeFake(Served):
             f'{what} is forbidden: User "system:serviceaccount:srebot:srebot" cannot {verb} resource '
             f'"{resource}" in API group "{group}"{scope}'
         )
-        return _status(403, "Forbidden", message, {"name": name, "group": group, "kind": base})
+        return status_response(403, "Forbidden", message, {"name": name, "group": group, "kind": base})
 
     def _list(
         self,
@@ -424,8 +431,8 @@ class KubeFake(Served):
             o
             for o in objects
             if (namespace is None or o["metadata"]["namespace"] == namespace)
-            and _labels_match(o["metadata"].get("labels", {}), request.query.get("labelSelector", ""))
-            and _fields_match(o, request.query.get("fieldSelector", ""))
+            and labels_match(o["metadata"].get("labels", {}), request.query.get("labelSelector", ""))
+            and fields_match(o, request.query.get("fieldSelector", ""))
         ]
         return web.json_response(
             {"apiVersion": api_version, "kind": f"{kind}List", "metadata": {"resourceVersion": "1"}, "items": items}
@@ -464,7 +471,7 @@ class KubeFake(Served):
             return denied
         obj = self.deployments.get((ns, name))
         if obj is None:
-            return _status(
+            return status_response(
                 404,
                 "NotFound",
                 f'deployments.apps "{name}" not found',
@@ -510,14 +517,14 @@ class KubeFake(Served):
             elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                 result = _merge(target, body)
             else:
-                return _status(
+                return status_response(
                     415,
                     "UnsupportedMediaType",
                     "the body of the request was in an unknown format - accepted media types include: "
                     "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
                 )
         except (KeyError, IndexError, ValueError) as exc:
-            return _status(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
+            return status_response(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
         if resource == "deployments":
             result["metadata"]["generation"] = result["metadata"].get("generation", 0) + 1
             self.deployments[(ns, name)] = result
@@ -529,11 +536,11 @@ class KubeFake(Served):
             return denied
         pod = self.pods.get((ns, name))
         if pod is None:
-            return _status(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+            return status_response(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
         container = request.query.get("container")
         containers = [c["name"] for c in pod["spec"]["containers"]]
         if container is None and len(containers) > 1:
-            return _status(
+            return status_response(
                 400,
                 "BadRequest",
                 f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]",
@@ -541,7 +548,7 @@ class KubeFake(Served):
         previous = request.query.get("previous") == "true"
         text = self.logs.get((ns, name, container, previous)) or self.logs.get((ns, name, None, previous))
         if text is None and previous:
-            return _status(
+            return status_response(
                 400,
                 "BadRequest",
                 f'previous terminated container "{container or containers[0]}" in pod "{name}" not found',
@@ -555,6 +562,19 @@ class KubeFake(Served):
 
 
 # --- object helpers ------------------------------------------------------------------------
+
+
+def kubeconfig(server: str, context: str, namespace: str | None = None) -> dict[str, Any]:
+    """A kubeconfig for a loopback API server: its bearer token, and `namespace` as the context's default."""
+    cluster = {"cluster": "fake", "user": "srebot", **({"namespace": namespace} if namespace else {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "srebot", "user": {"token": TOKEN}}],
+        "contexts": [{"name": context, "context": cluster}],
+        "current-context": context,
+    }
 
 
 def _template(name: str, labels: dict[str, str], image: str) -> dict[str, Any]:
@@ -610,7 +630,7 @@ def _scale(deployment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
+def status_response(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
     body = {
         "kind": "Status",
         "apiVersion": "v1",
@@ -632,7 +652,7 @@ def _split_selector(selector: str) -> list[str]:
     return [part for part in re.split(r",(?![^()]*\))", selector) if part.strip()]
 
 
-def _labels_match(labels: dict[str, str], selector: str) -> bool:
+def labels_match(labels: dict[str, str], selector: str) -> bool:
     for part in _split_selector(selector):
         m = _REQUIREMENT.match(part)
         if m is None:
@@ -652,13 +672,17 @@ def _labels_match(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-def _fields_match(obj: dict[str, Any], selector: str) -> bool:
+def fields_match(obj: dict[str, Any], selector: str) -> bool:
+    """A field selector (`a.b=v`, `a.b!=v`, comma-separated) on dotted paths; a missing field is the empty string."""
     for part in _split_selector(selector):
-        path, op, value = re.match(r"\s*([\w.]+)\s*(!=|==|=)\s*(.*?)\s*$", part).groups()  # type: ignore[union-attr]
+        match = re.match(r"\s*([\w.]+)\s*(!=|==|=)\s*(.*?)\s*$", part)
+        if match is None:
+            raise ValueError(f"invalid field selector {selector!r}")
+        path, op, value = match.groups()
         actual: Any = obj
         for key in path.split("."):
             actual = actual.get(key) if isinstance(actual, dict) else None
-        if (str(actual) == value) == (op == "!="):
+        if (("" if actual is None else str(actual)) == value) == (op == "!="):
             return False
     return True
 

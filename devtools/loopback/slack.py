@@ -112,7 +112,8 @@ class SlackFake(_Service):
     Web API methods answered: auth.test (the bot's `bot_user_id` / `bot_id` / `team_id`),
     chat.postMessage (a new `ts`), chat.update, chat.postEphemeral, files.getUploadURLExternal,
     the upload URL itself (content kept in `uploads`), files.completeUploadExternal, chat.startStream (a
-    new `ts`), views.publish, and apps.connections.open (a ws:// URL of this server). Any other method answers `{"ok": true}`.
+    new `ts`), views.publish, apps.connections.open (a ws:// URL of this server) and usergroups.users.list (the
+    members set in `user_groups`, else `no_such_subteam`). Any other method answers `{"ok": true}`.
 
     Recording: `calls` (a `Call` per Web API request, in order, with the method, the parsed form or JSON
     arguments, the token, the HTTP status sent back and the monotonic time it arrived), `calls_to(method)`,
@@ -153,6 +154,7 @@ class SlackFake(_Service):
         self.app_token = app_token
         self.signing_secret = signing_secret
         self.api_app_id = api_app_id
+        self.user_groups: dict[str, list[str]] = {}  # user group id (S…) -> member ids, for usergroups.users.list
         self.calls: list[Call] = []
         self.uploads: list[Upload] = []
         self.responses: list[dict[str, Any]] = []  # bodies posted to response_url
@@ -321,6 +323,9 @@ class SlackFake(_Service):
             return {"ok": True, "view": {"id": f"V{next(self._ids):08d}", **(args.get("view") or {})}}
         if method == "apps.connections.open":
             return {"ok": True, "url": self.ws_url}
+        if method == "usergroups.users.list":
+            members = self.user_groups.get(args.get("usergroup", ""))
+            return {"ok": True, "users": members} if members is not None else {"ok": False, "error": "no_such_subteam"}
         return {"ok": True}
 
     async def _upload(self, request: web.Request) -> web.Response:

@@ -2,8 +2,7 @@
 
 Modules:
 - `app`: wires Bolt to POST /slack/events and to Socket Mode, verifies, counts and acks before any work.
-- `intake`: turns acknowledged events, `/sre` commands and button clicks into requests and decisions.
-- `commands`: parses the text of `/sre` into a subcommand or the help text.
+- `intake`: turns acknowledged events, `/sre` commands (parsed by `bot.commands`) and button clicks into requests and decisions.
 - `port`: delivers into threads (the ReplyPort of a request, the Notifier of the process).
 - `blocks`: renders answers, messages and approvals as Block Kit within Slack's limits.
 

@@ -27,9 +27,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.telemetry import ACK_LATENCY, EVENTS_RECEIVED
 from bot.ports import Core
-from integrations.slack.intake import PLATFORM, Identity, SlackIntake, dropped
+from integrations.slack.intake import ALERT_BUTTONS, PLATFORM, Identity, SlackIntake, dropped
 from integrations.slack.port import SlackNotifier
 from integrations.slack.surface import SlackSurface
+from integrations.slack.trust import UserGroups, malformed
 
 log = logging.getLogger("srebot.slack")
 
@@ -92,13 +93,15 @@ class SlackIntegration:
         self.core = core
         self.token = settings.slack_bot_token.get_secret_value()
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
-        if not secret:
+        # Socket Mode needs no signing secret; without one, nothing that comes over HTTP can be verified
+        self.verifier = SignatureVerifier(secret) if secret else None
+        if self.verifier is None:
             log.warning("SLACK_SIGNING_SECRET is not set: every request to %s is refused (401)", EVENTS_PATH)
-        self.verifier = SignatureVerifier(secret)
         self.client = web_client(settings.slack_api_url)
         self.identity = Identity(self.client)
         self.intake = SlackIntake(core, self.client, self.identity)
         self.surface = SlackSurface(core, self.client, self.intake.spawn)
+        core.policy.add_directory(PLATFORM, UserGroups(self.client))
 
         async def authorize(enterprise_id: str | None, team_id: str | None, user_id: str | None) -> AuthorizeResult:
             # auth.test is asked once per process (at startup), not on a request's way to its ack
@@ -137,6 +140,7 @@ class SlackIntegration:
         bolt.command(re.compile("^/"))(intake.on_command)
         bolt.action("approval_approve")(intake.on_approval)
         bolt.action("approval_reject")(intake.on_approval)
+        bolt.action(re.compile(f"^({'|'.join(ALERT_BUTTONS)})$"))(intake.on_alert_button)
         bolt.action(re.compile(".*"))(self._ack_only)
 
     async def _gate(self, req: AsyncBoltRequest, body: dict[str, Any], next: Any) -> BoltResponse | None:
@@ -144,6 +148,10 @@ class SlackIntegration:
         for Socket Mode envelopes with a retry_attempt) go on to the database claim like any event:
         when the first delivery never reached any replica, the retry is the only copy of the request."""
         EVENTS_RECEIVED.labels(PLATFORM, "retry" if is_retry(req.headers) else kind_of(body)).inc()
+        problem = malformed(body)
+        if problem is not None:  # Socket Mode envelopes come here without passing handle_http
+            log.warning("refused a malformed Slack payload", extra={"error": problem})
+            return BoltResponse(status=400, body="malformed payload")
         return await next()
 
     async def _ignore(self, body: dict[str, Any]) -> None:
@@ -160,7 +168,7 @@ class SlackIntegration:
         timestamp = request.headers.get("X-Slack-Request-Timestamp")
         signature = request.headers.get("X-Slack-Signature")
         try:
-            valid = self.verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)
+            valid = self.verifier is not None and self.verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)
         except (ValueError, UnicodeDecodeError):
             valid = False
         if not valid:
@@ -173,6 +181,9 @@ class SlackIntegration:
             body = bolt_request.body
             if not isinstance(body, dict) or not (body.get("type") or body.get("command") or body.get("ssl_check")):
                 raise ValueError("not a Slack payload")
+            problem = malformed(body)
+            if problem is not None:
+                raise ValueError(problem)
         except Exception as exc:  # noqa: BLE001 - JSON, form or payload that Bolt cannot read
             log.warning("refused a malformed Slack request", extra={"error": f"{exc.__class__.__name__}: {exc}"})
             return web.json_response({"error": "malformed request"}, status=400)
@@ -215,7 +226,7 @@ def mount_slack(app: web.Application, core: Core) -> SlackIntegration:
     app.on_startup.append(slack.on_startup)
     app.on_shutdown.append(slack.on_shutdown)
     app.on_cleanup.append(slack.on_cleanup)
-    core.add_notifier(SlackNotifier(slack.client))
+    core.add_notifier(SlackNotifier(slack.client, core))
     return slack
 
 
@@ -224,7 +235,7 @@ async def start_socket_mode(app: web.Application, core: Core) -> AsyncSocketMode
     slack = app.get(SLACK)
     if slack is None:  # Socket Mode alone, without the HTTP endpoint
         slack = SlackIntegration(core)
-        core.add_notifier(SlackNotifier(slack.client))
+        core.add_notifier(SlackNotifier(slack.client, core))
     if slack.client.session is None:
         await slack.on_startup()
     token = core.settings.slack_app_token

@@ -10,6 +10,7 @@ from typing import Any
 
 from slack_sdk.models.messages.chunk import TaskUpdateChunk
 
+from bot import wording
 from bot.answer import SEVERITY_RANK, Answer, ToolStatus
 from bot.ports import ApprovalRecord
 from bot.presentation import BACKENDS, ActionButton, Step, change_label, present, problem, query_of
@@ -29,19 +30,6 @@ MESSAGE_CHARS = 12_000
 MAX_MESSAGES = 4
 FALLBACK_CHARS = 3_000
 
-STATUS_LINE = {
-    "approved": "✅ Approved by {who} {when} · running…",
-    "executed": "✅ Approved by {who} {when} · {result}",
-    "failed": "❌ Approved by {who} {when} · failed: {result}",
-    "rejected": "🚫 Rejected by {who} {when} · nothing was changed",
-    "expired": "⌛ Expired {when} without a decision · nothing was changed",
-}
-THREAD_OUTCOME = {
-    "executed": "✅ {action} done (approved by {who}): {result}",
-    "failed": "❌ {action} failed (approved by {who}): {result}",
-    "rejected": "🚫 {action} was rejected by {who}; nothing was changed.",
-    "expired": "⌛ {action} expired without a decision; nothing was changed.",
-}
 
 
 @dataclass
@@ -394,11 +382,11 @@ def _approval_body(approval: ApprovalRecord, title: str) -> list[dict[str, Any]]
 
 def approval_request(approval: ApprovalRecord) -> SlackMessage:
     """The approval message: exactly what will change, who asked, until when, and the two buttons."""
-    blocks = _approval_body(approval, ":raised_hand: *Approval needed*")
+    blocks = _approval_body(approval, f":raised_hand: *{wording.APPROVAL_NEEDED}*")
     blocks.append(
         context(
-            f"Requested by {who(approval.requester)} · expires {approval.expires_at:%H:%M} UTC · "
-            f"`{approval.id}` · someone other than the requester must approve"
+            f"Requested by {who(approval.requester)} · expires {wording.clock(approval.expires_at)} · "
+            f"`{approval.id}` · {wording.FOUR_EYES}"
         )
     )
     # the button says exactly what it changes; rejecting is the safe choice, so it is not styled as danger
@@ -412,19 +400,12 @@ def approval_request(approval: ApprovalRecord) -> SlackMessage:
              "value": approval.id},
         ],
     })
-    return SlackMessage(text=_fallback(f"Approval needed: {approval.description}"), blocks=blocks)
+    return SlackMessage(text=_fallback(f"{wording.APPROVAL_NEEDED}: {approval.description}"), blocks=blocks)
 
 
 def approval_status_line(approval: ApprovalRecord) -> str:
     """"Approved by <@U2> 10:51 UTC · rollout restarted", and the like for every status."""
-    template = STATUS_LINE.get(approval.status, "{status}")
-    moment = approval.decided_at or approval.finished_at
-    return template.format(
-        who=who(approval.decided_by),
-        when=f"{moment:%H:%M} UTC" if moment else "",
-        result=escape(approval.result or "done"),
-        status=approval.status,
-    )
+    return wording.approval_status(approval, person=lambda user: who(user) + approval.via_note, text=escape)
 
 
 def approval_decided(approval: ApprovalRecord) -> SlackMessage:
@@ -438,11 +419,9 @@ def approval_decided(approval: ApprovalRecord) -> SlackMessage:
 
 def approval_outcome(approval: ApprovalRecord) -> str | None:
     """The line posted in the thread once an approval is final; None while it is not."""
-    template = THREAD_OUTCOME.get(approval.status)
-    if template is None:
-        return None
-    return template.format(
+    return wording.approval_outcome(
+        approval,
         action=f"{escape(approval.kind)} `{escape(approval.target)}`",
-        who=who(approval.decided_by),
-        result=escape(approval.result or "done"),
+        person=lambda user: who(user) + approval.via_note,
+        text=escape,
     )

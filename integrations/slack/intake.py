@@ -12,12 +12,13 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.ports import Core, ConversationKey, DatabaseError, Request, new_id
+from bot.ports import Actor, Core, ConversationKey, DatabaseError, Request, new_id
 from bot.telemetry import EVENTS_DROPPED
 from bot.wording import NOT_READY, database_trouble, short
 from integrations.slack import blocks
-from integrations.slack.commands import parse_sre
+from bot.commands import parse_command
 from integrations.slack.port import EphemeralPort, SlackReplyPort, call, post_message
+from integrations.slack.trust import is_external
 
 
 log = logging.getLogger("srebot.slack")
@@ -27,6 +28,8 @@ PLATFORM = "slack"
 # bot_message, ...) is ignored
 HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 SLASH_MEMORY = 20  # /sre threads remembered per channel, for `/sre cancel`
+# the buttons of an alert thread's root message (integrations.slack.alerts) -> the desk's button names
+ALERT_BUTTONS = {"alert_silence": "silence", "alert_ack": "ack", "alert_investigate": "investigate"}
 
 
 def dropped(reason: str) -> None:
@@ -43,6 +46,7 @@ class Incoming:
     event_id: str | None
     ts: str
     follow_up: bool
+    external: bool = False  # a person of another organisation (Slack Connect): reads, never proposes
 
 
 class Identity:
@@ -104,7 +108,7 @@ def readable(text: str) -> str:
     return " ".join(text.split())
 
 
-def classify(body: dict[str, Any], bot_user_id: str | None) -> Incoming | None:
+def classify(body: dict[str, Any], bot_user_id: str | None, home_team: str | None = None) -> Incoming | None:
     """The message this event carries if the bot should look at it, or None to ignore it."""
     event = body.get("event") or {}
     kind = event.get("type")
@@ -141,7 +145,8 @@ def classify(body: dict[str, Any], bot_user_id: str | None) -> Incoming | None:
         text = "help"
     team = body.get("team_id") or event.get("team") or ""
     key = ConversationKey(PLATFORM, team, channel, thread_ts or ts)
-    return Incoming(key, user, text, body.get("event_id"), ts, follow_up=not (mentioned or direct))
+    return Incoming(key, user, text, body.get("event_id"), ts, follow_up=not (mentioned or direct),
+                    external=is_external(body, home_team))
 
 
 class SlackIntake:
@@ -159,7 +164,12 @@ class SlackIntake:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a Slack request failed after its ack", exc_info=task.exception())
 
     async def idle(self) -> None:
         """Wait until every acknowledged event has been deduplicated and submitted."""
@@ -169,7 +179,10 @@ class SlackIntake:
     def port(self, key: ConversationKey, request_id: str) -> SlackReplyPort:
         return SlackReplyPort(self.client, self.core, key.channel, key.thread or None, request_id=request_id)
 
-    def submit(self, key: ConversationKey, user: str, text: str, port: Any = None) -> Request:
+    def submit(
+        self, key: ConversationKey, user: str, text: str, port: Any = None, *, external: bool = False,
+        via: str = "message",
+    ) -> Request:
         request_id = new_id("req")
         request = Request(
             key=key,
@@ -178,14 +191,26 @@ class SlackIntake:
             port=port or self.port(key, request_id),
             request_id=request_id,
             reference={"team_id": key.workspace, "channel": key.channel, "thread_ts": key.thread},
+            external=external,
+            via=via,
         )
         self.core.submit(request)
         return request
 
+    async def refused(self, actor: Actor, where: ConversationKey, thread_ts: str | None) -> bool:
+        """True when the policy does not let `actor` ask here; they are told privately why."""
+        refusal = await self.core.policy.refusal(actor, "ask", where=where)
+        if refusal is None:
+            return False
+        dropped("refused")
+        await call(self.client.chat_postEphemeral, channel=where.channel, user=actor.user, thread_ts=thread_ts,
+                   text=blocks.escape(refusal))
+        return True
+
     # --- events ----------------------------------------------------------------------------------
     async def on_event(self, body: dict[str, Any]) -> None:
         """Bolt listener for app_mention and message: filter in memory, leave the rest to a task."""
-        incoming = classify(body, self.identity.user_id)
+        incoming = classify(body, self.identity.user_id, (self.identity.data or {}).get("team_id"))
         if incoming is None:
             dropped("ignored")
             return
@@ -218,7 +243,10 @@ class SlackIntake:
                 await self._reply(incoming, database_trouble("take this request", exc) if isinstance(exc, DatabaseError)
                                   else "I could not take this request (the error is in my log); ask again in a moment.")
             return
-        self.submit(incoming.key, incoming.user, incoming.text)
+        actor = Actor(incoming.user, PLATFORM, incoming.key.workspace, incoming.key.channel, external=incoming.external)
+        if await self.refused(actor, incoming.key, incoming.key.thread):
+            return
+        self.submit(incoming.key, incoming.user, incoming.text, external=incoming.external)
 
     async def _reply(self, incoming: Incoming, text: str) -> None:
         message = blocks.render_text(text)
@@ -226,7 +254,7 @@ class SlackIntake:
 
     # --- /sre --------------------------------------------------------------------------------------
     async def on_command(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
-        command = parse_sre(readable(body.get("text") or ""))
+        command = parse_command(readable(body.get("text") or ""))
         team, channel, user = body.get("team_id") or "", body.get("channel_id") or "", body.get("user_id") or ""
         if command.reply is not None:
             await ack(text=command.reply, response_type="ephemeral")
@@ -252,10 +280,15 @@ class SlackIntake:
             self.submit(key, user, "status", EphemeralPort(self.client, channel, user, request_id=request_id))
             return
         await ack(text=f"On it: {command.text}…", response_type="ephemeral")
-        self.spawn(self._start_thread(team, channel, user, command.text, respond))
+        external = is_external(body, (self.identity.data or {}).get("team_id"))
+        actor = Actor(user, PLATFORM, team, channel, via="command", external=external)
+        self.spawn(self._start_thread(actor, command.text, respond))
 
-    async def _start_thread(self, team: str, channel: str, user: str, text: str, respond: Any) -> None:
+    async def _start_thread(self, actor: Actor, text: str, respond: Any) -> None:
         """Post "@user asked: …" in the channel; its thread is the session the answer goes to."""
+        team, channel, user = actor.workspace, actor.channel, actor.user
+        if await self.refused(actor, ConversationKey(PLATFORM, team, channel, ""), None):
+            return
         asked = blocks.render_mrkdwn(f"{blocks.who(user)} asked: {blocks.escape(text)}").messages[0]
         ts = await post_message(self.client, channel, None, asked)
         if ts is None:
@@ -269,7 +302,7 @@ class SlackIntake:
             return
         key = ConversationKey(PLATFORM, team, channel, ts)
         self._slash_threads.setdefault((team, channel), deque(maxlen=SLASH_MEMORY)).append(key)
-        self.submit(key, user, text)
+        self.submit(key, user, text, external=actor.external, via=actor.via)
 
     def _slash_target(self, team: str, channel: str) -> tuple[ConversationKey, str] | None:
         """The newest request that /sre started in this channel and this process still has in flight."""
@@ -288,12 +321,16 @@ class SlackIntake:
         self.spawn(self._decide(body, action))
 
     async def _decide(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """The shapes were checked before the ack (trust.malformed)."""
         decision = "approve" if action.get("action_id") == "approval_approve" else "reject"
         user = (body.get("user") or {}).get("id", "")
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
         thread = (body.get("message") or {}).get("thread_ts")
+        team = (body.get("team") or {}).get("id") or ""
+        external = is_external(body, (self.identity.data or {}).get("team_id"))
+        actor = Actor(user, PLATFORM, team, channel or "", via="button", external=external)
         try:
-            outcome = await self.core.decide(action.get("value", ""), user, decision, platform=PLATFORM)
+            outcome = await self.core.decide(action.get("value") or "", actor, decision)
             accepted, message = outcome.accepted, outcome.message
         except Exception:
             log.exception("approval decision failed")
@@ -301,3 +338,24 @@ class SlackIntake:
         if not accepted and channel:
             await call(self.client.chat_postEphemeral, channel=channel, user=user, thread_ts=thread,
                        text=blocks.escape(message))
+
+    async def on_alert_button(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        self.spawn(self._press(body, action))
+
+    async def _press(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Silence / Acknowledge propose an approval in the thread, Investigate again re-runs the investigation;
+        the person who pressed is told privately what happened (or why nothing did)."""
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        message = body.get("message") or {}
+        button = ALERT_BUTTONS.get(action.get("action_id", ""), "")
+        try:
+            outcome = await self.core.press_alert(action.get("value", ""), button, user, platform=PLATFORM)
+            text = outcome.message
+        except Exception as exc:
+            log.exception("alert button failed")
+            text = f"That did not work ({exc.__class__.__name__}); try again."
+        if channel:
+            await call(self.client.chat_postEphemeral, channel=channel, user=user,
+                       thread_ts=message.get("thread_ts") or message.get("ts"), text=blocks.escape(text))

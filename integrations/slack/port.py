@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.messages.chunk import Chunk, PlanUpdateChunk
@@ -18,8 +18,12 @@ from bot.answer import Answer
 from bot.chart import draw
 from bot.presentation import Step, steps_of
 from integrations.slack import blocks
+from integrations.slack.alerts import alert_message
 from integrations.slack.blocks import Rendered, SlackMessage
-from bot.ports import ApprovalRecord, Conversation, Core
+from bot.ports import ApprovalRecord, Conversation, ConversationKey, Core
+
+if TYPE_CHECKING:
+    from bot.alerts.view import AlertView
 
 log = logging.getLogger("srebot.slack")
 
@@ -284,12 +288,38 @@ class EphemeralPort:
 
 
 class SlackNotifier:
-    """Reaches Slack threads outside a request: restart notices and approval decisions."""
+    """Reaches Slack threads outside a request: restart notices, approval decisions and alert threads."""
 
     platform = "slack"
 
-    def __init__(self, client: AsyncWebClient):
+    def __init__(self, client: AsyncWebClient, core: Core | None = None):
         self.client = client
+        self.core = core
+        self._team_id: str | None = None
+
+    async def _team(self) -> str | None:
+        """The workspace id (auth.test), which the thread's later events carry: one session for both."""
+        if self._team_id is None:
+            response = await call(self.client.auth_test)
+            self._team_id = response.get("team_id") if response is not None else None
+        return self._team_id
+
+    async def open_alert(self, channel: str, view: AlertView) -> tuple[ConversationKey, dict[str, Any]] | None:
+        team = await self._team()
+        if team is None:
+            return None
+        ts = await post_message(self.client, channel, None, alert_message(view))
+        if ts is None:
+            return None
+        return ConversationKey(self.platform, team, channel, ts), {"channel": channel, "ts": ts}
+
+    async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
+        await call(self.client.chat_update, channel=message.get("channel", key.channel), ts=message.get("ts", key.thread),
+                   **alert_message(view).kwargs())
+
+    def thread_port(self, key: ConversationKey, request_id: str | None = None) -> SlackReplyPort:
+        assert self.core is not None, "alert threads need the core (approval messages are remembered there)"
+        return SlackReplyPort(self.client, self.core, key.channel, key.thread, request_id=request_id)
 
     async def say(
         self, conversation: Conversation, message: Answer | str, *, replace: dict[str, str] | None = None

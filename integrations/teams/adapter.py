@@ -7,6 +7,7 @@ here, so a stored reference from before cannot send anywhere else either).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,10 +32,19 @@ from microsoft_agents.hosting.core import (
     UserTokenClient,
 )
 from microsoft_agents.hosting.core.authorization import AuthenticationConstants
+from microsoft_agents.hosting.core.connector.client import connector_client as sdk_connector_client
+from microsoft_agents.hosting.core.connector.client import user_token_client as sdk_user_token_client
 
 from integrations.teams.auth import Refused, ServiceUrls, TeamsAuth
 
 log = logging.getLogger("srebot.teams")
+
+# The SDK computes each client's User-Agent with importlib.metadata, a scan of site-packages of about
+# 0.5 ms, for every client it makes (two a turn, two a proactive send); the string cannot change in a
+# process, so it is computed once.
+_product_info = functools.cache(sdk_connector_client.get_product_info)
+sdk_connector_client.get_product_info = _product_info
+sdk_user_token_client.get_product_info = _product_info
 
 THREAD_MARK = ";messageid="  # a channel thread's conversation id is the channel's with this and the root id
 TokenProviderFactory = Callable[[AgentAuthConfiguration], AccessTokenProviderBase]
@@ -49,7 +59,9 @@ class Destinations:
     connection included) and one host gets at most `per_destination` connections at once, so a slow or
     silent serviceUrl delays only its own conversations."""
 
-    def __init__(self, allowed: ServiceUrls, *, timeout: float = 10.0, per_destination: int = 4):
+    # Teams serves a whole region from one host, so the cap must leave room for real traffic; it is there
+    # so that a silent destination holds a bounded number of sockets, each for at most `timeout`.
+    def __init__(self, allowed: ServiceUrls, *, timeout: float = 10.0, per_destination: int = 32):
         self.allowed = allowed
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.per_destination = per_destination
@@ -120,6 +132,10 @@ def make_adapter(auth: TeamsAuth, destinations: Destinations,
     adapter = CloudAdapter(channel_service_client_factory=factory)
 
     async def on_error(context: TurnContext, error: Exception) -> None:
+        if isinstance(error, (aiohttp.ClientError, TimeoutError, Refused)):  # the destination's fault: no traceback
+            log.warning("Teams call failed: %s %s", error.__class__.__name__, str(error)[:200],
+                        extra={"activity_type": context.activity.type})
+            return
         log.error("Teams turn failed", exc_info=(type(error), error, error.__traceback__),
                   extra={"activity_type": context.activity.type})
 

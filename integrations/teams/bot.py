@@ -238,9 +238,9 @@ class TeamsBot(ActivityHandler):
         approval = await self.core.approval(approval_id)
         if approval is None:
             return _error_response(404, f"There is no approval {approval_id}.")
-        return _card_response(self._card_for(approval, activity, note))
+        return _card_response(await self._card_for(approval, activity, note))
 
-    def _card_for(self, approval: ApprovalRecord, activity: Activity, note: str | None) -> dict[str, Any]:
+    async def _card_for(self, approval: ApprovalRecord, activity: Activity, note: str | None) -> dict[str, Any]:
         """The approval as the person in `activity` sees it: their buttons, or why they have none."""
         ref = approval.message_ref or {}
         common = {"names": approval_names(approval), "approver_ids": ref.get("approver_ids") or ()}
@@ -249,10 +249,11 @@ class TeamsBot(ActivityHandler):
         if self.auth.local:
             return approval_card(approval, **common, view=ApprovalView(note=note or LOCAL_DECISIONS))
         user = user_of(activity)
-        can_approve = self.core.refusal(approval, user, "approve") is None
-        can_reject = self.core.refusal(approval, user, "reject") is None
-        if note is None and not can_approve:
-            note = self.core.refusal(approval, user, "approve")
+        refused = await self.core.refusal(approval, user, "approve")
+        can_reject = await self.core.refusal(approval, user, "reject") is None
+        if note is None and refused is not None:
+            note = refused
+        can_approve = refused is None
         return approval_card(approval, **common, view=ApprovalView(can_approve, can_reject, note))
 
     def _spawn(self, coro: Coroutine[Any, Any, Decision]) -> asyncio.Task[Decision]:

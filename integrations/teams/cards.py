@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.answer import Answer
+from bot import wording
 from bot.ports import ApprovalRecord
 from bot.presentation import present, tools_line
 from bot.render import ICON
@@ -318,24 +319,11 @@ def _name(user: str | None, names: dict[str, str]) -> str:
     return names.get(user or "", user or "?")
 
 
-def approval_status(approval: ApprovalRecord, names: dict[str, str] | None = None) -> str:
-    who, when = _name(approval.decided_by, names or {}), _when(approval.decided_at)
-    result = f": {approval.result}" if approval.result else ""
-    return {
-        "pending": "⏳ Waiting for someone other than the requester to approve.",
-        "approved": f"✅ Approved by {who} at {when}; running…",
-        "executed": f"✅ Approved by {who} at {when}; done{result}",
-        "failed": f"❌ Approved by {who} at {when}; it failed{result}",
-        "rejected": f"🚫 Rejected by {who} at {when}; nothing was changed.",
-        "expired": f"⌛ Expired at {_when(approval.finished_at)} without a decision; nothing was changed.",
-    }.get(approval.status, approval.status)
-
-
 def approval_outcome(approval: ApprovalRecord, names: dict[str, str] | None = None) -> str | None:
     """The line posted in the conversation when an approval reaches a final state (None before)."""
-    if approval.status in ("pending", "approved"):
-        return None
-    return f"{approval.kind} {approval.target} ({approval.id}): {approval_status(approval, names)}"
+    return wording.approval_outcome(
+        approval, action=f"{approval.kind} {approval.target} ({approval.id})", person=lambda u: _name(u, names or {})
+    )
 
 
 def _execute(title: str, verb: str, approval_id: str, decision: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -378,10 +366,11 @@ def approval_card(
     if approval.params:
         facts.insert(1, {"title": "Parameters", "value": ", ".join(f"{k}={v}" for k, v in approval.params.items())})
     body = [
-        text_block("Approval needed" if pending else "Approval", weight="Bolder", size="Medium"),
+        text_block(wording.APPROVAL_NEEDED if pending else "Approval", weight="Bolder", size="Medium"),
         text_block(approval.description),
         {"type": "FactSet", "facts": facts},
-        text_block(approval_status(approval, names), weight="Bolder" if not pending else "Default",
+        text_block(wording.approval_status(approval, person=lambda u: _name(u, names)),
+                   weight="Bolder" if not pending else "Default",
                    isSubtle=pending, spacing="Medium"),
     ]
     if view is not None and view.note:

@@ -196,7 +196,7 @@ class TeamsPort:
     async def _approver_ids(self, approval: ApprovalRecord) -> list[str]:
         """The Teams ids of the conversation's members who may approve (not the requester): their card
         refreshes to their own view with the buttons. Without the member list, "Review" still works."""
-        if not self.core.settings.approvers:
+        if not self.core.policy.has_approvers():
             return []
         try:
             members = await self.outbox.members(self.reference)
@@ -204,7 +204,7 @@ class TeamsPort:
             log.warning("could not list the conversation's members: %s", exc.__class__.__name__)
             return []
         return [m.id for m in members
-                if m.id and m.aad_object_id and self.core.refusal(approval, m.aad_object_id, "approve") is None]
+                if m.id and m.aad_object_id and await self.core.refusal(approval, m.aad_object_id, "approve") is None]
 
 
 class TeamsNotifier:

@@ -5,8 +5,7 @@ moto does not track cost: `get_cost_and_usage` answers from a queue of results g
 queued result and keeps it; a request with another body takes the one after; with the queue empty
 the answer is empty. `get_cost_forecast` is not implemented (HTTP 500).
 
-Fixtures `moto_server` (one per session) and `aws` (reset around each test): import
-`aws_fixture, moto_server_fixture` into a test module to use them.
+Fixtures `moto_server` (one per session) and `aws` (reset around each test), registered by tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -11,33 +11,26 @@ command ships them); they are re-exported here so tests import everything Slack 
 The bot side: `SlackBot(fake, database_url, engine=..., env=...)` runs the real srebot web app
 (`bot.web.build_app` on a `Runtime`) on 127.0.0.1 wired to the fake, with `event`, `command`,
 `click` to send it signed payloads and `idle()` to wait until everything taken is answered; several
-SlackBots on one database act as replicas. `ScriptedEngine` is an Engine for tests (steps, gate,
-delay, error, answer). Fixtures `slack`, `db_file`, `bot`: import `slack_fixture`, `db_file_fixture`,
-`bot_fixture` into a test module. Assertion helpers: `in_thread(ts)` is a ready `wait_for` predicate;
+SlackBots on one database act as replicas (give one tests.helpers.ScriptedEngine to script its answers).
+Fixtures `slack`, `db_file`, `bot` are registered by tests/conftest.py. Assertion helpers: `in_thread(ts)` is a ready `wait_for` predicate;
 `metric(name, **labels)` and `dropped(reason)` read the process's Prometheus counters.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from bot.answer import Answer
-from bot.engine.base import Engine
 from devtools.loopback.serving import serve
 from devtools.loopback.slack import Call, SlackFake, Upload, _Service, sign, signed_headers
-from bot.ports import Progress, Request
-from sessions.store import Conversation
 
 __all__ = [
-    "Call", "ScriptedEngine", "SlackBot", "SlackFake", "Upload", "bot_fixture", "db_file_fixture", "dropped",
+    "Call", "SlackBot", "SlackFake", "Upload", "bot_fixture", "db_file_fixture", "dropped",
     "in_thread", "metric", "serve", "sign", "signed_headers", "slack_fixture",
 ]
 
@@ -116,53 +109,7 @@ class SlackBot(_Service):
         await self.slack.intake.idle()
 
 
-class ScriptedEngine(Engine):
-    """An Engine for tests: progress `steps`, a `gate` that holds it, a `delay`, an `error` to raise,
-    or an `answer(request, session)`; `started` / `finished` events and the `requests` it saw."""
-
-    def __init__(
-        self,
-        *,
-        answer: Callable[[Request, Conversation], Answer | Awaitable[Answer]] | None = None,
-        steps: tuple[str, ...] = (),
-        delay: float = 0.0,
-        error: Exception | None = None,
-        gate: asyncio.Event | None = None,
-    ):
-        self.answer = answer
-        self.steps = steps
-        self.delay = delay
-        self.error = error
-        self.gate = gate
-        self.started = asyncio.Event()
-        self.finished = asyncio.Event()
-        self.requests: list[Request] = []
-
-    def acknowledgement(self, text: str) -> str:
-        return f"Looking into “{text}”…"
-
-    async def handle(self, request: Request, session: Conversation, progress: Progress) -> Answer:
-        self.requests.append(request)
-        self.started.set()
-        try:
-            for step in self.steps:
-                await progress(step)
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            if self.error is not None:
-                raise self.error
-            if self.answer is not None:
-                result = self.answer(request, session)
-                return await result if inspect.isawaitable(result) else result
-            return Answer(intent="diagnose", service="checkout", summary=f"Answer to: {request.text}",
-                          session_id=session.id)
-        finally:
-            self.finished.set()
-
-
-# --- pytest fixtures `slack`, `db_file`, `bot` (import the *_fixture functions into a test module) ---
+# --- pytest fixtures `slack`, `db_file`, `bot` (registered by tests/conftest.py) ---
 @pytest.fixture(name="slack")
 async def slack_fixture() -> AsyncIterator[SlackFake]:
     """A running SlackFake."""

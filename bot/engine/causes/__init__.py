@@ -1,0 +1,40 @@
+"""The failure catalogue: every module of this package that declares a `RULE` is a cause family. Adding a failure
+mode is adding a module; the order causes are weighed in is each rule's `rank` (data), not code."""
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+
+from bot.engine.causes.base import Rule, Verdict, World
+
+
+def _load() -> list[Rule]:
+    rules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        rule = getattr(module, "RULE", None)
+        if isinstance(rule, Rule):
+            rules.append(rule)
+    return sorted(rules, key=lambda r: (r.rank, r.family))
+
+
+log = logging.getLogger("srebot.engine")
+CATALOGUE: list[Rule] = _load()
+RANK: dict[str, int] = {rule.family: rule.rank for rule in CATALOGUE}
+
+
+def detect(world: World) -> list[Verdict]:
+    """Every rule's verdicts on `world`; a rule that breaks on odd data is skipped, never the diagnosis."""
+    out: list[Verdict] = []
+    for rule in CATALOGUE:
+        try:
+            out += rule.detect(world)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            log.warning("cause rule failed on this world", extra={"rule": rule.family}, exc_info=True)
+    return out
+
+
+__all__ = ["CATALOGUE", "RANK", "Rule", "Verdict", "World", "detect"]

@@ -1,0 +1,132 @@
+"""NetworkPolicies that deny the workload's traffic: an egress policy with no rules (DNS blocked too), or ingress
+admitted only from labels its clients do not carry."""
+from __future__ import annotations
+
+from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.dns import DNS_ERROR, dns_server
+from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
+
+
+def _selects(policy: dict, labels: dict[str, str]) -> bool:
+    selector = (policy.get("spec") or {}).get("podSelector") or {}
+    return all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()) and not selector.get(
+        "matchExpressions")
+
+
+def _allows_dns(policy: dict) -> bool:
+    for rule in (policy.get("spec") or {}).get("egress") or []:
+        ports = rule.get("ports") or []
+        if not ports or any(p.get("port") in (53, "53", "dns") for p in ports):
+            return True
+    return False
+
+
+def detect(world: World) -> list[Verdict]:
+    if world.snap is None or not world.snap.items("networkpolicies"):
+        return []
+    pods = world.pods()
+    labels = ((pods[0].get("metadata") or {}).get("labels") or {}) if pods else {}
+    policies = [p for p in world.snap.items("networkpolicies") if _selects(p, labels)]
+    out = []
+    dns_lines = world.find_lines(DNS_ERROR)
+    call_lines = world.find_lines(FAILED_CALL)
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+        selector = spec.get("podSelector") or {}
+        scope = "every pod of the namespace" if not selector.get("matchLabels") else "these pods"
+        if "Egress" in types and not _allows_dns(policy) and (dns_lines or call_lines):
+            rules = spec.get("egress") or []
+            what = "denies all egress" if not rules else "allows egress but not DNS (port 53)"
+            line = (dns_lines or call_lines)[0]
+            server = dns_server(world)
+            out.append(Verdict(
+                family="network_policy",
+                cause=f"NetworkPolicy {name(policy)}, which {what} for {scope}, so DNS lookups and outbound calls "
+                      "fail",
+                title=f"NetworkPolicy {name(policy)} {what} ({scope}): DNS queries to kube-dns are blocked, names "
+                      "do not resolve",
+                evidence=[f"networkpolicy {name(policy)}: policyTypes {', '.join(types)}, egress rules {len(rules)}, "
+                          f"podSelector {selector or '{}'}", f"log ({line[0]}): {short(line[1], 300)}"],
+                severity="critical",
+                ruled_out=([server] if server else []) + [("The called service", "the calls never leave the pod")],
+                plans=[Plan(f"Allow egress to kube-dns (UDP/TCP 53) and to the services it calls in NetworkPolicy "
+                            f"{name(policy)}; a restart cannot help")],
+                sources={"kubernetes", "logs"},
+                subjects={name(policy)},
+            ))
+        ingress = spec.get("ingress")
+        if "Ingress" in types and ingress is not None:
+            sources = [f for r in ingress for f in r.get("from") or []]
+            allowed = [", ".join(f"{k}={v}" for k, v in ((f.get("podSelector") or {}).get("matchLabels") or {}).items())
+                       for f in sources if f.get("podSelector")]
+            if not ingress or allowed:
+                only = "no ingress at all" if not ingress else f"ingress only from pods labelled {' or '.join(allowed)}"
+                out.append(Verdict(
+                    family="network_policy",
+                    cause=f"NetworkPolicy {name(policy)}, which admits {only}",
+                    title=f"NetworkPolicy {name(policy)} admits {only} to {scope}: other clients' connections time out",
+                    evidence=[f"networkpolicy {name(policy)}: ingress {short(str(ingress), 200)}"],
+                    severity="warning",
+                    plans=[Plan(f"Add the calling pods' labels to NetworkPolicy {name(policy)}'s ingress.from")],
+                    subjects={name(policy)},
+                ))
+    out += _denied_by_callee(world, labels)
+    return out
+
+
+def _admits(rule_from: list[dict], labels: dict[str, str]) -> bool:
+    """Whether ingress `from` entries admit a pod with `labels` of the same namespace."""
+    for peer in rule_from:
+        selector = peer.get("podSelector")
+        if selector is None and peer.get("namespaceSelector") is None and peer.get("ipBlock") is None:
+            return True
+        if selector is not None and peer.get("namespaceSelector") is None and all(
+                labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items()):
+            return True
+    return False
+
+
+def _denied_by_callee(world: World, labels: dict[str, str]) -> list[Verdict]:
+    """The service it fails to call is guarded by a NetworkPolicy whose ingress does not admit its pods."""
+    if world.snap is None or not labels:
+        return []
+    services = {name(s): s for s in world.snap.items("services")}
+    for host, port, where, line in failing_dependencies(world):
+        service = services.get(host.split(".")[0])
+        if service is None:
+            continue
+        selector = (service.get("spec") or {}).get("selector") or {}
+        for policy in world.snap.items("networkpolicies"):
+            spec = policy.get("spec") or {}
+            guarded = (spec.get("podSelector") or {}).get("matchLabels") or {}
+            if not all(selector.get(k) == v for k, v in guarded.items()) or "Ingress" not in (
+                    spec.get("policyTypes") or ["Ingress"]):
+                continue
+            rules = spec.get("ingress") or []
+            if any(_admits(r.get("from") or [], labels) for r in rules if r.get("from") is not None) or any(
+                    r.get("from") is None for r in rules):
+                continue
+            allowed = " or ".join(", ".join(f"{k}={v}" for k, v in ((f.get("podSelector") or {}).get("matchLabels")
+                                                                    or {}).items()) or "nothing"
+                                  for r in rules for f in r.get("from") or []) or "nothing"
+            ours = ", ".join(f"{k}={v}" for k, v in labels.items())
+            return [Verdict(
+                family="network_policy",
+                cause=f"NetworkPolicy {name(policy)}, which admits ingress to {name(service)} only from pods labelled "
+                      f"{allowed}; {world.service}'s pods ({ours}) are not admitted",
+                title=f"NetworkPolicy {name(policy)} denies {world.service} → {name(service)}: it admits only {allowed}",
+                evidence=[f"networkpolicy {name(policy)}: podSelector {guarded}, ingress from {allowed}",
+                          f"service {name(service)}: selector {selector}", f"log ({where}): {short(line, 300)}"],
+                severity="critical",
+                ruled_out=[(f"{name(service)} down", "the connections are dropped by the policy before they reach it")],
+                plans=[Plan(f"Admit {world.service}'s pods in NetworkPolicy {name(policy)} (add a from.podSelector "
+                            f"matching {ours}) or label its pods as the policy expects; a restart cannot help")],
+                sources={"kubernetes", "logs"},
+                subjects={name(policy), name(service)},
+            )]
+    return []
+
+
+RULE = Rule("network_policy", 22, ("networkpolicies", "pods (labels)", "logs"), detect,
+            "NetworkPolicy denying traffic: egress without DNS, ingress only from some labels")

@@ -1,0 +1,276 @@
+"""The failure catalogue on API objects as the server returns them: the shared scenario worlds, and small worlds
+for the families they do not cover. Each test says what a user would be told."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.engine import causes
+from bot.engine.causes.base import World
+from bot.engine.findings import Evidence, world_of
+from bot.engine.reasoning import diagnose
+from tests.worlds import SHARED, load
+from tools.kubernetes import Snapshot
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def at(seconds: int) -> str:
+    return (NOW + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_every_module_of_the_package_is_a_rule_and_the_readme_lists_it() -> None:
+    modules = {m.name for m in pkgutil.iter_modules(causes.__path__)} - {"base"}
+    declared = {name for name in modules if isinstance(getattr(importlib.import_module(f"bot.engine.causes.{name}"),
+                                                               "RULE", None), causes.Rule)}
+    assert declared == modules
+    readme = README.read_text()
+    for rule in causes.CATALOGUE:
+        assert f"| `{rule.family}` | {rule.describe} |" in readme
+
+
+# --- the shared worlds: which family leads, and what it must not do ------------------------------------
+LEADS = {
+    "dev-holmes-ask-12-job-crashing": "job",
+    "dev-holmes-ask-13a-pending-node-selector": "scheduling",
+    "dev-holmes-ask-15-failed-readiness-probe": "readiness",
+    "dev-holmes-ask-21-job-fail-no-service-account": "job",
+    "dev-holmes-ask-22-high-latency-db-down": "dependency",
+    "dev-holmes-ask-23-app-error-in-current-logs": "dns",
+    "dev-holmes-ask-24a-misconfigured-pvc": "storage",
+    "dev-holmes-ask-46-job-no-longer-exists": "job",
+    "dev-holmes-investigate-04-image-pull-backoff": "image_pull",
+    "dev-holmes-investigate-06-job-failure": "job",
+    "dev-holmes-investigate-07-job-syntax-error": "job",
+    "dev-holmes-investigate-15-dns-resolution": "network_policy",
+}
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared scenario corpus is not on this machine")
+@pytest.mark.parametrize("world", sorted(LEADS))
+def test_shared_worlds_lead_with_their_cause_and_never_propose_a_restart(world: str) -> None:
+    _, ev = load(SHARED / world)
+    d = diagnose(ev)
+
+    assert d.cause is not None and d.cause.key == LEADS[world], (d.cause, d.findings[:3])
+    assert not any(p.action and p.action.kind == "restart" for p in d.plans)
+
+
+def test_the_job_that_fails_on_its_database_names_host_port_and_rules_out_the_service_account() -> None:
+    _, ev = load(SHARED / "dev-holmes-ask-21-job-fail-no-service-account")
+    d = diagnose(ev)
+    assert "kldsvklnsdiogjerkngernjk23432i90erfefjio.com" in " ".join(d.cause.clauses)
+    assert any("service account get-data-service-account" in r.why and "now exists" in r.why for r in d.ruled_out)
+
+
+def test_a_node_named_by_an_alert_is_described_at_its_pod_capacity_without_memory_pressure() -> None:
+    _, ev = load(SHARED / "dev-holmes-investigate-08-too-many-pods")
+    verdicts = [v for v in causes.detect(world_of(ev)) if v.family == "node"]
+    assert verdicts and "17/17 pods" in verdicts[0].title
+    assert ("Memory pressure", "MemoryPressure False on ip-172-31-40-111.us-east-2.compute.internal") in verdicts[0].ruled_out
+
+
+# --- small worlds ---------------------------------------------------------------------------------------
+def pod(name: str, *, containers: list[dict[str, Any]] | None = None, status: list[dict[str, Any]] | None = None,
+        init: list[dict[str, Any]] | None = None, ready: bool = False, phase: str = "Running",
+        node: str = "node-a", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "shop", "labels": labels or {"app": "web"}},
+        "spec": {"nodeName": node, "containers": containers or [{"name": "web", "image": "shop/web:1"}]},
+        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}],
+                   "containerStatuses": status or [], "initContainerStatuses": init or []},
+    }
+
+
+def event(reason: str, message: str, kind: str = "Pod", name: str = "web-1", count: int = 1,
+          seconds: int = -60, field: str = "") -> dict[str, Any]:
+    return {"reason": reason, "message": message, "count": count, "lastTimestamp": at(seconds), "type": "Warning",
+            "involvedObject": {"kind": kind, "name": name, "fieldPath": field}}
+
+
+def world(pods: list[dict[str, Any]], events: list[dict[str, Any]] = (), **objects: Any) -> World:  # type: ignore[assignment]
+    workload = {"metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"spec": pods[0]["spec"]}}}
+    snap = Snapshot("shop", "web", "StatefulSet", workload, pods=pods, events=list(events))
+    snap.objects = {k: objects.get(k, []) for k in ("nodes", "persistentvolumeclaims", "storageclasses",
+                                                     "horizontalpodautoscalers", "services", "networkpolicies")}
+    snap.secret_names = set(objects.get("secrets", []))
+    return World(service="web", namespace="shop", now=NOW, window_seconds=900, snap=snap)
+
+
+def lead(w: World) -> causes.Verdict:
+    current = [v for v in causes.detect(w) if v.current]
+    return min(current, key=lambda v: (["critical", "warning", "info"].index(v.severity), causes.RANK[v.family]))
+
+
+def test_a_liveness_probe_on_the_wrong_port_is_named_not_a_crash_and_the_fix_is_the_probe() -> None:
+    container = {"name": "web", "image": "shop/web:1", "ports": [{"containerPort": 8080}],
+                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8081}}}
+    status = [{"name": "web", "restartCount": 4, "ready": False, "state": {"running": {}},
+               "lastState": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
+    w = world([pod("web-1", containers=[container], status=status)], [
+        event("Unhealthy", "Liveness probe failed: Get \"http://10.0.0.1:8081/healthz\": connection refused", count=12),
+        event("Killing", "Container web failed liveness probe, will be restarted", count=4)])
+    verdict = lead(w)
+    assert verdict.family == "liveness"
+    assert "port 8081" in verdict.cause and "8080" in verdict.cause
+    assert "point it at port 8080" in verdict.plans[0].title and verdict.plans[0].action is None
+
+
+def test_a_missing_secret_volume_on_every_replica_is_created_not_restarted() -> None:
+    pods = [pod(f"web-{i}", phase="Pending") for i in range(7)]
+    events = [event("FailedMount", 'MountVolume.SetUp failed for volume "creds" : secret "db-creds" not found',
+                    name=f"web-{i}", count=5) for i in range(7)]
+    verdict = lead(world(pods, events, secrets=["other"]))
+    assert verdict.family == "container_config" and verdict.severity == "critical"
+    assert "Secret db-creds does not exist" in verdict.title and "7 of 7 pods" in verdict.title
+    assert "Create Secret db-creds" in verdict.plans[0].title and "cannot help" in verdict.plans[0].title
+
+
+def test_an_init_container_that_cannot_exec_is_not_called_a_crash_of_the_main_container() -> None:
+    init = [{"name": "fetch", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"exitCode": 127, "reason": "Error",
+                                          "message": 'exec: "wge": executable file not found in $PATH'}}}]
+    status = [{"name": "web", "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]
+    verdict = lead(world([pod("web-1", init=init, status=status, phase="Pending")]))
+    assert verdict.family == "init_container"
+    assert 'exec: "wge": executable file not found' in verdict.cause and "127" in verdict.cause
+
+
+def test_a_pod_asking_for_more_gpus_than_any_node_has_says_how_many() -> None:
+    container = {"name": "train", "image": "ml/train:1", "resources": {"limits": {"nvidia.com/gpu": "5"}}}
+    p = pod("web-1", containers=[container], phase="Pending", node=None)  # type: ignore[arg-type]
+    nodes = [{"metadata": {"name": "gpu-1", "labels": {}}, "status": {"allocatable": {"nvidia.com/gpu": "4"}}}]
+    verdict = lead(world([p], [event("FailedScheduling", "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")],
+                         nodes=nodes))
+    assert verdict.family == "scheduling"
+    assert "requests 5 nvidia.com/gpu" in verdict.title and "gpu-1 4" in verdict.title
+
+
+def test_a_node_that_stopped_posting_status_takes_its_pods_down_and_the_others_are_fine() -> None:
+    unknown = {"metadata": {"name": "node-a"}, "status": {"conditions": [
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+         "message": "Kubelet stopped posting node status.", "lastTransitionTime": at(-300)}]}}
+    fine = {"metadata": {"name": "node-b"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    status = [{"name": "web", "restartCount": 0, "ready": False, "state": {"running": {}}}]
+    verdict = lead(world([pod("web-1", status=status)], nodes=[unknown, fine]))
+    assert verdict.family == "node" and "Unknown" in verdict.title and "node-b" in verdict.title
+    assert "restarting the workload cannot help" in verdict.plans[0].title
+
+
+def test_an_hpa_without_a_cpu_request_says_so() -> None:
+    hpa = {"metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"name": "web"}, "minReplicas": 1, "maxReplicas": 5},
+           "status": {"currentReplicas": 1, "conditions": [
+               {"type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric",
+                "message": "the HPA was unable to compute the replica count: failed to get cpu utilization: "
+                           "missing request for cpu in container web of Pod web-1"}]}}
+    verdicts = [v for v in causes.detect(world([pod("web-1", ready=True)], horizontalpodautoscalers=[hpa]))
+                if v.family == "hpa"]
+    assert verdicts and "no cpu request" in verdicts[0].cause
+    assert verdicts[0].plans[0].title.startswith("Set resources.requests.cpu")
+
+
+def test_a_pvc_whose_storage_class_does_not_exist_is_the_root_of_the_pending_pod() -> None:
+    p = pod("web-1", phase="Pending", node=None)  # type: ignore[arg-type]
+    p["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    claim = {"metadata": {"name": "data"}, "spec": {"storageClassName": "fast"}, "status": {"phase": "Pending"}}
+    w = world([p], [event("FailedScheduling", "0/2 nodes are available: pod has unbound immediate "
+                                              "PersistentVolumeClaims."),
+                    event("ProvisioningFailed", 'storageclass.storage.k8s.io "fast" not found',
+                          kind="PersistentVolumeClaim", name="data")],
+              persistentvolumeclaims=[claim], storageclasses=[{"metadata": {"name": "standard"}}])
+    verdict = lead(w)
+    assert verdict.family == "storage" and "StorageClass fast does not exist" in verdict.cause
+    assert "standard" in verdict.cause
+
+
+def test_a_crash_an_hour_ago_that_did_not_repeat_is_history_not_a_current_critical() -> None:
+    status = [{"name": "web", "restartCount": 1, "ready": True, "state": {"running": {}},
+               "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": at(-3600)}}}]
+    ev = Evidence(service="web", namespace="shop", deployment="web", now=NOW, window="15m", window_seconds=900,
+                  snapshot=world([pod("web-1", status=status, ready=True)]).snap, checked=["kubernetes"])
+    d = diagnose(ev)
+    assert d.cause is None and d.healthy
+    assert not any(f.severity == "critical" for f in d.findings) and not [p for p in d.plans if p.action]
+    assert any("did not repeat" in text for text in d.history)
+
+
+def test_a_network_policy_that_admits_only_backend_pods_is_why_the_frontend_cannot_reach_the_api() -> None:
+    p = pod("web-1", ready=True, labels={"app": "web", "tier": "frontend"})
+    w = world([p], services=[{"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}}}],
+              networkpolicies=[{"metadata": {"name": "api-ingress"}, "spec": {
+                  "podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": "backend"}}}]}]}}])
+    w.pod_logs = {"web-1/web": "ERROR request to api:8080 timed out after 5000ms"}
+    verdict = lead(w)
+    assert verdict.family == "network_policy" and "api-ingress" in verdict.cause
+    assert "only from pods labelled tier=backend" in verdict.cause and "tier=frontend" in verdict.cause
+
+
+def test_an_alert_about_a_pod_of_the_old_replicaset_is_explained_as_a_rollout_leftover_not_a_fault() -> None:
+    from tools.control_plane import Alert
+
+    current = {"metadata": {"name": "web-new", "uid": "rs-new", "annotations": {"deployment.kubernetes.io/revision": "2"},
+                            "creationTimestamp": at(-600)}}
+    old = {"metadata": {"name": "web-old", "uid": "rs-old", "annotations": {"deployment.kubernetes.io/revision": "1"},
+                        "creationTimestamp": at(-86400)}}
+    fresh = pod("web-new-abcde", ready=True, status=[{"name": "web", "restartCount": 0, "ready": True,
+                                                      "state": {"running": {}}}])
+    fresh["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-new", "uid": "rs-new"}]
+    leaving = pod("web-old-fghij", status=[{"name": "web", "restartCount": 7, "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                                   "finishedAt": at(-30)}}}])
+    leaving["metadata"] |= {"ownerReferences": [{"kind": "ReplicaSet", "name": "web-old", "uid": "rs-old"}],
+                            "deletionTimestamp": at(-20)}
+    snap = world([fresh, leaving]).snap
+    snap.kind, snap.replicasets = "Deployment", [current, old]
+    snap.workload["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "2"}
+    alert = Alert(id="a1", name="KubePodCrashLooping", severity="P1", status="firing", resource_name="web-old-fghij",
+                  message="Pod shop/web-old-fghij is crash looping")
+    ev = Evidence(service="web", namespace="shop", deployment="web", now=NOW, window="15m", window_seconds=900,
+                  snapshot=snap, alerts=[alert], checked=["kubernetes"])
+    d = diagnose(ev)
+    assert d.cause is None and not any(f.severity == "critical" for f in d.findings)
+    assert any("old ReplicaSet web-old" in h and "being terminated" in h for h in d.history)
+
+
+def test_a_called_service_whose_selector_matches_no_pod_is_named_with_the_labels_that_exist() -> None:
+    caller = pod("web-1", ready=True)
+    backend = pod("backend-1", ready=True, labels={"app": "backend-app"})
+    w = world([caller], services=[{"metadata": {"name": "backend"}, "spec": {"selector": {"app": "backend"}}}])
+    w.snap.objects["pods"] = [caller, backend]
+    w.snap.objects["endpointslices"] = []
+    w.pod_logs = {"web-1/web": "Connection to backend failed!"}
+    verdict = lead(w)
+    assert verdict.family == "service_endpoints"
+    assert "selector app=backend matches no pod" in verdict.cause and "app=backend-app" in verdict.cause
+
+
+def test_a_redis_address_in_a_go_error_is_the_redis_dependency() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "ERROR GET /v1/session 500: redis: dial tcp 10.96.11.7:6379: connect: connection refused"}
+    verdict = lead(w)
+    assert verdict.family == "dependency" and "redis:6379" in verdict.cause and "refuses connections" in verdict.cause
+
+
+def test_a_heap_that_grows_reading_after_reading_is_called_a_leak_and_restarting_only_delays_it() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "\n".join(f"INFO cache size={n * 1000} heap used {100 + 40 * n} MB" for n in range(6))}
+    verdict = next(v for v in causes.detect(w) if v.family == "memory_leak")
+    assert "100 → 300 MiB" in verdict.cause and "only delays the OOM kill" in verdict.plans[0].title
+
+
+def test_dns_lookups_that_time_out_with_coredns_down_blame_the_cluster_dns() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.snap.dns = [{"metadata": {"name": "coredns"}, "spec": {"replicas": 2}, "status": {"readyReplicas": 0}}]
+    w.pod_logs = {"web-1/web": "send failed: dial tcp: lookup smtp.mail.svc.cluster.local on 10.96.0.10:53: read udp "
+                                "10.1.2.3:4567->10.96.0.10:53: i/o timeout"}
+    verdict = lead(w)
+    assert verdict.family == "dns" and "cluster DNS is down (coredns 0/2 ready" in verdict.cause
+    assert verdict.plans[0].title.startswith("Bring the cluster DNS")
