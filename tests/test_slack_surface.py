@@ -14,14 +14,8 @@ from bot.answer import Action, Answer, Chart, ChartMark, Finding, Recommendation
 from bot.cli import main
 from integrations.slack import blocks
 from sessions.store import Proposal, utcnow
-from tests.fakes.slack import (  # noqa: F401 - fixtures
-    ScriptedEngine,
-    SlackBot,
-    SlackFake,
-    db_file_fixture,
-    in_thread,
-    slack_fixture,
-)
+from tests.fakes.slack import SlackBot, SlackFake, in_thread
+from tests.helpers import ScriptedEngine
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REQUESTER, APPROVER = "U0ALICE", "U0BOB"
