@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 OPTIONAL = K8S / "optional"
+COMPONENTS = K8S / "components"
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SLACK_MANIFEST = DEPLOY / "slack-app-manifest.yaml"
@@ -60,7 +61,8 @@ def load_docs(path: Path) -> list[dict]:
 
 
 def manifest_files() -> list[Path]:
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Every resource file (a Component's files are patches, not resources)."""
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml" and COMPONENTS not in p.parents)
 
 
 def kustomization_dirs() -> list[Path]:
@@ -131,16 +133,52 @@ def test_schema_checker_rejects_broken_manifests() -> None:
 # --- Kubernetes: kustomizations ----------------------------------------------------------------------
 @pytest.mark.parametrize("directory", kustomization_dirs(), ids=rel)
 def test_kustomization_lists_every_file_in_its_dir(directory: Path) -> None:
+    """A kustomization lists every file of its directory (as a resource, or as a Component's patch); an
+    overlay names other kustomization directories only."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
-    assert kustomization["kind"] == "Kustomization"
-    listed = kustomization.get("resources", [])
+    component = kustomization["kind"] == "Component"
+    assert (kustomization["apiVersion"], kustomization["kind"]) in {
+        ("kustomize.config.k8s.io/v1beta1", "Kustomization"), ("kustomize.config.k8s.io/v1alpha1", "Component")}
+    assert component == (COMPONENTS in directory.parents), "Components live under components/, only there"
+    listed = kustomization.get("resources", []) + [p["path"] for p in kustomization.get("patches", [])]
     assert len(listed) == len(set(listed)), "a resource is listed twice"
     for entry in listed:
+        if entry.startswith("../"):
+            assert (directory / entry / "kustomization.yaml").is_file(), f"{entry} is not a kustomization"
+            continue
         assert "/" not in entry, f"{entry}: a kustomization lists only files of its own directory"
         assert (directory / entry).is_file(), f"{entry} is listed but does not exist"
+    for entry in kustomization.get("components", []):
+        assert (directory / entry / "kustomization.yaml").is_file(), f"{entry} is not a component"
     present = {p.name for p in directory.glob("*.yaml")} - NOT_IN_KUSTOMIZATION
-    assert present == set(listed), f"not listed: {sorted(present - set(listed))}"
+    assert present == {e for e in listed if "/" not in e}, f"not listed: {sorted(present - set(listed))}"
+
+
+def kustomize(directory: Path) -> list[dict]:
+    """What `kubectl apply -k directory` would apply (kubectl's built-in kustomize, offline)."""
+    built = subprocess.run([shutil.which("kubectl") or "kubectl", "kustomize", str(directory)], check=True,
+                           capture_output=True, text=True, timeout=60)
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+def ingress_paths(docs: list[dict]) -> set[str]:
+    return {p["path"] for doc in docs if doc["kind"] == "Ingress"
+            for rule in doc["spec"]["rules"] for p in rule["http"]["paths"]}
+
+
+def test_teams_is_routed_only_when_its_component_is_applied() -> None:
+    """Slack's webhook is the only public path by default; Teams' /api/messages is opt-in (components/teams,
+    applied by optional/ingress-teams), and the result is still a valid Ingress of the srebot Service."""
+    assert ingress_paths(kustomize(OPTIONAL / "ingress")) == {"/slack/events"}
+    with_teams = kustomize(OPTIONAL / "ingress-teams")
+    assert ingress_paths(with_teams) == {"/slack/events", "/api/messages"}
+    [ingress] = with_teams
+    assert ingress["metadata"]["namespace"] == "srebot"
+    for rule in ingress["spec"]["rules"]:
+        assert {p["backend"]["service"]["name"] for p in rule["http"]["paths"]} == {"srebot"}
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(ingress, version, strict=True)
+    assert not any(doc["kind"] == "Ingress" for doc in kustomize(K8S)), "the base exposes nothing publicly"
 
 
 def test_base_kustomization_excludes_secret_and_optional_parts() -> None:
@@ -333,7 +371,7 @@ def test_servicemonitor_selects_the_service() -> None:
 def test_ingress_exposes_only_the_webhooks() -> None:
     ingress = one("Ingress")
     paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
-    assert paths == {"/slack/events", "/api/messages"}
+    assert paths == {"/slack/events"}
     for rule in ingress["spec"]["rules"]:
         for p in rule["http"]["paths"]:
             assert p["backend"]["service"]["name"] == "srebot"
