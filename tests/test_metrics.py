@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from tests.fakes.prometheus import (
     free_port,
 )
 from tools.base import ErrorCode, ServiceRef
-from tools.metrics import BUILTIN_TEMPLATES, Metrics, Signal
+from tools.metrics import BUILTIN_TEMPLATES, Metrics, Sample, Signal, _recovered
 
 THRESHOLDS = {
     "error_rate": (0.01, 0.05),
@@ -209,3 +209,35 @@ async def test_without_a_url_metrics_are_not_configured() -> None:
     result = await tool.golden_signals(service("checkout"), WINDOW, THRESHOLDS)
     assert result.error is not None and result.error.code is ErrorCode.NOT_CONFIGURED
     assert (await tool.query("up")).error.code is ErrorCode.NOT_CONFIGURED  # type: ignore[union-attr]
+
+
+# --- recovery: a rate back under its warning level for minutes is over, whatever the window's average says ----------
+def points(now: datetime, values: list[float], step: float = 15) -> list[Sample]:
+    return [Sample(now - timedelta(seconds=step * (len(values) - 1 - i)), v) for i, v in enumerate(values)]
+
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+def test_a_rate_under_its_warning_level_for_three_minutes_has_recovered() -> None:
+    series = points(NOW, [0.001] * 10 + [0.2] * 20 + [0.001] * 13)  # the last 13 points: 3 minutes
+    assert _recovered(series, 0.01, NOW, 15) == NOW - timedelta(minutes=3)
+
+
+@pytest.mark.parametrize(
+    "values, why",
+    [
+        ([0.001] * 10 + [0.2] * 20 + [0.001] * 5, "back under for only a minute"),
+        ([0.2] * 40, "still over"),
+        ([0.001] * 40, "never over inside the window: nothing to recover from"),
+        ([0.2] * 20 + [0.001] * 10 + [0.2], "over again at the last point"),
+    ],
+)
+def test_what_is_not_a_recovery(values: list[float], why: str) -> None:
+    assert _recovered(points(NOW, values), 0.01, NOW, 15) is None, why
+
+
+def test_a_series_that_stopped_reporting_has_not_recovered() -> None:
+    stale = points(NOW - timedelta(minutes=5), [0.2] * 20 + [0.001] * 20)
+    assert _recovered(stale, 0.01, NOW, 15) is None
+

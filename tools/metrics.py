@@ -70,6 +70,10 @@ THRESHOLD_KEYS = {
 
 BASELINE_OFFSET = timedelta(hours=1)
 TREND_POINTS = 60
+# What users feel is over when its rate is; the window's average lags by a whole window. Restarts and memory are left
+# out: a crash loop's backoff leaves quiet minutes that are not a recovery.
+RECOVERABLE = ("error_rate", "latency_p99")
+RECOVERED_FOR = timedelta(minutes=2)
 # A fitted change across the window smaller than this share of the mean is noise, not a trend.
 TREND_MIN_RELATIVE = 0.2
 
@@ -110,6 +114,8 @@ class Signal:
     health: str = "no_data"  # healthy | warning | critical | no_data
     thresholds: tuple[float, float] | None = None  # (warning, critical)
     onset: datetime | None = None  # first time in the window the series reached the warning threshold
+    recovered: datetime | None = None  # back under the warning level since then: `value` is now's, `peak` the window's
+    peak: float | None = None
     error: str | None = None  # why this signal has no value when its query failed
     points: list[Sample] = field(default_factory=list)  # the worst series over the window, for a chart
 
@@ -238,6 +244,11 @@ class Metrics(HttpBackend):
         if thresholds is not None:
             signal.onset = next((sample.time for sample in points if sample.value >= thresholds[0]), None)
         signal.health = _health(signal.value, thresholds)
+        if thresholds is not None and name in RECOVERABLE and signal.health != "healthy":
+            since = _recovered(points, thresholds[0], now, step)
+            if since is not None:
+                signal.peak, signal.value, signal.recovered = signal.value, points[-1].value, since
+                signal.health = _health(signal.value, thresholds)
         return signal, None
 
     async def _api(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
@@ -319,6 +330,21 @@ def _worst_points(series: list[Series]) -> list[Sample]:
             if math.isfinite(sample.value):
                 worst[sample.time] = max(worst.get(sample.time, -math.inf), sample.value)
     return [Sample(time, value) for time, value in sorted(worst.items())]
+
+
+def _recovered(points: list[Sample], warning: float, now: datetime, step: float) -> datetime | None:
+    """When the series fell back under `warning` after being over it, if it has stayed under for RECOVERED_FOR up
+    to now (its last point is at most two steps old); else None."""
+    if not points or (now - points[-1].time).total_seconds() > 2 * step:
+        return None
+    since = None
+    for sample in reversed(points):
+        if sample.value >= warning:
+            break
+        since = sample.time
+    else:
+        return None  # never over the warning level inside the window: nothing to recover from
+    return since if since is not None and now - since >= RECOVERED_FOR else None
 
 
 def _trend(points: list[Sample]) -> str | None:

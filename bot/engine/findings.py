@@ -192,6 +192,18 @@ def signal_findings(ev: Evidence) -> list[Scored]:
                     tag=signal.name,
                 )
             )
+        elif signal.recovered is not None and signal.peak is not None:
+            out.append(
+                scored(
+                    "info",
+                    "metrics",
+                    f"{label(signal.name)} back to {value_text(signal)} since {clock(signal.recovered)} "
+                    f"({ago(signal.recovered, ev.now)}); it was {value_text(signal, signal.peak)} over the window",
+                    evidence=signal.query,
+                    value=signal.value,
+                    tag=signal.name,
+                )
+            )
     missing = [s for s in ev.signals if s.value is None]
     if missing and with_data:
         out.append(
