@@ -83,6 +83,8 @@ class ProcessedEventRow(Base):
     platform: Mapped[str] = mapped_column(String(16), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
+    # the claim that took it: a retry whose first commit landed unseen finds its own claim, not a repeat
+    claimed_by: Mapped[str | None] = mapped_column(String(40))
 
 
 class ApprovalRow(Base):

@@ -763,21 +763,32 @@ class Store:
         ]
 
     # --- platform event dedupe -------------------------------------------------------------------
-    @retried
     async def claim_event(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
         of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
-        was seen before."""
-        now = self.clock()
+        was seen before. The claim carries a token of this call, so a retry after a commit that landed
+        but whose answer was lost (a dropped connection) finds its own claim and still takes the event."""
+        return await self._claim_event(platform, new_id("clm"), frozenset(event_ids))
+
+    @retried
+    async def _claim_event(self, platform: str, token: str, event_ids: frozenset[str]) -> bool:
         stmt = (
             self._dialect_insert(ProcessedEventRow)
-            .values([{"platform": platform, "event_id": event_id, "received_at": now} for event_id in event_ids])
+            .values([
+                {"platform": platform, "event_id": event_id, "received_at": self.clock(), "claimed_by": token}
+                for event_id in event_ids
+            ])
             .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-            .returning(ProcessedEventRow.event_id)
+        )
+        ours = (
+            select(func.count())
+            .select_from(ProcessedEventRow)
+            .where(ProcessedEventRow.platform == platform, ProcessedEventRow.event_id.in_(event_ids),
+                   ProcessedEventRow.claimed_by == token)
         )
         async with self._begin() as db:
-            claimed = (await db.execute(stmt)).scalars().all()
-            return len(claimed) == len(set(event_ids))
+            await db.execute(stmt)
+            return await db.scalar(ours) == len(event_ids)
 
     @retried
     async def forget_events(self, older_than: timedelta) -> int:
