@@ -295,6 +295,32 @@ async def test_a_crashed_request_is_reported_in_its_thread_by_the_next_process(w
     assert len(told) == 1
 
 
+async def test_a_crashed_teams_request_gets_its_placeholder_replaced_by_the_next_process(world: World) -> None:
+    from tests.fakes.bot_connector import BotConnectorFake, channel_message
+
+    async with BotConnectorFake() as connector:
+        # Teams on the loopback Bot Connector (local mode: no Entra ID to get the bot's own token from)
+        teams = {"SREBOT_TEAMS": "true", "SREBOT_TEAMS_INSECURE": "local", "SREBOT_TEAMS_SERVICE_URLS": connector.url}
+        async with world.bot(name="crashing", **teams) as first:
+            async with aiohttp.ClientSession() as http:
+                activity = channel_message(connector.url, "logs checkout")
+                async with http.post(f"{first.url}/api/messages", json=activity) as response:
+                    assert response.status in (200, 201, 202)
+            await world.loki.wait_for_queries(1)
+            # the acknowledgement, a reply in the request's turn, is the placeholder
+            placeholder = await connector.wait_for(lambda call: call.kind == "reply", timeout=30)
+            assert placeholder.response_id and "checkout" in placeholder.text
+            assert await first.kill() == -signal.SIGKILL  # mid-investigation: no drain, no goodbye
+
+        async with world.bot(name="restarted", **teams) as second:
+            update = await connector.wait_for(lambda call: call.kind == "update", timeout=30)
+            assert update.activity_id == placeholder.response_id  # the placeholder itself now tells it
+            assert f"{RESTARTED} “logs checkout”; ask again" in update.text
+            assert await second.stop() == 0, second.log()
+        told = [call for call in connector.calls if RESTARTED in call.text]
+        assert told == [update], [(c.kind, c.text[:80]) for c in connector.calls]
+
+
 async def test_nothing_accepted_is_lost_on_shutdown(world: World) -> None:
     """Requests in every state when SIGTERM comes (drain 1 s): answered, cancelled, running, queued
     behind another in its thread. Each ends final in the database and its thread was told."""

@@ -267,17 +267,21 @@ async def test_proactive_messages_reach_the_thread_after_a_restart(tmp_path, con
         key = conversation_key(_activity(activity))
         session_id = await first.runtime.store.find_session_id(key)
         assert session_id is not None
-        # a turn this process was running when it "crashed"
+        # a turn this process was running when it "crashed", its placeholder since deleted in Teams
         turn = await first.runtime.store.create_turn(session_id, "req_lost", "diagnose payments", ALICE.aad_object_id,
                                                      "crashed-instance")
-        await first.runtime.store.update_turn(turn, "running")
+        await first.runtime.store.start_turn(turn, "crashed-instance", {"activity_id": "act-deleted"})
     connector.calls.clear()
+    connector.fail_next(404, code="NotFound")
 
-    # a new process on the same database: crash recovery tells the thread through the stored reference
+    # a new process on the same database: crash recovery tells the thread through the stored reference;
+    # Teams refuses to update the placeholder, so the notice is posted instead
     async with serve(env, ScriptedEngine()) as second:
-        notice = await connector.wait_for(lambda c: "I was restarted" in c.text)
+        notice = await connector.wait_for(lambda c: "I was restarted" in c.text and c.status == 200)
         assert notice.kind == "send" and notice.conversation_id == thread_conversation_id(activity["id"])
         assert "diagnose payments" in notice.text
+        refused = connector.calls[0]
+        assert (refused.kind, refused.activity_id, refused.status) == ("update", "act-deleted", 404)
 
         conversation = await second.runtime.store.get_session(session_id)
         assert conversation is not None and conversation.reference is not None

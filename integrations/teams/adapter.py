@@ -187,13 +187,25 @@ class Outbox:
         self.auth = auth
 
     async def _proactive(self, reference: dict[str, Any], logic: Callable[[TurnContext], Awaitable[None]]) -> None:
+        """Run `logic` in a proactive turn; its failure is raised here (the adapter's turn error handler
+        would only log it), so the caller can do something else, e.g. post what it could not update."""
         continuation = reference_from(reference).get_continuation_activity()
+        failed: list[Exception] = []
+
+        async def guarded(context: TurnContext) -> None:
+            try:
+                await logic(context)
+            except Exception as exc:
+                failed.append(exc)
+
         if self.auth.local:  # no credentials: an anonymous identity, and no token on the calls
             await self.adapter.continue_conversation_with_claims(
-                ClaimsIdentity(), continuation, logic, AuthenticationConstants.AGENTS_SDK_SCOPE
+                ClaimsIdentity(), continuation, guarded, AuthenticationConstants.AGENTS_SDK_SCOPE
             )
         else:
-            await self.adapter.continue_conversation(self.auth.app_id, continuation, logic)
+            await self.adapter.continue_conversation(self.auth.app_id, continuation, guarded)
+        if failed:
+            raise failed[0]
 
     async def send(self, reference: dict[str, Any], activity: Activity) -> str | None:
         """Post a new activity into the conversation; returns its id (None when the channel gives none)."""

@@ -121,6 +121,7 @@ class TeamsPort:
         self._progress_lock = asyncio.Lock()
         self._acknowledged = False
         self._stream_id: str | None = None
+        self._placeholder_id: str | None = None  # the "Looking into …" reply (not in a personal chat's stream)
         self._sequence = 0
         self._shown: str | None = None
         self._updated_at = 0.0
@@ -155,6 +156,15 @@ class TeamsPort:
             info.stream_id = self._stream_id
         return Activity(type=ActivityTypes.typing, text=text, entities=[info])
 
+    @property
+    def placeholder_ref(self) -> dict[str, str] | None:
+        """Where the acknowledgement is, kept with the turn: whoever ends the turn after a crash (this
+        process restarted, or another replica) replaces it instead of leaving "Looking into …" above its
+        notice. In a personal chat it is the stream of informative updates, which the notice ends."""
+        if self._stream_id:
+            return {"stream_id": self._stream_id}
+        return {"activity_id": self._placeholder_id} if self._placeholder_id else None
+
     # --- ReplyPort -------------------------------------------------------------------------------
     async def progress(self, text: str) -> None:
         async with self._progress_lock:
@@ -167,7 +177,7 @@ class TeamsPort:
                 sent = await self.send(self._informative(text))
                 self._stream_id = self._stream_id or sent
             elif first:
-                await self.send(text_activity(text))
+                self._placeholder_id = await self.send(text_activity(text))
             else:
                 await self.send(typing_activity())
 
@@ -215,13 +225,36 @@ class TeamsNotifier:
     def __init__(self, outbox: Outbox):
         self.outbox = outbox
 
-    async def say(self, conversation: Conversation, message: Answer | str) -> None:
-        if not conversation.reference:
+    async def say(
+        self, conversation: Conversation, message: Answer | str, *, replace: dict[str, str] | None = None
+    ) -> None:
+        """Post into the conversation; with `replace` (a TeamsPort's `placeholder_ref`), the first activity
+        replaces the placeholder (or ends the stream) it names, and is posted instead when Teams refuses."""
+        reference = conversation.reference
+        if not reference:
             log.warning("no conversation reference stored; cannot reach the Teams thread",
                         extra={"session_id": conversation.id})
             return
-        for activity in await message_activities(message):
-            await self.outbox.send(conversation.reference, activity)
+        activities = await message_activities(message)
+        if replace and await self._replace(reference, replace, activities[0]):
+            activities = activities[1:]
+        for activity in activities:
+            await self.outbox.send(reference, activity)
+
+    async def _replace(self, reference: dict[str, Any], placeholder: dict[str, str], activity: Activity) -> bool:
+        try:
+            if placeholder.get("activity_id"):
+                await self.outbox.update(reference, placeholder["activity_id"], activity)
+            elif placeholder.get("stream_id"):  # a stream ends with its final message (Teams may have closed it)
+                final = activity.model_copy()
+                final.entities = [StreamInfo(stream_type="final", stream_id=placeholder["stream_id"])]
+                await self.outbox.send(reference, final)
+            else:
+                return False
+        except Exception as exc:
+            log.warning("could not replace the placeholder (%s); posting instead", exc.__class__.__name__)
+            return False
+        return True
 
     async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
         """The card is updated for everyone (the decision replaces the buttons), and a final outcome is
