@@ -16,6 +16,7 @@ from bot.engine.findings import Evidence, world_of
 from bot.engine.reasoning import diagnose
 from tests.worlds import SHARED, load
 from tools.kubernetes import Snapshot
+from tools.metrics import QueryResult, Sample, Series
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -274,3 +275,37 @@ def test_dns_lookups_that_time_out_with_coredns_down_blame_the_cluster_dns() -> 
     verdict = lead(w)
     assert verdict.family == "dns" and "cluster DNS is down (coredns 0/2 ready" in verdict.cause
     assert verdict.plans[0].title.startswith("Bring the cluster DNS")
+
+
+def claimed_pod() -> dict[str, Any]:
+    p = pod("web-1", ready=True)
+    p["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-1"}}]
+    return p
+
+
+def volume_usage(ratio: float) -> QueryResult:
+    return QueryResult("volume usage", "vector", [Series({"persistentvolumeclaim": "data-web-1"},
+                                                         [Sample(NOW, ratio)])])
+
+
+def test_a_volume_that_cannot_grow_says_so_and_the_fix_is_room_not_a_restart() -> None:
+    claim = {"metadata": {"name": "data-web-1"}, "spec": {"storageClassName": "standard"},
+             "status": {"phase": "Bound", "capacity": {"storage": "5Gi"}}}
+    w = world([claimed_pod()], persistentvolumeclaims=[claim],
+              storageclasses=[{"metadata": {"name": "standard"}, "allowVolumeExpansion": False}])
+    w.pod_logs = {"web-1/web": "ERROR write /data/segment-0042: no space left on device"}
+    w.metrics = {"volume_usage": volume_usage(0.999)}
+    verdict = lead(w)
+    assert verdict.family == "disk_full" and verdict.severity == "critical"
+    assert "data-web-1 (100% used)" in verdict.cause
+    assert "StorageClass standard does not allow expansion" in verdict.plans[0].title
+    assert "a restart comes back to the same full volume" in verdict.plans[0].title
+
+
+def test_a_volume_filling_up_without_failed_writes_is_a_warning_and_a_roomy_one_is_nothing() -> None:
+    w = world([claimed_pod()])
+    w.metrics = {"volume_usage": volume_usage(0.88)}
+    verdict = next(v for v in causes.detect(w) if v.family == "disk_full")
+    assert verdict.severity == "warning" and verdict.title == "Volume data-web-1 is 88% full"
+    w.metrics = {"volume_usage": volume_usage(0.5)}
+    assert not [v for v in causes.detect(w) if v.family == "disk_full"]
