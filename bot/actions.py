@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.answer import Action
-from bot.approvals import ActionFailed, Approvals
+from bot.approvals import ActionFailed, Approvals, NotAllowed
 from sessions.store import ApprovalRecord, Origin, Proposal
 from tools.base import ErrorCode, ServiceRef, ToolError, ToolResult
 
 if TYPE_CHECKING:
+    from bot.ports import Request
     from bot.toolbox import Toolbox
 
 
@@ -509,6 +510,19 @@ class Actions:
         return await self.approvals.propose(
             Proposal(action.kind, action.target, action.params, description, origin)
         )
+
+    async def propose_for(self, action: Action, request: Request, session_id: str, told: set[str]) -> ApprovalRecord:
+        """`propose` on behalf of the person behind `request`. When the policy refuses them, they are told why
+        privately (once per reason: `told` keeps what this request already said) and the ActionFailed raised
+        says only that, for their thread; where there is no one to tell privately, it says the reason."""
+        try:
+            return await self.propose(action, request.origin(session_id))
+        except NotAllowed as exc:
+            reason = str(exc)
+            if reason not in told and not await request.port.tell_privately(reason):
+                raise
+            told.add(reason)
+            raise ActionFailed(NotAllowed.PUBLIC) from exc
 
     async def execute(self, approval: ApprovalRecord) -> str:
         """Run an approved action once; returns what happened, raises ActionError on failure."""

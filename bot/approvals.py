@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 from collections.abc import Awaitable, Callable, Mapping
 
-from bot.policy import EXTERNAL_REFUSAL, VIA_OF_PLATFORM, Policy
+from bot.policy import VIA_OF_PLATFORM, Policy, outsider
 from bot.telemetry import APPROVALS
 from bot.ports import Decision, Notifier
 from sessions.store import Actor, ApprovalRecord, ApprovalState, ConversationKey, Proposal, Store
@@ -32,7 +32,10 @@ class ActionFailed(Exception):
 
 
 class NotAllowed(ActionFailed):
-    """The policy refuses the proposal; the message says why, for the person who asked."""
+    """The policy refuses the proposal; the message says why, for the person who asked (privately: the
+    engine tells them through their port, and the thread says only `PUBLIC`)."""
+
+    PUBLIC = "you may not propose it here; I told you why in a private message"
 
 
 class Approvals:
@@ -106,8 +109,8 @@ class Approvals:
         """Why `user` (an Actor, or a user id on `platform`) may not make `decision` on a pending approval, or
         None when they may; lets a platform show each person only the buttons they can use."""
         actor = _actor(user, platform or approval.platform)
-        if actor.external:
-            return EXTERNAL_REFUSAL
+        if outside := outsider(actor):
+            return outside
         where = await self._where(approval.session_id)
         if actor.user == approval.requester:
             if decision == "reject":

@@ -11,7 +11,7 @@ of `kind`, either way; the requester withdrawing their own request and four eyes
 `where` is the conversation the request or the approval belongs to: its channel decides which rules apply.
 The `actor` is who acts and how (the path goes to the audit log): `external` marks a person of another
 organisation (Slack Connect, a Teams guest or external tenant), who may read answers but never propose or
-approve; `groups` are group ids the platform vouches for (e.g. Teams AAD groups from the token).
+approve, and `unverified` says why a person's organisation could not be checked (the same, fail closed); `groups` are group ids the platform vouches for (e.g. Teams AAD groups from the token).
 
 Configuration (DESIGN 3.4, README "Security"): lists of user ids, group ids or "*" (anyone of this
 organisation). Slack user groups (S…) are resolved to their members by the directory the Slack
@@ -90,8 +90,8 @@ class Policy:
     ) -> str | None:
         """None when `actor` may `verb` (a `kind` of action) in the conversation `where`; otherwise what to
         tell them, privately."""
-        if verb != "ask" and actor.external:
-            return EXTERNAL_REFUSAL
+        if verb != "ask" and (outside := outsider(actor)):
+            return outside
         allowed, source = self._who(verb, kind, where)
         if verb != "ask" and (nobody := _nobody(verb, allowed)):
             return nobody
@@ -149,6 +149,14 @@ class Policy:
             if members is not None and actor.user in members:
                 return True
         return False
+
+
+def outsider(actor: Actor) -> str | None:
+    """Why `actor` may read but never propose or approve: another organisation's person, or one whose
+    organisation could not be checked (the reason says which); None for a person of this organisation."""
+    if actor.external:
+        return EXTERNAL_REFUSAL
+    return actor.unverified or None
 
 
 def _nobody(verb: Verb, allowed: list[str] | None) -> str | None:

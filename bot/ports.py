@@ -33,6 +33,12 @@ class ReplyPort(Protocol):
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         """Post an approval message with Approve / Reject for `approval`."""
 
+    async def tell_privately(self, text: str) -> bool:
+        """Tell only the person who asked (why a proposal was refused): a Slack ephemeral message, a Teams 1:1
+        chat. Where that fails, they are addressed in the thread without `text`'s details. True when they
+        were told one way or the other; False when there is no one to tell privately (the terminal, an
+        alert thread), so the answer may say `text` itself."""
+
 
 class Notifier(Protocol):
     """Reaches a platform outside a request: crash recovery notices, approval decisions and expiry."""
@@ -90,6 +96,7 @@ class Request:
     external: bool = False
     groups: frozenset[str] = frozenset()
     via: str = "message"
+    unverified: str = ""  # why their organisation could not be checked (bot.policy: reads only)
 
     # an alert-driven investigation: the alerts the engine starts from (bot.alerts)
     alert: Investigation | None = None
@@ -97,7 +104,8 @@ class Request:
     @property
     def actor(self) -> Actor:
         key = self.key
-        return Actor(self.user, key.platform, key.workspace, key.channel, self.via, self.external, self.groups)
+        return Actor(self.user, key.platform, key.workspace, key.channel, self.via, self.external, self.groups,
+                     self.unverified)
 
     def origin(self, session_id: str | None) -> Origin:
         """Who asks, from which thread: what an approval proposed by this request remembers."""

@@ -64,6 +64,9 @@ class TerminalPort:
         self.approvals.append(approval)
         write(approval_text(approval), self.err if self.as_json else self.out)
 
+    async def tell_privately(self, text: str) -> bool:
+        return False  # the terminal is private already: the answer says why
+
 
 class TerminalNotifier:
     """Out-of-request messages for terminal threads: printed when this process is the one running."""

@@ -68,6 +68,11 @@ def short(text: str, limit: int = 80) -> str:
 
 
 NOT_READY = "I can't work yet: my database is not reachable. Ask again in a minute."
+# said in the thread, to the person, when a refusal could not reach them privately: no details in public
+NOT_TOLD_PRIVATELY = (
+    "I did not propose that: you may not here, and I could not reach you privately to say why. "
+    "Message me directly and ask there to see the reason."
+)
 
 
 def database_trouble(what: str, exc: BaseException) -> str:

@@ -450,6 +450,9 @@ class BenchPort:
     async def ask_approval(self, approval: Any) -> None:
         return None
 
+    async def tell_privately(self, text: str) -> bool:
+        return False  # nobody behind a benchmark's request
+
     @property
     def seconds(self) -> float:
         return self.answered - self.started

@@ -194,6 +194,9 @@ class EvalPort:
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         self.approvals.append(approval)
 
+    async def tell_privately(self, text: str) -> bool:
+        return False  # a scenario's answer is graded as a whole: refusals stay in it
+
 
 @dataclass
 class Result:

@@ -187,6 +187,9 @@ class Actor:
     via: str = "message"  # message, command, button, card, cli, chat, alert
     external: bool = False  # another organisation's person (Slack Connect, a Teams guest or external tenant)
     groups: frozenset[str] = field(default_factory=frozenset)  # group ids the platform vouches for
+    # why whether this person is of this organisation could not be established (e.g. the Teams member lookup
+    # failed): like `external`, they read but neither propose nor approve, and are told this reason
+    unverified: str = ""
 
 
 @dataclass(frozen=True)

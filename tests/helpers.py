@@ -36,6 +36,10 @@ class RecordingPort:
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         self.events.append(("approval", approval))
 
+    async def tell_privately(self, text: str) -> bool:
+        self.events.append(("private", text))
+        return True
+
     @property
     def answers(self) -> list[Answer]:
         return [m for kind, m in self.events if kind == "post" and isinstance(m, Answer)]

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode
 import aiohttp
 import pytest
 
+from bot.approvals import NotAllowed
 from bot.policy import EXTERNAL_REFUSAL
 from integrations.slack import start_socket_mode
 from tests.fakes.slack import in_thread, signed_headers
@@ -93,13 +94,20 @@ async def test_the_policy_decides_per_channel_and_kind_and_resolves_user_groups(
         ("executed", DAVE, "slack", world.slack.team_id, CHANNEL, "button"),
     ]
 
-    # a channel not listed is read-only: the proposal is refused and said, nothing can be clicked
+    # a channel not listed is read-only: the proposal is refused, why is told only to the person who asked (an
+    # ephemeral message in the thread), the thread says no more than that; nothing can be clicked
     before = len(await bot.runtime.store.approvals())
     status, _ = await bot.command(SCALE, user=REQUESTER, channel=RANDOM)
     assert status == 200
     await bot.idle()
-    answer = await world.slack.wait_for("chat.update", lambda c: c.args.get("channel") == RANDOM and "read-only" in c.text_blob())
+    answer = await world.slack.wait_for("chat.update", lambda c: c.args.get("channel") == RANDOM
+                                        and NotAllowed.PUBLIC in c.text_blob())
     assert not buttons(answer) and len(await bot.runtime.store.approvals()) == before
+    asked = world.slack.calls_to("chat.postMessage", lambda c: c.args.get("channel") == RANDOM and "asked" in c.text_blob())
+    thread = asked[0].response["ts"]
+    assert "read-only" not in thread_text(world, thread)
+    [private] = world.slack.calls_to("chat.postEphemeral", lambda c: "read-only" in c.args.get("text", ""))
+    assert (private.args["user"], private.args["channel"], private.args.get("thread_ts")) == (REQUESTER, RANDOM, thread)
     assert not world.slack.calls_to("chat.postMessage", lambda c: c.args.get("channel") == RANDOM and bool(buttons(c)))
     # ... but it still answers questions there
     mention = world.slack.app_mention("<@UBOT> logs checkout", channel=RANDOM)
@@ -125,13 +133,18 @@ async def test_who_may_ask_is_refused_privately_and_nothing_is_posted(world: Wor
 async def test_slack_connect_people_read_answers_but_never_propose_or_approve(world: World) -> None:
     bot = await world.bot()  # no [policy]: the pre-policy behaviour, where anyone else may propose
 
-    # a mention in a channel shared with another organisation: answered, the action is not proposed
+    # a mention in a channel shared with another organisation: answered, the action is not proposed, and why is
+    # told to that person alone (ephemeral, in the thread)
     mention = world.slack.app_mention("<@UBOT> scale checkout 5", user="U0EXT")
     payload = world.slack.event_payload(mention)
     payload["is_ext_shared_channel"] = True
     assert (await bot.send(json.dumps(payload)))[0] == 200
     await bot.idle()
-    assert "another organisation" in thread_text(world, mention["ts"])
+    said = thread_text(world, mention["ts"])
+    assert NotAllowed.PUBLIC in said and "another organisation" not in said
+    private = world.slack.calls_to("chat.postEphemeral", lambda c: c.args.get("user") == "U0EXT")
+    assert [(c.args["text"], c.args["channel"], c.args.get("thread_ts")) for c in private] == [
+        (EXTERNAL_REFUSAL, CHANNEL, mention["ts"])]
     assert await bot.runtime.store.approvals() == []
 
     # a user of another team in a channel of ours: same
@@ -139,7 +152,8 @@ async def test_slack_connect_people_read_answers_but_never_propose_or_approve(wo
     foreign["user_team"] = "T0OTHERORG"
     await bot.event(foreign)
     await bot.idle()
-    assert "another organisation" in thread_text(world, foreign["ts"])
+    assert "another organisation" not in thread_text(world, foreign["ts"])
+    assert ephemerals(world, "U0GUEST") == [EXTERNAL_REFUSAL]
     assert await bot.runtime.store.approvals() == []
     assert not world.slack.calls_to("chat.postMessage", lambda c: bool(buttons(c)))
 

@@ -36,6 +36,7 @@ from tests.fakes.bot_connector import (
     ALICE,
     BOB,
     BOT_APP_ID,
+    TENANT_ID,
     BotConnectorFake,
     ConnectorCall,
     approval_submit,
@@ -50,7 +51,7 @@ from tests.fakes.bot_connector import (
     thread_reply,
 )
 
-TENANT = "11111111-2222-3333-4444-555555555555"
+TENANT = TENANT_ID  # the tenant the loopback Bot Connector's people belong to
 
 
 class StaticTokens:
@@ -395,13 +396,13 @@ async def test_cards_posted_before_universal_actions_still_decide(tmp_path, conn
                                         description="Scale checkout to 5")
         assert "replicas=5" in sent.text
         conversation_id = personal_conversation_id(ALICE)
-        # the requester is not an approver: refused, told why with a mention, nothing changes
+        # the requester is not an approver: refused, told why in her personal chat (private), nothing changes
         press = approval_submit(connector.url, approval.id, "approve", user=ALICE, conversation_id=conversation_id,
                                 reply_to_id=sent.response_id)
         assert await srebot.post(press) == 200
         refusal = await connector.wait_for(lambda c: "someone else has to approve" in c.text)
         assert refusal.kind == "reply" and refusal.activity_id == press["id"]
-        assert refusal.body["entities"][0]["mentioned"]["id"] == ALICE.id
+        assert refusal.conversation_id == conversation_id
         # Bob rejects with the old Action.Submit data; a redelivery is dropped
         press = approval_submit(connector.url, approval.id, "reject", user=BOB, conversation_id=conversation_id)
         assert await srebot.post(press) == 200

@@ -100,6 +100,7 @@ class _Turn:
     proposals: dict[tuple[str, str], Recommendation] = field(default_factory=dict)  # filed by this request
     proposed_before: dict[tuple[str, str], Recommendation] = field(default_factory=dict)  # by the playbook
     texts: list[str] = field(default_factory=list)
+    told: set[str] = field(default_factory=set)  # refusals the asker was already told privately
 
 
 class Agent:
@@ -271,7 +272,7 @@ class Agent:
             recommendation = turn.proposals.get(key) or turn.proposed_before.get(key)
             if recommendation is None:
                 await _say(turn.progress, f"Proposing {action.kind} of {action.target}…")
-                approval = await self.actions.propose(action, turn.request.origin(turn.session.id))
+                approval = await self.actions.propose_for(action, turn.request, turn.session.id, turn.told)
                 recommendation = Recommendation(
                     title=approval.description[:1].upper() + approval.description[1:],
                     action=action,

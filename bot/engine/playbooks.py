@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from collections.abc import Coroutine
 from typing import Any
@@ -67,6 +67,7 @@ class Context:
     progress: Progress
     calls: Calls
     now: datetime
+    told: set[str] = field(default_factory=set)  # refusals the asker was already told privately
 
     @property
     def window(self) -> str:
@@ -98,8 +99,8 @@ class Context:
 
     async def approval(self, action: Action) -> ApprovalRecord:
         """An approval row for `action`, requested by whoever asked; raises ActionFailed (it cannot be
-        described, or the policy refuses it)."""
-        return await self.actions.propose(action, self.request.origin(self.session.id))
+        described, or the policy refuses it: they are told why privately)."""
+        return await self.actions.propose_for(action, self.request, self.session.id, self.told)
 
     async def read(self, name: str, call: Coroutine[Any, Any, ToolResult[Any]]) -> Any:
         """One backend call, listed in the answer's tools; its data, or None when it failed."""

@@ -29,13 +29,24 @@ class TeamsUser:
     id: str  # the Teams channel account id, "29:…"
     name: str
     aad_object_id: str  # what srebot uses as the user id (SREBOT_APPROVERS)
+    role: str = "user"  # Teams' userRole: "user", or "guest" for a guest account in the tenant
+    tenant_id: str = TENANT_ID  # the tenant of the account (another one for an external user)
 
     def account(self) -> dict[str, str]:
+        """The account as an activity's `from` names it."""
         return {"id": self.id, "name": self.name, "aadObjectId": self.aad_object_id}
+
+    def member(self) -> dict[str, str]:
+        """The account as the Bot Connector's member calls answer it (a TeamsChannelAccount)."""
+        given, _, surname = self.name.partition(" ")
+        upn = f"{given.lower()}@example.com"
+        return {**self.account(), "givenName": given, "surname": surname, "email": upn, "userPrincipalName": upn,
+                "tenantId": self.tenant_id, "userRole": self.role}
 
 
 ALICE = TeamsUser("29:1alice", "Alice Example", "aad-alice")
 BOB = TeamsUser("29:1bob", "Bob Example", "aad-bob")
+GUEST = TeamsUser("29:1gina", "Gina Guest", "aad-gina", role="guest")
 
 
 @dataclass
@@ -119,8 +130,14 @@ class BotConnectorFake(Served):
         PUT  /v3/conversations/{conversationId}/activities/{activityId}    kind "update" (edit a message)
         DELETE /v3/conversations/{conversationId}/activities/{activityId}  kind "delete"
         GET  /v3/conversations/{conversationId}/members                    kind "members"
+        GET  /v3/conversations/{conversationId}/members/{memberId}         kind "member"
+        POST /v3/conversations                                             kind "create" (a 1:1 chat)
 
-    GET members answers the accounts in `members` (Alice and Bob by default).
+    GET members answers the accounts in `members` (Alice and Bob by default) as TeamsChannelAccounts (with
+    `userRole` "user" / "guest" and `tenantId`); GET one member answers that account, or 404
+    MemberNotFoundInConversation. POST /v3/conversations with one member and a `tenantId` answers the
+    personal conversation of that member (`{"id": "a:1personal-<aadObjectId>"}`, as `personal_conversation_id`),
+    400 BadArgument otherwise; messages sent there are then recorded like any other.
 
     POST answers `{"id": "<new id>"}` (ids "act-1", "act-2", … in order), PUT answers `{"id": activityId}`.
     Anything else is recorded with kind "other" and answered 404.
@@ -212,8 +229,14 @@ class BotConnectorFake(Served):
         except ValueError:
             body = {"_raw": raw.decode(errors="replace")}
         kind, conversation_id, activity_id = "other", None, None
-        if len(parts) == 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "members":
+        member: str | None = None
+        if parts == ["v3", "conversations"] and request.method == "POST":
+            kind = "create"
+        elif len(parts) == 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "members":
             conversation_id, kind = parts[2], "members" if request.method == "GET" else "other"
+        elif len(parts) == 5 and parts[:2] == ["v3", "conversations"] and parts[3] == "members":
+            conversation_id, member = parts[2], parts[4]
+            kind = "member" if request.method == "GET" else "other"
         elif len(parts) >= 4 and parts[:2] == ["v3", "conversations"] and parts[3] == "activities":
             conversation_id = parts[2]
             activity_id = parts[4] if len(parts) > 4 else None
@@ -249,7 +272,18 @@ class BotConnectorFake(Served):
         elif kind == "delete":
             response = web.Response(status=200)
         elif kind == "members":
-            response = web.json_response([user.account() for user in self.members])
+            response = web.json_response([user.member() for user in self.members])
+        elif kind == "member":
+            found = next((u for u in self.members if member in (u.id, u.aad_object_id)), None)
+            if found is None:
+                call.status = 404
+                response = web.json_response({"error": {"code": "MemberNotFoundInConversation",
+                                                        "message": "The member is not in this conversation"}},
+                                             status=404)
+            else:
+                response = web.json_response(found.member())
+        elif kind == "create":
+            response = self._create(call)
         else:
             call.status = 404
             response = web.json_response({"error": {"code": "NotFound", "message": request.path}}, status=404)
@@ -257,6 +291,22 @@ class BotConnectorFake(Served):
             self.calls.append(call)
             self._changed.notify_all()
         return response
+
+    def _create(self, call: ConnectorCall) -> web.Response:
+        """POST /v3/conversations: Teams makes (or finds again) the 1:1 chat of the bot with one member."""
+        body = call.body if isinstance(call.body, dict) else {}
+        members = body.get("members")
+        tenant = body.get("tenantId") or ((body.get("channelData") or {}).get("tenant") or {}).get("id")
+        member_id = members[0].get("id") if isinstance(members, list) and len(members) == 1 and isinstance(
+            members[0], dict) else None
+        found = next((u for u in self.members if member_id in (u.id, u.aad_object_id)), None)
+        if body.get("isGroup") or not tenant or found is None:
+            call.status = 400
+            return web.json_response({"error": {"code": "BadArgument",
+                                                 "message": "a 1:1 chat needs one known member and a tenantId"}},
+                                     status=400)
+        call.response_id = personal_conversation_id(found)
+        return web.json_response({"id": call.response_id})
 
 
 # --- activity builders ---------------------------------------------------------------------------

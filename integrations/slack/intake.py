@@ -176,8 +176,9 @@ class SlackIntake:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    def port(self, key: ConversationKey, request_id: str) -> SlackReplyPort:
-        return SlackReplyPort(self.client, self.core, key.channel, key.thread or None, request_id=request_id)
+    def port(self, key: ConversationKey, request_id: str, user: str | None = None) -> SlackReplyPort:
+        return SlackReplyPort(self.client, self.core, key.channel, key.thread or None, request_id=request_id,
+                              user=user)
 
     def submit(
         self, key: ConversationKey, user: str, text: str, port: Any = None, *, external: bool = False,
@@ -188,7 +189,7 @@ class SlackIntake:
             key=key,
             user=user,
             text=text,
-            port=port or self.port(key, request_id),
+            port=port or self.port(key, request_id, user),
             request_id=request_id,
             reference={"team_id": key.workspace, "channel": key.channel, "thread_ts": key.thread},
             external=external,

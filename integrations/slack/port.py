@@ -21,6 +21,7 @@ from integrations.slack import blocks
 from integrations.slack.alerts import alert_message
 from integrations.slack.blocks import Rendered, SlackMessage
 from bot.ports import ApprovalRecord, Conversation, ConversationKey, Core
+from bot.wording import NOT_TOLD_PRIVATELY
 
 if TYPE_CHECKING:
     from bot.alerts.view import AlertView
@@ -122,12 +123,14 @@ class SlackReplyPort:
         *,
         request_id: str | None = None,
         min_interval: float = 1.0,
+        user: str | None = None,
     ):
         self.client = client
         self.core = core
         self.channel = channel
         self.thread_ts = thread_ts
         self.request_id = request_id
+        self.user = user  # who asked (None in an alert thread, where srebot itself investigates)
         self.min_interval = min_interval
         self.placeholder_ts: str | None = None
         self._lock = asyncio.Lock()
@@ -224,6 +227,18 @@ class SlackReplyPort:
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         await post_approval(self.client, self.core, self.channel, self.thread_ts, approval, self.request_id)
 
+    async def tell_privately(self, text: str) -> bool:
+        """An ephemeral message to the person who asked, in the thread; where Slack refuses it, a mention in
+        the thread that gives no details."""
+        if self.user is None:
+            return False
+        told = await call(self.client.chat_postEphemeral, self.request_id, channel=self.channel, user=self.user,
+                          thread_ts=self.thread_ts, text=blocks.escape(text))
+        if told is None:
+            mention = blocks.render_mrkdwn(f"{blocks.who(self.user)} {blocks.escape(NOT_TOLD_PRIVATELY)}")
+            await post_message(self.client, self.channel, self.thread_ts, mention.messages[0], self.request_id)
+        return True
+
 
 async def upload_chart(
     client: AsyncWebClient, channel: str, thread_ts: str | None, answer: Answer, request_id: str | None = None
@@ -285,6 +300,10 @@ class EphemeralPort:
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
         await self.post(f"Approval {approval.id} needs a thread; ask in a channel thread instead.")
+
+    async def tell_privately(self, text: str) -> bool:
+        await self.post(text)
+        return True
 
 
 class SlackNotifier:

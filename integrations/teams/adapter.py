@@ -17,6 +17,8 @@ from microsoft_agents.activity import (
     Activity,
     ActivityTypes,
     ChannelAccount,
+    ConversationAccount,
+    ConversationParameters,
     ConversationReference,
     ResourceResponse,
 )
@@ -224,6 +226,34 @@ class Outbox:
             await update_in_turn(context, activity_id, activity)
 
         await self._proactive(reference, logic)
+
+    async def private(self, reference: dict[str, Any], activity: Activity) -> str | None:
+        """Send `activity` in the 1:1 chat of the bot with the reference's user, in its tenant: `POST
+        /v3/conversations` with that one member opens it (or finds it again), then the activity goes there.
+        Raises when Teams refuses (the bot not installed for them, for instance)."""
+        user, tenant = reference.get("user") or {}, (reference.get("conversation") or {}).get("tenantId")
+        if not user.get("id") or not tenant:
+            raise ValueError("the conversation reference names no user or tenant")
+        sent: list[str | None] = []
+
+        async def logic(context: TurnContext) -> None:
+            client = context.services.get(ConnectorClientBase)
+            bot = context.activity.recipient
+            created = await client.conversations.create_conversation(ConversationParameters(
+                is_group=False, agent=bot, members=[ChannelAccount(id=user["id"])], tenant_id=tenant,
+                channel_data={"tenant": {"id": tenant}},
+            ))
+            outgoing = activity.model_copy()
+            outgoing.conversation = ConversationAccount(id=created.id, tenant_id=tenant, conversation_type="personal")
+            outgoing.from_property, outgoing.recipient = bot, ChannelAccount(id=user["id"])
+            outgoing.service_url, outgoing.channel_id = context.activity.service_url, context.activity.channel_id
+            response = await client.conversations.send_to_conversation(created.id, outgoing)
+            sent.append(response.id if response else None)
+
+        await self._proactive(reference, logic)  # a failure in there is logged by the adapter, not raised
+        if not sent:
+            raise ConnectionError("the 1:1 chat could not be opened or written to")
+        return sent[0]
 
     async def members(self, reference: dict[str, Any]) -> list[ChannelAccount]:
         """The conversation's members (of the channel, for a channel thread), with their AAD object ids."""

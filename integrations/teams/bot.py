@@ -10,23 +10,19 @@ import re
 from collections.abc import Coroutine
 from typing import Any
 
-from microsoft_agents.activity import (
-    Activity,
-    ActivityTypes,
-    AdaptiveCardInvokeResponse,
-    AdaptiveCardInvokeValue,
-    ChannelAccount,
-    Mention,
-)
+from microsoft_agents.activity import Activity, AdaptiveCardInvokeResponse, AdaptiveCardInvokeValue
 from microsoft_agents.hosting.core import ActivityHandler, TurnContext
 
-from bot.ports import ApprovalRecord, ApprovalState, ConversationKey, Core, DatabaseError, Decision, Request
+from bot.ports import (
+    Actor, ApprovalRecord, ApprovalState, ConversationKey, Core, DatabaseError, Decision, Request,
+)
 from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
 from bot.wording import NOT_READY, database_trouble
 from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
-from integrations.teams.port import TeamsPort, approval_names
+from integrations.teams.members import Organisation
+from integrations.teams.port import TeamsPort, approval_names, mention_activity
 
 log = logging.getLogger("srebot.teams")
 
@@ -96,13 +92,8 @@ def approval_submit(activity: Activity) -> dict[str, str] | None:
 
 
 def mention_reply(activity: Activity, text: str) -> Activity:
-    """A reply that @mentions the sender: what answers a refused Action.Submit (a bot has no ephemeral
-    messages; Universal Actions answer the clicking person with their own card instead)."""
-    sender = activity.from_property or ChannelAccount(id="unknown", name="")
-    name = sender.name or "there"
-    tag = f"<at>{name}</at>"
-    mention = Mention(mentioned=ChannelAccount(id=sender.id, name=name), text=tag)
-    return Activity(type=ActivityTypes.message, text=f"{tag} {text}", entities=[mention])
+    """A reply that @mentions the sender (a bot has no ephemeral messages in a conversation)."""
+    return mention_activity(activity.from_property, text)
 
 
 def _card_response(card: dict[str, Any]) -> AdaptiveCardInvokeResponse:
@@ -119,11 +110,13 @@ class TeamsBot(ActivityHandler):
     message needs the mention unless its thread already has a session (a follow-up)."""
 
     def __init__(self, core: Core, outbox: Outbox, auth: TeamsAuth, *, ack_wait: float = 2.0,
-                 update_interval: float = 1.5):
+                 update_interval: float = 1.5, organisation: Organisation | None = None):
         super().__init__()
         self.core = core
         self.outbox = outbox
         self.auth = auth
+        # who is of this organisation (may propose and approve); local mode proves no one's identity
+        self.organisation = organisation or Organisation(core.settings.microsoft_app_tenant_id, check=not auth.local)
         self.ack_wait = ack_wait  # how long a turn waits for the acknowledgement to reply with it
         self.update_interval = update_interval
         self._background: set[asyncio.Task[Any]] = set()
@@ -178,9 +171,15 @@ class TeamsBot(ActivityHandler):
             return
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context, personal=kind == "personal")
-        self.core.submit(
-            Request(key=key, user=user_of(activity), text=text, port=port, reference=reference)
-        )
+        standing = await self.organisation.standing(turn_context)
+        request = Request(key=key, user=user_of(activity), text=text, port=port, reference=reference,
+                          external=standing.external, unverified=standing.unverified)
+        refusal = await self.core.policy.refusal(request.actor, "ask", where=key)
+        if refusal is not None:
+            EVENTS_DROPPED.labels(PLATFORM, "refused").inc()
+            await port.tell_privately(refusal)
+            return
+        self.core.submit(request)
         await port.hold_turn(self.ack_wait)
 
     async def _first_delivery(self, activity: Activity) -> bool:
@@ -191,28 +190,39 @@ class TeamsBot(ActivityHandler):
         return True
 
     # --- approvals -------------------------------------------------------------------------------
-    async def _decision(self, activity: Activity, approval_id: str, decision: str) -> Decision | None:
+    async def _actor(self, turn_context: TurnContext) -> Actor:
+        """Who presses a card's button, where (tenant, conversation; what the audit log records) and whether
+        they are of this organisation."""
+        activity = turn_context.activity
+        key = conversation_key(activity)
+        standing = await self.organisation.standing(turn_context)
+        return Actor(user_of(activity), PLATFORM, key.workspace, key.channel, via="card",
+                     external=standing.external, unverified=standing.unverified)
+
+    async def _decision(self, turn_context: TurnContext, approval_id: str, decision: str) -> Decision | None:
         """Decide through the one decision path, in the background (an approved action may take a
         while); None when it is still running after `ack_wait` (its outcome reaches the conversation
         through TeamsNotifier). The decider's display name is kept for the card first."""
         if self.auth.local:
             return Decision(False, LOCAL_DECISIONS)
-        user = user_of(activity)
+        activity = turn_context.activity
+        actor = await self._actor(turn_context)
+        user = actor.user
         approval = await self.core.approval(approval_id)
         name = activity.from_property.name if activity.from_property else None
         if approval is not None and approval.message_ref and name and approval_names(approval).get(user) != name:
             names = {**approval_names(approval), user: name}
             await self.core.approval_posted(approval_id, {**approval.message_ref, "names": names})
-        task = self._spawn(self.core.decide(approval_id, user, decision, platform=PLATFORM))
+        task = self._spawn(self.core.decide(approval_id, actor, decision))
         done, _ = await asyncio.wait([task], timeout=self.ack_wait)
         return task.result() if done else None
 
     async def _decide_submit(self, turn_context: TurnContext, submit: dict[str, str], reference: dict[str, Any]) -> None:
-        """A press on an Action.Submit approval card: a refusal is told to the person who pressed."""
-        activity = turn_context.activity
-        decision = await self._decision(activity, submit["approval_id"], submit["decision"])
+        """A press on an Action.Submit approval card: a refusal is told to the person who pressed, privately."""
+        decision = await self._decision(turn_context, submit["approval_id"], submit["decision"])
         if decision is not None and not decision.accepted:
-            await self.port(reference, turn_context).send(mention_reply(activity, decision.message))
+            personal = (turn_context.activity.conversation.conversation_type or "").lower() == "personal"
+            await self.port(reference, turn_context, personal=personal).tell_privately(decision.message)
 
     async def on_adaptive_card_invoke(
         self, turn_context: TurnContext, invoke_value: AdaptiveCardInvokeValue
@@ -225,10 +235,9 @@ class TeamsBot(ActivityHandler):
         if data.get("srebot") != "approval" or not isinstance(approval_id, str):
             EVENTS_DROPPED.labels(PLATFORM, "invoke").inc()
             return _error_response(400, "not an srebot approval action")
-        activity = turn_context.activity
         note: str | None = None
         if action.verb == DECIDE_VERB and data.get("decision") in ("approve", "reject"):
-            decision = await self._decision(activity, approval_id, data["decision"])
+            decision = await self._decision(turn_context, approval_id, data["decision"])
             if decision is None:
                 note = "Working on it; this card updates when it is done."
             elif not decision.accepted:
@@ -238,19 +247,19 @@ class TeamsBot(ActivityHandler):
         approval = await self.core.approval(approval_id)
         if approval is None:
             return _error_response(404, f"There is no approval {approval_id}.")
-        return _card_response(await self._card_for(approval, activity, note))
+        return _card_response(await self._card_for(approval, turn_context, note))
 
-    async def _card_for(self, approval: ApprovalRecord, activity: Activity, note: str | None) -> dict[str, Any]:
-        """The approval as the person in `activity` sees it: their buttons, or why they have none."""
+    async def _card_for(self, approval: ApprovalRecord, turn_context: TurnContext, note: str | None) -> dict[str, Any]:
+        """The approval as the person in the turn sees it: their buttons, or why they have none."""
         ref = approval.message_ref or {}
         common = {"names": approval_names(approval), "approver_ids": ref.get("approver_ids") or ()}
         if approval.status != ApprovalState.PENDING:
             return approval_card(approval, **common)
         if self.auth.local:
             return approval_card(approval, **common, view=ApprovalView(note=note or LOCAL_DECISIONS))
-        user = user_of(activity)
-        refused = await self.core.refusal(approval, user, "approve")
-        can_reject = await self.core.refusal(approval, user, "reject") is None
+        actor = await self._actor(turn_context)
+        refused = await self.core.refusal(approval, actor, "approve")
+        can_reject = await self.core.refusal(approval, actor, "reject") is None
         if note is None and refused is not None:
             note = refused
         can_approve = refused is None

@@ -8,13 +8,14 @@ import logging
 import time
 from typing import Any
 
-from microsoft_agents.activity import Activity, ActivityTypes, Attachment, StreamInfo
+from microsoft_agents.activity import Activity, ActivityTypes, Attachment, ChannelAccount, Mention, StreamInfo
 from microsoft_agents.hosting.core import TurnContext
 
 from bot.answer import Answer
 from bot.chart import draw
 from bot.ports import ApprovalRecord, Conversation, Core
 from bot.presentation import present
+from bot.wording import NOT_TOLD_PRIVATELY
 from integrations.teams.adapter import Outbox, send_in_turn
 from integrations.teams.cards import (
     CARD_BUDGET,
@@ -34,6 +35,15 @@ log = logging.getLogger("srebot.teams")
 
 def text_activity(text: str) -> Activity:
     return Activity(type=ActivityTypes.message, text=text)
+
+
+def mention_activity(account: ChannelAccount | None, text: str) -> Activity:
+    """A message that @mentions `account` (a bot has no ephemeral messages in a conversation)."""
+    sender = account or ChannelAccount(id="unknown", name="")
+    name = sender.name or "there"
+    tag = f"<at>{name}</at>"
+    mention = Mention(mentioned=ChannelAccount(id=sender.id, name=name), text=tag)
+    return Activity(type=ActivityTypes.message, text=f"{tag} {text}", entities=[mention])
 
 
 def typing_activity() -> Activity:
@@ -202,6 +212,22 @@ class TeamsPort:
             await self.core.approval_posted(approval.id, {"activity_id": activity_id, **ref})
         except Exception:
             log.exception("could not store the approval message reference")
+
+    async def tell_privately(self, text: str) -> bool:
+        """In a personal chat, a message there; elsewhere in the 1:1 chat of the bot with the person who asked,
+        opened proactively (Teams has no ephemeral messages in a conversation). Where that fails, the person is
+        @mentioned in the thread without the details."""
+        if self.personal:
+            await self.send(text_activity(text))
+            return True
+        try:
+            await self.outbox.private(self.reference, text_activity(text))
+        except Exception as exc:  # noqa: BLE001 - not installed for them, a guest, the service down: say less, in public
+            log.warning("could not reach the person in a 1:1 chat: %s", exc.__class__.__name__,
+                        extra={"error": str(exc)[:200]})
+            user = self.reference.get("user")
+            await self.send(mention_activity(ChannelAccount.model_validate(user) if user else None, NOT_TOLD_PRIVATELY))
+        return True
 
     async def _approver_ids(self, approval: ApprovalRecord) -> list[str]:
         """The Teams ids of the conversation's members who may approve (not the requester): their card
