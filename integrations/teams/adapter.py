@@ -250,10 +250,8 @@ class Outbox:
             response = await client.conversations.send_to_conversation(created.id, outgoing)
             sent.append(response.id if response else None)
 
-        await self._proactive(reference, logic)  # a failure in there is logged by the adapter, not raised
-        if not sent:
-            raise ConnectionError("the 1:1 chat could not be opened or written to")
-        return sent[0]
+        await self._proactive(reference, logic)
+        return sent[0] if sent else None
 
     async def members(self, reference: dict[str, Any]) -> list[ChannelAccount]:
         """The conversation's members (of the channel, for a channel thread), with their AAD object ids."""
