@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from bot.actions import REGISTRY, Actions
 from bot.alerts.desk import AlertDesk
 from bot.alerts.poller import ControlPlanePoller
+from bot.alerts.view import AlertView
 from bot.answer import Answer
 from bot.approvals import Approvals
 from bot.config import Settings
@@ -129,8 +130,11 @@ class Runtime:
     async def approval_posted(self, approval_id: str, message_ref: dict[str, Any]) -> None:
         await self.store.set_approval_message(approval_id, message_ref)
 
-    async def press_alert(self, group_id: str, button: str, user: str, *, platform: str) -> Decision:
-        return await self.alerts.press(group_id, button, user, platform)
+    async def press_alert(self, group_id: str, button: str, actor: Actor) -> Decision:
+        return await self.alerts.press(group_id, button, actor)
+
+    async def alert_view(self, group_id: str) -> AlertView | None:
+        return await self.alerts.shown(group_id)
 
     async def approval(self, approval_id: str) -> ApprovalRecord | None:
         return await self.store.get_approval(approval_id)

@@ -100,12 +100,40 @@ class ServiceConfig(BaseModel):
 SERVICE_LABELS = ["service", "app", "deployment", "namespace", "pod", "job"]
 
 
-class AlertRoute(BaseModel):
+class AlertDestination(BaseModel):
+    """Where alert threads go: a Slack channel, or a Teams channel — its conversation id (`19:…@thread.tacv2`),
+    the Bot Connector `serviceUrl` of its team (from configuration only, never from an alert; it must be a
+    Teams / Bot Framework host or a SREBOT_TEAMS_SERVICE_URLS prefix) and its tenant (default
+    MICROSOFT_APP_TENANT_ID)."""
+
+    slack_channel: str | None = None
+    teams_conversation: str | None = None
+    teams_service_url: str | None = None
+    teams_tenant_id: str | None = None
+
+    @field_validator("teams_service_url")
+    @classmethod
+    def _service_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _teams_fields(self) -> "AlertDestination":
+        if self.teams_conversation:
+            if not self.teams_service_url:
+                raise ValueError("teams_conversation needs teams_service_url (the serviceUrl Teams uses for that team)")
+            if ";" in self.teams_conversation:
+                raise ValueError("teams_conversation is a channel's conversation id, without ';messageid=…'")
+        elif self.teams_service_url or self.teams_tenant_id:
+            raise ValueError("teams_service_url and teams_tenant_id belong with a teams_conversation")
+        return self
+
+
+class AlertRoute(AlertDestination):
     """One [[alerts.routes]] entry: alerts whose labels equal every `match` value go to its destination."""
 
     match: dict[str, str]
-    slack_channel: str | None = None
-    teams_conversation: str | None = None
 
     @model_validator(mode="after")
     def _one_destination(self) -> "AlertRoute":
@@ -116,11 +144,10 @@ class AlertRoute(BaseModel):
         return self
 
 
-class AlertsConfig(BaseModel):
-    """[alerts] (DESIGN 3.9): where alert threads go, how the service is found, how often one is re-investigated."""
+class AlertsConfig(AlertDestination):
+    """[alerts] (DESIGN 3.9): where alert threads go (the default destination, and routes), how the service is
+    found, how often one is re-investigated."""
 
-    slack_channel: str | None = None
-    teams_conversation: str | None = None
     service_labels: list[str] = Field(default_factory=lambda: list(SERVICE_LABELS))
     cooldown: str = "30m"
     routes: list[AlertRoute] = []

@@ -23,6 +23,9 @@ Alert threads: srebot itself investigates and proposes there, as `Actor("alertma
 channel, via="alert")`; such an actor may always ask, and may propose wherever the channel is not read-only
 (the propose lists name people); approving stays with the people the policy names. Proposals reach the policy
 through `Approvals.propose` (give the Proposal's Origin an `actor`), decisions through `Approvals.decide`.
+A person pressing a button of an alert thread is an ordinary actor with via="alert_thread": "Investigate again"
+asks, "Silence" and "Acknowledge incident" propose their kind there (`button_refusal`), and nobody of another
+organisation presses them at all.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ log = logging.getLogger("srebot.policy")
 Verb = Literal["ask", "propose", "approve"]
 ANYONE = "*"
 ALERT = "alert"  # the path of srebot's own work in alert threads
+ALERT_THREAD = "alert_thread"  # the path of a person pressing a button of an alert thread's root message
 # how a decision or a proposal reached the bot, as written to the audit log
 VIA_OF_PLATFORM = {"slack": "button", "teams": "card", "cli": "cli"}
 
@@ -104,6 +108,16 @@ class Policy:
         if verb == "approve":
             return f"You are not in the approvers list for a {kind} here ({source}), so you cannot approve this."
         return f"You may not {what} ({source})."
+
+    async def button_refusal(
+        self, actor: Actor, verb: Verb, kind: str | None = None, *, where: ConversationKey | None = None
+    ) -> str | None:
+        """`refusal` for a person pressing a button of a thread srebot opened (an alert thread): the button acts
+        in srebot's name in that thread, so someone of another organisation (or not checked to be of this one) may
+        not press it, even to ask."""
+        if outside := outsider(actor):
+            return outside
+        return await self.refusal(actor, verb, kind, where=where)
 
     def nobody_approves(self, kind: str, where: ConversationKey | None) -> str | None:
         """Why no one at all may approve a `kind` in `where` (read-only, no approvers), or None."""

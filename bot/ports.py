@@ -16,6 +16,7 @@ from sessions.store import (
 )
 
 if TYPE_CHECKING:
+    from bot.alerts.routing import Destination
     from bot.alerts.view import AlertView, Investigation
 
 Progress = Callable[[str], Awaitable[None]]
@@ -53,20 +54,31 @@ class Notifier(Protocol):
         """Update the approval message to show its new status (who decided, when, the outcome)."""
 
 
+@dataclass(frozen=True)
+class AlertThread:
+    """An alert thread a platform opened: its conversation key, what `update_alert` and `thread_port` need
+    (kept with the alert group), and how to reach the thread later (kept with its session), if the platform
+    needs one (a Teams ConversationReference)."""
+
+    key: ConversationKey
+    message: dict[str, Any]
+    reference: dict[str, Any] | None = None
+
+
 @runtime_checkable
 class AlertThreads(Protocol):
     """A Notifier that can also hold alert threads: a root message per alert group, kept up to date."""
 
     platform: str
 
-    async def open_alert(self, channel: str, view: AlertView) -> tuple[ConversationKey, dict[str, Any]] | None:
-        """Post the root message in `channel`; its thread's key and what `update_alert` needs, or None
-        when it could not be posted."""
+    async def open_alert(self, destination: Destination, view: AlertView) -> AlertThread | None:
+        """Post the root message at `destination` (configured, never taken from an alert); the thread it
+        starts, or None when it could not be posted."""
 
     async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
         """Rewrite the root message to show `view` (resolved, new alerts)."""
 
-    def thread_port(self, key: ConversationKey, request_id: str | None = None) -> ReplyPort:
+    def thread_port(self, key: ConversationKey, message: dict[str, Any], request_id: str | None = None) -> ReplyPort:
         """A ReplyPort into the thread, for an investigation or an approval started outside a platform event."""
 
 
@@ -166,8 +178,13 @@ class Core(Protocol):
         pending approval, None when they may (which buttons to show whom); deciding still goes through
         `decide`."""
 
-    async def press_alert(self, group_id: str, button: str, user: str, *, platform: str) -> Decision:
-        """A button of an alert thread's root message ("silence", "ack", "investigate") pressed by `user`."""
+    async def press_alert(self, group_id: str, button: str, actor: Actor) -> Decision:
+        """A button of an alert thread's root message ("silence", "ack", "investigate") pressed by `actor`
+        (via "alert_thread"); the policy decides whether they may, and a refusal is the Decision's message,
+        for them only."""
+
+    async def alert_view(self, group_id: str) -> AlertView | None:
+        """What an alert thread's root message shows now (to answer a button press with it)."""
 
     def add_notifier(self, notifier: Notifier) -> None:
         """Register a platform's Notifier, for messages outside a request."""
@@ -183,6 +200,7 @@ class Core(Protocol):
 
 
 __all__ = [
+    "AlertThread",
     "AlertThreads",
     "Answer",
     "Actor",

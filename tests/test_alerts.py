@@ -9,6 +9,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlencode
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from bot.alerts.routing import destination, find_service, workload
 from bot.alerts.view import view
 from bot.answer import Answer
 from bot.config import load_settings
+from bot.policy import ALERT_THREAD, EXTERNAL_REFUSAL
 from sessions.alerts import AlertGroupRecord
+from sessions.store import Actor
 from tests.helpers import ScriptedEngine
 from tests.fakes.slack import (  # noqa: F401 - fixtures
     Call,
@@ -136,6 +139,11 @@ async def alerting(slack: SlackFake, db_file: str, tmp_path: Path) -> AsyncItera
     engine = ScriptedEngine()
     async with SlackBot(slack, db_file, engine=engine, env=bot_env(tmp_path)) as bot:
         yield Alerting(slack, bot, engine)
+
+
+def person(user: str) -> Actor:
+    """Someone of this organisation pressing a button of an alert thread in CALERTS."""
+    return Actor(user, "slack", "T0TEAM", CHANNEL, via=ALERT_THREAD)
 
 
 async def group_rows(bot: SlackBot) -> list[dict[str, Any]]:
@@ -466,9 +474,9 @@ async def test_investigate_again_reruns_once_even_when_pressed_twice(
     (root,) = alerting.roots()
     group_id = root.args["blocks"][-1]["elements"][2]["value"]
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
-    first = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")
+    first = await alerting.bot.runtime.alerts.press(group_id, "investigate", person("U0ALICE"))
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(seconds=10))
-    second = await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0CAROL", "slack")
+    second = await alerting.bot.runtime.alerts.press(group_id, "investigate", person("U0CAROL"))
     await alerting.settle()
     assert first.accepted and not second.accepted and "just started" in second.message
     runs = alerting.investigations()
@@ -491,6 +499,57 @@ async def test_silence_and_ack_buttons_propose_approvals_in_the_thread(alerting:
     await alerting.bot.slack.intake.idle()
     told = await alerting.slack.wait_for_count("chat.postEphemeral", 2)
     assert "control plane is not configured" in told[-1].text_blob()
+
+
+async def test_alert_buttons_ask_the_policy_and_a_refusal_is_private_and_audited(
+    slack: SlackFake, db_file: str, tmp_path: Path
+) -> None:
+    """[policy]: in CALERTS only Alice may propose and only Bob approve. Clicks are signed block_actions through Bolt."""
+    path = tmp_path / "policy.toml"
+    path.write_text(CONFIG + f'\n[policy.channels.{CHANNEL}]\npropose = ["U0ALICE"]\napprove = ["U0BOB"]\n')
+    env = {**bot_env(tmp_path), "SREBOT_CONFIG": str(path), "ALERTMANAGER_URL": "http://127.0.0.1:9"}
+    engine = ScriptedEngine()
+    async with SlackBot(slack, db_file, engine=engine, env=env) as bot:
+        alerting = Alerting(slack, bot, engine)
+        await alerting.post(payload())
+        await alerting.settle()
+        (root,) = alerting.roots()
+        ts, group_id = root.response["ts"], root.args["blocks"][-1]["elements"][0]["value"]
+        in_thread_before = len(slack.calls_to("chat.postMessage", lambda c: c.args.get("thread_ts") == ts))
+
+        # Carol may not propose here: told privately, nothing proposed or said in the thread, audited
+        assert (await bot.click("alert_silence", group_id, user="U0CAROL", channel=CHANNEL, message_ts=ts))[0] == 200
+        await bot.idle()
+        told = await slack.wait_for("chat.postEphemeral", lambda c: c.args.get("user") == "U0CAROL")
+        assert "You may not propose a silence here" in told.text_blob() and told.args["thread_ts"] == ts
+        assert await bot.runtime.store.approvals() == []
+        assert len(slack.calls_to("chat.postMessage", lambda c: c.args.get("thread_ts") == ts)) == in_thread_before
+        refused = [r for r in await bot.runtime.store.audit_log() if r.event == "refused"]
+        assert [(r.actor, r.kind, r.platform, r.channel, r.via) for r in refused] == [
+            ("U0CAROL", "silence", "slack", CHANNEL, ALERT_THREAD)]
+
+        # someone of another organisation may not even investigate again
+        body = slack.block_actions("alert_investigate", group_id, user="U0EXT", channel=CHANNEL, message_ts=ts)
+        clicked = json.loads(parse_qs(body)["payload"][0])
+        clicked["user"]["team_id"] = "T0OTHERORG"
+        assert (await bot.send(urlencode({"payload": json.dumps(clicked)})))[0] == 200
+        await bot.idle()
+        told = await slack.wait_for("chat.postEphemeral", lambda c: c.args.get("user") == "U0EXT")
+        assert EXTERNAL_REFUSAL in told.text_blob().replace("&amp;", "&")
+        assert len(alerting.investigations()) == 1
+
+        # Alice may: the approval is asked in the thread, its audit row says it came from the alert thread; Carol, not
+        # an approver, cannot approve it
+        await bot.click("alert_silence", group_id, user="U0ALICE", channel=CHANNEL, message_ts=ts)
+        approval_message = await slack.wait_for("chat.postMessage", lambda c: c.args.get("thread_ts") == ts
+                                                and "Approval needed" in c.text_blob())
+        (approval,) = await bot.runtime.store.approvals()
+        assert approval.requester == "U0ALICE" and approval.id in approval_message.text_blob()
+        proposed = [r for r in await bot.runtime.store.audit_log() if r.event == "proposed"]
+        assert [(r.actor, r.kind, r.via) for r in proposed] == [("U0ALICE", "silence", ALERT_THREAD)]
+        await bot.click("approval_approve", approval.id, user="U0CAROL", channel=CHANNEL, thread_ts=ts)
+        await bot.idle()
+        assert (await bot.runtime.store.get_approval(approval.id)).status == "pending"  # type: ignore[union-attr]
 
 
 async def test_secrets_in_annotations_never_reach_the_thread(alerting: Alerting) -> None:
@@ -559,7 +618,7 @@ async def test_control_plane_alerts_get_a_thread_once_and_resolve_when_they_stop
                    for c in slack.calls_to("chat.update", lambda c: c.args.get("ts") == ts))
         # a control-plane alert cannot be silenced in Alertmanager: said, nothing proposed
         group_id = root.args["blocks"][-1]["elements"][0]["value"]
-        outcome = await bot.runtime.alerts.press(group_id, "silence", "U0ALICE", "slack")
+        outcome = await bot.runtime.alerts.press(group_id, "silence", person("U0ALICE"))
         assert not outcome.accepted and "nothing to silence" in outcome.message
         await fresh.aclose()
 
@@ -587,10 +646,11 @@ async def test_acknowledge_incident_from_an_alert_thread_goes_through_four_eyes(
         assert "INC-101" in ack.path
 
 
-async def test_a_teams_destination_is_stored_and_logged_as_unrouted(slack: SlackFake, db_file: str, tmp_path: Path) -> None:
+async def test_a_teams_destination_is_unrouted_where_teams_is_not_served(slack: SlackFake, db_file: str, tmp_path: Path) -> None:
     env = bot_env(tmp_path)
     path = tmp_path / "teams.toml"
-    path.write_text(CONFIG.replace('slack_channel = "CALERTS"', 'teams_conversation = "19:abc@thread.tacv2"'))
+    path.write_text(CONFIG.replace('slack_channel = "CALERTS"', 'teams_conversation = "19:abc@thread.tacv2"\n'
+                                   'teams_service_url = "https://smba.trafficmanager.net/emea/"'))
     engine = ScriptedEngine()
     async with SlackBot(slack, db_file, engine=engine, env={**env, "SREBOT_CONFIG": str(path)}) as bot:
         assert await bot.runtime.alerts.receive(AlertGroup.from_webhook(WebhookPayload.model_validate(payload()))) == "unrouted"
@@ -621,7 +681,7 @@ async def test_alert_groups_of_one_workload_share_one_investigation(
     # "Investigate again" in the second thread runs one there
     group_id = other.args["blocks"][-1]["elements"][2]["value"]
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
-    assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", "U0ALICE", "slack")).accepted
+    assert (await alerting.bot.runtime.alerts.press(group_id, "investigate", person("U0ALICE"))).accepted
     await alerting.settle()
     assert len(alerting.investigations()) == 2
 

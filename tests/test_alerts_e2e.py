@@ -1,7 +1,8 @@
-"""End to end (DESIGN 3.9), every part real but Slack: a real Prometheus evaluates an alerting rule on a series it
-scrapes from this test, a real Alertmanager (Debian's prometheus-alertmanager) groups the alert and calls its webhook
-receiver — a real `srebot serve` with the bearer token in `http_config` — and Slack is the loopback fake. No payload
-is written by hand.
+"""End to end (DESIGN 3.9), every part real but Slack and Teams: a real Prometheus evaluates an alerting rule on a
+series it scrapes from this test, a real Alertmanager (Debian's prometheus-alertmanager) groups the alert and calls its
+webhook receiver — a real `srebot serve` with the bearer token in `http_config` — and Slack is the loopback fake. No
+payload is written by hand. The same run routed to a Teams channel goes to the srebot web app in this process (its
+Bot Framework login and token are loopback fakes) and the loopback Bot Connector.
 
 Checked: one thread in the alerts channel, one investigation in it (while Alertmanager keeps re-sending the group),
 "Silence 1h" pressed by one person and approved by another creates the silence in Alertmanager (createdBy the
@@ -27,7 +28,12 @@ from devtools.loopback.serving import serve
 from tests.conftest import _create_pg_database, _drop_pg_database
 from tests.fakes.alerting import Alertmanager, alertmanager, prometheus_alerting
 from tests.fakes.serve import ServeProcess, free_port
-from tests.fakes.slack import Call, SlackFake
+from tests.fakes.bot_connector import ALICE, BOB, CHANNEL_ID, TENANT_ID, BotConnectorFake, card_action, \
+    thread_conversation_id
+from tests.fakes.slack import Call, SlackFake, metric
+from tests.test_teams import auth_env, connector, login, serve  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration  # real Alertmanager, Prometheus, PostgreSQL and srebot processes
 
 TOKEN = "e2e-alertmanager-token-5f2c"
 CHANNEL = "CALERTS"
@@ -205,6 +211,86 @@ async def test_alert_from_prometheus_through_alertmanager_gets_one_investigated_
                          timeout=10)
     assert len(world.roots()) == 1
     assert await world.bot.metric("srebot_alerts_investigated_total") == 1
+
+
+async def test_alert_from_a_real_alertmanager_routed_to_teams_gets_a_channel_thread_silence_and_resolution(
+    tmp_path: Path, connector: BotConnectorFake, login: Any
+) -> None:
+    from integrations.teams.alerts import ALERT_VERB
+    from integrations.teams.cards import DECIDE_VERB
+
+    database = await _create_pg_database()
+    config = tmp_path / "srebot.toml"
+    config.write_text(CONFIG.replace('slack_channel = "CALERTS"', f'teams_conversation = "{CHANNEL_ID}"\n'
+                                     f'teams_service_url = "{connector.url}"\nteams_tenant_id = "{TENANT_ID}"'))
+    am_port, prometheus_port = free_port(), free_port()
+    env = auth_env(tmp_path, login, connector.url, DATABASE_URL=database, SREBOT_CONFIG=str(config),
+                   SREBOT_ALERTS_TOKEN=TOKEN, ALERTMANAGER_URL=f"http://127.0.0.1:{am_port}",
+                   PROMETHEUS_URL=f"http://127.0.0.1:{prometheus_port}", SREBOT_APPROVERS=BOB.aad_object_id,
+                   SREBOT_KUBERNETES="off", SREBOT_COST="off")
+    stack = ExitStack()
+    exporter = await Exporter().start()
+    try:
+        async with serve(env, login=login) as srebot:
+            webhook = str(srebot.client.make_url("/alerts/alertmanager"))
+            am = await asyncio.to_thread(
+                stack.enter_context,
+                alertmanager(tmp_path / "am", webhook_url=webhook, token=TOKEN, port=am_port, group_wait="1s",
+                             group_interval="2s", repeat_interval="3s"),
+            )
+            await asyncio.to_thread(
+                stack.enter_context,
+                prometheus_alerting(tmp_path / "prometheus", am.url, target=exporter.address, rules=RULES,
+                                    port=prometheus_port),
+            )
+            root = await connector.wait_for(lambda c: c.kind == "send" and c.conversation_id == CHANNEL_ID, timeout=60)
+            assert "Firing: CheckoutErrorRate — checkout" in root.text and "checkout serves 20% errors" in root.text
+            thread = thread_conversation_id(root.response_id or "")
+            answer = await connector.wait_for(
+                lambda c: c.conversation_id == thread and "CheckoutErrorRate (critical) firing since" in c.text, timeout=60)
+            assert answer.card is not None
+            # a few re-sends by Alertmanager change nothing
+            received = metric("srebot_alerts_received_total", source="alertmanager", status="firing")
+            await _until(_now(lambda: metric("srebot_alerts_received_total", source="alertmanager", status="firing")),
+                         received + 2, 30)
+            assert len([c for c in connector.calls if c.kind == "send" and c.conversation_id == CHANNEL_ID]) == 1
+
+            # Alice presses "Silence 1h" on the card, Bob approves on the approval card in the thread
+            group_id = root.card["actions"][0]["data"]["group_id"]  # type: ignore[index]
+            press = card_action(connector.url, ALERT_VERB, {"srebot": "alert", "group_id": group_id, "button": "silence"},
+                                user=ALICE, conversation_id=thread)
+            status, body = await srebot.request(press)
+            assert status == 200 and "someone else approves it" in str(body["value"])
+            (approval,) = await srebot.runtime.store.approvals()
+            await connector.wait_for(lambda c: c.conversation_id == thread and approval.id in c.text)
+            decide = card_action(connector.url, DECIDE_VERB, {"srebot": "approval", "approval_id": approval.id,
+                                                              "decision": "approve"}, user=BOB, conversation_id=thread)
+            assert (await srebot.request(decide))[0] == 200
+            await connector.wait_for(lambda c: c.conversation_id == thread and "done (approved by Bob Example)" in c.text,
+                                     timeout=30)
+            (silence,) = am.silences()
+            assert silence["createdBy"] == ALICE.aad_object_id and silence["status"]["state"] == "active"
+
+            # lifted, recovered: the root card is updated in place, and said in the thread
+            await asyncio.to_thread(_expire, am, silence["id"])
+            exporter.value = 0.0
+            update = await connector.wait_for(lambda c: c.kind == "update" and c.activity_id == root.response_id
+                                              and "Resolved: CheckoutErrorRate" in c.text, timeout=60)
+            assert update.conversation_id == thread
+            await connector.wait_for(lambda c: c.conversation_id == thread and "Resolved at" in c.text, timeout=10)
+    finally:
+        await asyncio.to_thread(stack.close)
+        await exporter.close()
+        await _drop_pg_database(database)
+
+
+def _now(read: Any) -> Any:
+    """An in-process reading as the awaitable `_until` polls."""
+
+    async def reading() -> float:
+        return read()
+
+    return reading
 
 
 def _expire(am: Alertmanager, silence_id: str) -> None:

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from bot.actions import ActionError, Actions, SilenceParams, kind_of, matcher_text
+from bot.actions import Actions, SilenceParams, kind_of, matcher_text
 from bot.alerts.payload import AlertGroup, key_hash
 from bot.alerts.routing import Destination, destination, find_service
-from bot.alerts.view import common_labels, investigation, view
+from bot.alerts.view import AlertView, common_labels, investigation, view
 from bot.answer import Action
+from bot.approvals import ActionFailed
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
+from bot.policy import ALERT, Verb
 from bot.telemetry import ALERTS_DEDUPLICATED, ALERTS_INVESTIGATED, ALERTS_RECEIVED, ALERTS_RESOLVED
-from bot.ports import AlertThreads, Decision, Notifier, Request
+from bot.ports import Actor, AlertThreads, Decision, Notifier, Request
 from bot.engine.text import clock, duration
 from bot.toolbox import Toolbox
 from sessions.alerts import AlertGroupRecord, AlertStore
@@ -140,7 +142,7 @@ class AlertDesk:
         if record.opening_at is not None and now - record.opening_at < OPEN_CLAIM:
             return "duplicate"  # another delivery (here or on another replica) is posting the root message
         state = self._state(group)
-        dest = Destination(state["platform"], state["channel"]) if state["platform"] else None
+        dest = destination(self.settings.alerts, group.labels)
         threads = self._threads(dest)
         if dest is None or threads is None:
             changed = await self.groups.change(record, **state)
@@ -154,12 +156,12 @@ class AlertDesk:
         claimed = await self.groups.change(record, **state, opening_at=now)
         if claimed is None:
             return None
-        opened = await threads.open_alert(dest.channel, view(self.settings, claimed))
+        opened = await threads.open_alert(dest, view(self.settings, claimed))
         if opened is None:
             await self._release(claimed.id)
             return "failed"
-        key, message = opened
-        session_id = await self.store.session_id_for(key)
+        key, message = opened.key, opened.message
+        session_id = await self.store.session_id_for(key, opened.reference)
         fingerprints = group.fingerprints
         thread = {"key": [key.platform, key.workspace, key.channel, key.thread], "message": message}
         # only this delivery changes an opening group's thread, but a resolution may land meanwhile: keep it
@@ -247,11 +249,13 @@ class AlertDesk:
         return "resolved"
 
     # --- investigations --------------------------------------------------------------------------
-    async def _investigate(self, record: AlertGroupRecord, reason: str, user: str = USER) -> bool:
+    async def _investigate(self, record: AlertGroupRecord, reason: str, actor: Actor | None = None) -> bool:
         """Run the investigation in the group's thread on the shared dispatcher; False when another alert group
         of the same service was investigated within the cooldown (said in the thread instead). A new alert in
-        the group ("changed") or a person asking ("again") investigates regardless."""
-        key, _ = _thread(record)
+        the group ("changed") or a person asking ("again") investigates regardless. srebot asks as USER on the
+        alert path; a person who pressed "Investigate again" asks as themselves (what the answer proposes is
+        theirs to propose)."""
+        key, message = _thread(record)
         threads = self._threads_of(record)
         assert threads is not None
         brief = investigation(self.settings, record)
@@ -272,14 +276,17 @@ class AlertDesk:
                 ALERTS_DEDUPLICATED.labels(record.source).inc()
                 return False
         request_id = new_id("req")
+        asker = actor or Actor(USER, key.platform, key.workspace, key.channel, via=ALERT)
         self.dispatcher.submit(
             Request(
                 key=key,
-                user=user,
+                user=asker.user,
                 text=f"why is {service or 'this'} alerting?",
-                port=threads.thread_port(key, request_id),
+                port=threads.thread_port(key, message, request_id),
                 request_id=request_id,
-                via="alert",
+                external=asker.external,
+                groups=asker.groups,
+                via=asker.via,
                 alert=brief,
             )
         )
@@ -287,20 +294,32 @@ class AlertDesk:
         return True
 
     # --- buttons ---------------------------------------------------------------------------------
-    async def press(self, group_id: str, button: str, user: str, platform: str) -> Decision:
-        """A button of the root message: "investigate", "silence" or "ack"."""
+    async def shown(self, group_id: str) -> AlertView | None:
+        """What the group's root message shows now."""
+        record = await self.groups.get(group_id)
+        return view(self.settings, record) if record is not None else None
+
+    async def press(self, group_id: str, button: str, actor: Actor) -> Decision:
+        """A button of the root message ("investigate", "silence" or "ack") pressed by `actor`, if the policy
+        lets them (a refusal is audited, and told to them only)."""
+        pressed = BUTTONS.get(button)
+        if pressed is None:
+            return Decision(False, f"Unknown alert button {button!r}.")
         record = await self.groups.get(group_id)
         if record is None or record.thread is None:
             return Decision(False, "I have no alert thread for this button any more.")
-        if button == "investigate":
-            return await self._again(record, user)
-        if button == "silence":
-            return await self._propose_silence(record, user, platform)
-        if button == "ack":
-            return await self._propose_ack(record, user, platform)
-        return Decision(False, f"Unknown alert button {button!r}.")
+        key, _ = _thread(record)
+        refusal = await self.actions.approvals.policy.button_refusal(actor, pressed.verb, pressed.kind, where=key)
+        if refusal is not None:
+            await self.store.audit(
+                "refused", actor.user, kind=pressed.kind, target=record.service or record.id,
+                detail=f"{button} button: {refusal}", platform=actor.platform, workspace=actor.workspace or None,
+                channel=actor.channel or None, via=actor.via,
+            )
+            return Decision(False, refusal)
+        return await pressed.run(self, record, actor)
 
-    async def _again(self, record: AlertGroupRecord, user: str) -> Decision:
+    async def _again(self, record: AlertGroupRecord, actor: Actor) -> Decision:
         now = utcnow()
         if record.investigated_at is not None and now - record.investigated_at < AGAIN_GUARD:
             return Decision(False, "An investigation of this alert just started; its answer comes in the thread.")
@@ -308,19 +327,19 @@ class AlertDesk:
         updated = await self.groups.change(record, investigated_at=now, investigated={"fingerprints": fingerprints})
         if updated is None:
             return Decision(False, "Someone else just changed this alert group; press again if nothing starts.")
-        await self._investigate(updated, "again", user)
+        await self._investigate(updated, "again", actor)
         return Decision(True, "Investigating again; the answer comes in the thread.")
 
-    async def _propose_silence(self, record: AlertGroupRecord, user: str, platform: str) -> Decision:
+    async def _propose_silence(self, record: AlertGroupRecord, actor: Actor) -> Decision:
         if record.source != "alertmanager":
             return Decision(False, "These alerts come from the control plane, not Alertmanager: there is nothing to silence.")
         matchers = common_labels(record)
         if not matchers:
             return Decision(False, "The alerts of this group share no label, so no silence would match only them.")
         params = SilenceParams(matchers=matchers, seconds=self.settings.alerts.silence_seconds)
-        return await self._propose(record, [kind_of("silence").action(matcher_text(matchers), params)], user, platform)
+        return await self._propose(record, [kind_of("silence").action(matcher_text(matchers), params)], actor)
 
-    async def _propose_ack(self, record: AlertGroupRecord, user: str, platform: str) -> Decision:
+    async def _propose_ack(self, record: AlertGroupRecord, actor: Actor) -> Decision:
         service = record.service
         found = await self.toolbox.control_plane.open_incidents(service)
         if not found.ok or found.data is None:
@@ -330,19 +349,20 @@ class AlertDesk:
             return Decision(False, f"No unacknowledged incident is open for {service or 'these alerts'} in the control plane.")
         ack = kind_of("ack_incident")
         actions = [ack.action(i.id, ack.params(title=i.title)) for i in incidents]
-        return await self._propose(record, actions, user, platform)
+        return await self._propose(record, actions, actor)
 
-    async def _propose(self, record: AlertGroupRecord, actions: list[Action], user: str, platform: str) -> Decision:
+    async def _propose(self, record: AlertGroupRecord, actions: list[Action], actor: Actor) -> Decision:
         threads = self._threads_of(record)
         if threads is None:
             return Decision(False, "This alert thread's platform is not connected here.")
-        key, _ = _thread(record)
-        port = threads.thread_port(key)
+        key, message = _thread(record)
+        port = threads.thread_port(key, message)
+        origin = Origin(actor.user, actor.platform, session_id=record.session_id, actor=actor)
         proposed = []
         for action in actions:
             try:
-                approval = await self.actions.propose(action, Origin(user, platform, session_id=record.session_id))
-            except ActionError as exc:
+                approval = await self.actions.propose(action, origin)
+            except ActionFailed as exc:  # cannot be described, or (NotAllowed) the policy refuses it
                 return Decision(False, str(exc))
             await port.ask_approval(approval)
             proposed.append(approval.id)
@@ -365,6 +385,21 @@ class AlertDesk:
         conversation = await self.store.get_session(session_id)
         assert conversation is not None
         return conversation
+
+
+class Button(NamedTuple):
+    """What pressing a button of the root message is, for the policy (verb, action kind) and for the desk."""
+
+    verb: Verb
+    kind: str | None
+    run: Callable[[AlertDesk, AlertGroupRecord, Actor], Awaitable[Decision]]
+
+
+BUTTONS = {
+    "investigate": Button("ask", None, AlertDesk._again),
+    "silence": Button("propose", "silence", AlertDesk._propose_silence),
+    "ack": Button("propose", "ack_incident", AlertDesk._propose_ack),
+}
 
 
 def _thread(record: AlertGroupRecord) -> tuple[ConversationKey, dict[str, Any]]:

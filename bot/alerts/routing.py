@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot.config import AlertsConfig, Settings
+from bot.config import AlertDestination, AlertsConfig, Settings
 
 # a pod's name ends with what its controller added: Deployment "-<template hash>-<5>", StatefulSet "-<ordinal>",
 # DaemonSet or Job "-<5>"; without it, it is the workload's name
@@ -15,7 +15,9 @@ _POD_SUFFIX = (re.compile(r"^(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$"), re.compile(r"^(
 @dataclass(frozen=True)
 class Destination:
     platform: str  # slack | teams
-    channel: str  # a Slack channel id, or a Teams conversation id
+    channel: str  # a Slack channel id, or a Teams channel's conversation id
+    service_url: str | None = None  # Teams: the Bot Connector to post through, from configuration only
+    tenant: str | None = None  # Teams: the channel's tenant (None: the bot's own)
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,21 @@ def destination(config: AlertsConfig, labels: dict[str, str]) -> Destination | N
     """The first route whose every matcher equals the label, else the default; None when neither is set."""
     for route in config.routes:
         if all(labels.get(name) == value for name, value in route.match.items()):
-            return _dest(route.slack_channel, route.teams_conversation)
-    return _dest(config.slack_channel, config.teams_conversation)
+            return _dest(route)
+    return _dest(config)
 
 
-def _dest(slack_channel: str | None, teams_conversation: str | None) -> Destination | None:
-    if slack_channel:
-        return Destination("slack", slack_channel)
-    if teams_conversation:
-        return Destination("teams", teams_conversation)
+def configured(config: AlertsConfig) -> list[tuple[str, Destination]]:
+    """Every destination the configuration names, with the key that names it (for checks at start)."""
+    found = [(f"alerts.routes.{index}", _dest(route)) for index, route in enumerate(config.routes)]
+    return [(where, dest) for where, dest in [("alerts", _dest(config)), *found] if dest is not None]
+
+
+def _dest(entry: AlertDestination) -> Destination | None:
+    if entry.slack_channel:
+        return Destination("slack", entry.slack_channel)
+    if entry.teams_conversation:
+        return Destination("teams", entry.teams_conversation, entry.teams_service_url, entry.teams_tenant_id)
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.policy import ALERT_THREAD
 from bot.ports import Actor, Core, ConversationKey, DatabaseError, Request, new_id
 from bot.telemetry import EVENTS_DROPPED
 from bot.wording import NOT_READY, database_trouble, short
@@ -351,8 +352,11 @@ class SlackIntake:
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
         message = body.get("message") or {}
         button = ALERT_BUTTONS.get(action.get("action_id", ""), "")
+        external = is_external(body, (self.identity.data or {}).get("team_id"))
+        actor = Actor(user, PLATFORM, (body.get("team") or {}).get("id") or "", channel or "", via=ALERT_THREAD,
+                      external=external)
         try:
-            outcome = await self.core.press_alert(action.get("value", ""), button, user, platform=PLATFORM)
+            outcome = await self.core.press_alert(action.get("value", ""), button, actor)
             text = outcome.message
         except Exception as exc:
             log.exception("alert button failed")

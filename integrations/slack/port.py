@@ -20,10 +20,11 @@ from bot.presentation import Step, steps_of
 from integrations.slack import blocks
 from integrations.slack.alerts import alert_message
 from integrations.slack.blocks import Rendered, SlackMessage
-from bot.ports import ApprovalRecord, Conversation, ConversationKey, Core
+from bot.ports import AlertThread, ApprovalRecord, Conversation, ConversationKey, Core
 from bot.wording import NOT_TOLD_PRIVATELY
 
 if TYPE_CHECKING:
+    from bot.alerts.routing import Destination
     from bot.alerts.view import AlertView
 
 log = logging.getLogger("srebot.slack")
@@ -323,20 +324,21 @@ class SlackNotifier:
             self._team_id = response.get("team_id") if response is not None else None
         return self._team_id
 
-    async def open_alert(self, channel: str, view: AlertView) -> tuple[ConversationKey, dict[str, Any]] | None:
+    async def open_alert(self, destination: Destination, view: AlertView) -> AlertThread | None:
         team = await self._team()
         if team is None:
             return None
+        channel = destination.channel
         ts = await post_message(self.client, channel, None, alert_message(view))
         if ts is None:
             return None
-        return ConversationKey(self.platform, team, channel, ts), {"channel": channel, "ts": ts}
+        return AlertThread(ConversationKey(self.platform, team, channel, ts), {"channel": channel, "ts": ts})
 
     async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
         await call(self.client.chat_update, channel=message.get("channel", key.channel), ts=message.get("ts", key.thread),
                    **alert_message(view).kwargs())
 
-    def thread_port(self, key: ConversationKey, request_id: str | None = None) -> SlackReplyPort:
+    def thread_port(self, key: ConversationKey, message: dict[str, Any], request_id: str | None = None) -> SlackReplyPort:
         assert self.core is not None, "alert threads need the core (approval messages are remembered there)"
         return SlackReplyPort(self.client, self.core, key.channel, key.thread, request_id=request_id)
 

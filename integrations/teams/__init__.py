@@ -4,7 +4,8 @@
 configured (an app id, or the explicit local mode); otherwise nothing is mounted and the path is 404.
 Modules: auth (token validation, serviceUrl allow-list), adapter (CloudAdapter, bounded Bot Connector
 clients, proactive Outbox), endpoint (the HTTP handler), bot (the activity handler), port (TeamsPort and
-TeamsNotifier), cards (Adaptive Cards and size limits).
+TeamsNotifier, which also holds alert threads), cards (Adaptive Cards and size limits), alerts (alert threads'
+root card and references).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from microsoft_agents.hosting.aiohttp import CloudAdapter
 from bot.ports import Core
 from bot.config import Settings
 from integrations.teams.adapter import Destinations, Outbox, make_adapter
+from integrations.teams.alerts import check_destinations
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.bot import TeamsBot
 from integrations.teams.endpoint import messages_handler
@@ -55,11 +57,12 @@ def mount_teams(app: web.Application, core: Core) -> TeamsIntegration:
             "from Teams (local testing only; replies go only to %s)",
             ", ".join(auth.service_urls.prefixes) or "the Teams service hosts",
         )
+    check_destinations(core.settings, auth)
     destinations = Destinations(auth.service_urls)
     adapter = make_adapter(auth, destinations)
     outbox = Outbox(adapter, auth)
     teams = TeamsIntegration(auth, adapter, destinations, outbox, TeamsBot(core, outbox, auth),
-                             TeamsNotifier(outbox))
+                             TeamsNotifier(outbox, core))
     core.add_notifier(teams.notifier)
     app[TEAMS] = teams
     app.router.add_post("/api/messages", messages_handler(adapter, auth, teams.bot))

@@ -157,6 +157,7 @@ class TeamsAuth:
         if self.mode == "off":
             raise ConfigError("Teams is off: set MICROSOFT_APP_ID (or SREBOT_TEAMS_INSECURE=local for local testing)")
         self.app_id = settings.microsoft_app_id.strip()
+        self.tenant_id = settings.microsoft_app_tenant_id.strip() or None
         self.service_urls = ServiceUrls(tuple(settings.teams_service_urls))
         self.configuration = auth_configuration(settings) if self.mode == "auth" else None
         self._validator = JwtTokenValidator(self.configuration) if self.configuration else None

@@ -1,9 +1,11 @@
 """The Teams activity handler: message activities become Requests for the dispatcher; approval cards'
-Universal Actions (and the Action.Submit of cards posted before them) become decisions."""
+Universal Actions (and the Action.Submit of cards posted before them) become decisions; alert cards' buttons
+become presses, which the policy decides like everything else."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
 import re
@@ -13,12 +15,14 @@ from typing import Any
 from microsoft_agents.activity import Activity, AdaptiveCardInvokeResponse, AdaptiveCardInvokeValue
 from microsoft_agents.hosting.core import ActivityHandler, TurnContext
 
+from bot.policy import ALERT_THREAD
 from bot.ports import (
     Actor, ApprovalRecord, ApprovalState, ConversationKey, Core, DatabaseError, Decision, Request,
 )
 from bot.telemetry import EVENTS_DROPPED, EVENTS_RECEIVED
 from bot.wording import NOT_READY, database_trouble
 from integrations.teams.adapter import THREAD_MARK, Outbox, reference_dict
+from integrations.teams.alerts import ALERT_VERB, alert_card, pressed
 from integrations.teams.auth import TeamsAuth
 from integrations.teams.cards import CARD_CONTENT_TYPE, DECIDE_VERB, REFRESH_VERB, ApprovalView, approval_card
 from integrations.teams.members import Organisation
@@ -30,6 +34,10 @@ PLATFORM = "teams"
 LOCAL_DECISIONS = (
     "Teams runs without credentials here (SREBOT_TEAMS_INSECURE=local), so nobody's identity is proven and "
     "approvals cannot be decided from Teams; use `srebot approve ID --user NAME` in a terminal."
+)
+LOCAL_PRESSES = (
+    "Teams runs without credentials here (SREBOT_TEAMS_INSECURE=local), so nobody's identity is proven and "
+    "alert buttons cannot be used from Teams."
 )
 
 
@@ -231,6 +239,9 @@ class TeamsBot(ActivityHandler):
         "decide" decides, and answers with the card as it now is (TeamsNotifier updates it for everyone)."""
         action = invoke_value.action
         data = action.data if isinstance(action.data, dict) else {}
+        alert = pressed(data)
+        if alert is not None and action.verb == ALERT_VERB:
+            return await self._press(turn_context, *alert)
         approval_id = data.get("approval_id")
         if data.get("srebot") != "approval" or not isinstance(approval_id, str):
             EVENTS_DROPPED.labels(PLATFORM, "invoke").inc()
@@ -248,6 +259,27 @@ class TeamsBot(ActivityHandler):
         if approval is None:
             return _error_response(404, f"There is no approval {approval_id}.")
         return _card_response(await self._card_for(approval, turn_context, note))
+
+    async def _press(self, turn_context: TurnContext, group_id: str, button: str) -> AdaptiveCardInvokeResponse:
+        """A button of an alert thread's root card: pressed on behalf of the person, if the policy lets them.
+        They are answered with the card as it is now and what happened (or why not) — to them only; what the
+        press starts (an investigation, an approval card) goes into the thread for everyone."""
+        if self.auth.local:
+            note = LOCAL_PRESSES
+        else:
+            actor = dataclasses.replace(await self._actor(turn_context), via=ALERT_THREAD)
+            task = self._spawn(self.core.press_alert(group_id, button, actor))
+            done, _ = await asyncio.wait([task], timeout=self.ack_wait)
+            if not done:
+                note = "Working on it; what happens comes in the thread."
+            elif task.exception() is not None:
+                note = f"That did not work ({task.exception().__class__.__name__}); try again."
+            else:
+                note = task.result().message
+        shown = await self.core.alert_view(group_id)
+        if shown is None:
+            return _error_response(404, "I have no alert thread for this button any more.")
+        return _card_response(alert_card(shown, note))
 
     async def _card_for(self, approval: ApprovalRecord, turn_context: TurnContext, note: str | None) -> dict[str, Any]:
         """The approval as the person in the turn sees it: their buttons, or why they have none."""
@@ -274,7 +306,7 @@ class TeamsBot(ActivityHandler):
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("approval decision failed", exc_info=task.exception())
+            log.error("a decision or button press failed", exc_info=task.exception())
 
     async def drain(self, timeout: float = 20.0) -> None:
         """Let decisions in progress finish (used at shutdown)."""

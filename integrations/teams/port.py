@@ -6,17 +6,18 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from microsoft_agents.activity import Activity, ActivityTypes, Attachment, ChannelAccount, Mention, StreamInfo
 from microsoft_agents.hosting.core import TurnContext
 
 from bot.answer import Answer
 from bot.chart import draw
-from bot.ports import ApprovalRecord, Conversation, Core
+from bot.ports import AlertThread, ApprovalRecord, Conversation, ConversationKey, Core
 from bot.presentation import present
 from bot.wording import NOT_TOLD_PRIVATELY
 from integrations.teams.adapter import Outbox, send_in_turn
+from integrations.teams.alerts import alert_card, channel_reference, thread_reference
 from integrations.teams.cards import (
     CARD_BUDGET,
     CHART_COLOURS,
@@ -29,6 +30,10 @@ from integrations.teams.cards import (
     payload_size,
     text_cards,
 )
+
+if TYPE_CHECKING:
+    from bot.alerts.routing import Destination
+    from bot.alerts.view import AlertView
 
 log = logging.getLogger("srebot.teams")
 
@@ -244,12 +249,43 @@ class TeamsPort:
 
 
 class TeamsNotifier:
-    """Posts into Teams conversations outside a request (restart notices, approval decisions, expiry)."""
+    """Posts into Teams conversations outside a request (restart notices, approval decisions, expiry), and holds
+    alert threads in Teams channels (with the core, which their approvals need)."""
 
     platform = "teams"
 
-    def __init__(self, outbox: Outbox):
+    def __init__(self, outbox: Outbox, core: Core | None = None):
         self.outbox = outbox
+        self.core = core
+
+    # --- alert threads (bot.ports.AlertThreads) ----------------------------------------------------
+    async def open_alert(self, destination: Destination, view: AlertView) -> AlertThread | None:
+        """The root card, sent to the configured channel (a new thread); None when Teams did not take it."""
+        channel = channel_reference(destination, self.outbox.auth)
+        try:
+            root_id = await self.outbox.send(channel, card_activity(alert_card(view), view.title))
+        except Exception as exc:  # the next delivery of the group tries again
+            log.warning("could not post an alert thread to Teams: %s %s", exc.__class__.__name__, str(exc)[:200],
+                        extra={"alert_group": view.group_id})
+            return None
+        if not root_id:
+            log.warning("Teams gave no id for the alert thread's root message", extra={"alert_group": view.group_id})
+            return None
+        thread = thread_reference(channel, root_id)
+        conversation = thread["conversation"]
+        key = ConversationKey(self.platform, conversation["tenantId"], destination.channel, conversation["id"])
+        return AlertThread(key, {"activity_id": root_id, "reference": thread}, thread)
+
+    async def update_alert(self, key: ConversationKey, message: dict[str, Any], view: AlertView) -> None:
+        try:
+            await self.outbox.update(message["reference"], message["activity_id"], card_activity(alert_card(view)))
+        except Exception as exc:  # the line posted in the thread still tells
+            log.warning("could not update an alert thread's root card: %s", exc.__class__.__name__,
+                        extra={"alert_group": view.group_id})
+
+    def thread_port(self, key: ConversationKey, message: dict[str, Any], request_id: str | None = None) -> TeamsPort:
+        assert self.core is not None, "alert threads need the core (approval cards are remembered there)"
+        return TeamsPort(self.outbox, self.core, message["reference"])
 
     async def say(
         self, conversation: Conversation, message: Answer | str, *, replace: dict[str, str] | None = None
