@@ -31,7 +31,8 @@ from tests.fakes.serve import ServeProcess, free_port
 from tests.fakes.bot_connector import ALICE, BOB, CHANNEL_ID, TENANT_ID, BotConnectorFake, card_action, \
     thread_conversation_id
 from tests.fakes.slack import Call, SlackFake, metric
-from tests.test_teams import auth_env, connector, login, serve  # noqa: F401 - fixtures
+from tests.test_teams import auth_env, connector, login  # noqa: F401 - fixtures
+from tests.test_teams import serve as serve_srebot
 
 pytestmark = pytest.mark.integration  # real Alertmanager, Prometheus, PostgreSQL and srebot processes
 
@@ -231,7 +232,7 @@ async def test_alert_from_a_real_alertmanager_routed_to_teams_gets_a_channel_thr
     stack = ExitStack()
     exporter = await Exporter().start()
     try:
-        async with serve(env, login=login) as srebot:
+        async with serve_srebot(env, login=login) as srebot:
             webhook = str(srebot.client.make_url("/alerts/alertmanager"))
             am = await asyncio.to_thread(
                 stack.enter_context,
