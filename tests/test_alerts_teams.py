@@ -183,7 +183,7 @@ async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_t
         assert (approval.kind, approval.requester) == ("silence", ALICE.aad_object_id)
         assert approval.target == 'alertname="HighErrorRate",namespace="shop",service="checkout",severity="critical"'
         approval_card = await connector.wait_for(lambda c: c.conversation_id == thread and approval.id in c.text)
-        assert "Approval needed" in approval_card.text
+        assert "Approval needed" in approval_card.text and "Requested by: Alice Example" in approval_card.text
         proposed = [r for r in await store.audit_log() if r.event == "proposed"]
         assert [(r.actor, r.via) for r in proposed] == [(ALICE.aad_object_id, ALERT_THREAD)]
         # four eyes: Alice cannot approve her own silence; Carol is not an approver

@@ -61,8 +61,9 @@ def mount_teams(app: web.Application, core: Core) -> TeamsIntegration:
     destinations = Destinations(auth.service_urls)
     adapter = make_adapter(auth, destinations)
     outbox = Outbox(adapter, auth)
-    teams = TeamsIntegration(auth, adapter, destinations, outbox, TeamsBot(core, outbox, auth),
-                             TeamsNotifier(outbox, core))
+    notifier = TeamsNotifier(outbox, core)
+    teams = TeamsIntegration(auth, adapter, destinations, outbox, TeamsBot(core, outbox, auth, names=notifier.names),
+                             notifier)
     core.add_notifier(teams.notifier)
     app[TEAMS] = teams
     app.router.add_post("/api/messages", messages_handler(adapter, auth, teams.bot))

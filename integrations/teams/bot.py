@@ -118,13 +118,15 @@ class TeamsBot(ActivityHandler):
     message needs the mention unless its thread already has a session (a follow-up)."""
 
     def __init__(self, core: Core, outbox: Outbox, auth: TeamsAuth, *, ack_wait: float = 2.0,
-                 update_interval: float = 1.5, organisation: Organisation | None = None):
+                 update_interval: float = 1.5, organisation: Organisation | None = None,
+                 names: dict[str, str] | None = None):
         super().__init__()
         self.core = core
         self.outbox = outbox
         self.auth = auth
         # who is of this organisation (may propose and approve); local mode proves no one's identity
         self.organisation = organisation or Organisation(core.settings.microsoft_app_tenant_id, check=not auth.local)
+        self.names = names if names is not None else {}  # TeamsNotifier.names: who pressed an alert button
         self.ack_wait = ack_wait  # how long a turn waits for the acknowledgement to reply with it
         self.update_interval = update_interval
         self._background: set[asyncio.Task[Any]] = set()
@@ -268,6 +270,9 @@ class TeamsBot(ActivityHandler):
             note = LOCAL_PRESSES
         else:
             actor = dataclasses.replace(await self._actor(turn_context), via=ALERT_THREAD)
+            sender = turn_context.activity.from_property
+            if sender is not None and sender.name:
+                self.names[actor.user] = sender.name
             task = self._spawn(self.core.press_alert(group_id, button, actor))
             done, _ = await asyncio.wait([task], timeout=self.ack_wait)
             if not done:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from microsoft_agents.activity import Activity, ActivityTypes, Attachment, ChannelAccount, Mention, StreamInfo
@@ -124,8 +125,10 @@ class TeamsPort:
         turn: TurnContext | None = None,
         update_interval: float = 1.5,
         personal: bool = False,
+        names: Mapping[str, str] | None = None,
     ):
         self.outbox = outbox
+        self.names = names or {}  # display names by user id, for who is not in `reference` (see TeamsNotifier)
         self.core = core
         self.reference = reference
         self.update_interval = update_interval
@@ -207,7 +210,8 @@ class TeamsPort:
             await self.send(activity)
 
     async def ask_approval(self, approval: ApprovalRecord) -> None:
-        names = {approval.requester: name} if (name := _account_name(self.reference, approval.requester)) else {}
+        name = _account_name(self.reference, approval.requester) or self.names.get(approval.requester)
+        names = {approval.requester: name} if name else {}
         approver_ids = await self._approver_ids(approval)
         ref: dict[str, Any] = {"conversation": self.reference, "names": names, "approver_ids": approver_ids}
         activity_id = await self.send(approval_activity(dataclasses.replace(approval, message_ref=ref)))
@@ -257,6 +261,9 @@ class TeamsNotifier:
     def __init__(self, outbox: Outbox, core: Core | None = None):
         self.outbox = outbox
         self.core = core
+        # Teams display names of the people who pressed an alert card's button in this process (TeamsBot fills
+        # it): an alert thread's reference names nobody, and the approval card a press posts names its requester
+        self.names: dict[str, str] = {}
 
     # --- alert threads (bot.ports.AlertThreads) ----------------------------------------------------
     async def open_alert(self, destination: Destination, view: AlertView) -> AlertThread | None:
@@ -285,7 +292,7 @@ class TeamsNotifier:
 
     def thread_port(self, key: ConversationKey, message: dict[str, Any], request_id: str | None = None) -> TeamsPort:
         assert self.core is not None, "alert threads need the core (approval cards are remembered there)"
-        return TeamsPort(self.outbox, self.core, message["reference"])
+        return TeamsPort(self.outbox, self.core, message["reference"], names=self.names)
 
     async def say(
         self, conversation: Conversation, message: Answer | str, *, replace: dict[str, str] | None = None
