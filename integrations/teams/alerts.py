@@ -43,7 +43,7 @@ def alert_card(view: AlertView, note: str | None = None) -> dict[str, Any]:
     if view.links:
         body.append(text_block(" · ".join(_link(link.title, link.url) for link in view.links), spacing="Medium"))
     if note:
-        body.append(text_block(note, color="Warning", spacing="Medium"))
+        body.append(plain(note, color="Warning", spacing="Medium"))
     actions = [
         {"type": "Action.Execute", "title": label.format(silence_for=view.silence_for), "verb": ALERT_VERB,
          "data": {"srebot": "alert", "group_id": view.group_id, "button": button}}
