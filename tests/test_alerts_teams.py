@@ -20,6 +20,7 @@ from tests.fakes.bot_connector import (
     ALICE,
     BOB,
     CHANNEL_ID,
+    GUEST,
     TENANT_ID,
     BotConnectorFake,
     ConnectorCall,
@@ -153,6 +154,7 @@ async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_t
     tmp_path: Path, connector: BotConnectorFake, login: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
+    connector.members += [CAROL, GUEST]  # the Bot Connector vouches for Carol (a user) and Gina (a guest)
     env = auth_env(tmp_path, login, connector.url, SREBOT_ALERTS_TOKEN=TOKEN,
                    SREBOT_CONFIG=config(tmp_path, connector, POLICY), ALERTMANAGER_URL="http://127.0.0.1:9")
     engine = ScriptedEngine()
@@ -202,28 +204,29 @@ async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_t
         assert (again.user, again.via, again.key.thread) == (CAROL.aad_object_id, ALERT_THREAD, thread)
         assert again.alert is not None
 
+        # a guest account of the tenant presses nothing, not even Investigate again; told in her card only
+        for button in ("investigate", "silence", "ack"):
+            status, response = await srebot.request(press(connector, root, button, GUEST))
+            assert status == 200 and EXTERNAL_REFUSAL in str(response["value"])
+        await settle(srebot)
+        assert len(engine.requests) == 2 and len(await store.approvals()) == 1
+        refused = [r for r in await store.audit_log() if r.event == "refused" and r.actor == GUEST.aad_object_id]
+        assert [(r.kind, r.via) for r in refused] == [(None, ALERT_THREAD), ("silence", ALERT_THREAD),
+                                                      ("ack_incident", ALERT_THREAD)]
 
-async def test_a_person_of_another_organisation_presses_nothing(tmp_path: Path, connector: BotConnectorFake) -> None:
-    """The policy's own rule, whatever the platform: an external actor is refused before anything happens."""
-    from sessions.store import Actor
 
+async def test_without_credentials_a_press_from_teams_does_nothing(tmp_path: Path, connector: BotConnectorFake) -> None:
+    """Local mode proves nobody's identity, so nobody's press can be checked against the policy."""
     env = local_env(tmp_path, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=config(tmp_path, connector))
     engine = ScriptedEngine()
     async with serve(env, engine) as srebot:
         assert await deliver(srebot, payload()) == 200
         root = await connector.wait_for(is_root)
         await settle(srebot)
-        group_id = root.card["actions"][0]["data"]["group_id"]  # type: ignore[index]
-        guest = Actor("aad-guest", "teams", TENANT_ID, CHANNEL_ID, via=ALERT_THREAD, external=True)
-        for button in ("investigate", "silence", "ack"):
-            outcome = await srebot.runtime.press_alert(group_id, button, guest)
-            assert not outcome.accepted and outcome.message == EXTERNAL_REFUSAL
-        assert len(engine.requests) == 1 and await srebot.runtime.store.approvals() == []
-        # and without credentials nobody's identity is proven: a press from Teams is refused, said in the card
         status, response = await srebot.request(press(connector, root, "investigate", ALICE))
         assert status == 200 and LOCAL_PRESSES in str(response["value"])
         await settle(srebot)
-        assert len(engine.requests) == 1
+        assert len(engine.requests) == 1 and await srebot.runtime.store.approvals() == []
 
 
 @pytest.mark.parametrize(
