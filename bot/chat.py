@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Callable
 
 from bot.app import Runtime
 from sessions.store import Actor
@@ -32,7 +33,10 @@ async def _input(prompt: str) -> str | None:
         return None
 
 
-async def run_chat(runtime: Runtime, thread: str | None, user: str) -> int:
+async def run_chat(
+    runtime: Runtime, thread: str | None, user: str, *, port: Callable[[str], TerminalPort] = lambda _: TerminalPort()
+) -> int:
+    """The chat loop; `port(text)` makes each request's port (the demo's also previews what it shows)."""
     runtime.attach_platforms()  # a decision here updates an approval message posted in Slack or Teams
     thread = thread or new_id("t")
     key = ConversationKey(PLATFORM, "local", "terminal", thread)
@@ -46,11 +50,11 @@ async def run_chat(runtime: Runtime, thread: str | None, user: str) -> int:
         if command:
             await decide(runtime, command["id"], command["user"] or user, command["decision"].lower())
             continue
-        port = TerminalPort()
-        runtime.dispatcher.submit(Request(key=key, user=user, text=text, port=port))
-        await port.answer
+        reply = port(text)
+        runtime.dispatcher.submit(Request(key=key, user=user, text=text, port=reply))
+        await reply.answer
         await runtime.dispatcher.wait_idle()
-        for approval in port.approvals:
+        for approval in reply.approvals:
             await _decide_at_prompt(runtime, approval.id, user)
 
 

@@ -1,8 +1,8 @@
 """`srebot demo`: the bot's job in five minutes, with nothing configured and nothing real touched.
 
 A simulated shop runs on 127.0.0.1 — Prometheus, Loki, a Kubernetes API server and the SRE control plane, the
-loopback fakes of devtools/loopback — in the middle of an incident: checkout v2.1.0 rolled out ten minutes ago,
-its pods crash-loop and its error rate is 8 %. The real runtime (dispatcher, engine, approvals, a SQLite file in
+loopback fakes of devtools/loopback serving the scenario world devtools/demo_world — in the middle of an incident:
+checkout v2.1.0 rolled out ten minutes ago, its pods crash-loop and its error rate is 8 %. The real runtime (dispatcher, engine, approvals, a SQLite file in
 the output directory) answers in the terminal:
 
 1. you ask why checkout is failing, and see the diagnosis: cause, evidence, what changed, what to do;
@@ -23,24 +23,21 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bot.answer import Answer
-from bot.config import Settings, load_settings
-from bot.ports import ApprovalRecord, ConversationKey, Request, new_id
-from bot.terminal import TerminalPort
+from bot.config import Settings
+from bot.ports import ApprovalRecord, Conversation, ConversationKey, Request, new_id
+from bot.terminal import TerminalNotifier, TerminalPort
 from bot.toolbox import service_ref
-from devtools.deployments import Clock, DeploymentSpec, EventSpec, KubernetesSpec, PodSpec, RevisionSpec, load_kubernetes
-from devtools.loopback.control_plane import ControlPlaneFake, rfc3339
-from devtools.loopback.kube import KubeFake
-from devtools.loopback.loki import FakeLoki
+from devtools.loopback.kubeworld import KubeWorld
 from devtools.loopback.prometheus import PrometheusFake
+from devtools.world import load_world
 
 YOU, LEAD = "you", "lead"
-SERVICE, NAMESPACE = "checkout", "shop"
-OLD, NEW = "registry.example/shop/checkout:v2.0.3", "registry.example/shop/checkout:v2.1.0"
+SERVICE = "checkout"
 TURN_TIMEOUT = 60.0
 INTRO = (
     "srebot demo — a simulated shop on 127.0.0.1 (Prometheus, Loki, Kubernetes and the control plane are loopback\n"
@@ -50,23 +47,10 @@ INTRO = (
 
 
 # --- the simulated shop ---------------------------------------------------------------------------
-def _cluster() -> KubernetesSpec:
-    crash = dict(ready=False, restarts=4, waiting="CrashLoopBackOff", message="back-off 40s restarting failed container",
-                 exit_code=1, reason="Error",
-                 previous_log="INFO starting checkout v2.1.0\nERROR panic: nil pointer dereference in cart.Total\n")
-    return KubernetesSpec(deployments=[
-        DeploymentSpec(name=SERVICE, namespace=NAMESPACE, replicas=3, revisions=[
-            RevisionSpec(revision=6, image=OLD, created="-6d", pods=[PodSpec(ready=True, terminating="-20s")]),
-            RevisionSpec(revision=7, image=NEW, created="-10m", pods=[
-                PodSpec(count=2, finished="-45s", node="node-1", **crash),
-                PodSpec(count=1, finished="-50s", node="node-2", **crash),
-            ]),
-        ], events=[EventSpec(on="pods:7", reason="BackOff", message="Back-off restarting failed container checkout",
-                             last_seen="-30s", count=9)]),
-        DeploymentSpec(name="catalog", namespace=NAMESPACE, replicas=2, revisions=[
-            RevisionSpec(revision=3, image="registry.example/shop/catalog:v1.4.2", created="-2d", pods=[PodSpec(count=2)]),
-        ]),
-    ])
+# A scenario world (shared/scenarios/FORMAT.md): Kubernetes objects of every kind the diagnosis reads, log lines,
+# the control plane and the catalog, served as `srebot eval` serves any world. Only the metrics are the profiles
+# below, answered without a Prometheus binary (a real one would need metrics.json's raw series and promtool).
+WORLD = Path(__file__).parent / "demo_world"
 
 
 def _profiles(now: datetime) -> dict[str, dict[str, list[tuple[datetime, float]]]]:
@@ -87,61 +71,24 @@ def _profiles(now: datetime) -> dict[str, dict[str, list[tuple[datetime, float]]
 @dataclass
 class Shop:
     settings: Settings
-    kube: KubeFake
-    control_plane: ControlPlaneFake
+    kube: KubeWorld
 
 
 @asynccontextmanager
 async def shop(root: Path) -> AsyncIterator[Shop]:
     """The simulated shop, serving on 127.0.0.1, and the Settings that point srebot at it."""
-    now = datetime.now(UTC)
-    prometheus, loki, kube, cp = PrometheusFake(), FakeLoki(), KubeFake(), ControlPlaneFake()
-    load_kubernetes(kube, _cluster(), Clock(now))
-    every = timedelta(seconds=10)
-    loki.add({"namespace": NAMESPACE, "app": SERVICE}, [
-        (now - timedelta(minutes=8) + n * every, f"ERROR panic: nil pointer dereference in cart.Total order={n}")
-        for n in range(48)
-    ])
-    cp.add_incident("Checkout error rate above 5%", severity="critical", affected=[SERVICE],
-                    created=now - timedelta(minutes=6))
-    cp.audit_logs.append({
-        "id": "audit-1", "timestamp": rfc3339(now - timedelta(minutes=11)), "user_id": "u-alice", "username": "alice",
-        "action": "update", "resource_type": "deployment", "resource_id": f"res-{SERVICE}", "resource_name": SERVICE,
-        "changes": {"image": {"from": OLD.rsplit("/", 1)[-1], "to": NEW.rsplit("/", 1)[-1]}}, "result": "success",
-    })
-    config = root / "srebot.toml"
-    config.write_text("")  # the shop is the whole configuration: never a srebot.toml of the current directory
-    catalog: dict[str, Any] = {
-        "services": {SERVICE: {"namespace": NAMESPACE, "aliases": ["checkout-api"]},
-                     "catalog": {"namespace": NAMESPACE}},
-        "defaults": {"namespace": NAMESPACE, "window": "15m"},
-    }
-    await prometheus.start()
-    await loki.start()
-    await kube.start()
-    await cp.start()
-    try:
-        settings = load_settings(env={
-            "DATABASE_URL": f"sqlite+aiosqlite:///{root / 'demo.db'}",
-            "SREBOT_APPROVERS": LEAD,
-            "SREBOT_COST": "off",
-            "PROMETHEUS_URL": prometheus.url,
-            "LOKI_URL": loki.url,
-            "KUBECONFIG": kube.kubeconfig_path,
-            "SREBOT_KUBE_CONTEXT": kube.context,
-            "CONTROL_PLANE_URL": cp.url,
-            "CONTROL_PLANE_TOKEN_URL": cp.token_url,
-            "CONTROL_PLANE_CLIENT_ID": cp.client_id,
-            "CONTROL_PLANE_CLIENT_SECRET": cp.client_secret,
-        }, config_path=str(config), **catalog)
-        for name, profiles in _profiles(now).items():
+    from devtools.eval import world_backends
+
+    world = load_world(WORLD)
+    async with PrometheusFake() as prometheus, world_backends(
+        world, root, metrics_url=prometheus.url, overrides={"SREBOT_TOOL_TIMEOUT": "20"}  # a busy laptop
+    ) as backends:
+        settings = backends.settings
+        for name, profiles in _profiles(world.now).items():
             prometheus.add_service(service_ref(settings, settings.services[name]), profiles)
-        yield Shop(settings, kube, cp)
-    finally:
-        await cp.stop()
-        await kube.stop()
-        await loki.close()
-        await prometheus.close()
+        assert backends.kube is not None
+        backends.kube.applies_patches = True  # what you approve shows: "scale catalog 3" makes it 3
+        yield Shop(settings, backends.kube)
 
 
 # --- the preview of what Slack and Teams would show -----------------------------------------------
@@ -157,14 +104,31 @@ class Preview:
         from integrations.teams import cards
 
         slack = [{"text": m.text, "blocks": m.blocks} for m in blocks.render(answer).messages]
-        self.entries.append((f"{who}: {question}", slack, cards.answer_cards(answer)))
+        self._add(f"{who}: {question}", slack, cards.answer_cards(answer))
 
     def approval(self, title: str, approval: ApprovalRecord) -> None:
         from integrations.slack import blocks
         from integrations.teams import cards
 
         message = blocks.approval_request(approval) if approval.status == "pending" else blocks.approval_decided(approval)
-        self.entries.append((title, [{"text": message.text, "blocks": message.blocks}], [cards.approval_card(approval)]))
+        self._add(title, [{"text": message.text, "blocks": message.blocks}], [cards.approval_card(approval)])
+
+    def outcome(self, approval: ApprovalRecord) -> None:
+        """The line each platform posts in the thread once an approval is final (executed, failed, …)."""
+        from integrations.slack import blocks
+        from integrations.teams import cards
+
+        slack, teams = blocks.approval_outcome(approval), cards.approval_outcome(approval)
+        if slack is None or teams is None:
+            return
+        self._add(f"in the thread: {approval.kind} {approval.status}",
+                  [{"text": m.text, "blocks": m.blocks} for m in blocks.render_mrkdwn(slack).messages],
+                  [{"type": "message", "text": teams}])  # Teams posts it as a plain message
+
+    def _add(self, title: str, slack: list[dict[str, Any]], teams: list[dict[str, Any]]) -> None:
+        # written at once, so the page shows every turn so far however the demo ends (an empty line, Ctrl-C)
+        self.entries.append((title, slack, teams))
+        self.write()
 
     def write(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +184,9 @@ def _slack_html(message: dict[str, Any]) -> str:
 
 
 def _card_html(card: dict[str, Any]) -> str:
+    if card.get("type") == "message":
+        return f"<div class=msg>{html.escape(card.get('text', ''))}</div>"
+
     def items(elements: list[dict[str, Any]]) -> str:
         out = []
         for element in elements:
@@ -241,6 +208,35 @@ def _card_html(card: dict[str, Any]) -> str:
 
 
 # --- the tour ---------------------------------------------------------------------------------------
+class PreviewPort(TerminalPort):
+    """The terminal's port, also previewing the answer and each approval it asks for."""
+
+    def __init__(self, preview: Preview, who: str, question: str):
+        super().__init__()
+        self.preview, self.who, self.question = preview, who, question
+
+    async def post(self, message: Answer | str) -> None:
+        await super().post(message)
+        if isinstance(message, Answer):
+            self.preview.answer(self.who, self.question, message)
+
+    async def ask_approval(self, approval: ApprovalRecord) -> None:
+        await super().ask_approval(approval)
+        self.preview.approval(f"approval {approval.id} (pending)", approval)
+
+
+class PreviewNotifier(TerminalNotifier):
+    """The terminal's notifier, also previewing each decision on an approval and its outcome in the thread."""
+
+    def __init__(self, preview: Preview):
+        self.preview = preview
+
+    async def approval_changed(self, approval: ApprovalRecord, conversation: Conversation | None) -> None:
+        await super().approval_changed(approval, conversation)
+        self.preview.approval(f"approval {approval.id}: {approval.status}", approval)
+        self.preview.outcome(approval)
+
+
 class Tour:
     """One thread in the terminal: questions from `you`, decisions from `lead`, everything also previewed."""
 
@@ -248,25 +244,24 @@ class Tour:
         self.runtime = runtime
         self.preview = preview
         self.thread = new_id("demo")
+        runtime.add_notifier(PreviewNotifier(preview))
+
+    def port(self, text: str, user: str = YOU) -> PreviewPort:
+        return PreviewPort(self.preview, user, text)
 
     async def ask(self, text: str, user: str = YOU) -> Answer:
         print(f"\n{user}> {text}", flush=True)
-        port = TerminalPort()
+        port = self.port(text, user)
         key = ConversationKey("cli", "local", "terminal", self.thread)  # the thread `srebot chat` continues
         self.runtime.dispatcher.submit(Request(key=key, user=user, text=text, port=port))
         answer = await asyncio.wait_for(port.answer, TURN_TIMEOUT)
         await self.runtime.dispatcher.wait_idle()
-        self.preview.answer(user, text, answer)
-        for approval in port.approvals:
-            self.preview.approval(f"approval {approval.id} (pending)", approval)
         return answer
 
     async def approve(self, approval_id: str, user: str = LEAD) -> None:
         print(f"\n{user}> approve {approval_id}", flush=True)
         decision = await self.runtime.approvals.decide(approval_id, user, "approve", platform="cli")
         print(decision.message, flush=True)
-        if decision.approval is not None:
-            self.preview.approval(f"approval {approval_id} after {user}'s decision", decision.approval)
 
 
 def _say(text: str) -> None:
@@ -283,6 +278,9 @@ async def run_demo(*, out: Path, interactive: bool) -> int:
         async with shop(Path(tmp)) as world:
             runtime = Runtime(world.settings)
             await runtime.start()
+            # the Kubernetes client's models load once, seconds on a busy laptop: before the first question, so
+            # its timings are the shop's and not Python's imports
+            await runtime.toolbox.warm_up()
             try:
                 tour = Tour(runtime, preview)
                 _say(f"You are “{YOU}”, on call. Ask what is wrong:")
@@ -302,8 +300,9 @@ async def run_demo(*, out: Path, interactive: bool) -> int:
                 _say(f"What Slack and Teams would show: {page} (payloads next to it)")
                 if interactive:
                     _say(f"Your turn, in the same thread — try “logs checkout”, “what changed?”, “scale catalog 3”, "
-                         f"then “approve ID as {LEAD}”. An empty line ends the demo.")
-                    await run_chat(runtime, tour.thread, YOU)
+                         f"then “approve ID as {LEAD}”; the preview follows. An empty line ends the demo.")
+                    await run_chat(runtime, tour.thread, YOU, port=tour.port)
+                    _say(f"The whole thread, as Slack and Teams would show it: {page}")
             finally:
                 await runtime.stop()
     return 0

@@ -95,8 +95,12 @@ class Backends:
 
 
 @asynccontextmanager
-async def world_backends(world: World, root: Path) -> AsyncIterator[Backends]:
-    """The world's backends, running; yields the Settings that point srebot at them."""
+async def world_backends(
+    world: World, root: Path, *, metrics_url: str | None = None, overrides: dict[str, str] | None = None
+) -> AsyncIterator[Backends]:
+    """The world's backends, running; yields the Settings that point srebot at them. `metrics_url` is a metrics
+    server already running, used instead of backfilling a real Prometheus from metrics.json (the demo's, which
+    needs no binary); `overrides` are settings of the caller's own."""
     down, off, slow = set(world.spec.backends.down), set(world.spec.backends.off), world.spec.backends.slow
     config = root / "srebot.toml"
     config.write_text(world.config)
@@ -105,10 +109,13 @@ async def world_backends(world: World, root: Path) -> AsyncIterator[Backends]:
         "SREBOT_APPROVERS": ",".join(world.spec.approvers),
         "SREBOT_COST": "off",
         "SREBOT_TOOL_TIMEOUT": "5",
+        **(overrides or {}),
     }
     running: dict[str, Any] = {}
     async with AsyncExitStack() as stack:
-        if "metrics" not in off:
+        if metrics_url is not None:
+            env["PROMETHEUS_URL"] = metrics_url
+        elif "metrics" not in off:
             prometheus = BackfilledPrometheus(world.metrics, world.now, root / "prometheus")
             await prometheus.start()
             stack.push_async_callback(prometheus.close)

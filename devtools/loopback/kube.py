@@ -513,9 +513,9 @@ class KubeFake(ServedCluster):
         self.patches.append(PatchRecord(request.path, resource, ns, name, content_type, body))
         try:
             if content_type == "application/json-patch+json":
-                result = _json_patch(target, body)
+                result = json_patch(target, body)
             elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                result = _merge(target, body)
+                result = merge_patch(target, body)
             else:
                 return status_response(
                     415,
@@ -687,7 +687,7 @@ def fields_match(obj: dict[str, Any], selector: str) -> bool:
     return True
 
 
-def _merge(target: Any, patch: Any) -> Any:
+def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 merge patch."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -696,11 +696,11 @@ def _merge(target: Any, patch: Any) -> Any:
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = _merge(result.get(key), value)
+            result[key] = merge_patch(result.get(key), value)
     return result
 
 
-def _json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+def json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
     """RFC 6902 add/replace/remove/test; raises ValueError when a test fails."""
     result = copy.deepcopy(target)
     for op in ops:

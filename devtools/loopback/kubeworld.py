@@ -8,7 +8,7 @@ It answers like a Kubernetes 1.30 API server with a read-mostly service account:
 API path (namespaced and cluster-scoped), label and field selectors, limit/continue, 404 Status bodies, discovery,
 the events.k8s.io/v1 view of core events, autoscaling/v1 HPAs converted from the stored autoscaling/v2, the scale
 subresource, pod logs with the kubelet's refusals, and 403 for every write except PATCH of a Deployment and its
-scale (recorded in `patches`, the data left as it is).
+scale (recorded in `patches`, the data left as it is unless `applies_patches`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from devtools.loopback.kube import (
     PatchRecord,
     ServedCluster,
     fields_match,
+    json_patch,
     kubeconfig,
     labels_match,
+    merge_patch,
     status_response,
 )
 from devtools.loopback.serving import QueryCounter
@@ -126,6 +128,7 @@ class KubeWorld(ServedCluster):
     forbidden_writes: list[tuple[str, str]] = field(default_factory=list)  # (method, path) answered 403
     per_query: QueryCounter = field(default_factory=QueryCounter)
     delay: float = 0.0  # seconds every request waits (a slow API server)
+    applies_patches: bool = False  # a PATCH changes the object (the demo's cluster); else the world stays as written
     url: str = ""
     kubeconfig_path: str = ""
     _dir: str | None = None
@@ -329,11 +332,23 @@ class KubeWorld(ServedCluster):
         if obj is None:
             return _not_found(resource, name)
         body = json.loads(await request.text() or "null")
+        content_type = request.headers.get("Content-Type", "")
         self.patches.append(
             PatchRecord(request.path, f"{resource.plural}/{sub}" if sub else resource.plural, namespace or "", name,
-                        request.headers.get("Content-Type", ""), body)
+                        content_type, body)
         )
-        # accepted and recorded; the world stays as it was (no controller runs here)
+        if self.applies_patches:
+            try:
+                patched = _patched(_scale(obj) if sub == "scale" else obj, body, content_type)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                return status_response(422, "Invalid", f"the server rejected our request due to an error in our request: {exc}")
+            if sub == "scale":
+                obj.setdefault("spec", {})["replicas"] = patched.get("spec", {}).get("replicas")
+            else:
+                obj.clear()
+                obj.update(patched)
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 0) + 1
+        # accepted and recorded; no controller runs here, so nothing follows from the change
         return web.json_response(_scale(obj) if sub == "scale" else copy.deepcopy(obj))
 
     # --- discovery ---------------------------------------------------------------------------------
@@ -376,6 +391,13 @@ VERSION = {
     "gitTreeState": "clean", "buildDate": "2024-08-14T19:02:46Z", "goVersion": "go1.22.5", "compiler": "gc",
     "platform": "linux/amd64",
 }
+
+
+def _patched(target: dict[str, Any], body: Any, content_type: str) -> dict[str, Any]:
+    """`target` with a JSON patch, or a merge patch (which a strategic merge of these fields is), applied."""
+    if content_type == "application/json-patch+json":
+        return json_patch(target, body)
+    return merge_patch(target, body)
 
 
 def _resources(objects: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str, str], Resource]:
