@@ -26,6 +26,7 @@ from tests.fakes.bot_connector import (
     ConnectorCall,
     TeamsUser,
     card_action,
+    personal_conversation_id,
     thread_conversation_id,
     thread_reply,
 )
@@ -203,6 +204,15 @@ async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_t
         again = engine.requests[-1]
         assert (again.user, again.via, again.key.thread) == (CAROL.aad_object_id, ALERT_THREAD, thread)
         assert again.alert is not None
+
+        # when the press takes longer than the invoke may wait, the refusal reaches Bob in his 1:1 chat with the bot
+        srebot.teams.bot.ack_wait = 0
+        status, response = await srebot.request(press(connector, root, "silence", BOB))
+        assert status == 200 and "a refusal, privately" in str(response["value"])
+        told = await connector.wait_for(lambda c: c.kind == "send" and "You may not propose a silence here" in c.text)
+        assert told.conversation_id == personal_conversation_id(BOB)
+        assert len(await store.approvals()) == 1
+        srebot.teams.bot.ack_wait = 2.0
 
         # a guest account of the tenant presses nothing, not even Investigate again; told in her card only
         for button in ("investigate", "silence", "ack"):

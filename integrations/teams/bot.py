@@ -275,8 +275,9 @@ class TeamsBot(ActivityHandler):
                 self.names[actor.user] = sender.name
             task = self._spawn(self.core.press_alert(group_id, button, actor))
             done, _ = await asyncio.wait([task], timeout=self.ack_wait)
-            if not done:
-                note = "Working on it; what happens comes in the thread."
+            if not done:  # the invoke cannot wait longer: a refusal still reaches the person, in a 1:1 chat
+                self._spawn(self._tell_refusal(task, reference_dict(turn_context.activity)))
+                note = "Working on it; what happens comes in the thread (a refusal, privately)."
             elif task.exception() is not None:
                 note = f"That did not work ({task.exception().__class__.__name__}); try again."
             else:
@@ -285,6 +286,11 @@ class TeamsBot(ActivityHandler):
         if shown is None:
             return _error_response(404, "I have no alert thread for this button any more.")
         return _card_response(alert_card(shown, note))
+
+    async def _tell_refusal(self, press: asyncio.Task[Decision], reference: dict[str, Any]) -> None:
+        decision = await press
+        if not decision.accepted:
+            await self.port(reference).tell_privately(decision.message)
 
     async def _card_for(self, approval: ApprovalRecord, turn_context: TurnContext, note: str | None) -> dict[str, Any]:
         """The approval as the person in the turn sees it: their buttons, or why they have none."""
@@ -302,7 +308,7 @@ class TeamsBot(ActivityHandler):
         can_approve = refused is None
         return approval_card(approval, **common, view=ApprovalView(can_approve, can_reject, note))
 
-    def _spawn(self, coro: Coroutine[Any, Any, Decision]) -> asyncio.Task[Decision]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._done)
