@@ -221,7 +221,8 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def _teams_state(settings: Settings) -> str:
     extra = f"; replies also to {', '.join(settings.teams_service_urls)}" if settings.teams_service_urls else ""
     if settings.teams_mode == "auth":
-        tenant = f", tenant {settings.microsoft_app_tenant_id}" if settings.microsoft_app_tenant_id else ""
+        tenant = (f", tenant {settings.microsoft_app_tenant_id}" if settings.microsoft_app_tenant_id else
+                  "; no MICROSOFT_APP_TENANT_ID, so nobody may propose or approve from Teams")
         return f"on ({settings.microsoft_app_type}{tenant}; every request's token validated){extra}"
     if settings.teams_mode == "local":
         return f"INSECURE local mode: requests not authenticated, loopback only{extra}"
