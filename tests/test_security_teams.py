@@ -124,6 +124,19 @@ async def test_people_of_another_tenant_cannot_propose_even_with_a_forged_tenant
             (BOB.aad_object_id, OTHER_TENANT), (ALICE.aad_object_id, TENANT_ID)}
 
 
+async def test_who_may_ask_is_the_same_policy_on_teams_and_a_refusal_is_private(
+        tmp_path, login, connector, fakes: Fakes) -> None:
+    config = tmp_path / "srebot.toml"
+    config.write_text(f'[policy]\nask = ["{ALICE.aad_object_id}"]\n')
+    async with serve(env(tmp_path, login, connector, fakes, SREBOT_CONFIG=str(config)), login=login) as srebot:
+        refused = channel_message(connector.url, "logs checkout", user=BOB)
+        assert await srebot.post(refused) == 200
+        private = await connector.wait_for(lambda c: c.kind == "send" and "You may not ask srebot here" in c.text)
+        assert private.conversation_id == personal_conversation_id(BOB)
+        await ask(srebot, connector, "logs checkout", user=ALICE)  # answered
+        assert thread_texts(connector, refused["id"]) == ""  # nothing at all in Bob's thread
+
+
 async def test_a_failed_member_lookup_refuses_and_a_failed_private_chat_says_less_in_public(
         tmp_path, login, fakes: Fakes) -> None:
     # the Bot Connector does not know Bob: his lookup fails (404), and so does opening a 1:1 chat with him

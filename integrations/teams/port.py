@@ -225,7 +225,10 @@ class TeamsPort:
     async def tell_privately(self, text: str) -> bool:
         """In a personal chat, a message there; elsewhere in the 1:1 chat of the bot with the person who asked,
         opened proactively (Teams has no ephemeral messages in a conversation). Where that fails, the person is
-        @mentioned in the thread without the details."""
+        @mentioned in the thread without the details. False in a thread nobody asked in (an alert's)."""
+        user = self.reference.get("user")
+        if not user:
+            return False
         if self.personal:
             await self.send(text_activity(text))
             return True
@@ -234,8 +237,7 @@ class TeamsPort:
         except Exception as exc:  # noqa: BLE001 - not installed for them, a guest, the service down: say less, in public
             log.warning("could not reach the person in a 1:1 chat: %s", exc.__class__.__name__,
                         extra={"error": str(exc)[:200]})
-            user = self.reference.get("user")
-            await self.send(mention_activity(ChannelAccount.model_validate(user) if user else None, NOT_TOLD_PRIVATELY))
+            await self.send(mention_activity(ChannelAccount.model_validate(user), NOT_TOLD_PRIVATELY))
         return True
 
     async def _approver_ids(self, approval: ApprovalRecord) -> list[str]:
