@@ -19,6 +19,7 @@ import pytest
 
 from bot.approvals import NotAllowed
 from bot.policy import EXTERNAL_REFUSAL
+from bot.wording import NOT_TOLD_PRIVATELY
 from integrations.slack import start_socket_mode
 from tests.fakes.slack import in_thread, signed_headers
 from tests.test_approvals_slack import (  # noqa: F401 - the `world` fixture
@@ -146,6 +147,16 @@ async def test_slack_connect_people_read_answers_but_never_propose_or_approve(wo
     assert [(c.args["text"], c.args["channel"], c.args.get("thread_ts")) for c in private] == [
         (EXTERNAL_REFUSAL, CHANNEL, mention["ts"])]
     assert await bot.runtime.store.approvals() == []
+
+    # where Slack refuses the ephemeral message, the person is mentioned in the thread, without the reason
+    world.slack.fail("chat.postEphemeral", "user_not_in_channel")
+    unreachable = world.slack.app_mention("<@UBOT> scale checkout 5", user="U0EXT2")
+    payload = world.slack.event_payload(unreachable)
+    payload["is_ext_shared_channel"] = True
+    assert (await bot.send(json.dumps(payload)))[0] == 200
+    await bot.idle()
+    said = thread_text(world, unreachable["ts"])
+    assert "<@U0EXT2>" in said and NOT_TOLD_PRIVATELY in said and "another organisation" not in said
 
     # a user of another team in a channel of ours: same
     foreign = world.slack.app_mention("<@UBOT> scale checkout 5", user="U0GUEST")
