@@ -163,7 +163,7 @@ class Approvals:
         try:
             outcome = await self.executor(approved)
         except Exception as exc:  # noqa: BLE001 - any failure is the action's outcome; the thread needs its error
-            detail = _error_text(exc)
+            detail = _error_text(exc, approved)
             final = await self._finish(approved, ApprovalState.FAILED, detail, actor)
             return Decision(True, f"Approved by {approved.decider}, but it failed: {detail}", final or approved)
         final = await self._finish(approved, ApprovalState.EXECUTED, outcome, actor)
@@ -268,11 +268,14 @@ def _already(approval: ApprovalRecord | None) -> str:
     return f"Already {approval.status}{who}{when}; nothing was changed."
 
 
-def _error_text(exc: Exception) -> str:
-    text = str(exc) or repr(exc)
-    if isinstance(exc, ActionFailed) or text.startswith(exc.__class__.__name__):
-        return text
-    return f"{exc.__class__.__name__}: {text}"  # an unexpected error: its type helps
+def _error_text(exc: Exception, approval: ApprovalRecord) -> str:
+    """An action's failure as the thread reads it: an ActionFailed says it for the thread; anything else is a bug
+    or a library's error, whose text goes to the log under the approval and request ids, never into chat."""
+    if isinstance(exc, ActionFailed):
+        return str(exc) or "the action failed"
+    log.error("an approved action raised", exc_info=exc,
+              extra={"approval_id": approval.id, "request_id": approval.request_id})
+    return f"it stopped on an unexpected error (in srebot's log under approval {approval.id})"
 
 
 def _duration(seconds: float) -> str:

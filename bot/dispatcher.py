@@ -31,6 +31,9 @@ RESTARTING = "I'm restarting and not taking new work; ask again in a moment."
 
 
 def database_failure(what: str, exc: BaseException, request: Request) -> Answer:
+    """The person reads what failed in words; the exception goes to the log under the request id they are given."""
+    log.warning("the database kept a request from being done",
+                extra={"request_id": request.request_id, "doing": what, "error": str(exc)})
     return Answer.failure(f"{database_trouble(what, exc)} Request {request.request_id}.", session_id="none")
 
 
@@ -311,7 +314,6 @@ class Dispatcher:
             try:
                 session_id, turn_id = await job.recorded
             except DatabaseError as exc:
-                log.warning("could not record the request", extra={"error": str(exc)})
                 await self._deliver(job, database_failure("take this request", exc, request))
                 return
             except Exception:
@@ -373,13 +375,13 @@ class Dispatcher:
             finally:
                 self._running.pop(request.key, None)
         except DatabaseError as exc:
-            log.warning("could not start the request", extra={"error": str(exc)})
             answer = database_failure("start on this", exc, request)
         except TimeoutError as exc:
+            # whatever timed out inside says so in the log; the person reads the request's own limit
+            log.warning("request timed out", extra={"request_id": request.request_id, "error": repr(exc)})
             answer = Answer.failure(
-                f"Timed out after {self.timeout:g} s while working on “{short(request.text)}”"
-                + (f" ({exc})" if str(exc) else "")
-                + f". Request {request.request_id}.",
+                f"Timed out after {self.timeout:g} s while working on “{short(request.text)}”. "
+                f"Request {request.request_id}.",
             )
         except asyncio.CancelledError:
             if not self._accepting:

@@ -3,10 +3,14 @@ is quoted back. A platform passes how it shows a person (a Slack mention) and ho
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import exc as sa_exc
+
 from sessions.store import ApprovalRecord, ApprovalState
+from tools.base import connect_reason
 
 Show = Callable[[str], str]
 
@@ -73,8 +77,37 @@ NOT_TOLD_PRIVATELY = (
     "I did not propose that: you may not here, and I could not reach you privately to say why. "
     "Message me directly and ask there to see the reason."
 )
+CHECK_HINT = "`srebot check` shows each backend's state"
 
 
 def database_trouble(what: str, exc: BaseException) -> str:
-    """What a person is told when the database kept the bot from doing `what` (e.g. "take this request")."""
-    return f"I could not {what}: my database is not answering ({exc}). Ask again in a minute."
+    """What a person is told when the database kept the bot from doing `what` (e.g. "take this request"): what
+    failed in a few words, never the exception's text (that goes to the log, with the request id)."""
+    return (f"I could not {what}: I could not reach my database ({database_reason(exc)}) — {CHECK_HINT}. "
+            "Ask again in a minute.")
+
+
+def database_reason(exc: BaseException) -> str:
+    """'timed out', 'connection refused', 'all its connections are busy', … read from the exception and its causes
+    (a DatabaseError's `cause`, SQLAlchemy's `orig`, the chained ones)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, sa_exc.TimeoutError):  # the pool's wait, not the server's
+            return "all its connections are busy"
+        if isinstance(current, TimeoutError):
+            return "timed out"
+        if isinstance(current, (socket.gaierror, ConnectionError)) or (isinstance(current, OSError) and current.errno):
+            return connect_reason(current)
+        state = str(getattr(current, "sqlstate", None) or getattr(current, "pgcode", None) or "")
+        if state.startswith("57P"):
+            return "it is restarting"
+        if state.startswith("53"):
+            return "it is out of resources"
+        pending += [getattr(current, "cause", None), getattr(current, "orig", None), current.__cause__,
+                    current.__context__]
+    return "it did not answer"

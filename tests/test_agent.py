@@ -373,7 +373,7 @@ async def test_a_follow_up_after_a_restart_sees_the_earlier_turn(
 @pytest.mark.parametrize(
     ("script", "options", "reason"),
     [
-        ([RuntimeError("backend said 503")], {}, "RuntimeError: backend said 503"),
+        ([RuntimeError("backend said 503")], {}, "the model call failed"),  # its text goes to the log only
         ([Sleep(5.0)], {"timeout": 0.3}, "timed out after 0.3 s"),
         (
             [[call("deployment_status", service="checkout")], [text("never asked")]],
@@ -402,6 +402,7 @@ async def test_llm_problems_fall_back_to_the_deterministic_answer(
     assert answer.summary.startswith("LLM unavailable (")
     assert reason in answer.summary
     assert answer.summary.endswith("this is the deterministic answer. " + context.summary)
+    assert "backend said 503" not in answer.model_dump_json()  # a raised exception's text is logged, never said
     llm_status = answer.tools[-1]
     assert llm_status.name == "llm" and llm_status.ok is False and reason in (llm_status.error or "")
     assert answer.findings == context.findings and answer.recommendations == context.recommendations
@@ -471,7 +472,8 @@ async def test_a_gemini_api_error_falls_back_without_showing_the_key(
     async with FakeGemini([]) as gemini:  # no step: every call answers with an error
         gemini.error_status = 400
         answer = await ask_gemini(world, gemini, conversation, "hello?")
-    assert answer.summary.startswith("LLM unavailable (model error INVALID_ARGUMENT: 400")
+    assert answer.summary.startswith("LLM unavailable (the model returned error INVALID_ARGUMENT)")
+    assert "no step left" not in answer.model_dump_json() and "no step left" in caplog.text  # the API's words: log
     assert answer.status == "failed" and answer.tools[-1].ok is False
     assert API_KEY not in answer.model_dump_json() and API_KEY not in caplog.text
 

@@ -370,7 +370,7 @@ async def test_a_database_outage_mid_run_tells_in_flight_requests_and_heals(own_
         dispatcher.submit(Request(key("during"), "u", "logs checkout", during))
         await during.wait(15)
         assert outcome(during) == "told-failed"
-        assert "database is not answering" in during.answers[0].summary
+        assert "I could not reach my database" in during.answers[0].summary
 
         await own_pg.start()  # no restart of srebot: the next request is answered
         after = RecordingPort()
@@ -459,11 +459,11 @@ async def test_slack_mentions_and_follow_ups_get_the_same_database_error_reply(o
         await own_pg.stop()
         await bot.event(slack.message("and its logs?", thread_ts=mention["ts"]))  # a follow-up, no mention
         told = await slack.wait_for_count("chat.postMessage", before + 1, in_thread(mention["ts"]), timeout=20)
-        assert "I could not take this request: my database is not answering" in told[-1].text_blob()
+        assert "I could not take this request: I could not reach my database" in told[-1].text_blob()
         other = slack.app_mention("<@UBOT> logs checkout")
         await bot.event(other)
         (reply,) = await slack.wait_for_count("chat.postMessage", 1, in_thread(other["ts"]), timeout=20)
-        assert "I could not take this request: my database is not answering" in reply.text_blob()
+        assert "I could not take this request: I could not reach my database" in reply.text_blob()
 
         await own_pg.start()
         await bot.event(slack.message("and now?", thread_ts=mention["ts"]))

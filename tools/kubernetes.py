@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from typing import Any, TypeVar
 import aiohttp
 from kubernetes.aio import client, config
 
-from tools.base import Backend, ErrorCode, ToolError, ToolResult, bound_list, bound_text
+from tools.base import Backend, ErrorCode, ToolError, ToolResult, bound_list, bound_text, connect_reason
 from tools.redact import redact
+
+log = logging.getLogger("srebot.tools.kubernetes")
 
 T = TypeVar("T")
 
@@ -726,7 +729,9 @@ async def _call(verb: str, resource: str, namespace: str | None, name: str | Non
     except client.ApiException as exc:
         raise _api_error(exc, verb, resource, namespace, name) from exc
     except aiohttp.ClientError as exc:
-        raise ToolError(ErrorCode.UNREACHABLE, f"kubernetes API: {exc.__class__.__name__}: {exc}") from exc
+        log.warning("kubernetes API call failed", extra={"verb": verb, "resource": resource,
+                                                         "error": redact(f"{exc.__class__.__name__}: {exc}")})
+        raise ToolError(ErrorCode.UNREACHABLE, f"kubernetes API: cannot connect ({connect_reason(exc)})") from exc
 
 
 def _api_error(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -84,7 +85,32 @@ your answers during an incident: be short, concrete and argue like a good SRE.
 
 class _Stop(Exception):
     """The loop was stopped by a limit of this request (token budget, tool calls) or an error the model
-    answered with; the message says which."""
+    answered with; the message says which, in words a person reads (the model's own error text is logged)."""
+
+
+# the model's error codes (a finish reason or an API status) as a person reads them
+MODEL_ERRORS = {
+    "SAFETY": "the model declined to answer (safety filter)",
+    "PROHIBITED_CONTENT": "the model declined to answer (safety filter)",
+    "BLOCKLIST": "the model declined to answer (safety filter)",
+    "RECITATION": "the model declined to answer (recitation filter)",
+    "MAX_TOKENS": "the model's answer was cut off at its length limit",
+    "RESOURCE_EXHAUSTED": "the model's quota is used up for now",
+    "429": "the model's quota is used up for now",
+    "UNAVAILABLE": "the model service is unavailable",
+    "503": "the model service is unavailable",
+    "DEADLINE_EXCEEDED": "the model did not answer in time",
+    "UNAUTHENTICATED": "the model refused srebot's API key",
+    "PERMISSION_DENIED": "the model refused srebot's API key",
+}
+
+
+def model_trouble(code: str) -> str:
+    """'the model's quota is used up for now'; an API code not listed above as it is ('INVALID_ARGUMENT'); anything
+    else (ADK reports a raised exception by its class name) as 'the model call failed'."""
+    if code.upper() in MODEL_ERRORS:
+        return MODEL_ERRORS[code.upper()]
+    return f"the model returned error {code}" if re.fullmatch(r"[A-Z0-9_]{2,40}", code) else "the model call failed"
 
 
 @dataclass
@@ -235,7 +261,10 @@ class Agent:
                     if event.error_code:
                         if turn.limit_hit:
                             raise _Stop(turn.limit_hit)
-                        raise _Stop(f"model error {event.error_code}: {event.error_message or ''}".strip())
+                        log.warning("the model answered with an error",
+                                    extra={"request_id": turn.request.request_id, "code": event.error_code,
+                                           "error": self._scrub(event.error_message or "")[:500]})
+                        raise _Stop(model_trouble(str(event.error_code)))
                     confirmations += [c for c in event.get_function_calls() if c.name == CONFIRMATION]
                     if event.content and event.content.role == "model" and event.is_final_response():
                         text = "".join(p.text for p in event.content.parts or [] if p.text and not p.thought)

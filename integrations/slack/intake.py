@@ -358,9 +358,9 @@ class SlackIntake:
         try:
             outcome = await self.core.press_alert(action.get("value", ""), button, actor)
             text = outcome.message
-        except Exception as exc:
-            log.exception("alert button failed")
-            text = f"That did not work ({exc.__class__.__name__}); try again."
+        except Exception:
+            log.exception("alert button failed", extra={"group_id": action.get("value", "")})
+            text = "That did not work (the error is in my log); try again."
         if channel:
             await call(self.client.chat_postEphemeral, channel=channel, user=user,
                        thread_ts=message.get("thread_ts") or message.get("ts"), text=blocks.escape(text))
