@@ -78,6 +78,18 @@ class Chart(BaseModel):
     marks: list[ChartMark] = []
 
 
+class Table(BaseModel):
+    """Rows that read better as a table than as sentences (a workload's pods, cost by service): the column titles,
+    then one row of cells per item, most important first. `numeric` are the columns aligned right; `more` counts
+    the items left out."""
+
+    title: str  # "Pods of shop/checkout", "Cost by service, last 7 days"
+    columns: list[str] = Field(min_length=1)
+    rows: list[list[str]] = Field(min_length=1)
+    numeric: list[int] = []
+    more: int = 0
+
+
 class Answer(BaseModel):
     status: Status = "completed"
     intent: Intent = "chat"
@@ -92,12 +104,13 @@ class Answer(BaseModel):
     tools: list[ToolStatus] = []
     session_id: str = "none"
     elapsed_ms: float = Field(0, ge=0)
-    # Optional additions to DESIGN 3.7, set by the diagnosis playbooks: the verdict, a short headline
-    # (cause, impact), when the trouble started, and the key signal to draw.
+    # Optional additions to DESIGN 3.7, set by the playbooks: the verdict, a short headline (cause, impact),
+    # when the trouble started, the key signal to draw, and rows to show as a table.
     verdict: Verdict | None = None
     headline: str | None = None
     since: datetime | None = None
     chart: Chart | None = None
+    table: Table | None = None
     request_id: str | None = Field(None, exclude=True)
 
     def ranked(self) -> "Answer":

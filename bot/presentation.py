@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bot.answer import SEVERITY_RANK, Answer, Finding, Link, Recommendation, RuledOut, ToolStatus
+from bot.answer import SEVERITY_RANK, Answer, Finding, Link, Recommendation, RuledOut, Table, ToolStatus
 from bot.policy import NO_APPROVERS_HINT
+from bot.wording import CHECK_HINT
 
 HEADLINE_CHARS = 300
 KEY_EVIDENCE = 3
@@ -36,7 +37,6 @@ BACKENDS = {
     "control_plane": "the control plane",
     "cost": "AWS Cost Explorer",
 }
-CHECK_HINT = "`srebot check` shows each backend's state"
 _PROMQL = re.compile(r"^[\w:]+\s*[({\[]|^\(")
 _APPROVAL_NOTE = re.compile(r"\s*\(approval apr_\w+[^)]*\)")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -120,6 +120,7 @@ class Presentation:
     has_details: bool
     request_id: str | None = None
     chart_title: str | None = None
+    table: Table | None = None  # shown in the short part: it is the answer, not a detail
     warnings: list[str] = field(default_factory=list)  # what could not be checked, said up front
 
     @property
@@ -178,6 +179,7 @@ def present(answer: Answer, now: datetime | None = None) -> Presentation:
         has_details=has_details,
         request_id=answer.request_id,
         chart_title=answer.chart.title if answer.chart else None,
+        table=answer.table,
         warnings=warnings if verdict.key != "failed" else [],
     )
 
@@ -277,11 +279,11 @@ def headline_of(answer: Answer) -> str:
 
 def key_evidence(answer: Answer) -> list[str]:
     """The most severe findings' titles (they carry the numbers), at most KEY_EVIDENCE, problems before facts;
-    what the headline already says is not repeated."""
+    what the headline already says is not repeated, nor facts a table shows."""
     said = headline_of(answer).lower()
     findings = [f for f in sorted(answer.findings, key=lambda f: SEVERITY_RANK[f.severity]) if f.title.lower() not in said]
     problems = [f for f in findings if f.severity != "info"]
-    chosen = (problems or findings)[:KEY_EVIDENCE]
+    chosen = (problems or ([] if answer.table else findings))[:KEY_EVIDENCE]
     return [shorten(f.title, 200) for f in chosen]
 
 

@@ -218,11 +218,16 @@ async def test_each_intent_answers_from_its_backend(shop: Shop, aws: MotoServer,
     assert "shop/checkout: 0/3 ready" in pods["summary"] and "CrashLoopBackOff" in pods["summary"]
     assert all(r["approval_id"] is None and r["action"] is None for r in pods["recommendations"])
     assert "say “rollback checkout” to propose it" in text_of(pods)
+    table = pods["table"]  # the pods as rows: a person scans state and restarts down a column
+    assert table["columns"] == ["Pod", "State", "Restarts", "Age", "Node"] and len(table["rows"]) == 3
+    assert {row[1] for row in table["rows"]} == {"CrashLoopBackOff"} and all(int(row[2]) > 0 for row in table["rows"])
 
     cost = answers["cost"]
     assert cost["intent"] == "cost" and cost["summary"].startswith("Spend in the last 7 days: USD")
     assert "Amazon EC2" in cost["summary"] and "Next 30 days" in cost["summary"]
     assert [t["name"] for t in cost["tools"]] == ["cost"] and cost["tools"][0]["ok"]
+    assert cost["table"]["columns"] == ["Service", "Spend", "Change", "%"]
+    assert cost["table"]["rows"] == [["Amazon EC2", "140.00", "+70.00", "+100%"], ["Amazon RDS", "35.00", "+0.00", "+0%"]]
 
     incidents = answers["incidents"]
     assert incidents["intent"] == "incidents"

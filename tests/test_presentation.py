@@ -6,18 +6,21 @@ limits, the first message fitting one phone screen."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.answer import Action, Answer, Finding, Recommendation, ToolStatus
+from bot.answer import Action, Answer, Finding, Recommendation, RuledOut, Table, ToolStatus
 from bot.policy import NO_APPROVERS_HINT
 from bot.chart import draw
 from bot.presentation import HEADLINE_CHARS, present, steps_of, when
 from devtools.eval import run_world
 from devtools.world import scenario_dirs
 from integrations.slack import blocks
+from integrations.teams import cards as teams_cards
 from integrations.teams.cards import CARD_BUDGET, CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, answer_cards, payload_size
 from tools.base import exception_error
 
@@ -154,23 +157,82 @@ def assert_slack_limits(message: blocks.SlackMessage) -> None:
         for element in block.get("elements", []):
             if element.get("type") == "button":
                 assert len(element["text"]["text"]) <= 75 and len(element.get("value", "")) <= 2000
-    assert sum(b["type"] == "table" for b in message.blocks) <= 1
+    tables = [b for b in message.blocks if b["type"] == "table"]
+    assert len(tables) <= 1  # Slack refuses a second table in one message
+    for table in tables:
+        assert 1 <= len(table["rows"]) <= blocks.TABLE_ROWS and len(table.get("column_settings", [])) <= 20
+        assert all(1 <= len(row) <= blocks.TABLE_COLUMNS for row in table["rows"])
+        assert len({len(row) for row in table["rows"]}) == 1  # every row has every column
 
 
-async def test_eval_corpus_answers_render_within_the_limits_and_fit_a_phone() -> None:
+def teams_grids(card: dict) -> list[dict]:
+    return [e for e in card["body"] if e["type"] == "ColumnSet"]
+
+
+def pods_table(rows: int, columns: int = 5) -> Table:
+    titles = ["Pod", "State", "Restarts", "Age", "Node"] + [f"extra {i}" for i in range(columns - 5)]
+    return Table(title="Pods of shop/checkout (0/150 ready)", columns=titles, numeric=[2, 3],
+                 rows=[[f"checkout-7c9f8d6b5d-{i:05d}", "CrashLoopBackOff", str(i), "12 min", f"node-{i % 7}"]
+                       + [f"x{i}"] * (columns - 5) for i in range(rows)])
+
+
+def test_a_table_reads_as_a_table_within_both_platforms_limits() -> None:
+    big = Answer(intent="diagnose", service="checkout", namespace="shop", summary="shop/checkout: 0/150 ready.",
+                 findings=[CRITICAL], table=pods_table(150, columns=8), tools=[ToolStatus(name="kubernetes", ok=True)],
+                 ruled_out=[RuledOut(cause="OOM", why="no container was OOMKilled")])
+    # with a request id the details wait behind their button; without one they follow inline, with their own
+    # table of backends: two tables, so two messages
+    for answer in (big.model_copy(update={"request_id": "req_1"}), big):
+        rendered = blocks.render_answer(answer)
+        for message in rendered.messages:
+            assert_slack_limits(message)
+        [table] = [b for m in rendered.messages[:1] for b in m.blocks if b["type"] == "table"]
+        assert [c["elements"][0]["elements"][0]["text"] for c in table["rows"][0][:3]] == ["Pod", "State", "Restarts"]
+        assert table["rows"][1][0] == {"type": "raw_text", "text": "checkout-7c9f8d6b5d-00000"}
+        assert table["column_settings"][2] == {"align": "right"}
+        assert sum(b["type"] == "table" for m in rendered.messages for b in m.blocks) == (2 if answer.request_id is None else 1)
+        cards = answer_cards(answer)
+        assert all(payload_size(card) <= CARD_BUDGET for card in cards)
+        [grid] = teams_grids(cards[0])
+        assert len(grid["columns"]) == 8 and all(len(c["items"]) == teams_cards.TABLE_ROWS + 1 for c in grid["columns"])
+        assert grid["columns"][2]["items"][1]["horizontalAlignment"] == "Right"
+        assert "…and 130 more not shown" in json.dumps(cards[0], ensure_ascii=False)
+    wide = blocks.table([f"c{i}" for i in range(25)], [["x" * 300] * 25] * 150, [{"align": "right"}] * 25)
+    assert len(wide["rows"]) == blocks.TABLE_ROWS and {len(r) for r in wide["rows"]} == {blocks.TABLE_COLUMNS}
+    assert len(wide["column_settings"]) == blocks.TABLE_COLUMNS and len(wide["rows"][1][0]["text"]) == blocks.CELL_CHARS
+    # the facts the table shows are not repeated as evidence lines, problems still are
+    assert present(big, NOW).evidence == [CRITICAL.title]
+    info = Finding(severity="info", source="cost", title="checkout: USD 1,204.00 (+12.00, +1%)")
+    cost = Answer(intent="cost", summary="Spend in the last 7 days: USD 1,204.00.", findings=[info],
+                  table=Table(title="Cost by service", columns=["Service", "Spend"], rows=[["checkout", "1,204.00"]]))
+    assert present(cost, NOW).evidence == []
+
+
+def asked_again(world: Path, question: str, into: Path) -> Path:
+    """A copy of a corpus world asked another question (e.g. for its pods, which answer with a table)."""
+    shutil.copytree(world, into)
+    spec = into / "scenario.yaml"
+    spec.write_text(re.sub(r"(?m)^question: .*$", f"question: {question}", spec.read_text()))
+    return into
+
+
+async def test_eval_corpus_answers_render_within_the_limits_and_fit_a_phone(tmp_path: Path) -> None:
     answers = []
-    for path in scenario_dirs(EVAL):
+    pods = asked_again(EVAL / "01-bad-rollout", "pods checkout", tmp_path / "pods")
+    for path in [*scenario_dirs(EVAL), pods]:
         result = await run_world(path)
         assert result.answers, f"{path.name}: {result.reasons}"
         answers += [a.model_copy(update={"request_id": "req_" + "0" * 24}) for a in result.answers]
     answers.sort(key=lambda a: len(json.dumps(a.to_json())), reverse=True)
     longest = answers[0]
     assert longest.chart is not None and len(longest.findings) >= 5  # the corpus has real diagnoses in it
+    assert any(a.table is not None for a in answers)  # and a table (the pods of a workload)
     for answer in answers:
         rendered = blocks.render_answer(answer)
         [first] = rendered.messages  # short first: always one message
         assert_slack_limits(first)
-        assert len(first.blocks) <= PHONE_BLOCKS and len(visible(first.blocks)) <= PHONE_CHARS
+        assert len(first.blocks) <= PHONE_BLOCKS + (3 if answer.table else 0)  # a table's title, rows, "…and N more"
+        assert len(visible(first.blocks)) <= PHONE_CHARS
         for message in blocks.render_details(answer).messages:
             assert_slack_limits(message)
         png = draw(answer.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS) if answer.chart else None

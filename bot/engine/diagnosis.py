@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, RuledOut, ToolStatus, Verdict
+from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, RuledOut, Table, ToolStatus, Verdict
 from bot.engine import causes as catalogue
 from bot.engine import reasoning
 from bot.engine.calls import Calls, combine
@@ -19,7 +19,7 @@ from bot.engine.intents import candidates, parse
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
 from bot.engine.summary import changes_lead, headline, verdict, write_summary
-from bot.engine.text import clock, join, label, plural, short
+from bot.engine.text import clock, duration, join, label, plural, short
 from tools.base import ToolResult
 from tools.control_plane import Alert, Resource
 from tools.kubernetes import DeploymentReport, Snapshot
@@ -297,7 +297,7 @@ def _failing_since(ev: Evidence) -> datetime | None:
 
 def _answer(
     ctx: Context, target: Target, d: reasoning.Diagnosis, summary: str, recommendations: list[Recommendation],
-    answer_links: list[Link], *, chart: Chart | None = None,
+    answer_links: list[Link], *, chart: Chart | None = None, table: Table | None = None,
 ) -> Answer:
     return ctx.answer(
         intent="diagnose",
@@ -313,6 +313,7 @@ def _answer(
         headline=headline(d, brief=True),
         since=d.onset.onset if d.onset is not None else None,
         chart=chart,
+        table=table,
     )
 
 
@@ -327,6 +328,21 @@ def pods_lead(report: DeploymentReport) -> str:
         shown.append(f"{pod.name}{revision} {state}{restarts}")
     more = f" and {len(report.pods) - 5} more" if len(report.pods) > 5 else ""
     return f"{report.namespace}/{report.name}: {report.ready}/{report.desired} ready; " + "; ".join(shown) + more + "."
+
+
+POD_ROWS = 20  # a phone screen of pods; the rest are counted
+
+
+def pods_table(report: DeploymentReport, now: datetime) -> Table:
+    """The pods, not-ready and most-restarted first, as the rows a person scans: state, restarts, age, node."""
+    rows = []
+    for pod in report.pods[:POD_ROWS]:
+        state = "Terminating" if pod.terminating else ("Ready" if pod.ready else (pod.reason or pod.phase or "Not ready"))
+        rows.append([pod.name, state, str(pod.restarts), duration(now - pod.created_at) if pod.created_at else "–",
+                     pod.node or "–"])
+    return Table(title=f"Pods of {report.namespace}/{report.name} ({report.ready}/{report.desired} ready)",
+                 columns=["Pod", "State", "Restarts", "Age", "Node"], rows=rows, numeric=[2, 3],
+                 more=max(0, len(report.pods) - POD_ROWS))
 
 
 async def pods(ctx: Context, target: Target) -> Answer:
@@ -344,7 +360,8 @@ async def pods(ctx: Context, target: Target) -> Answer:
     ]
     lead = pods_lead(ev.report) if ev.report is not None else None
     summary = write_summary(d, recommendations, approvers_configured=True, lead=lead)
-    return _answer(ctx, target, d, summary, recommendations, links(ctx.settings, target))
+    table = pods_table(ev.report, ctx.now) if ev.report is not None and ev.report.pods else None
+    return _answer(ctx, target, d, summary, recommendations, links(ctx.settings, target), table=table)
 
 
 # --- alerts ---------------------------------------------------------------------------------------

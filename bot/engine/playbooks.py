@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bot.actions import REGISTRY, Actions, Asked, NotProposed
-from bot.answer import Action, Answer, Finding, Link, Recommendation
+from bot.answer import Action, Answer, Finding, Link, Recommendation, Table
 from bot.approvals import ActionFailed
 from bot.config import Settings, parse_duration
 from bot.engine.calls import Calls, combine
@@ -429,6 +429,18 @@ def _change(group: GroupCost) -> str:
     return f"{group.change:+,.2f}{pct}"
 
 
+COST_ROWS = 15  # the largest groups; the rest are counted
+
+
+def cost_table(report: CostReport) -> Table:
+    """Spend per service (or tag value), largest first, with its change against the period before."""
+    rows = [[g.name, f"{g.current:,.2f}", f"{g.change:+,.2f}",
+             f"{g.change_pct:+.0f}%" if g.change_pct is not None else "new"] for g in report.groups[:COST_ROWS]]
+    return Table(title=f"Cost by {report.group_by}, last {report.period_days} days ({report.currency})",
+                 columns=[report.group_by.capitalize(), "Spend", "Change", "%"], rows=rows, numeric=[1, 2, 3],
+                 more=max(0, len(report.groups) - COST_ROWS))
+
+
 async def cost(ctx: Context, target: Target | None, days: int | None) -> Answer:
     period = days or DEFAULT_COST_DAYS
     tool = ctx.toolbox.cost
@@ -513,7 +525,7 @@ async def cost(ctx: Context, target: Target | None, days: int | None) -> Answer:
     if report.estimated:
         summary += " Some days are estimates (not final yet)."
     return ctx.answer(intent="cost", summary=summary + failure_note(ctx) + _notes(report.notes), findings=findings,
-                      confidence=0.9)
+                      confidence=0.9, table=cost_table(report) if report.groups else None)
 
 
 # --- incidents ------------------------------------------------------------------------------------

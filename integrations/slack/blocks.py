@@ -11,7 +11,7 @@ from typing import Any
 from slack_sdk.models.messages.chunk import TaskUpdateChunk
 
 from bot import wording
-from bot.answer import SEVERITY_RANK, Answer, ToolStatus
+from bot.answer import SEVERITY_RANK, Answer, Table, ToolStatus
 from bot.ports import ApprovalRecord
 from bot.presentation import BACKENDS, ActionButton, Step, change_label, present, problem, query_of
 from bot.render import ICON, headline, to_text
@@ -127,14 +127,16 @@ def _size(block: dict[str, Any]) -> int:
 
 
 def paginate(blocks: list[dict[str, Any]], first_text: str, label: str) -> list[SlackMessage]:
-    """Blocks in messages of at most 50 blocks and MESSAGE_CHARS; the first carries the notification text."""
+    """Blocks in messages of at most 50 blocks, MESSAGE_CHARS and one table (Slack refuses a second one);
+    the first carries the notification text."""
     pages: list[list[dict[str, Any]]] = [[]]
     size = 0
     for block in blocks:
         if block is DIVIDER and not pages[-1]:
             continue
         n = _size(block)
-        if pages[-1] and (len(pages[-1]) >= BLOCKS_PER_MESSAGE or size + n > MESSAGE_CHARS):
+        second_table = block.get("type") == "table" and any(b.get("type") == "table" for b in pages[-1])
+        if pages[-1] and (len(pages[-1]) >= BLOCKS_PER_MESSAGE or size + n > MESSAGE_CHARS or second_table):
             if pages[-1][-1] is DIVIDER:
                 pages[-1].pop()
             pages.append([])
@@ -187,6 +189,8 @@ def answer_blocks(answer: Answer, now: datetime | None = None) -> list[dict[str,
         blocks.append(context(f":warning: {escape(shown.warning_text)}"))
     if shown.evidence:
         blocks += sections([f"• {escape(line)}" for line in shown.evidence])
+    if shown.table:
+        blocks += table_blocks(shown.table)
     if shown.next_step:
         blocks += sections([f"*Next:* {escape(shown.next_step)}"])
     blocks += [action_row(button) for button in shown.actions]
@@ -301,16 +305,49 @@ def code(text: str) -> dict[str, Any]:
     }]}
 
 
-def tools_table(tools: list[ToolStatus]) -> dict[str, Any]:
-    """Each backend's outcome and time as a table block (Slack shows one table per message)."""
-    def cell(text: str) -> dict[str, Any]:
-        return {"type": "raw_text", "text": text}
+# Slack's table block (https://docs.slack.dev/reference/block-kit/blocks/table-block): at most 100 rows of at most
+# 20 cells, `column_settings` for at most 20 columns, and one table per message (`paginate` keeps to that)
+TABLE_ROWS = 100
+TABLE_COLUMNS = 20
+CELL_CHARS = 200
+ANSWER_ROWS = 20  # our own budget: an answer's table shows a phone screen of rows, like a Teams card
 
-    rows = [[cell("Backend"), cell("Result"), cell("Time")]]
-    for tool in tools[:99]:
-        result = "ok" if tool.ok else trim(problem(tool), 200)
-        rows.append([cell(tool.name), cell(result), cell(f"{tool.ms:.0f} ms" if tool.ms is not None else "–")])
-    return {"type": "table", "rows": rows, "column_settings": [None, {"is_wrapped": True}, {"align": "right"}]}
+
+def cell(text: str) -> dict[str, Any]:
+    return {"type": "raw_text", "text": trim(text, CELL_CHARS) or "–"}
+
+
+def title_cell(text: str) -> dict[str, Any]:
+    """A column title: bold (a raw_text cell cannot be styled, a rich_text one can)."""
+    return {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+        {"type": "text", "text": trim(text, CELL_CHARS), "style": {"bold": True}}]}]}
+
+
+def table(columns: list[str], rows: list[list[str]], settings: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """A table block of column titles and rows, cut to Slack's limits."""
+    width = min(len(columns), TABLE_COLUMNS)
+    body = [[title_cell(c) for c in columns[:width]]]
+    body += [[cell(text) for text in row[:width]] for row in rows[: TABLE_ROWS - 1]]
+    return {"type": "table", "rows": body, "column_settings": settings[:width]}
+
+
+def table_blocks(data: Table) -> list[dict[str, Any]]:
+    """An answer's table (pods, cost by service): its title, the table, and how many rows were left out."""
+    settings = [{"align": "right"} if i in data.numeric else None for i in range(len(data.columns))]
+    width = len(data.columns)
+    rows = [[(row[i] if i < len(row) else "–")[:80] for i in range(width)] for row in data.rows[:ANSWER_ROWS]]
+    out = [*sections([f"*{escape(data.title)}*"]), table(data.columns, rows, settings)]
+    more = data.more + max(0, len(data.rows) - ANSWER_ROWS)
+    if more:
+        out.append(context(f"…and {more} more not shown"))
+    return out
+
+
+def tools_table(tools: list[ToolStatus]) -> dict[str, Any]:
+    """Each backend's outcome and time as a table block."""
+    rows = [[tool.name, "ok" if tool.ok else problem(tool), f"{tool.ms:.0f} ms" if tool.ms is not None else "–"]
+            for tool in tools]
+    return table(["Backend", "Result", "Time"], rows, [None, {"is_wrapped": True}, {"align": "right"}])
 
 
 def _url(url: str) -> str:

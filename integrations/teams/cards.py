@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.answer import Answer
+from bot.answer import Answer, Table
 from bot import wording
 from bot.ports import ApprovalRecord
 from bot.presentation import present, tools_line
@@ -125,6 +125,8 @@ def summary_items(answer: Answer, chart_png: bytes | None = None) -> list[dict[s
     for line, finding in zip(shown.evidence, answer.ranked().findings, strict=False):
         body.append(runs((f"{finding.source}  ", {"isSubtle": True, "size": "Small"}), (line, {"weight": "Bolder"}),
                          spacing="Small"))
+    if shown.table:
+        body += table_items(shown.table)
     if shown.next_step:
         body.append(runs(("Next: ", {"weight": "Bolder"}), (shown.next_step, {}), spacing="Medium"))
     for button in shown.actions:
@@ -133,6 +135,32 @@ def summary_items(answer: Answer, chart_png: bytes | None = None) -> list[dict[s
     if chart_png is not None and shown.chart_title:
         body.append(chart_image(chart_png, f"{shown.chart_title} over the window"))
     return body
+
+
+TABLE_ROWS = 20  # rows of a grid in a card: a phone screen's worth
+CELL_CHARS = 80
+
+
+def table_items(table: Table) -> list[dict[str, Any]]:
+    """An answer's table as one ColumnSet with a column per table column, a one-line TextBlock per cell (the Table
+    element needs card schema 1.5, which these 1.4 cards do not use; a ColumnSet per row would cost about 2 KB a
+    row). Cells never wrap, so every row has one line's height and the rows line up across the columns; the column
+    weights come from the longest text of each column, titles are bold, numbers right-aligned."""
+    rows = [[(row[i] if i < len(row) else "–")[:CELL_CHARS] for i in range(len(table.columns))]
+            for row in table.rows[:TABLE_ROWS]]
+    columns = []
+    for index, title in enumerate(table.columns):
+        cells = [title, *(row[index] for row in rows)]
+        align = {"horizontalAlignment": "Right"} if index in table.numeric else {}
+        items = [{"type": "TextBlock", "text": text, "size": "Small", "spacing": "None", **align,
+                  **({"weight": "Bolder"} if line == 0 else {})} for line, text in enumerate(cells)]
+        columns.append({"type": "Column", "width": min(max(max(map(len, cells)), 3), 30), "items": items})
+    items = [text_block(table.title, weight="Bolder", spacing="Medium"),
+             {"type": "ColumnSet", "columns": columns, "spacing": "Small"}]
+    more = table.more + max(0, len(table.rows) - TABLE_ROWS)
+    if more:
+        items.append(plain(f"…and {more} more not shown", isSubtle=True, size="Small", spacing="Small"))
+    return items
 
 
 def details_items(answer: Answer) -> list[_Item]:
