@@ -159,7 +159,8 @@ class Runtime:
         # a question may carry a pasted secret: the overview shows it to everyone who opens it, so redacted
         turns = [dataclasses.replace(t, text=redact(t.text)) for t in (await self.store.active_turns())[:limit]]
         pending = await self.store.approvals(ApprovalState.PENDING, limit=limit)
-        return Overview(turns, [(a, await self.approvals.refusal(a, user, "approve") is None) for a in pending])
+        return Overview(turns, [(a, await self.approvals.refusal(a, user, "approve") is None) for a in pending],
+                        await self.alerts.recent(limit))
 
     # --- platforms without serving them ----------------------------------------------------------
     def attach_platforms(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.answer import Answer
@@ -124,13 +125,23 @@ class Request:
         return Origin(self.user, self.key.platform, session_id, self.request_id, self.actor)
 
 
+@dataclass(frozen=True)
+class RecentAlert:
+    """An alert group as a home view lists it: what its root message says, and where its thread is."""
+
+    view: AlertView
+    thread: ConversationKey | None  # None while its thread is being opened (or when it never got one)
+    last_seen: datetime
+
+
 @dataclass
 class Overview:
-    """What one person's home view shows: the requests being worked on, and the pending approvals with whether
-    this person may approve each."""
+    """What one person's home view shows: the requests being worked on, the pending approvals with whether this
+    person may approve each, and the alert groups heard of most recently."""
 
     investigations: list[TurnRecord]
     approvals: list[tuple[ApprovalRecord, bool]]
+    alerts: list[RecentAlert] = field(default_factory=list)
 
 
 class Core(Protocol):
@@ -196,7 +207,7 @@ class Core(Protocol):
         """Store `user`'s rating (good | bad) with the answer to `request_id`; False when there is no such answer."""
 
     async def overview(self, user: str, limit: int = 20) -> Overview:
-        """Open investigations and pending approvals, for `user`."""
+        """Open investigations, pending approvals and recent alerts, for `user`."""
 
 
 __all__ = [
@@ -214,6 +225,7 @@ __all__ = [
     "Notifier",
     "Overview",
     "Progress",
+    "RecentAlert",
     "ReplyPort",
     "Request",
     "TurnRecord",

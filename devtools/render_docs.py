@@ -49,6 +49,7 @@ class Samples:
     healthy: Answer
     backend_down: Answer
     alerts: Answer
+    pods: Answer
     approval: ApprovalRecord
     decided: ApprovalRecord
     charts: dict[str, bytes] = field(default_factory=dict)
@@ -61,12 +62,18 @@ async def answer_of(path: Path) -> Answer:
     return result.answers[-1].model_copy(update={"request_id": "req_4f1c2a9b7e6d5c3b2a190817"})
 
 
+def asked_again(world: Path, question: str, into: Path) -> Path:
+    """A copy of a scenario's world asked another question."""
+    shutil.copytree(world, into)
+    spec = into / "scenario.yaml"
+    spec.write_text(re.sub(r"(?m)^question: .*$", f"question: {question}", spec.read_text()))
+    return into
+
+
 async def samples(tmp: Path) -> Samples:
-    # the bad rollout's world, asked about its firing alerts (one the control plane reports)
-    alerts_world = tmp / "alerts"
-    shutil.copytree(SCENARIOS / "01-bad-rollout", alerts_world)
-    spec = alerts_world / "scenario.yaml"
-    spec.write_text(re.sub(r"(?m)^question: .*$", "question: what alerts are firing?", spec.read_text()))
+    # the bad rollout's world, asked about its firing alerts (one the control plane reports), and for its pods
+    alerts_world = asked_again(SCENARIOS / "01-bad-rollout", "what alerts are firing?", tmp / "alerts")
+    pods_world = asked_again(SCENARIOS / "01-bad-rollout", "pods checkout", tmp / "pods")
     plane = json.loads((alerts_world / "control_plane.json").read_text())
     plane["alerts"] = [{"id": "al-1", "name": "CheckoutErrorRate", "severity": "P1", "status": "firing",
                         "resource_name": "checkout", "message": "5xx ratio above 5% for 5 minutes",
@@ -77,6 +84,7 @@ async def samples(tmp: Path) -> Samples:
     healthy = await answer_of(SCENARIOS / "06-noisy-but-healthy")
     down = await answer_of(SCENARIOS / "08-backend-outage")
     alerts = await answer_of(alerts_world)
+    pods = await answer_of(pods_world)
     rollback = next(r for r in diagnosis.recommendations if r.action is not None)
     now = utcnow()
     approval = ApprovalRecord(
@@ -88,7 +96,7 @@ async def samples(tmp: Path) -> Samples:
     decided = ApprovalRecord(**{**vars(approval), "status": "executed", "decided_by": "U0BOB",
                                 "decided_at": now + timedelta(minutes=2), "finished_at": now + timedelta(minutes=2),
                                 "result": "rolled back to revision 6 (v2.0.3); 3/3 pods ready"})
-    return Samples(diagnosis, healthy, down, alerts, approval, decided)
+    return Samples(diagnosis, healthy, down, alerts, pods, approval, decided)
 
 
 # --- Slack: Block Kit as the Slack client shows it -------------------------------------------------------
@@ -120,7 +128,9 @@ pre { font-family: Monaco, 'DejaVu Sans Mono', monospace; font-size: 12px; backg
       border-radius: 4px; padding: 8px; white-space: pre-wrap; word-break: break-all; margin: 4px 0; }
 blockquote { border-left: 4px solid #dddddd; margin: 0; padding-left: 12px; color: #1d1c1d; }
 a { color: #1264a3; text-decoration: none; } .mention { color: #1264a3; background: #e8f5fa; border-radius: 3px; padding: 0 2px; }
-table { border-collapse: collapse; font-size: 13px; margin: 6px 0; } td { border: 1px solid #dddddd; padding: 4px 8px; }
+.tablewrap { overflow-x: auto; margin: 6px 0; border: 1px solid #dddddd; border-radius: 6px; }
+table { border-collapse: collapse; font-size: 13px; width: 100%%; } td { border-bottom: 1px solid #eeeeee; padding: 4px 8px;
+  white-space: nowrap; }
 tr:first-child td { font-weight: 700; background: #f8f8f8; }
 .file { border: 1px solid #dddddd; border-radius: 8px; overflow: hidden; margin-top: 4px; width: 100%%; }
 .file img { width: 100%%; display: block; } .file .name { font-size: 12px; color: #616061; padding: 4px 8px; }
@@ -163,9 +173,16 @@ def slack_block(block: dict[str, Any]) -> str:
         return "".join(f'<pre>{html.escape(run["text"])}</pre>' for element in block["elements"]
                        for run in element["elements"])
     if kind == "table":
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c['text'])}</td>" for c in row) + "</tr>"
-                       for row in block["rows"])
-        return f"<table>{rows}</table>"
+        settings = block.get("column_settings") or []
+
+        def td(index: int, cell: dict[str, Any]) -> str:
+            text = cell["text"] if cell["type"] == "raw_text" else "".join(
+                run["text"] for section in cell["elements"] for run in section["elements"])
+            align = (settings[index] or {}).get("align", "left") if index < len(settings) else "left"
+            return f'<td style="text-align:{align}">{html.escape(text)}</td>'
+
+        rows = "".join("<tr>" + "".join(td(i, c) for i, c in enumerate(row)) + "</tr>" for row in block["rows"])
+        return f'<div class="tablewrap"><table>{rows}</table></div>'
     raise ValueError(f"no HTML for Slack block {kind!r}")
 
 
@@ -206,6 +223,8 @@ body { margin: 0; background: #f5f5f5; font: 14px/1.43 'Segoe UI', 'Noto Sans', 
 .st-attention { background: #fdf3f4; } .st-warning { background: #fbf6d9; } .st-good { background: #e7f2da; }
 .st-emphasis { background: #f0f0f0; } .st-accent { background: #e8ebfa; }
 img.chart { width: 100%%; margin-top: 12px; border-radius: 4px; }
+.colset { display: flex; gap: 8px; } .col { min-width: 0; } .col .tb { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.right { text-align: right; }
 .facts td { padding: 2px 12px 2px 0; vertical-align: top; } .facts td:first-child { font-weight: 600; }
 .actions { display: flex; gap: 8px; margin-top: 16px; flex-wrap: wrap; }
 .btn { border: 1px solid #d1d1d1; border-radius: 4px; padding: 5px 12px; font-weight: 600; background: #fff; }
@@ -222,7 +241,7 @@ def card_markdown(text: str) -> str:
 
 def _classes(element: dict[str, Any]) -> str:
     spacing = {"None": "none", "Small": "small", "Medium": "medium"}.get(element.get("spacing", ""), "")
-    return " ".join(c for c in (spacing, element.get("weight", ""), f"sz-{element['size']}" if "size" in element else "",
+    return " ".join(c for c in (spacing, "right" if element.get("horizontalAlignment") == "Right" else "", element.get("weight", ""), f"sz-{element['size']}" if "size" in element else "",
                                 "subtle" if element.get("isSubtle") else "", f"c-{element['color']}" if "color" in element else "",
                                 "mono" if element.get("fontType") == "Monospace" else "") if c)
 
@@ -246,6 +265,11 @@ def card_element(element: dict[str, Any], expanded: bool) -> str:
         return f'<table class="facts tb">{rows}</table>'
     if kind == "Image":
         return f'<img class="chart" src="{element["url"]}" alt="{html.escape(element.get("altText", ""))}">'
+    if kind == "ColumnSet":
+        columns = "".join(
+            f'<div class="col" style="flex:{c["width"]} 1 0">{"".join(card_element(e, expanded) for e in c["items"])}</div>'
+            for c in element["columns"])
+        return f'<div class="colset {_classes(element)}">{columns}</div>'
     raise ValueError(f"no HTML for card element {kind!r}")
 
 
@@ -299,6 +323,8 @@ def pages(s: Samples) -> dict[str, tuple[str, int]]:
                                            slack_message(blocks.answer_blocks(s.backend_down))]), PHONE_WIDTH),
         "slack-alert-thread": (slack_page([asked("<@UBOT> what alerts are firing?"),
                                            slack_message(blocks.answer_blocks(s.alerts))]), PHONE_WIDTH),
+        "slack-pods-table": (slack_page([asked("<@UBOT> pods checkout"), slack_message(blocks.answer_blocks(s.pods))]),
+                             PHONE_WIDTH),
         "teams-diagnosis": (card_page(answer_cards(s.diagnosis, small)[:1]), CARD_WIDTH + 24),
         "teams-details": (card_page(answer_cards(s.diagnosis, small), expanded=True), CARD_WIDTH + 24),
         "teams-approval-request": (card_page([approval_card(s.approval)]), CARD_WIDTH + 24),
@@ -306,6 +332,7 @@ def pages(s: Samples) -> dict[str, tuple[str, int]]:
         "teams-healthy": (card_page(answer_cards(s.healthy)), CARD_WIDTH + 24),
         "teams-backend-down": (card_page(answer_cards(s.backend_down)), CARD_WIDTH + 24),
         "teams-alert-thread": (card_page(answer_cards(s.alerts)), CARD_WIDTH + 24),
+        "teams-pods-table": (card_page(answer_cards(s.pods)), CARD_WIDTH + 24),
     }
     return out
 

@@ -122,6 +122,12 @@ class AlertStore:
             row = await db.scalar(select(AlertGroupRow).where(AlertGroupRow.session_id == session_id).limit(1))
             return _record(row) if row is not None else None
 
+    async def recent(self, limit: int) -> list[AlertGroupRecord]:
+        """The groups heard of most recently (firing or resolved), newest first."""
+        async with self._sessions() as db:
+            rows = await db.scalars(select(AlertGroupRow).order_by(AlertGroupRow.last_seen_at.desc()).limit(limit))
+            return [_record(r) for r in rows]
+
     async def firing(self, source: str) -> list[AlertGroupRecord]:
         async with self._sessions() as db:
             rows = await db.scalars(

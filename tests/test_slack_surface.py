@@ -1,6 +1,6 @@
 """Slack's surface around an answer, through signed requests to the real app: the chart uploaded into the
-thread, feedback buttons stored with the turn (and listed by `srebot feedback`), the App Home with open
-investigations and pending approvals (approvable there), and suggested prompts in new assistant threads."""
+thread, feedback buttons stored with the turn (and listed by `srebot feedback`), the App Home with recent alerts,
+open investigations and pending approvals (approvable there), and suggested prompts in new assistant threads."""
 
 from __future__ import annotations
 
@@ -159,3 +159,30 @@ async def test_app_home_shows_open_investigations_with_secrets_redacted(slack: S
     text = json.dumps(published.args["view"], ensure_ascii=False)
     assert "Open investigations (1)" in text and "diagnose checkout password=[REDACTED]" in text
     assert "hunter2secret" not in text and "<@U0ALICE>" in text
+
+
+async def test_app_home_shows_recent_alerts_linked_to_their_threads(slack: SlackFake, db_file: str, tmp_path) -> None:
+    from tests.test_alerts import Alerting, alert, bot_env, payload
+
+    async with SlackBot(slack, db_file, engine=ScriptedEngine(), env=bot_env(tmp_path)) as bot:
+        alerting = Alerting(slack, bot, None)
+        await alerting.post(payload(alert()))
+        await alerting.post(payload(alert("DiskFull", fingerprint="fp-9", severity="warning"),
+                                    key='{}:{alertname="DiskFull"}'))
+        await alerting.settle()
+        await alerting.post(payload(alert("DiskFull", fingerprint="fp-9", severity="warning", status="resolved",
+                                          ends="2026-12-03T10:50:00Z"), key='{}:{alertname="DiskFull"}'))
+        await alerting.settle()
+        roots = {c.text_blob().split(":", 1)[1].split("—")[0].strip(): c.response["ts"] for c in alerting.roots()}
+        await bot.event({"type": "app_home_opened", "user": APPROVER, "channel": "D0HOME", "tab": "home",
+                         "event_ts": slack.next_ts()})
+        published = await slack.wait_for("views.publish")
+    home = published.args["view"]["blocks"]
+    texts = [b["text"]["text"] for b in home if b["type"] == "section"]
+    assert texts[0] == "*Recent alerts (1 firing)*"  # what is on fire comes first
+    disk, error = texts[1], texts[2]  # the latest news first: DiskFull resolved after HighErrorRate fired
+    assert disk.startswith("✅ *Resolved: DiskFull — checkout*\nwarning · resolved ") and "10:50 UTC (" in disk
+    assert disk.endswith(f"<https://fake.slack.com/archives/CALERTS/p{roots['DiskFull'].replace('.', '')}|Open the thread>")
+    assert error.startswith("🔥 *Firing: HighErrorRate — checkout*\ncritical · since ") and "10:42 UTC (" in error
+    assert f"p{roots['HighErrorRate'].replace('.', '')}|Open the thread>" in error
+    assert texts.index("*Pending approvals (0)*") < texts.index("*Open investigations (0)*")

@@ -19,7 +19,7 @@ from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.policy import ALERT, Verb
 from bot.telemetry import ALERTS_DEDUPLICATED, ALERTS_INVESTIGATED, ALERTS_RECEIVED, ALERTS_RESOLVED
-from bot.ports import Actor, AlertThreads, Decision, Notifier, Request
+from bot.ports import Actor, AlertThreads, Decision, Notifier, RecentAlert, Request
 from bot.engine.text import clock, duration
 from bot.toolbox import Toolbox
 from sessions.alerts import AlertGroupRecord, AlertStore
@@ -58,6 +58,12 @@ class AlertDesk:
         self.toolbox = toolbox
         self.notifiers = notifiers
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def recent(self, limit: int) -> list[RecentAlert]:
+        """The alert groups heard of most recently, as their root messages show them, with their threads."""
+        return [RecentAlert(view(self.settings, record), _thread(record)[0] if record.thread else None,
+                            record.last_seen_at)
+                for record in await self.groups.recent(limit)]
 
     # --- background work (the webhook answers before any of it) ---------------------------------
     def spawn(self, work: Awaitable[Any]) -> None:

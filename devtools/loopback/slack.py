@@ -319,6 +319,10 @@ class SlackFake(_Service):
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         if method == "chat.startStream":
             return {"ok": True, "channel": channel, "ts": self.next_ts()}
+        if method == "chat.getPermalink":
+            ts = str(args.get("message_ts", ""))
+            return {"ok": True, "channel": channel,
+                    "permalink": f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}"}
         if method == "views.publish":
             return {"ok": True, "view": {"id": f"V{next(self._ids):08d}", **(args.get("view") or {})}}
         if method == "apps.connections.open":

@@ -1,8 +1,9 @@
-"""Slack's app surface around the answers: "Show details", feedback buttons, the App Home (open investigations,
-pending approvals) and suggested prompts in new assistant threads."""
+"""Slack's app surface around the answers: "Show details", feedback buttons, the App Home (recent alerts, pending
+approvals, open investigations) and suggested prompts in new assistant threads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Coroutine
@@ -12,9 +13,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.ports import Core, Overview
+from bot.ports import Core, Overview, RecentAlert
 from bot.presentation import change_label, when
 from integrations.slack import blocks
+from integrations.slack.alerts import ICON as ALERT_ICON
 from integrations.slack.blocks import APPROVE, REJECT, escape, header, sections, trim, who
 from integrations.slack.port import call, deliver
 
@@ -23,6 +25,7 @@ log = logging.getLogger("srebot.slack")
 PLATFORM = "slack"
 HOME_BLOCK = "home_approval_"
 HOME_ITEMS = 20
+HOME_ALERTS = 10  # the most recent alert groups, firing or resolved
 HOME_BLOCKS = 100  # Slack's limit for a Home tab view
 RATINGS = {"good", "bad"}
 
@@ -108,16 +111,31 @@ class SlackSurface:
         await self.publish_home(user, notice=notice)
 
     async def publish_home(self, user: str, *, notice: str | None = None) -> None:
-        """Publish `user`'s Home tab: open investigations, and pending approvals with buttons where they may
-        approve."""
+        """Publish `user`'s Home tab: recent alerts with links to their threads, pending approvals with buttons
+        where they may approve, and open investigations."""
         now = datetime.now(UTC)
         try:
-            view = home_view(await self.core.overview(user, HOME_ITEMS), now=now, notice=notice)
+            overview = await self.core.overview(user, HOME_ITEMS)
+            view = home_view(overview, now=now, notice=notice, links=await self._thread_links(overview.alerts))
         except Exception:
             log.exception("could not read the App Home's state")
             view = home_view(Overview([], []), now=now,
                              notice="I could not read the current state (database unavailable); open the tab again.")
         await call(self.client.views_publish, None, user_id=user, view=view)
+
+    async def _thread_links(self, alerts: list[RecentAlert]) -> dict[str, str]:
+        """Each Slack alert thread's permalink (chat.getPermalink), by group id; a thread whose link cannot be had
+        is listed without one."""
+        shown = [a for a in alerts[:HOME_ALERTS] if a.thread is not None and a.thread.platform == PLATFORM]
+
+        async def one(alert: RecentAlert) -> str | None:
+            assert alert.thread is not None
+            response = await call(self.client.chat_getPermalink, None, channel=alert.thread.channel,
+                                  message_ts=alert.thread.thread)
+            return response.get("permalink") if response is not None else None
+
+        found = await asyncio.gather(*(one(a) for a in shown))
+        return {a.view.group_id: link for a, link in zip(shown, found, strict=True) if link}
 
     # --- assistant threads ---------------------------------------------------------------------------
     async def on_assistant_thread(self, event: dict[str, Any]) -> None:
@@ -146,19 +164,20 @@ def suggested_prompts(services: list[str]) -> list[dict[str, str]]:
     ]
 
 
-def home_view(overview: Overview, *, now: datetime, notice: str | None = None) -> dict[str, Any]:
-    """The Home tab: open investigations and pending approvals (approvable here by eligible approvers)."""
+def home_view(overview: Overview, *, now: datetime, notice: str | None = None,
+              links: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Home tab: recent alerts (linked to their threads: `links` by group id), pending approvals (approvable
+    here by eligible approvers) and open investigations."""
     view: list[dict[str, Any]] = [header("srebot")]
     if notice:
         view += sections([f":information_source: {escape(notice)}"])
-    turns, pending = overview.investigations, overview.approvals
-    view += [blocks.DIVIDER, *sections([f"*Open investigations ({len(turns)})*"])]
-    if not turns:
-        view.append(blocks.context("Nothing is being investigated right now."))
-    for turn in turns[:HOME_ITEMS]:
-        age = when(turn.created_at, now) if turn.created_at else ""
-        view += sections([f"• *{escape(turn.status)}*: “{escape(trim(' '.join(turn.text.split()), 150))}” "
-                          f"— {who(turn.user_id)}" + (f" · {age}" if age else "")])
+    turns, pending, alerts = overview.investigations, overview.approvals, overview.alerts[:HOME_ALERTS]
+    firing = sum(a.view.status == "firing" for a in alerts)
+    view += [blocks.DIVIDER, *sections([f"*Recent alerts ({firing} firing)*"])]
+    if not alerts:
+        view.append(blocks.context("No alert has come in."))
+    for alert in alerts:
+        view += sections([alert_line(alert, now, (links or {}).get(alert.view.group_id))])
     view += [blocks.DIVIDER, *sections([f"*Pending approvals ({len(pending)})*"])]
     if not pending:
         view.append(blocks.context("No change is waiting for approval."))
@@ -175,4 +194,26 @@ def home_view(overview: Overview, *, now: datetime, notice: str | None = None) -
             ]})
         else:
             view.append(blocks.context("_You cannot approve this one (you asked for it, or you are not an approver)._"))
+    view += [blocks.DIVIDER, *sections([f"*Open investigations ({len(turns)})*"])]
+    if not turns:
+        view.append(blocks.context("Nothing is being investigated right now."))
+    for turn in turns[:HOME_ITEMS]:
+        age = when(turn.created_at, now) if turn.created_at else ""
+        view += sections([f"• *{escape(turn.status)}*: “{escape(trim(' '.join(turn.text.split()), 150))}” "
+                          f"— {who(turn.user_id)}" + (f" · {age}" if age else "")])
     return {"type": "home", "blocks": view[:HOME_BLOCKS]}
+
+
+def alert_line(alert: RecentAlert, now: datetime, link: str | None) -> str:
+    """'🔥 *Firing: HighErrorRate — checkout*' over 'critical · since 10:42 UTC (12 min ago) · Open the thread'."""
+    shown = alert.view
+    state = (f"resolved {when(shown.resolved_at, now)}" if shown.resolved_at is not None
+             else f"since {when(shown.since, now)}")
+    if link:
+        where = f"<{link}|Open the thread>"
+    elif alert.thread is not None and alert.thread.platform != PLATFORM:
+        where = f"thread in {alert.thread.platform.capitalize()}"
+    else:
+        where = "no thread yet"
+    return (f"{ALERT_ICON.get(shown.status, '')} *{escape(trim(shown.title, 200))}*\n"
+            f"{escape(shown.severity)} · {state} · {where}")
