@@ -330,7 +330,7 @@ def tools_line(tools: list[ToolStatus]) -> str:
         if tool.ok:
             parts.append(f"{tool.name} ✓ {tool.ms:.0f} ms" if tool.ms is not None else f"{tool.name} ✓")
         else:
-            parts.append(f"{tool.name} ✗ {tool.error or 'failed'}")
+            parts.append(f"{tool.name} ✗ {problem(tool)}")
     return " · ".join(parts)
 
 

@@ -1,10 +1,11 @@
 """`python -m devtools.render_docs [--out docs/pictures]`: every message type as a person sees it, for the README.
 
 Real answers come from the engine (the eval scenarios through `devtools.eval.run_world`), are rendered by the
-real Slack and Teams renderers (`integrations.slack.blocks`, `integrations.teams.cards`), drawn as HTML here and
-photographed with headless Chromium. The HTML is our own renderer for the subset of Block Kit and Adaptive
-Cards that srebot uses: the `adaptivecards` package on PyPI only authors cards, it cannot render them, and
-Slack publishes no offline renderer. Colours, sizes and spacing follow the two clients; fonts are the system's.
+real Slack and Teams renderers (`integrations.slack.blocks`, `integrations.teams.cards`), drawn as HTML and
+photographed with headless Chromium. The Teams cards are drawn by the Adaptive Cards JavaScript renderer (npm
+`adaptivecards`, installed with npm into ~/.cache on first use) with Teams' palette as its host config. Slack
+publishes no offline renderer: the Block Kit HTML is our own, for the subset srebot uses, with the Slack client's
+colours, sizes and spacing. Fonts are the system's (emoji need `fonts-noto-color-emoji`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from bot.answer import Answer
 from bot.chart import draw
 from devtools.eval import run_world
 from integrations.slack import blocks
-from integrations.teams.cards import CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, answer_cards, approval_card
+from integrations.teams.cards import (
+    CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, ApprovalView, answer_cards, approval_card,
+)
 from sessions.store import ApprovalRecord, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "eval" / "scenarios"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--allow-file-access-from-files",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
 PHONE_WIDTH = 420  # a phone in portrait, in CSS pixels
 CARD_WIDTH = 520
@@ -55,11 +59,22 @@ class Samples:
     charts: dict[str, bytes] = field(default_factory=dict)
 
 
-async def answer_of(path: Path) -> Answer:
-    result = await run_world(path)
-    if not result.answers:
-        raise SystemExit(f"{path.name} gave no answer: {result.reasons}")
-    return result.answers[-1].model_copy(update={"request_id": "req_4f1c2a9b7e6d5c3b2a190817"})
+ATTEMPTS = 3
+
+
+async def answer_of(path: Path, *, all_backends: bool = True) -> Answer:
+    """The world's last answer. On a busy machine a backend may miss its deadline and the picture would show an
+    outage that is not the scenario's: such an answer is asked again, and never drawn."""
+    missed: list[str] = []
+    for _ in range(ATTEMPTS):
+        result = await run_world(path)
+        if not result.answers:
+            raise SystemExit(f"{path.name} gave no answer: {result.reasons}")
+        answer = result.answers[-1]
+        missed = [f"{t.name}: {t.error}" for t in answer.tools if not t.ok]
+        if not all_backends or not missed:
+            return answer.model_copy(update={"request_id": "req_4f1c2a9b7e6d5c3b2a190817"})
+    raise SystemExit(f"{path.name}: backends failed in {ATTEMPTS} attempts ({'; '.join(missed)}); is the machine busy?")
 
 
 def asked_again(world: Path, question: str, into: Path) -> Path:
@@ -82,10 +97,10 @@ async def samples(tmp: Path) -> Samples:
     # one after the other: a scenario's world (ports, database) is set up for it alone
     diagnosis = await answer_of(SCENARIOS / "01-bad-rollout")
     healthy = await answer_of(SCENARIOS / "06-noisy-but-healthy")
-    down = await answer_of(SCENARIOS / "08-backend-outage")
+    down = await answer_of(SCENARIOS / "08-backend-outage", all_backends=False)
     alerts = await answer_of(alerts_world)
     pods = await answer_of(pods_world)
-    rollback = next(r for r in diagnosis.recommendations if r.action is not None)
+    rollback = next(r for r in diagnosis.recommendations if r.action is not None and r.action.kind == "rollback")
     now = utcnow()
     approval = ApprovalRecord(
         id=rollback.approval_id or "apr_6d1f0c2b9a8e7d6c5b4a3928", kind=rollback.action.kind,  # type: ignore[union-attr]
@@ -210,78 +225,79 @@ def asked(text: str) -> str:
 
 
 # --- Teams: Adaptive Cards as the Teams client shows them --------------------------------------------
+# The Adaptive Cards JavaScript renderer (npm `adaptivecards`), which HTML hosts draw cards with; installed with npm
+# into a cache directory on first use, never part of the repository.
+ADAPTIVECARDS = "adaptivecards@3.0.6"
+CACHE = Path.home() / ".cache" / "srebot" / "render-docs"
+# Teams' light theme, as far as a host config says it: its palette for container styles and text colours
+TEAMS_HOST_CONFIG: dict[str, Any] = {
+    "fontFamily": "'Segoe UI', 'Noto Sans', 'DejaVu Sans', sans-serif",
+    "fontSizes": {"small": 12, "default": 14, "medium": 18, "large": 21, "extraLarge": 24},
+    "fontWeights": {"lighter": 200, "default": 400, "bolder": 600},
+    "spacing": {"small": 4, "default": 8, "medium": 16, "large": 20, "extraLarge": 24, "padding": 16},
+    "separator": {"lineThickness": 1, "lineColor": "#E0E0E0"},
+    "actions": {"maxActions": 6, "buttonSpacing": 8, "actionsOrientation": "Horizontal", "showCard": {
+        "actionMode": "Inline", "inlineTopMargin": 8}},
+    "containerStyles": {
+        name: {"backgroundColor": background, "foregroundColors": {
+            "default": {"default": "#242424", "subtle": "#616161"},
+            "accent": {"default": "#5B5FC7", "subtle": "#5B5FC7"},
+            "good": {"default": "#237B4B", "subtle": "#237B4B"},
+            "warning": {"default": "#835C00", "subtle": "#835C00"},
+            "attention": {"default": "#C4314B", "subtle": "#C4314B"}}}
+        for name, background in (("default", "#FFFFFF"), ("emphasis", "#F5F5F5"), ("accent", "#E8EBFA"),
+                                  ("good", "#E7F2DA"), ("attention", "#FDF3F4"), ("warning", "#FBF6D9"))
+    },
+}
 TEAMS_CSS = """
-body { margin: 0; background: #f5f5f5; font: 14px/1.43 'Segoe UI', 'Noto Sans', 'DejaVu Sans', sans-serif; color: #242424;
-       width: %(width)dpx; padding: 12px; }
-.card { background: #fff; border-radius: 6px; box-shadow: 0 1px 3px rgba(0,0,0,.15); padding: 16px; }
-.tb { margin-top: 8px; white-space: pre-wrap; word-wrap: break-word; } .tb.none { margin-top: 0; } .tb.small { margin-top: 4px; }
-.tb.medium { margin-top: 16px; }
-.Bolder { font-weight: 600; } .sz-Small { font-size: 12px; } .sz-Medium { font-size: 17px; } .sz-Large { font-size: 21px; }
-.subtle { opacity: .72; } .mono { font-family: Consolas, 'DejaVu Sans Mono', monospace; }
-.c-Attention { color: #c4314b; } .c-Warning { color: #835c00; } .c-Good { color: #237b4b; } .c-Accent { color: #5b5fc7; }
-.ct { margin: -16px -16px 8px; padding: 12px 16px; border-radius: 6px 6px 0 0; }
-.st-attention { background: #fdf3f4; } .st-warning { background: #fbf6d9; } .st-good { background: #e7f2da; }
-.st-emphasis { background: #f0f0f0; } .st-accent { background: #e8ebfa; }
-img.chart { width: 100%%; margin-top: 12px; border-radius: 4px; }
-.colset { display: flex; gap: 8px; } .col { min-width: 0; } .col .tb { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.right { text-align: right; }
-.facts td { padding: 2px 12px 2px 0; vertical-align: top; } .facts td:first-child { font-weight: 600; }
-.actions { display: flex; gap: 8px; margin-top: 16px; flex-wrap: wrap; }
-.btn { border: 1px solid #d1d1d1; border-radius: 4px; padding: 5px 12px; font-weight: 600; background: #fff; }
-.btn.positive { background: #5b5fc7; color: #fff; border-color: #5b5fc7; } .btn.destructive { color: #c4314b; }
+body { margin: 0; background: #f5f5f5; width: %(width)dpx; padding: 12px; }
+.card { background: #fff; border-radius: 6px; box-shadow: 0 1px 3px rgba(0,0,0,.15); overflow: hidden; margin-bottom: 12px; }
+.ac-pushButton { border: 1px solid #d1d1d1; border-radius: 4px; padding: 5px 12px; font: 600 14px 'Segoe UI', 'Noto Sans',
+  sans-serif; background: #fff; color: #242424; }
+.ac-pushButton.style-positive { background: #5b5fc7; color: #fff; border-color: #5b5fc7; }
+.ac-pushButton.style-destructive { color: #c4314b; }
 a { color: #5b5fc7; text-decoration: none; }
+"""
+# Teams' markdown subset, enough for srebot's cards: **bold**, _italic_, [links](url); everything else as text
+MARKDOWN_JS = r"""
+AdaptiveCards.AdaptiveCard.onProcessMarkdown = function (text, result) {
+  var out = text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  out = out.replace(/\*\*([^*]+)\*\*/g, "<b>$1</b>").replace(/(^|\s)_([^_]+)_(?=\s|$)/g, "$1<i>$2</i>");
+  out = out.replace(/\[([^\]]+)\]\(([^)]+)\)/g, '<a href="$2">$1</a>');
+  result.outputHtml = out; result.didProcess = true;
+};
 """
 
 
-def card_markdown(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+def adaptivecards_bundle(cache: Path = CACHE) -> Path:
+    """The renderer's browser bundle, installed with npm on first use."""
+    bundle = cache / "node_modules" / "adaptivecards" / "dist" / "adaptivecards.min.js"
+    if not bundle.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache), ADAPTIVECARDS],
+                       check=True, capture_output=True, timeout=600)
+    return bundle
 
 
-def _classes(element: dict[str, Any]) -> str:
-    spacing = {"None": "none", "Small": "small", "Medium": "medium"}.get(element.get("spacing", ""), "")
-    return " ".join(c for c in (spacing, "right" if element.get("horizontalAlignment") == "Right" else "", element.get("weight", ""), f"sz-{element['size']}" if "size" in element else "",
-                                "subtle" if element.get("isSubtle") else "", f"c-{element['color']}" if "color" in element else "",
-                                "mono" if element.get("fontType") == "Monospace" else "") if c)
+def expand(element: Any) -> Any:
+    """A card as it looks after "Show details": hidden elements shown, the toggle gone."""
+    if isinstance(element, list):
+        return [expand(e) for e in element if not (isinstance(e, dict) and e.get("type") == "Action.ToggleVisibility")]
+    if isinstance(element, dict):
+        return {k: expand(v) for k, v in element.items() if not (k == "isVisible" and v is False)}
+    return element
 
 
-def card_element(element: dict[str, Any], expanded: bool) -> str:
-    kind = element["type"]
-    if element.get("isVisible") is False and not expanded:
-        return ""
-    if kind == "TextBlock":
-        return f'<div class="tb {_classes(element)}">{card_markdown(element["text"])}</div>'
-    if kind == "RichTextBlock":
-        runs = "".join(f'<span class="{_classes(run)}">{html.escape(run["text"])}</span>' for run in element["inlines"])
-        return f'<div class="tb {_classes(element)}">{runs}</div>'
-    if kind == "Container":
-        inner = "".join(card_element(e, expanded) for e in element["items"])
-        style = element.get("style")
-        return f'<div class="ct st-{style}">{inner}</div>' if style else f"<div>{inner}</div>"
-    if kind == "FactSet":
-        rows = "".join(f"<tr><td>{html.escape(f['title'])}</td><td>{card_markdown(f['value'])}</td></tr>"
-                       for f in element["facts"])
-        return f'<table class="facts tb">{rows}</table>'
-    if kind == "Image":
-        return f'<img class="chart" src="{element["url"]}" alt="{html.escape(element.get("altText", ""))}">'
-    if kind == "ColumnSet":
-        columns = "".join(
-            f'<div class="col" style="flex:{c["width"]} 1 0">{"".join(card_element(e, expanded) for e in c["items"])}</div>'
-            for c in element["columns"])
-        return f'<div class="colset {_classes(element)}">{columns}</div>'
-    raise ValueError(f"no HTML for card element {kind!r}")
-
-
-def card_page(cards: list[dict[str, Any]], *, expanded: bool = False) -> str:
-    parts = []
-    for card in cards:
-        body = "".join(card_element(e, expanded) for e in card["body"])
-        actions = "".join(f'<span class="btn {a.get("style", "")}">{html.escape(a["title"])}</span>'
-                          for a in card.get("actions", []) if not (expanded and a["type"] == "Action.ToggleVisibility"))
-        parts.append(f'<div class="card">{body}' + (f'<div class="actions">{actions}</div>' if actions else "") + "</div>")
-    return (f"<html><head><meta charset='utf-8'><style>{TEAMS_CSS % {'width': CARD_WIDTH}}</style></head><body>"
-            + "<div style='height:12px'></div>".join(parts) + "</body></html>")
+def card_page(cards: list[dict[str, Any]], bundle: Path, *, expanded: bool = False) -> str:
+    """The cards drawn by the Adaptive Cards renderer with Teams' palette, one under the other."""
+    shown = [expand(c) if expanded else c for c in cards]
+    script = (f"{MARKDOWN_JS}var config = new AdaptiveCards.HostConfig({json.dumps(TEAMS_HOST_CONFIG)});"
+              f"{json.dumps(shown, ensure_ascii=False)}.forEach(function (payload) {{"
+              "var card = new AdaptiveCards.AdaptiveCard(); card.hostConfig = config; card.parse(payload);"
+              "var box = document.createElement('div'); box.className = 'card'; box.appendChild(card.render());"
+              "document.body.appendChild(box); });")
+    return (f"<html><head><meta charset='utf-8'><style>{TEAMS_CSS % {'width': CARD_WIDTH}}</style>"
+            f"<script src='{bundle.as_uri()}'></script></head><body><script>{script}</script></body></html>")
 
 
 # --- photographing ---------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ def screenshot(page: str, out: Path, width: int, browser: str, tmp: Path) -> Non
     image.crop((0, 0, image.width, min(image.height, bottom + 12))).save(out, optimize=True)
 
 
-def pages(s: Samples) -> dict[str, tuple[str, int]]:
+def pages(s: Samples, bundle: Path) -> dict[str, tuple[str, int]]:
     """Every message type, for Slack and Teams: file stem → (HTML, width)."""
     chart = draw(s.diagnosis.chart) if s.diagnosis.chart else None
     small = draw(s.diagnosis.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS) if s.diagnosis.chart else None
@@ -325,14 +341,16 @@ def pages(s: Samples) -> dict[str, tuple[str, int]]:
                                            slack_message(blocks.answer_blocks(s.alerts))]), PHONE_WIDTH),
         "slack-pods-table": (slack_page([asked("<@UBOT> pods checkout"), slack_message(blocks.answer_blocks(s.pods))]),
                              PHONE_WIDTH),
-        "teams-diagnosis": (card_page(answer_cards(s.diagnosis, small)[:1]), CARD_WIDTH + 24),
-        "teams-details": (card_page(answer_cards(s.diagnosis, small), expanded=True), CARD_WIDTH + 24),
-        "teams-approval-request": (card_page([approval_card(s.approval)]), CARD_WIDTH + 24),
-        "teams-approval-decided": (card_page([approval_card(s.decided)]), CARD_WIDTH + 24),
-        "teams-healthy": (card_page(answer_cards(s.healthy)), CARD_WIDTH + 24),
-        "teams-backend-down": (card_page(answer_cards(s.backend_down)), CARD_WIDTH + 24),
-        "teams-alert-thread": (card_page(answer_cards(s.alerts)), CARD_WIDTH + 24),
-        "teams-pods-table": (card_page(answer_cards(s.pods)), CARD_WIDTH + 24),
+        "teams-diagnosis": (card_page(answer_cards(s.diagnosis, small)[:1], bundle), CARD_WIDTH + 24),
+        "teams-details": (card_page(answer_cards(s.diagnosis, small), bundle, expanded=True), CARD_WIDTH + 24),
+        # the approval as an eligible approver sees it (their own view, with the buttons), and once decided
+        "teams-approval-request": (card_page([approval_card(s.approval, names=USERS, view=ApprovalView(
+            can_approve=True, can_reject=True))], bundle), CARD_WIDTH + 24),
+        "teams-approval-decided": (card_page([approval_card(s.decided, names=USERS)], bundle), CARD_WIDTH + 24),
+        "teams-healthy": (card_page(answer_cards(s.healthy), bundle), CARD_WIDTH + 24),
+        "teams-backend-down": (card_page(answer_cards(s.backend_down), bundle), CARD_WIDTH + 24),
+        "teams-alert-thread": (card_page(answer_cards(s.alerts), bundle), CARD_WIDTH + 24),
+        "teams-pods-table": (card_page(answer_cards(s.pods), bundle), CARD_WIDTH + 24),
     }
     return out
 
@@ -342,7 +360,7 @@ async def render(out: Path, browser: str) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="srebot-docs-") as name:
         tmp = Path(name)
         made = []
-        for stem, (page, width) in pages(await samples(tmp)).items():
+        for stem, (page, width) in pages(await samples(tmp), adaptivecards_bundle()).items():
             target = out / f"{stem}.png"
             await asyncio.to_thread(screenshot, page, target, width, browser, tmp)
             made.append(target)

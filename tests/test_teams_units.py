@@ -145,7 +145,7 @@ def test_answer_card_is_short_first_with_the_rest_behind_show_details() -> None:
     hidden = card_text(details)
     assert hidden.index("Critical (1)") < hidden.index("Error rate 8.3%") < hidden.index("Info (1)") < hidden.index("3 pods")
     for expected in ("Roll back checkout", "apr_1", "[Grafana](https://grafana.example/d/abc)", "metrics ✓ 120 ms",
-                     "cost ✗ not configured"):
+                     "cost ✗ AWS Cost Explorer is not configured"):
         assert expected in hidden
     assert "confidence 80%" in short and "session s_1" in short
     # the query is a TextRun in monospace: never read as markdown, so `.*` survives as typed
