@@ -273,8 +273,12 @@ def failure_of(answer: Answer) -> str:
 # --- short first ----------------------------------------------------------------------------------
 def headline_of(answer: Answer) -> str:
     """The engine's headline, else the summary's first sentence; at most HEADLINE_CHARS, no approval ids."""
-    text = answer.headline or _first_sentence(answer.summary)
-    return shorten(_strip_approval(text), HEADLINE_CHARS)
+    text = " ".join(_strip_approval(answer.headline or _first_sentence(answer.summary)).split())
+    if len(text) <= HEADLINE_CHARS:
+        return text
+    # too long: whole clauses rather than a cut mid-phrase (the rest is behind "Show details")
+    cut = text.rfind("; ", HEADLINE_CHARS // 2, HEADLINE_CHARS - 2)
+    return text[:cut] + "; …" if cut > 0 else shorten(text, HEADLINE_CHARS)
 
 
 def key_evidence(answer: Answer) -> list[str]:

@@ -27,10 +27,15 @@ from typing import Any
 
 from PIL import Image
 
+from bot.alerts.payload import Alert
+from bot.alerts.view import AlertView, Link
 from bot.answer import Answer
 from bot.chart import draw
 from devtools.eval import run_world
 from integrations.slack import blocks
+from integrations.slack.alerts import alert_message
+from integrations.slack.port import chart_filename
+from integrations.teams.alerts import alert_card
 from integrations.teams.cards import (
     CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, ApprovalView, answer_cards, approval_card,
 )
@@ -52,7 +57,6 @@ class Samples:
     diagnosis: Answer
     healthy: Answer
     backend_down: Answer
-    alerts: Answer
     pods: Answer
     approval: ApprovalRecord
     decided: ApprovalRecord
@@ -86,19 +90,12 @@ def asked_again(world: Path, question: str, into: Path) -> Path:
 
 
 async def samples(tmp: Path) -> Samples:
-    # the bad rollout's world, asked about its firing alerts (one the control plane reports), and for its pods
-    alerts_world = asked_again(SCENARIOS / "01-bad-rollout", "what alerts are firing?", tmp / "alerts")
+    # the bad rollout's world, asked for its pods
     pods_world = asked_again(SCENARIOS / "01-bad-rollout", "pods checkout", tmp / "pods")
-    plane = json.loads((alerts_world / "control_plane.json").read_text())
-    plane["alerts"] = [{"id": "al-1", "name": "CheckoutErrorRate", "severity": "P1", "status": "firing",
-                        "resource_name": "checkout", "message": "5xx ratio above 5% for 5 minutes",
-                        "fired_at": "@-360", "resolved_at": None}]
-    (alerts_world / "control_plane.json").write_text(json.dumps(plane))
     # one after the other: a scenario's world (ports, database) is set up for it alone
     diagnosis = await answer_of(SCENARIOS / "01-bad-rollout")
     healthy = await answer_of(SCENARIOS / "06-noisy-but-healthy")
     down = await answer_of(SCENARIOS / "08-backend-outage", all_backends=False)
-    alerts = await answer_of(alerts_world)
     pods = await answer_of(pods_world)
     rollback = next(r for r in diagnosis.recommendations if r.action is not None and r.action.kind == "rollback")
     now = utcnow()
@@ -111,7 +108,19 @@ async def samples(tmp: Path) -> Samples:
     decided = ApprovalRecord(**{**vars(approval), "status": "executed", "decided_by": "U0BOB",
                                 "decided_at": now + timedelta(minutes=2), "finished_at": now + timedelta(minutes=2),
                                 "result": "rolled back to revision 6 (v2.0.3); 3/3 pods ready"})
-    return Samples(diagnosis, healthy, down, alerts, pods, approval, decided)
+    return Samples(diagnosis, healthy, down, pods, approval, decided)
+
+
+def firing_alert(diagnosis: Answer) -> AlertView:
+    """The alert whose thread the diagnosis answers: the bad rollout's error rate, firing since its onset."""
+    since = diagnosis.since or utcnow() - timedelta(minutes=6)
+    labels = {"alertname": "CheckoutHighErrorRate", "severity": "critical", "service": "checkout", "namespace": "shop"}
+    fired = Alert("fp-1", "firing", labels, {"summary": "5xx ratio above 5% for 5 minutes"}, since,
+                  url="http://prometheus:9090/graph?g0.expr=job%3Acheckout%3Aerror_ratio")
+    return AlertView(group_id="alg_3f9c2b7a1d5e", status="firing", alerts=(fired,), service="checkout",
+                     service_known=True, since=since, resolved_at=None, truncated=0,
+                     links=(Link("Runbook", "https://wiki.example/runbooks/checkout"),
+                            Link("Alertmanager", "http://alertmanager:9093")))
 
 
 # --- Slack: Block Kit as the Slack client shows it -------------------------------------------------------
@@ -323,10 +332,11 @@ def pages(s: Samples, bundle: Path) -> dict[str, tuple[str, int]]:
     chart = draw(s.diagnosis.chart) if s.diagnosis.chart else None
     small = draw(s.diagnosis.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS) if s.diagnosis.chart else None
     slack_answer = blocks.answer_blocks(s.diagnosis)
-    chart_name = f"{s.diagnosis.service}-error-rate.png"
+    alert = firing_alert(s.diagnosis)
+    chart_name = chart_filename(s.diagnosis)
     out: dict[str, tuple[str, int]] = {
         "slack-diagnosis": (slack_page([asked("<@UBOT> why is checkout failing?"), slack_message(slack_answer),
-                                        slack_message([], image=chart, image_name=chart_name),
+                                        *([slack_message([], image=chart, image_name=chart_name)] if chart else []),
                                         slack_message(blocks.approval_request(s.approval).blocks)]), PHONE_WIDTH),
         "slack-details": (slack_page([slack_message(m.blocks) for m in blocks.render_details(s.diagnosis).messages],
                                      "Show details"), PHONE_WIDTH),
@@ -337,8 +347,9 @@ def pages(s: Samples, bundle: Path) -> dict[str, tuple[str, int]]:
         "slack-healthy": (slack_page([asked("<@UBOT> diagnose catalog"), slack_message(blocks.answer_blocks(s.healthy))]), PHONE_WIDTH),
         "slack-backend-down": (slack_page([asked("<@UBOT> diagnose catalog"),
                                            slack_message(blocks.answer_blocks(s.backend_down))]), PHONE_WIDTH),
-        "slack-alert-thread": (slack_page([asked("<@UBOT> what alerts are firing?"),
-                                           slack_message(blocks.answer_blocks(s.alerts))]), PHONE_WIDTH),
+        "slack-alert-thread": (slack_page([slack_message(alert_message(alert).blocks, time="10:50"),
+                                           slack_message(blocks.answer_blocks(s.diagnosis), time="10:51")],
+                                          "#alerts · thread"), PHONE_WIDTH),
         "slack-pods-table": (slack_page([asked("<@UBOT> pods checkout"), slack_message(blocks.answer_blocks(s.pods))]),
                              PHONE_WIDTH),
         "teams-diagnosis": (card_page(answer_cards(s.diagnosis, small)[:1], bundle), CARD_WIDTH + 24),
@@ -349,7 +360,7 @@ def pages(s: Samples, bundle: Path) -> dict[str, tuple[str, int]]:
         "teams-approval-decided": (card_page([approval_card(s.decided, names=USERS)], bundle), CARD_WIDTH + 24),
         "teams-healthy": (card_page(answer_cards(s.healthy), bundle), CARD_WIDTH + 24),
         "teams-backend-down": (card_page(answer_cards(s.backend_down), bundle), CARD_WIDTH + 24),
-        "teams-alert-thread": (card_page(answer_cards(s.alerts), bundle), CARD_WIDTH + 24),
+        "teams-alert-thread": (card_page([alert_card(alert), *answer_cards(s.diagnosis)[:1]], bundle), CARD_WIDTH + 24),
         "teams-pods-table": (card_page(answer_cards(s.pods), bundle), CARD_WIDTH + 24),
     }
     return out

@@ -92,6 +92,17 @@ def test_short_first_headline_evidence_and_actions() -> None:
     assert shown.has_details
 
 
+def test_a_long_headline_keeps_whole_clauses() -> None:
+    summary = ("No problems found in catalog: error rate 0.3%, p99 latency 180 ms, CPU at 30% of its limit and 0 "
+               "restarts; 2/2 pods ready on v1.4.2 (revision 3, rolled out 2 days ago); 298 error-looking log lines "
+               "in the last 15m (top “cache miss for key=product:<num>, fetching from origin (will retry)” ×298), "
+               "noise while the signals stay within thresholds.")
+    shown = present(Answer(intent="diagnose", service="catalog", summary=summary), NOW)
+    assert shown.headline == ("No problems found in catalog: error rate 0.3%, p99 latency 180 ms, CPU at 30% of its "
+                              "limit and 0 restarts; 2/2 pods ready on v1.4.2 (revision 3, rolled out 2 days ago); …")
+    assert shown.has_details  # the rest is one press away
+
+
 def test_no_approvers_is_said_up_front() -> None:
     answer = diagnosis(CRITICAL, recommendations=[
         Recommendation(title="Restart checkout", approval_id="apr_2", action=Action(kind="restart", target="shop/c"))])

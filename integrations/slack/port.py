@@ -241,6 +241,12 @@ class SlackReplyPort:
         return True
 
 
+def chart_filename(answer: Answer) -> str:
+    """'checkout-error-rate.png' for the chart "Error rate of checkout"."""
+    title = answer.chart.title if answer.chart else "chart"
+    return f"{answer.service or 'srebot'}-{title.split(' of ')[0].lower().replace(' ', '-')}.png"
+
+
 async def upload_chart(
     client: AsyncWebClient, channel: str, thread_ts: str | None, answer: Answer, request_id: str | None = None
 ) -> bool:
@@ -256,7 +262,7 @@ async def upload_chart(
     marks = ", ".join(f"{m.label} {m.at:%H:%M} UTC" for m in answer.chart.marks)
     uploaded = await call(
         client.files_upload_v2, request_id, channel=channel, thread_ts=thread_ts, file=png,
-        filename=f"{answer.service or 'srebot'}-{answer.chart.title.split(' of ')[0].lower().replace(' ', '-')}.png",
+        filename=chart_filename(answer),
         title=answer.chart.title, alt_txt=f"{answer.chart.title} over the window" + (f"; {marks}" if marks else ""),
     )
     return uploaded is not None
