@@ -174,6 +174,9 @@ def assert_slack_limits(message: blocks.SlackMessage) -> None:
         assert 1 <= len(table["rows"]) <= blocks.TABLE_ROWS and len(table.get("column_settings", [])) <= 20
         assert all(1 <= len(row) <= blocks.TABLE_COLUMNS for row in table["rows"])
         assert len({len(row) for row in table["rows"]}) == 1  # every row has every column
+        texts = [c["text"] if c["type"] == "raw_text" else c["elements"][0]["elements"][0]["text"]
+                 for row in table["rows"] for c in row]
+        assert all(texts) and sum(map(len, texts)) <= blocks.TABLE_CHARS
 
 
 def teams_grids(card: dict) -> list[dict]:
@@ -209,8 +212,10 @@ def test_a_table_reads_as_a_table_within_both_platforms_limits() -> None:
         assert grid["columns"][2]["items"][1]["horizontalAlignment"] == "Right"
         assert "…and 130 more not shown" in json.dumps(cards[0], ensure_ascii=False)
     wide = blocks.table([f"c{i}" for i in range(25)], [["x" * 300] * 25] * 150, [{"align": "right"}] * 25)
-    assert len(wide["rows"]) == blocks.TABLE_ROWS and {len(r) for r in wide["rows"]} == {blocks.TABLE_COLUMNS}
-    assert len(wide["column_settings"]) == blocks.TABLE_COLUMNS and len(wide["rows"][1][0]["text"]) == blocks.CELL_CHARS
+    assert {len(r) for r in wide["rows"]} == {blocks.TABLE_COLUMNS} and len(wide["column_settings"]) == 20
+    assert len(wide["rows"][1][0]["text"]) == blocks.CELL_CHARS and len(wide["rows"]) == 3  # 10,000 characters
+    many = blocks.table(["n"], [[str(i)] for i in range(500)], [None])
+    assert len(many["rows"]) == blocks.TABLE_ROWS
     # the facts the table shows are not repeated as evidence lines, problems still are
     assert present(big, NOW).evidence == [CRITICAL.title]
     info = Finding(severity="info", source="cost", title="checkout: USD 1,204.00 (+12.00, +1%)")

@@ -189,8 +189,6 @@ def answer_blocks(answer: Answer, now: datetime | None = None) -> list[dict[str,
         blocks.append(context(f":warning: {escape(shown.warning_text)}"))
     if shown.evidence:
         blocks += sections([f"• {escape(line)}" for line in shown.evidence])
-    if shown.table:
-        blocks += table_blocks(shown.table)
     if shown.next_step:
         blocks += sections([f"*Next:* {escape(shown.next_step)}"])
     blocks += [action_row(button) for button in shown.actions]
@@ -202,7 +200,9 @@ def answer_blocks(answer: Answer, now: datetime | None = None) -> list[dict[str,
     blocks.append(context(escape(shown.details.footer)))
     if answer.request_id:
         blocks.append(feedback_block(answer.request_id))
-    elif shown.has_details:
+    if shown.table:  # last: Slack shows a table below the rest of its message whatever its place among the blocks
+        blocks += table_blocks(shown.table)
+    if not answer.request_id and shown.has_details:
         blocks += [DIVIDER, *details_blocks(answer, with_header=False)]
     return blocks
 
@@ -306,10 +306,13 @@ def code(text: str) -> dict[str, Any]:
 
 
 # Slack's table block (https://docs.slack.dev/reference/block-kit/blocks/table-block): at most 100 rows of at most
-# 20 cells, `column_settings` for at most 20 columns, and one table per message (`paginate` keeps to that)
+# 20 cells, `column_settings` for at most 20 columns, and one table per message (`paginate` keeps to that; Slack
+# carries the table as the message's attachment, below its other blocks); no empty cell; and a budget of 10,000
+# characters across the cells of a table
 TABLE_ROWS = 100
 TABLE_COLUMNS = 20
 CELL_CHARS = 200
+TABLE_CHARS = 10_000
 ANSWER_ROWS = 20  # our own budget: an answer's table shows a phone screen of rows, like a Teams card
 
 
@@ -327,7 +330,13 @@ def table(columns: list[str], rows: list[list[str]], settings: list[dict[str, An
     """A table block of column titles and rows, cut to Slack's limits."""
     width = min(len(columns), TABLE_COLUMNS)
     body = [[title_cell(c) for c in columns[:width]]]
-    body += [[cell(text) for text in row[:width]] for row in rows[: TABLE_ROWS - 1]]
+    used = sum(len(c) for c in columns[:width])
+    for row in rows[: TABLE_ROWS - 1]:
+        cells = [cell(text) for text in row[:width]]
+        used += sum(len(c["text"]) for c in cells)
+        if used > TABLE_CHARS:
+            break
+        body.append(cells)
     return {"type": "table", "rows": body, "column_settings": settings[:width]}
 
 
