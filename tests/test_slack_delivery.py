@@ -123,7 +123,10 @@ async def test_answer_layout_in_block_kit(slack: SlackFake, db_file: str) -> Non
     assert "*Ruled out*" in body and "OOM" in body and "Roll back checkout to revision 6" in body
     assert "<https://grafana.example/d/abc|Grafana>" in body
     [table] = [b for b in details.args["blocks"] if b["type"] == "table"]
-    assert [row[0]["text"] for row in table["rows"]] == ["Backend", "metrics", "logs"]
+    titles, *rows = table["rows"]
+    assert [c["elements"][0]["elements"][0] for c in titles][0] == {"type": "text", "text": "Backend",
+                                                                    "style": {"bold": True}}
+    assert [row[0]["text"] for row in rows] == ["metrics", "logs"]
     assert_within_limits(details)
 
 
