@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from devtools.bench import table
+from devtools.bench import ANCHOR_HEADER, table
 
 pytestmark = pytest.mark.integration  # starts srebot in child processes
 
@@ -52,13 +52,41 @@ def test_latencies_are_measured_for_every_request_and_nothing_is_lost(report: di
         figure = figures[name]
         assert number(figure["p50_ms"]) and number(figure["p99_ms"]), name
         assert 0 < figure["p50_ms"] <= figure["p99_ms"] <= figure["max_ms"], name
+    assert figures["slack_ack"]["n"] == figures["slack_ack"]["concurrent"] * figures["slack_ack"]["rounds"] > 0
+    assert figures["teams_ack"]["n"] == figures["teams_ack"]["concurrent"] > 0
     for name in ("slack_ack", "teams_ack"):
-        assert figures[name]["n"] == figures[name]["concurrent"] > 0
         assert figures[name]["non_200"] == 0
         assert figures[name]["server_side"]["n"] >= figures[name]["concurrent"]
     for name in ("slack_placeholder", "teams_first_reply"):
         assert figures[name]["missing"] == 0
         assert figures[name]["lost"] == 0
+
+
+def test_every_slack_figure_stands_beside_the_bare_bolt_anchor_with_its_ratio(report: dict[str, Any]) -> None:
+    figures = report["figures"]
+    for name in ("slack_ack", "slack_placeholder"):
+        bursts = figures[name]["by_burst"]
+        assert len(bursts) >= 2, name  # more than one burst size, each sent to both apps
+        for burst, side in bursts.items():
+            assert side["concurrent"] == int(burst)
+            for app in ("srebot", "anchor"):
+                assert side[app]["n"] == int(burst) * figures[name]["rounds"], (name, burst, app)
+                assert number(side[app]["p99_ms"]), (name, burst, app)
+            assert side["ratio"]["p99"] == round(side["srebot"]["p99_ms"] / side["anchor"]["p99_ms"], 2)
+            assert number(side["ratio"]["p50"])
+    # the anchor's events are answered and counted like srebot's
+    assert figures["slack_placeholder"]["lost"] == figures["slack_placeholder"]["anchor"]["lost"] == 0
+    sustained = figures["sustained"]
+    assert sustained["anchor"]["sent"] == sustained["sent"]
+    assert sustained["anchor"]["lost"] == 0
+    assert set(sustained["ratio"]) == {"ack_p50", "ack_p99", "placeholder_p50", "placeholder_p99", "answered_per_s"}
+    assert all(number(v) for v in sustained["ratio"].values()), sustained["ratio"]
+    assert "anchor" not in figures["sustained_cpu_hog"]  # the hog phase is srebot's alone
+    text = table(report)
+    header = next(line for line in text.splitlines() if line.startswith(ANCHOR_HEADER[0]))
+    assert [column.strip() for column in header.split("|")] == list(ANCHOR_HEADER)
+    for burst in figures["slack_ack"]["by_burst"]:
+        assert f"burst of {burst} " in text
 
 
 def test_sustained_load_is_acked_and_answered_in_full(report: dict[str, Any]) -> None:
