@@ -278,12 +278,10 @@ class Dispatcher:
             note += f" (I'm busy: you are number {in_line} in line)"
         await request.port.progress(note)
         with database_deadline(self.db_deadline):
-            session_id = await self.store.session_id_for(request.key, request.reference)
-            # the turn row comes last, so a failure above leaves nothing "queued" for a restart to report
-            turn_id = await self.store.create_turn(
-                session_id, request.request_id, request.text, request.user, self.instance_id
+            # the session (on a thread's first request) and the turn in one transaction
+            return await self.store.record_turn(
+                request.key, request.reference, request.request_id, request.text, request.user, self.instance_id
             )
-        return session_id, turn_id
 
     # --- work ------------------------------------------------------------------------------------
     async def _work(self, key: ConversationKey) -> None:

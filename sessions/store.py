@@ -6,6 +6,7 @@ import asyncio
 import functools
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from cachetools import TTLCache
-from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or_, select, text, update
+from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -333,6 +334,74 @@ def _approval(row: ApprovalRow) -> ApprovalRecord:
     )
 
 
+EventKey = tuple[str, str]  # (platform, event id)
+_Claim = tuple[tuple[EventKey, ...], float | None, "asyncio.Future[bool]"]  # an event's keys, its deadline, its answer
+
+
+class GroupCommit:
+    """Event claims, written together: a claim made while no write is in flight starts one at once; those
+    made meanwhile wait for it and then go in the next write, all of them in one statement. An event is
+    claimed when every one of its keys was new to the database and no earlier claim of the same write
+    had it (the app_mention and message copies of one mention, arriving together, claim one key)."""
+
+    MAX_KEYS = 1000  # per statement: three parameters a row stays far below every driver's limit
+
+    def __init__(self, write: Callable[[list[EventKey]], Awaitable[set[EventKey]]]):
+        self._write = write
+        self._waiting: deque[_Claim] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def claim(self, keys: tuple[EventKey, ...]) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, _DEADLINE.get(), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="event-claims")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[_Claim] = []
+        try:
+            while self._waiting:
+                batch = self._next_batch()
+                await self._commit(batch)
+        except BaseException:  # cancelled (shutdown): no claimer is left waiting for a write that never comes
+            for _, _, future in [*batch, *self._waiting]:
+                future.cancel()
+            self._waiting.clear()
+            raise
+
+    def _next_batch(self) -> list[_Claim]:
+        batch: list[_Claim] = []
+        count = 0
+        while self._waiting and (not batch or count + len(self._waiting[0][0]) <= self.MAX_KEYS):
+            claim = self._waiting.popleft()
+            if not claim[2].done():  # a claimer cancelled (shutdown) claims nothing
+                batch.append(claim)
+                count += len(claim[0])
+        return batch
+
+    async def _commit(self, batch: list[_Claim]) -> None:
+        owner: dict[EventKey, int] = {}
+        for index, (keys, _, _) in enumerate(batch):
+            for key in keys:
+                owner.setdefault(key, index)
+        # the claims of one write arrived within one round trip of each other: the latest deadline serves all
+        deadlines = [deadline for _, deadline, _ in batch if deadline is not None]
+        token = _DEADLINE.set(max(deadlines) if deadlines and len(deadlines) == len(batch) else None)
+        try:
+            new = await self._write(list(owner)) if owner else set()
+        except Exception as exc:  # every claim of the write learns why (DatabaseError after retries)
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        finally:
+            _DEADLINE.reset(token)
+        for index, (keys, _, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(all(key in new and owner[key] == index for key in keys))
+
+
 class Store:
     """Async access to the database; one instance per process, shared by every platform."""
 
@@ -361,6 +430,7 @@ class Store:
         # thread -> session id never changes once created, so caching it is safe across replicas
         self._thread_cache: TTLCache[ConversationKey, str] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
         self._dialect_insert = sqlite.insert if is_sqlite(self.url) else postgresql.insert
+        self._claims = GroupCommit(self._insert_events)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -436,6 +506,14 @@ class Store:
         found = await self.find_session_id(key)
         if found is not None:
             return found
+        async with self._begin() as db:
+            found = await self._session_in(db, key, reference)
+        self._thread_cache[key] = found
+        return found
+
+    async def _session_in(self, db: AsyncSession, key: ConversationKey, reference: dict[str, Any] | None) -> str:
+        """In the transaction `db`: the thread's session, inserted unless there is one (a concurrent insert
+        of the same thread is waited for by the database, then read)."""
         now = self.clock()
         stmt = (
             self._dialect_insert(ConversationRow)
@@ -452,12 +530,10 @@ class Store:
             .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
             .returning(ConversationRow.id)
         )
-        async with self._begin() as db:
-            found = (await db.execute(stmt)).scalar_one_or_none()
+        found = (await db.execute(stmt)).scalar_one_or_none()
         if found is None:
-            found = await self._find_id(key)
+            found = await db.scalar(self._id_of(key))
             assert found is not None
-        self._thread_cache[key] = found
         return found
 
     @retried
@@ -473,14 +549,16 @@ class Store:
 
     async def _find_id(self, key: ConversationKey) -> str | None:
         async with self._session() as db:
-            return await db.scalar(
-                select(ConversationRow.id).where(
-                    ConversationRow.platform == key.platform,
-                    ConversationRow.workspace == key.workspace,
-                    ConversationRow.channel == key.channel,
-                    ConversationRow.thread == key.thread,
-                )
-            )
+            return await db.scalar(self._id_of(key))
+
+    @staticmethod
+    def _id_of(key: ConversationKey) -> Any:
+        return select(ConversationRow.id).where(
+            ConversationRow.platform == key.platform,
+            ConversationRow.workspace == key.workspace,
+            ConversationRow.channel == key.channel,
+            ConversationRow.thread == key.thread,
+        )
 
     @retried
     async def get_session(self, session_id: str) -> Conversation | None:
@@ -516,6 +594,24 @@ class Store:
     @retried
     async def create_turn(self, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str) -> int:
         """Record a queued turn; safe to repeat (a retry after a lost commit finds the first row)."""
+        async with self._begin() as db:
+            return await self._turn_in(db, session_id, request_id, text_, user_id, instance_id)
+
+    @retried
+    async def record_turn(
+        self, key: ConversationKey, reference: dict[str, Any] | None, request_id: str, text_: str, user_id: str,
+        instance_id: str,
+    ) -> tuple[str, int]:
+        """`session_id_for` and `create_turn` in one transaction: (session id, turn id); safe to repeat."""
+        async with self._begin() as db:
+            session_id = self._thread_cache.get(key) or await self._session_in(db, key, reference)
+            turn_id = await self._turn_in(db, session_id, request_id, text_, user_id, instance_id)
+        self._thread_cache[key] = session_id
+        return session_id, turn_id
+
+    async def _turn_in(
+        self, db: AsyncSession, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str
+    ) -> int:
         stmt = (
             self._dialect_insert(TurnRow)
             .values(
@@ -530,13 +626,12 @@ class Store:
             .on_conflict_do_nothing(index_elements=["request_id"])
             .returning(TurnRow.id)
         )
-        async with self._begin() as db:
-            await self._lock_thread(db, session_id)
-            turn_id = (await db.execute(stmt)).scalar_one_or_none()
-            if turn_id is None:
-                turn_id = await db.scalar(select(TurnRow.id).where(TurnRow.request_id == request_id))
-            assert turn_id is not None
-            return turn_id
+        await self._lock_thread(db, session_id)
+        turn_id = (await db.execute(stmt)).scalar_one_or_none()
+        if turn_id is None:
+            turn_id = await db.scalar(select(TurnRow.id).where(TurnRow.request_id == request_id))
+        assert turn_id is not None
+        return turn_id
 
     @retried
     async def start_turn(
@@ -768,30 +863,33 @@ class Store:
     # --- platform event dedupe -------------------------------------------------------------------
     async def claim_event(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of an event (on any replica), False for every repeat. Several ids
-        of one event (e.g. its id and its channel+ts) are claimed in one statement: True only when none
-        was seen before. The claim carries a token of this call, so a retry after a commit that landed
-        but whose answer was lost (a dropped connection) finds its own claim and still takes the event."""
-        return await self._claim_event(platform, new_id("clm"), frozenset(event_ids))
+        of one event (e.g. its id and its channel+ts) are claimed together: True only when none was seen
+        before. Claims made while another claim's transaction is in flight go together in the next one
+        (group commit): a burst of events costs a few statements, not one transaction each."""
+        return await self._claims.claim(tuple((platform, event_id) for event_id in dict.fromkeys(event_ids)))
+
+    async def _insert_events(self, keys: list[EventKey]) -> set[EventKey]:
+        """Insert (platform, event id) rows; returns those that were not there before. The rows carry a
+        token of this write, so a retry after a commit that landed but whose answer was lost (a dropped
+        connection) finds its own rows and still takes their events."""
+        return await self._insert_claimed(new_id("clm"), keys)
 
     @retried
-    async def _claim_event(self, platform: str, token: str, event_ids: frozenset[str]) -> bool:
+    async def _insert_claimed(self, token: str, keys: list[EventKey]) -> set[EventKey]:
+        now = self.clock()
         stmt = (
             self._dialect_insert(ProcessedEventRow)
-            .values([
-                {"platform": platform, "event_id": event_id, "received_at": self.clock(), "claimed_by": token}
-                for event_id in event_ids
-            ])
+            .values([{"platform": platform, "event_id": event_id, "received_at": now, "claimed_by": token}
+                     for platform, event_id in keys])
             .on_conflict_do_nothing(index_elements=["platform", "event_id"])
         )
-        ours = (
-            select(func.count())
-            .select_from(ProcessedEventRow)
-            .where(ProcessedEventRow.platform == platform, ProcessedEventRow.event_id.in_(event_ids),
-                   ProcessedEventRow.claimed_by == token)
+        ours = select(ProcessedEventRow.platform, ProcessedEventRow.event_id).where(
+            tuple_(ProcessedEventRow.platform, ProcessedEventRow.event_id).in_(keys),
+            ProcessedEventRow.claimed_by == token,
         )
         async with self._begin() as db:
             await db.execute(stmt)
-            return await db.scalar(ours) == len(event_ids)
+            return {(platform, event_id) for platform, event_id in (await db.execute(ours)).all()}
 
     @retried
     async def forget_events(self, older_than: timedelta) -> int:

@@ -48,6 +48,30 @@ async def test_event_claimed_once(store: Store) -> None:
     assert await store.claim_event("teams", "Ev123") is True  # ids are per platform
 
 
+async def test_a_burst_of_claims_on_two_replicas_takes_each_event_once(db_url: str) -> None:
+    """Claims arriving together go to the database together (group commit); each event is still taken
+    exactly once across replicas, and an event whose copies share a key (a channel mention arrives as
+    app_mention and as message, with different event ids) is taken by one copy only."""
+    replicas = [Store(db_url) for _ in range(2)]
+    await replicas[0].upgrade()
+    try:
+        first_copies = [(f"msg:C1:{i}", f"EvA{i}") for i in range(60)]
+        second_copies = [(f"msg:C1:{i}", f"EvB{i}") for i in range(60)]
+        redeliveries = [(f"msg:C1:{i}", f"EvA{i}") for i in range(60)]
+        claims = [(replica, keys) for keys in [*first_copies, *second_copies, *redeliveries] for replica in replicas]
+        results = await asyncio.gather(*(replica.claim_event("slack", *keys) for replica, keys in claims))
+        taken: dict[str, int] = {}
+        for (_, keys), won in zip(claims, results):
+            taken[keys[0]] = taken.get(keys[0], 0) + won
+        assert taken == {f"msg:C1:{i}": 1 for i in range(60)}
+        # what was not taken stays taken later, on either replica; a new event is taken at once
+        assert not await replicas[1].claim_event("slack", "msg:C1:7", "EvC7")
+        assert await replicas[1].claim_event("slack", "msg:C1:60", "EvA60")
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
 async def test_approval_transition_is_atomic(store: Store) -> None:
     approval = await store.create_approval(
         Proposal("restart", "shop/checkout", {}, "restart 3 pods of shop/checkout", Origin("U1", "slack")),

@@ -151,12 +151,17 @@ class SlackReplyPort:
         return {"channel": self.channel, "ts": self.placeholder_ts} if self.placeholder_ts else None
 
     async def progress(self, text: str) -> None:
-        """Never waits for Slack: the placeholder is posted (or updated) by a background task."""
+        """The first call returns once the placeholder is in the thread: the dispatcher records the request
+        in the database only then, so a burst's placeholders go out ahead of its database work. Later calls
+        never wait for Slack: a background task updates the placeholder."""
         if self._done:
             return
         self._pending = text
+        first = self._flusher is None
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
+        if first:
+            await asyncio.wait([self._flusher])  # a cancel of the caller leaves the post to finish
 
     async def _flush_pending(self) -> None:
         while self._pending is not None and not self._done:
