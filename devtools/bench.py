@@ -934,7 +934,7 @@ class Bench:
             **firsts, "missing": sum(s.key not in watch.first_in_thread for s in sent), "lost": None,
             "goal": None, "meets_goal": None,
         }
-        await self.answers("teams_first_reply", watch, sent)
+        await self.answers(("teams_first_reply",), watch, sent)
 
     async def sustained(self, http: aiohttp.ClientSession, targets: dict[str, str], pid: int, database_url: str,
                         figure: str = "sustained") -> None:
