@@ -39,6 +39,7 @@ def run_eval(where: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration  # `srebot eval` in a child process, a real Prometheus per world
 def test_the_shared_worlds_load_and_pass_the_gate() -> None:
     result = run_eval(shared_scenarios(), "--json")
     body = json.loads(result.stdout)
@@ -51,6 +52,7 @@ def test_the_shared_worlds_load_and_pass_the_gate() -> None:
     assert len(passed) >= SHARED_GATE, "\n".join(f"{s['name']}: {s['reasons']}" for s in scenarios if not s["passed"])
 
 
+@pytest.mark.integration  # `srebot eval` in a child process, a real Prometheus per world
 def test_the_repositorys_own_worlds() -> None:
     """Every world of the repository passes: the numbered ones (the engine's regression set) and the corpus."""
     result = run_eval(OWN, "--json")
@@ -127,6 +129,7 @@ def _healthy_world(where: Path) -> None:
     ]))
 
 
+@pytest.mark.integration  # a real Prometheus, backfilled
 async def test_a_failing_world_names_the_fact_and_shows_the_answer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -232,6 +232,7 @@ def asked_again(world: Path, question: str, into: Path) -> Path:
     return into
 
 
+@pytest.mark.integration  # every corpus world, each with a real Prometheus
 async def test_eval_corpus_answers_render_within_the_limits_and_fit_a_phone(tmp_path: Path) -> None:
     answers = []
     pods = asked_again(EVAL / "01-bad-rollout", "pods checkout", tmp_path / "pods")

@@ -107,6 +107,7 @@ async def srebot(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, 
     return process.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.integration  # `srebot ask` in child processes
 async def test_answer_json_and_debug_logs_and_teams_cards_carry_no_secret(world: World) -> None:
     from integrations.teams.cards import answer_cards
 
@@ -146,6 +147,7 @@ async def test_slack_payloads_carry_no_secret(world: World) -> None:
         assert "db_password" in sent and "tls: [REDACTED]" in sent
 
 
+@pytest.mark.integration  # `srebot ask` in a child process
 async def test_the_llm_is_sent_no_secret(world: World) -> None:
     script = [
         [rest_call("audit_logs", service="checkout"), rest_call("recent_logs", service="checkout", namespace="shop")],

@@ -183,6 +183,7 @@ async def test_slack_connect_people_read_answers_but_never_propose_or_approve(wo
     assert refused and refused[-1].actor == BOB and refused[-1].via == "button"
 
 
+@pytest.mark.integration  # `srebot approve` in child processes
 async def test_a_cli_decision_names_its_operator_and_obeys_the_same_policy(world: World) -> None:
     world.slack.user_groups[SRE_GROUP] = [DAVE]
     config = policy_file(world)

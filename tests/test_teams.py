@@ -32,6 +32,7 @@ from integrations.teams.bot import LOCAL_DECISIONS, conversation_key
 from integrations.teams.cards import DECIDE_VERB, REFRESH_VERB
 from sessions.store import Origin, Proposal
 from tests.helpers import ScriptedEngine
+from tests.fakes.serve import eventually
 from tests.fakes.bot_connector import (
     ALICE,
     BOB,
@@ -257,6 +258,27 @@ async def test_personal_progress_is_informative_updates_and_elsewhere_the_typing
         assert connector.updates() == []
         gate.set()
         await connector.wait_for(is_card)
+
+
+async def test_a_crash_notice_in_a_personal_chat_ends_the_stream_left_open(tmp_path, connector) -> None:
+    gate = asyncio.Event()
+    async with serve(local_env(tmp_path, connector.url), ScriptedEngine(gate=gate)) as srebot:
+        assert await srebot.post(personal_message(connector.url, "diagnose checkout")) == 200
+        ack = connector.calls[0]
+        store = srebot.runtime.store
+
+        async def started() -> list[Any]:
+            return [t for t in await store.active_turns() if t.status == "running"]
+
+        (turn,) = await eventually(started, what="the turn running")
+        # what the next process finds with the turn after a crash: the stream its acknowledgement opened
+        assert turn.placeholder == {"stream_id": ack.response_id}
+        conversation = await store.get_session(turn.session_id)
+        await srebot.runtime.notifiers["teams"].say(conversation, "I was restarted while working on it; ask again.",
+                                                    replace=turn.placeholder)
+        notice = await connector.wait_for(lambda c: "I was restarted" in c.text)
+        assert stream_info(notice) == {"type": "streaminfo", "streamType": "final", "streamId": ack.response_id}
+        gate.set()
 
 
 async def test_proactive_messages_reach_the_thread_after_a_restart(tmp_path, connector) -> None:

@@ -107,6 +107,7 @@ def test_generators() -> None:
     assert samples(counter, 0) == [(-30, 5.0), (-20, 15.0), (-10, 25.0), (0, 55.0)]
 
 
+@pytest.mark.integration  # the Prometheus binary, backfilled by promtool
 async def test_a_real_prometheus_serves_the_series(tmp_path: Path) -> None:
     now = datetime.fromtimestamp(int(datetime.now(UTC).timestamp()), UTC)
     series = [
