@@ -203,7 +203,7 @@ def slack_block(block: dict[str, Any]) -> str:
             text = cell["text"] if cell["type"] == "raw_text" else "".join(
                 run["text"] for section in cell["elements"] for run in section["elements"])
             setting = (settings[index] or {}) if index < len(settings) else {}
-            wrap = "white-space:normal;word-break:break-word" if setting.get("is_wrapped") else ""
+            wrap = "white-space:normal;min-width:12em" if setting.get("is_wrapped") else ""
             return f'<td style="text-align:{setting.get("align", "left")};{wrap}">{html.escape(text)}</td>'
 
         rows = "".join("<tr>" + "".join(td(i, c) for i, c in enumerate(row)) + "</tr>" for row in block["rows"])

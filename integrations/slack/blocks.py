@@ -342,9 +342,8 @@ def table(columns: list[str], rows: list[list[str]], settings: list[dict[str, An
 
 def table_blocks(data: Table) -> list[dict[str, Any]]:
     """An answer's table (pods, cost by service): its title, the table, and how many rows were left out."""
-    # the first column (a pod's or service's name) wraps, so a phone shows the numbers beside it
-    settings = [{"align": "right"} if i in data.numeric else ({"is_wrapped": True} if i == 0 else None)
-                for i in range(len(data.columns))]
+    # names stay whole (a pod's name is copied into kubectl); a phone scrolls a wide table sideways
+    settings = [{"align": "right"} if i in data.numeric else None for i in range(len(data.columns))]
     width = len(data.columns)
     rows = [[(row[i] if i < len(row) else "–")[:80] for i in range(width)] for row in data.rows[:ANSWER_ROWS]]
     out = [*sections([f"*{escape(data.title)}*"]), table(data.columns, rows, settings)]
