@@ -309,3 +309,86 @@ def test_a_volume_filling_up_without_failed_writes_is_a_warning_and_a_roomy_one_
     assert verdict.severity == "warning" and verdict.title == "Volume data-web-1 is 88% full"
     w.metrics = {"volume_usage": volume_usage(0.5)}
     assert not [v for v in causes.detect(w) if v.family == "disk_full"]
+
+
+def test_an_expired_partner_certificate_says_whose_and_since_when_and_no_restart_can_help() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "\n".join([
+        'ERROR charge failed: Post "https://api.partner.example/v1/charges": tls: failed to verify certificate: '
+        f"x509: certificate has expired or is not yet valid: current time {at(-60)} is after {at(-1500)}",
+        "WARN POST /v1/charge 502 upstream unavailable"])}
+    verdict = lead(w)
+    assert verdict.family == "tls_certificate"
+    assert "api.partner.example" in verdict.cause and "expired at 11:35 UTC (25 min ago)" in verdict.cause
+    assert "is not ours" in verdict.plans[0].title and "cannot help" in verdict.plans[0].title
+    # "upstream unavailable" names no dependency called "unavailable"
+    assert not any(v.family == "dependency" and "unavailable" in v.cause for v in causes.detect(w))
+
+
+def test_a_certificate_of_one_of_our_services_signed_by_an_unknown_ca_is_ours_to_fix() -> None:
+    w = world([pod("web-1", ready=True)], services=[{"metadata": {"name": "ledger"}, "spec": {}}])
+    w.pod_logs = {"web-1/web": 'Get "https://ledger.shop.svc:8443/v1": x509: certificate signed by unknown authority'}
+    verdict = lead(w)
+    assert verdict.family == "tls_certificate" and "signed by an authority the caller does not trust" in verdict.cause
+    assert "trust the CA" in verdict.plans[0].title
+
+
+def test_a_readiness_probe_that_checks_a_slow_dependency_empties_the_service() -> None:
+    probe = {"httpGet": {"path": "/health/ready", "port": 8080}}
+    pods = [pod(f"web-{i}", containers=[{"name": "web", "image": "shop/web:1", "readinessProbe": probe}])
+            for i in range(2)]
+    events = [event("Unhealthy", 'Readiness probe failed: Get "http://10.0.0.1:8080/health/ready": context deadline '
+                                 "exceeded", name=p["metadata"]["name"], count=40) for p in pods]
+    w = world(pods, events, services=[{"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}}},
+                                      {"metadata": {"name": "cache"}, "spec": {"selector": {"app": "cache"}}}])
+    w.snap.objects["endpointslices"] = [{"metadata": {"labels": {"kubernetes.io/service-name": "web"}}, "endpoints": [
+        {"addresses": ["10.0.0.1"], "conditions": {"ready": False}}]}]
+    w.pod_logs = {"web-0/web": "WARN readiness: dependency cache:6379 PING took 1577ms -> reporting not ready"}
+    verdict = lead(w)
+    assert verdict.family == "readiness" and verdict.severity == "critical"
+    assert "also checking its dependency cache" in verdict.cause
+    assert "Service web has 0 ready endpoints: nothing to route to" in verdict.title
+    assert "check only the process itself, not cache" in verdict.plans[0].title
+
+
+def test_a_readiness_probe_that_checks_only_itself_names_no_dependency() -> None:
+    probe = {"exec": {"command": ["sh", "-c", "exit 1"]}}
+    w = world([pod("web-0", containers=[{"name": "web", "image": "shop/web:1", "readinessProbe": probe}])],
+              [event("Unhealthy", "Readiness probe failed: ", name="web-0", count=9)],
+              services=[{"metadata": {"name": "cache"}, "spec": {"selector": {"app": "cache"}}}])
+    verdict = lead(w)
+    assert verdict.family == "readiness" and "dependency" not in verdict.cause and "never pass" in verdict.title
+
+
+def hpa_at_max() -> dict[str, Any]:
+    return {"metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"name": "web"}, "minReplicas": 2, "maxReplicas": 6},
+            "status": {"currentReplicas": 6, "conditions": [{"type": "ScalingLimited", "status": "True"}]}}
+
+
+def test_an_upstream_quota_names_the_upstream_and_more_replicas_will_not_help() -> None:
+    w = world([pod("web-1", ready=True)], horizontalpodautoscalers=[hpa_at_max()])
+    w.pod_logs = {"web-1/web": "WARN lookup failed: 429 Too Many Requests from api.maps.example (quota 600 "
+                               "requests/minute for key prod exceeded), Retry-After: 30"}
+    verdict = lead(w)
+    assert verdict.family == "rate_limited" and "api.maps.example" in verdict.cause
+    assert "quota of 600 requests/minute" in verdict.cause and "Retry-After 30 s" in verdict.cause
+    assert "HPA web at maxReplicas 6: more replicas will not help" in verdict.title
+    assert "Retry-After" in verdict.plans[0].title and not verdict.plans[0].action
+
+
+def test_throttled_deliveries_that_all_succeed_on_retry_lose_nothing_and_are_no_fault() -> None:
+    w = world([pod("web-1", ready=True)])
+    w.pod_logs = {"web-1/web": "\n".join([
+        "[warn] failed to flush chunk '1-17.flb', retry in 9 seconds: output=es.0",
+        "[error] [output:es:es.0] HTTP status=429 URI=/_bulk, response: es_rejected_execution_exception",
+        "[info] flush chunk '1-17.flb' succeeded at retry 1: output=es.0"]).replace("[", "")}
+    lost = QueryResult("lost", "vector", [Series({"__name__": "out_dropped_records_total"}, [Sample(NOW, 0.0)])])
+    w.metrics = {"lost_records": lost, "lost_records_before": lost}
+    verdicts = causes.detect(w)
+    assert not [v for v in verdicts if v.current]  # not rate limiting, not a fault
+    said = next(v for v in verdicts if v.family == "retries")
+    assert said.title.startswith("Nothing is lost") and "0 in the last hour" in said.title
+    w.metrics = {"lost_records": QueryResult("lost", "vector", [Series({"__name__": "out_dropped_records_total"},
+                                                                        [Sample(NOW, 12.0)])])}
+    lost_now = next(v for v in causes.detect(w) if v.family == "retries")
+    assert lost_now.current and lost_now.severity == "warning" and "12 failed retries or dropped records" in lost_now.title

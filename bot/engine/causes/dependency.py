@@ -25,7 +25,10 @@ HOST_PORT = re.compile(r"(?i)\bhost\W{1,3}(?P<host>[A-Za-z][\w.-]*)[,;\s]+port\W
 NOT_HOSTS = {"the", "server", "host", "upstream", "service", "remote", "peer", "backend", "localhost", "database",
              "db", "http", "https", "port", "required", "a", "an", "to", "from", "returned", "returns", "is", "was",
              "failed", "with", "error", "request", "get", "post", "put", "delete", "render", "login", "send", "token",
-             "validation", "read", "write", "lookup", "dial", "tcp", "udp", "connect", "warn", "info", "fatal", "caused"}
+             "validation", "read", "write", "lookup", "dial", "tcp", "udp", "connect", "warn", "info", "fatal", "caused",
+             # what a failure says about its callee, not its name: 'upstream unavailable', 'upstream timed out'
+             "unavailable", "unreachable", "down", "timeout", "timed", "failure", "refused", "reset", "closed",
+             "busy", "overloaded", "errors", "responded", "response", "connection"}
 # a bare address names its dependency by the port it listens on
 WELL_KNOWN = {"6379": "redis", "5432": "postgres", "3306": "mysql", "27017": "mongodb", "9092": "kafka",
               "5672": "rabbitmq", "11211": "memcached", "9200": "elasticsearch", "2181": "zookeeper"}
