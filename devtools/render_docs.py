@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,18 @@ from PIL import Image
 from bot.alerts.payload import Alert
 from bot.alerts.view import AlertView, Link
 from bot.answer import Answer
+from bot.ports import Overview, RecentAlert
 from bot.chart import draw
 from devtools.eval import run_world
 from integrations.slack import blocks
 from integrations.slack.alerts import alert_message
 from integrations.slack.port import chart_filename
+from integrations.slack.surface import home_view
 from integrations.teams.alerts import alert_card
 from integrations.teams.cards import (
     CHART_COLOURS, CHART_HEIGHT, CHART_WIDTH, ApprovalView, answer_cards, approval_card,
 )
-from sessions.store import ApprovalRecord, utcnow
+from sessions.store import ApprovalRecord, ConversationKey, TurnRecord, TurnState, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "eval" / "scenarios"
@@ -111,6 +113,27 @@ async def samples(tmp: Path) -> Samples:
     return Samples(diagnosis, healthy, down, pods, approval, decided)
 
 
+def home_page(s: Samples, alert: AlertView) -> str:
+    """The App Home as the approver bob sees it: the alerts (one firing, one resolved), the rollback waiting for him,
+    and alice's question being worked on."""
+    now = utcnow()
+    resolved = replace(alert, group_id="alg_1e0d9c8b7a6f", status="resolved",
+                       alerts=tuple(replace(a, labels={**a.labels, "alertname": "CatalogLatencyHigh",
+                                                       "severity": "warning", "service": "catalog"})
+                                    for a in alert.alerts),
+                       service="catalog", since=now - timedelta(hours=3), resolved_at=now - timedelta(hours=2, minutes=38))
+    overview = Overview(
+        investigations=[TurnRecord(1, "s_1", "req_2", "U0ALICE", "and its logs since the rollout?", TurnState.RUNNING,
+                                   created_at=now - timedelta(seconds=20))],
+        approvals=[(s.approval, True)],
+        alerts=[RecentAlert(alert, ConversationKey("slack", "T0SHOP", "C0ALERTS", "1764770000.000100"), now),
+                RecentAlert(resolved, ConversationKey("slack", "T0SHOP", "C0ALERTS", "1764760000.000100"), now)],
+    )
+    links = {alert.group_id: "https://shop.slack.com/archives/C0ALERTS/p1764770000000100",
+             resolved.group_id: "https://shop.slack.com/archives/C0ALERTS/p1764760000000100"}
+    return '<div class="home">' + "".join(slack_block(b) for b in home_view(overview, now=now, links=links)["blocks"]) + "</div>"
+
+
 def firing_alert(diagnosis: Answer) -> AlertView:
     """The alert whose thread the diagnosis answers: the bad rollout's error rate, firing since its onset."""
     since = diagnosis.since or utcnow() - timedelta(minutes=6)
@@ -158,6 +181,7 @@ table { border-collapse: collapse; font-size: 13px; width: 100%%; } td { border-
 tr:first-child td { font-weight: 700; background: #f8f8f8; }
 .file { border: 1px solid #dddddd; border-radius: 8px; overflow: hidden; margin-top: 4px; width: 100%%; }
 .file img { width: 100%%; display: block; } .file .name { font-size: 12px; color: #616061; padding: 4px 8px; }
+.home { padding: 8px 16px; }
 .thread { color: #616061; font-size: 13px; padding: 8px 16px; border-bottom: 1px solid #dddddd; font-weight: 700; }
 """
 
@@ -351,6 +375,7 @@ def pages(s: Samples, bundle: Path) -> dict[str, tuple[str, int]]:
         "slack-alert-thread": (slack_page([slack_message(alert_message(alert).blocks, time="10:50"),
                                            slack_message(blocks.answer_blocks(s.diagnosis), time="10:51")],
                                           "#alerts · thread"), PHONE_WIDTH),
+        "slack-app-home": (slack_page([home_page(s, alert)], "srebot · Home"), PHONE_WIDTH),
         "slack-pods-table": (slack_page([asked("<@UBOT> pods checkout"), slack_message(blocks.answer_blocks(s.pods))]),
                              PHONE_WIDTH),
         "teams-diagnosis": (card_page(answer_cards(s.diagnosis, small)[:1], bundle), CARD_WIDTH + 24),
