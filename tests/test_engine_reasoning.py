@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.answer import Action, Recommendation
 from bot.policy import NO_APPROVERS_HINT
+from bot.engine.diagnosis import key_chart
 from bot.engine.findings import Evidence, signal_title
 from bot.engine.reasoning import agreement, diagnose
 from bot.engine.summary import write_summary
@@ -20,7 +21,7 @@ from tools.kubernetes import (
     Termination,
 )
 from tools.logs import LogPattern, LogReport
-from tools.metrics import Signal
+from tools.metrics import Sample, Signal
 
 NOW = datetime(2024, 5, 1, 10, 50, tzinfo=UTC)
 THRESHOLDS = {
@@ -293,3 +294,17 @@ def test_the_summary_argues_and_says_what_could_not_be_proposed_or_checked() -> 
     assert "roll back checkout to revision 6 (image v2.0.3) (cannot be proposed: deployment is paused)" in summary
     assert "(approval apr_1)" in summary and NO_APPROVERS_HINT in summary
     assert summary.endswith("Could not check logs (timeout: logs.error_patterns: timed out).")
+
+
+def test_the_chart_shows_what_users_feel_even_when_restarts_rose_first() -> None:
+    # Restarts of a crash loop rise and fall with its backoff: drawn, they read as recoveries that did not happen.
+    restarts = signal("restarts", 12.0, onset=ago(minutes=8))
+    errors = signal("error_rate", 0.083, baseline=0.001, onset=ago(minutes=6), trend="increasing")
+    for s, values in ((restarts, (0, 12, 0)), (errors, (0.001, 0.08, 0.083))):
+        s.points = [Sample(ago(minutes=9 - 3 * i), v) for i, v in enumerate(values)]
+    ev = bad_rollout(signals=healthy_signals(error_rate=errors, restarts=restarts))
+    d = diagnose(ev)
+    assert d.onset is restarts  # it did turn bad first
+    chart = key_chart(ev, d)
+    assert chart is not None and chart.title == "Error rate of checkout"
+    assert [m.kind for m in chart.marks] == ["onset", "change"]

@@ -213,10 +213,14 @@ def key_results(d: reasoning.Diagnosis) -> str:
 
 
 def key_chart(ev: Evidence, d: reasoning.Diagnosis) -> Chart | None:
-    """The signal that turned bad (first, else the worst), over the window, with its thresholds, its onset and
-    the change before it; None when no signal is unhealthy or it has too few points to draw."""
+    """What the service's users feel (its error rate, else its latency) when that is unhealthy, else the signal that
+    turned bad first, else the worst: over the window, with its thresholds, its onset and the change before it;
+    None when no signal is unhealthy or it has too few points to draw. Restarts come last: a crash loop's count
+    rises and falls with its backoff, which reads as recoveries that did not happen."""
     unhealthy = [s for s in ev.signals or [] if s.health in ("warning", "critical")]
-    signal = d.onset or min(unhealthy, key=lambda s: (s.health != "critical", s.name != "error_rate"), default=None)
+    felt = [s for s in unhealthy if s.name in ("error_rate", "latency_p99")]
+    signal = min(felt, key=lambda s: (s.health != "critical", s.name != "error_rate"), default=None) or d.onset or min(
+        unhealthy, key=lambda s: (s.health != "critical", s.name == "restarts"), default=None)
     if signal is None or len(signal.points) < 2:
         return None
     start = signal.points[0].time
