@@ -522,7 +522,7 @@ class Actions:
             if reason not in told and not await request.port.tell_privately(reason):
                 raise
             told.add(reason)
-            raise ActionFailed(NotAllowed.PUBLIC) from exc
+            raise NotAllowed(NotAllowed.PUBLIC) from exc
 
     async def execute(self, approval: ApprovalRecord) -> str:
         """Run an approved action once; returns what happened, raises ActionError on failure."""

@@ -17,7 +17,7 @@ Source = Literal["metrics", "logs", "kubernetes", "cost", "control_plane", "engi
 # an Answer (whose schema lists the other five)
 ActionKind = Literal["rollback", "restart", "scale", "ack_incident", "run_automation", "silence"]
 # the state of the service asked about, as the engine judged it (optional in the JSON; see bot.presentation)
-Verdict = Literal["failing", "degraded", "healthy", "inconclusive"]
+Verdict = Literal["failing", "degraded", "healthy", "inconclusive", "refused"]
 
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 

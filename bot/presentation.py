@@ -58,6 +58,8 @@ TONES: dict[str, Tone] = {
     "healthy": Tone("Healthy", "🟢", "#1E8E3E", "Good"),
     "inconclusive": Tone("Inconclusive", "⚪", "#5F6368", "Default"),
     "failed": Tone("Could not answer", "⚠️", "#D93025", "Attention"),
+    # the policy said no: nothing broke, so not the colour of an alarm
+    "refused": Tone("Not allowed here", "🚫", "#5F6368", "Default"),
     "cancelled": Tone("Cancelled", "⏹", "#5F6368", "Default"),
     "answer": Tone("", "🔵", "#1A73E8", "Accent"),
 }
@@ -65,7 +67,7 @@ TONES: dict[str, Tone] = {
 
 @dataclass(frozen=True)
 class Verdict:
-    key: str  # failing | degraded | healthy | inconclusive | failed | cancelled | answer
+    key: str  # failing | degraded | healthy | inconclusive | failed | refused | cancelled | answer
     title: str  # "Failing · shop/checkout", "Could not answer: Loki unreachable", "Cost · checkout"
 
     @property
@@ -223,6 +225,8 @@ def steps_of(progress: str) -> tuple[str | None, list[Step]]:
 def verdict_key(answer: Answer) -> str:
     """failing / degraded / healthy / inconclusive for a health question; failed / cancelled for a request that
     did not finish; `answer` for everything else (cost, logs, help…). Never healthy when nothing was checked."""
+    if answer.verdict == "refused":
+        return "refused"
     if answer.status == "failed":
         return "failed"
     if answer.status == "cancelled":

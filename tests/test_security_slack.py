@@ -104,6 +104,8 @@ async def test_the_policy_decides_per_channel_and_kind_and_resolves_user_groups(
     answer = await world.slack.wait_for("chat.update", lambda c: c.args.get("channel") == RANDOM
                                         and NotAllowed.PUBLIC in c.text_blob())
     assert not buttons(answer) and len(await bot.runtime.store.approvals()) == before
+    # a refusal is no failure of the bot: its header says what happened, not "Could not answer"
+    assert "🚫 Not allowed here" in answer.text_blob() and "Could not answer" not in answer.text_blob()
     asked = world.slack.calls_to("chat.postMessage", lambda c: c.args.get("channel") == RANDOM and "asked" in c.text_blob())
     thread = asked[0].response["ts"]
     assert "read-only" not in thread_text(world, thread)

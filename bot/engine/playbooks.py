@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from bot.actions import REGISTRY, Actions, Asked, NotProposed
 from bot.answer import Action, Answer, Finding, Link, Recommendation, Table
-from bot.approvals import ActionFailed
+from bot.approvals import ActionFailed, NotAllowed
 from bot.config import Settings, parse_duration
 from bot.engine.calls import Calls, combine
 from bot.engine.findings import pattern_text, signal_title
@@ -582,7 +582,8 @@ async def action(ctx: Context, intent: str, target: Target | None, params: dict[
     try:
         approval = await ctx.approval(act)
     except ActionFailed as exc:
-        return ctx.answer(**base, status="failed", summary=f"Cannot propose {kind.label}: {exc}.")
+        return ctx.answer(**base, status="failed", summary=f"Cannot propose {kind.label}: {exc}.",
+                          verdict="refused" if isinstance(exc, NotAllowed) else None)
     recommendation = Recommendation(title=approval.description, action=act, approval_id=approval.id)
     who = (
         f"someone in SREBOT_APPROVERS other than {ctx.request.user} must approve it"

@@ -64,7 +64,7 @@ class _Item:
 
 # a verdict's container style (Adaptive Cards have no free colours: these are the host's palette)
 CONTAINER_STYLE = {"failing": "attention", "degraded": "warning", "healthy": "good", "inconclusive": "emphasis",
-                   "failed": "attention", "cancelled": "emphasis", "answer": "accent"}
+                   "failed": "attention", "refused": "emphasis", "cancelled": "emphasis", "answer": "accent"}
 DETAILS_ID = "details"
 CHART_MIME = "data:image/png;base64,"
 # the chart travels inside the card: small and with a quantised palette it costs about 7 KB of base64
