@@ -392,3 +392,50 @@ def test_throttled_deliveries_that_all_succeed_on_retry_lose_nothing_and_are_no_
                                                                         [Sample(NOW, 12.0)])])}
     lost_now = next(v for v in causes.detect(w) if v.family == "retries")
     assert lost_now.current and lost_now.severity == "warning" and "12 failed retries or dropped records" in lost_now.title
+
+
+def test_a_moment_the_question_names_widens_the_window_back_to_it_and_only_then() -> None:
+    from bot.engine.timeframe import asked_since, resolved_since, widened
+    from tools.control_plane import Alert
+
+    assert asked_since("I got paged at 11:20 and it resolved", NOW) == NOW.replace(hour=11, minute=20)
+    assert asked_since("it broke at 23:50, what happened?", NOW) == NOW.replace(hour=23, minute=50) - timedelta(days=1)
+    assert asked_since("errors 40 minutes ago, still?", NOW) == NOW - timedelta(minutes=40)
+    assert asked_since("was it down this morning?", NOW) == NOW.replace(hour=6, minute=0)
+    assert asked_since("why is checkout failing on v2.1.0?", NOW) is None
+    assert asked_since("pods got OOMKilled overnight, is the limit too low?", NOW) is None  # about the limit now
+    paged = Alert(id="a", name="WebDown", severity="P1", status="resolved", fired_at=NOW - timedelta(minutes=50),
+                  resolved_at=NOW - timedelta(minutes=45))
+    assert resolved_since("what happened to web? it paged and resolved", [paged], NOW) == paged.fired_at
+    assert resolved_since("is web ok?", [paged], NOW) is None  # a question about now is answered on the window
+    assert widened(NOW - timedelta(minutes=40), NOW, 900) == "50m"  # and ten minutes of lead-up
+    assert widened(NOW - timedelta(minutes=3), NOW, 900) is None  # the default window covers it
+    assert widened(None, NOW, 900) is None
+
+
+def test_an_error_spike_that_is_over_is_told_as_history_with_when_what_the_logs_said_and_the_alert() -> None:
+    from tools.control_plane import Alert
+    from tools.logs import LogLine
+    from tools.metrics import Signal
+
+    points = [Sample(NOW - timedelta(seconds=s), v) for s, v in
+              [(2700, 0.001), (2460, 0.001), (2400, 0.3), (2340, 0.43), (2280, 0.001), (600, 0.001), (0, 0.001)]]
+    w = world([pod("web-1", ready=True)])
+    w.window_seconds = 3000  # read back to the moment asked about
+    w.signals = {"error_rate": Signal("error_rate", "errors", "ratio", value=0.001, health="healthy",
+                                      thresholds=(0.01, 0.05), points=points)}
+    w.tail = [LogLine(NOW - timedelta(seconds=2390), "ERROR POST /v1/orders 500 could not acquire connection to "
+                      "orders-db.example.internal: connection refused", {"pod": "web-1"}, "error")]
+    w.resolved_alerts = [Alert(id="al-1", name="WebHighErrorRate", severity="P2", status="resolved",
+                               resource_name="web", fired_at=NOW - timedelta(seconds=2340),
+                               resolved_at=NOW - timedelta(seconds=2170))]
+    verdicts = causes.detect(w)
+    assert not [v for v in verdicts if v.current]  # nothing fails now
+    said = next(v for v in verdicts if v.family == "episode")
+    assert said.severity == "info" and "from 11:20 UTC to 11:22 UTC" in said.title and "peaking at 43%" in said.title
+    assert "calls to orders-db.example.internal failed then" in said.title
+    assert "alert WebHighErrorRate (P2) fired at 11:21 UTC and resolved at 11:23 UTC" in said.title
+    w.signals["error_rate"].points = points[:4]  # still over at the end of the window: not over, not history
+    assert not [v for v in causes.detect(w) if v.family == "episode" and "peaking" in v.title]
+    w.window_seconds = 900  # an alert older than what was read is not told about
+    assert not [v for v in causes.detect(w) if v.family == "episode"]

@@ -50,6 +50,19 @@ async def test_open_incidents_are_new_and_acknowledged_ones_filtered_by_service(
     assert [i.status for i in catalog.data.items] == ["acknowledged"]
 
 
+async def test_resolved_alerts_are_read_apart_from_firing_ones(tool: ControlPlane, cp: ControlPlaneFake) -> None:
+    cp.alerts.append({"id": "al-old", "name": "CheckoutHighLatency", "severity": "P2", "status": "resolved",
+                      "resource_name": "checkout", "message": "p99 over 2 s", "fired_at": "2026-12-03T11:00:00Z",
+                      "resolved_at": "2026-12-03T11:04:00Z"})
+
+    resolved = await tool.resolved_alerts("checkout")
+    firing = await tool.firing_alerts("checkout")
+
+    assert [(a.name, a.status) for a in resolved.data.items] == [("CheckoutHighLatency", "resolved")]
+    assert "CheckoutHighLatency" not in [a.name for a in firing.data.items]
+    assert ("GET", f"{API}/alerts?status=resolved") in cp.requests
+
+
 async def test_ping_checks_health_and_credentials(tool: ControlPlane, cp: ControlPlaneFake) -> None:
     healthy = await tool.ping()
     wrong = ControlPlane(cp.url, token_url=cp.token_url, client_id="srebot", client_secret="nope")

@@ -308,3 +308,21 @@ def test_the_chart_shows_what_users_feel_even_when_restarts_rose_first() -> None
     chart = key_chart(ev, d)
     assert chart is not None and chart.title == "Error rate of checkout"
     assert [m.kind for m in chart.marks] == ["onset", "change"]
+
+
+def test_a_firing_alert_named_in_the_question_is_said_and_tied_to_the_cause_it_is_about() -> None:
+    from tools.control_plane import Alert
+
+    timeout = LogPattern('<ts> level=error err="connection to payments timed out"', 300, ago(minutes=6), NOW,
+                         'level=error err="connection to payments.shop.svc:8080 timed out"', "error")
+    alert = Alert(id="al-9", name="CheckoutHighErrorRate", severity="P1", status="firing", resource_name="checkout",
+                  message="5xx ratio 6%", fired_at=ago(minutes=5))
+    d = diagnose(evidence(
+        signals=healthy_signals(error_rate=signal("error_rate", 0.06, baseline=0.001, onset=ago(minutes=6))),
+        report=report([pod(f"p{i}", 8) for i in range(3)], revision(8, "v2.2.0", ago(days=4)), None),
+        logs=logs(timeout), audit=[], alerts=[alert], question="CheckoutHighErrorRate fired, why?",
+    ))
+
+    said = next(f for f in d.findings if f.title.startswith("Alert CheckoutHighErrorRate (P1) firing"))
+    assert said.severity == "info" and "(named in the question)" in (said.evidence or "")
+    assert "on checkout: 5xx ratio 6% — explained by its dependency payments.shop.svc:8080" in said.title

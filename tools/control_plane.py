@@ -200,15 +200,22 @@ class ControlPlane(HttpBackend):
 
     async def firing_alerts(self, service: str | None = None) -> ToolResult[Listing[Alert]]:
         """Firing alerts, those about `service` (resource, name or message) when given."""
+        return await self._alerts("firing", service)
 
+    async def resolved_alerts(self, service: str | None = None) -> ToolResult[Listing[Alert]]:
+        """Alerts that fired and resolved (what a page the user missed was about), those about `service` when
+        given."""
+        return await self._alerts("resolved", service)
+
+    async def _alerts(self, status: str, service: str | None) -> ToolResult[Listing[Alert]]:
         async def fetch() -> Listing[Alert]:
-            body = await self._get("/alerts", {"status": "firing"})
+            body = await self._get("/alerts", {"status": status})
             alerts = [Alert.model_validate(a) for a in body.get("alerts") or []]
             if service:
                 alerts = [a for a in alerts if _mentions(service, [a.resource_name, a.name, a.message])]
             return Listing(items=alerts, total=len(alerts))
 
-        return await self.run("firing_alerts", fetch, key=(service,))
+        return await self.run(f"{status}_alerts", fetch, key=(service,))
 
     async def resources(self, search: str) -> ToolResult[Listing[Resource]]:
         async def fetch() -> Listing[Resource]:

@@ -172,14 +172,16 @@ class Metrics(HttpBackend):
         thresholds: dict[str, tuple[float, float]],
         *,
         now: datetime | None = None,
+        span: str | None = None,
     ) -> ToolResult[list[Signal]]:
-        """Every signal of `service` over `window`, each with value, baseline, trend, health and onset.
+        """Every signal of `service` over `window`, each with value, baseline, trend, health and onset; `span`, when
+        longer, is how far back the points go (an episode earlier than the window), the value staying the window's.
 
         A failing signal carries its own error; only when all fail alike is the whole result an error."""
         limits = {key: (float(value[0]), float(value[1])) for key, value in thresholds.items()}
 
         async def fetch() -> list[Signal]:
-            window_seconds = _duration_seconds(window)
+            window_seconds = max(_duration_seconds(window), _duration_seconds(span) if span else 0.0)
             at = now or datetime.now(UTC)
             templates = BUILTIN_TEMPLATES | dict(service.metric_templates)
             outcomes = await asyncio.gather(
@@ -200,7 +202,7 @@ class Metrics(HttpBackend):
                 raise failures[0]
             return [signal for signal, _ in outcomes]
 
-        return await self.run("golden_signals", fetch, key=(service, window, tuple(sorted(limits.items())), now))
+        return await self.run("golden_signals", fetch, key=(service, window, tuple(sorted(limits.items())), now, span))
 
     async def _signal(
         self,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, RuledOut, Table, ToolStatus, Verdict
 from bot.engine import causes as catalogue
-from bot.engine import reasoning
+from bot.engine import reasoning, timeframe
 from bot.engine.calls import Calls, combine
 from bot.engine.causes.dependency import failing_dependencies
 from bot.engine.findings import CORRELATION, Evidence, world_of
@@ -81,7 +82,8 @@ async def metrics_state(ctx: Context, target: Target) -> ToolResult[Any]:
     queries = {q.key: q.promql.format(namespace=ref.namespace, workload=ref.deployment, service=target.name)
                for rule in catalogue.CATALOGUE for q in rule.queries}
     signals, *answers = await asyncio.gather(
-        ctx.toolbox.metrics.golden_signals(ref, ctx.window, ctx.thresholds()),
+        # now's values over the catalog's window; their points back to a moment the question is about
+        ctx.toolbox.metrics.golden_signals(ref, ctx.settings.defaults.window, ctx.thresholds(), span=ctx.lookback),
         *(ctx.toolbox.metrics.query(q) for q in queries.values()),
     )
     if not signals.ok:
@@ -106,10 +108,11 @@ async def logs_state(ctx: Context, target: Target) -> ToolResult[Any]:
 async def control_plane_state(ctx: Context, target: Target, since_seconds: float) -> ToolResult[Any]:
     cp = ctx.toolbox.control_plane
     name = target.config.name
-    audit, incidents, alerts = await asyncio.gather(
-        cp.audit_logs(name, since_seconds), cp.open_incidents(name), cp.firing_alerts()
+    audit, incidents, alerts, resolved = await asyncio.gather(
+        cp.audit_logs(name, since_seconds), cp.open_incidents(name), cp.firing_alerts(), cp.resolved_alerts()
     )
-    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents, "alerts": alerts})
+    return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents, "alerts": alerts,
+                                     "resolved_alerts": resolved})
 
 
 def _concerns(alert: Alert, target: Target, words: set[str]) -> bool:
@@ -142,7 +145,8 @@ async def gather_evidence(
         deployment=ref.deployment,
         now=ctx.now,
         window=ctx.window,
-        window_seconds=ctx.window_seconds,
+        # what is wrong now is judged on the catalog's window, however far back the reads go
+        window_seconds=ctx.current_seconds,
         question=ctx.request.text,
         known=set(ctx.settings.services),
     )
@@ -162,10 +166,12 @@ async def gather_evidence(
         elif name == "logs":
             ev.logs, ev.log_tail = result.data
         elif name == "control_plane":
-            audit, incidents, alerts = (result.data[k] for k in ("audit_logs", "open_incidents", "alerts"))
+            audit, incidents, alerts, resolved = (result.data[k] for k in (
+                "audit_logs", "open_incidents", "alerts", "resolved_alerts"))
             ev.audit = audit.data.items if audit.ok else None
             ev.incidents = incidents.data.items if incidents.ok else None
             ev.alerts = [a for a in alerts.data.items if _concerns(a, target, words)] if alerts.ok else []
+            ev.resolved_alerts = [a for a in resolved.data.items if _concerns(a, target, words)] if resolved.ok else []
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
     if not kubernetes_only:
@@ -184,15 +190,28 @@ async def _dependencies(ctx: Context, ev: Evidence) -> list[Resource]:
 
 # --- diagnose and changes -------------------------------------------------------------------------
 async def diagnose(ctx: Context, target: Target, *, focus: str = "diagnose", follow: bool = True) -> Answer:
-    lookback = CHANGES_LOOKBACK if focus == "changes" else timedelta(seconds=ctx.window_seconds) + CORRELATION
-    ev = await gather_evidence(ctx, target, lookback=lookback)
+    def since() -> timedelta:
+        return CHANGES_LOOKBACK if focus == "changes" else timedelta(seconds=ctx.window_seconds) + CORRELATION
+
+    # a moment the question names is read from the start; an alert that resolved before the window, once seen
+    wider = timeframe.widened(timeframe.asked_since(ctx.request.text, ctx.now), ctx.now, ctx.window_seconds)
+    if wider is not None:
+        ctx = replace(ctx, lookback=wider)
+    ev = await gather_evidence(ctx, target, lookback=since())
+    if wider is None:
+        wider = timeframe.widened(timeframe.resolved_since(ctx.request.text, ev.resolved_alerts, ctx.now), ctx.now, ctx.window_seconds)
+        if wider is not None:
+            # the wider read replaces the first: the answer lists its calls, not both
+            ctx = replace(ctx, lookback=wider, calls=Calls(ctx.progress, deadline=ctx.calls.deadline))
+            await ctx.progress(f"An alert about {target.name} resolved earlier: reading the last {wider}…")
+            ev = await gather_evidence(ctx, target, lookback=since())
     d = reasoning.diagnose(ev)
     hop = await _follow(ctx, target, ev, d) if follow else None
     if hop is not None:
         d.findings.append(hop)
     await ctx.progress(key_results(d))
     recommendations, problems = await ctx.propose(d.plans)
-    lead = changes_lead(d, ctx.now, lookback) if focus == "changes" else None
+    lead = changes_lead(d, ctx.now, since()) if focus == "changes" else None
     summary = write_summary(
         d, recommendations, approvers_configured=ctx.approvers_configured, problems=problems, lead=lead
     ) + (f" {hop.title}." if hop is not None else "")

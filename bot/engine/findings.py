@@ -39,6 +39,8 @@ CORRELATION = timedelta(minutes=30)
 SKEW = timedelta(seconds=60)
 # Pods not ready for this long, without a rollout in progress, are stuck.
 STUCK_AFTER = timedelta(minutes=10)
+# Error lines that stopped this long ago are an episode that is over, not noise that goes on.
+QUIET = timedelta(minutes=5)
 # An audit-log update this close to a rollout is taken to be that rollout (and names who did it).
 SAME_CHANGE = timedelta(minutes=10)
 
@@ -74,6 +76,7 @@ class Evidence:
     snapshot: Snapshot | None = None  # every API object the workload involves
     pod_logs: dict[str, str] = field(default_factory=dict)  # "pod/container" -> a failed run's output
     alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
+    resolved_alerts: list[Alert] = field(default_factory=list)  # alerts about it that fired and resolved
     resources: list[Resource] = field(default_factory=list)  # control-plane resources its failing calls name
     metrics: dict[str, QueryResult] = field(default_factory=dict)  # the catalogue's queries, by key
     log_tail: list[LogLine] = field(default_factory=list)  # the newest raw lines, oldest first
@@ -86,7 +89,7 @@ def world_of(ev: Evidence) -> World:
     return World(
         service=ev.service, namespace=ev.namespace, now=ev.now, window_seconds=ev.window_seconds, snap=ev.snapshot,
         logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics, tail=ev.log_tail,
-        alerts=ev.alerts, resources=ev.resources, audit=ev.audit or [], known=ev.known, question=ev.question,
+        alerts=ev.alerts, resolved_alerts=ev.resolved_alerts, resources=ev.resources, audit=ev.audit or [], known=ev.known, question=ev.question,
     )
 
 
@@ -574,7 +577,9 @@ def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> li
         severity = "warning" if troubled and pattern.level == "error" else "info"
         since = f", first at {clock(pattern.first_seen)}" if pattern.first_seen > ev.logs.start + timedelta(minutes=1) else ""
         title = f"Log pattern ×{pattern.count}{since}: “{pattern_text(pattern)}”"
-        if noisy:
+        if noisy and ev.now - pattern.last_seen > QUIET:
+            title += f" (over: none since {clock(pattern.last_seen)}, and the signals are within thresholds)"
+        elif noisy:
             title += " (noise: the service's signals are within thresholds)"
         out.append(
             scored(
@@ -701,6 +706,25 @@ def incident_findings(ev: Evidence) -> list[Scored]:
                 tag="incident",
             )
         )
+    return out
+
+
+def alert_findings(ev: Evidence, subjects: set[str], cause: str | None) -> list[Scored]:
+    """The firing alerts about the service (one the question names among them), each tied to the cause when it
+    is about what the cause is about (its claim, pod, dependency or the service itself)."""
+    out = []
+    for alert in ev.alerts:
+        about = alert.resource_name or ev.service
+        explained = cause is not None and (about in subjects or about in (ev.service, ev.deployment))
+        named = alert.name.lower() in ev.question.lower()
+        out.append(scored(
+            "info", "control_plane",
+            f"Alert {alert.name} ({alert.severity}) firing" + (f" since {clock(alert.fired_at)}" if alert.fired_at
+                                                               else "")
+            + f" on {about}" + (f": {short(alert.message, 140)}" if alert.message else "")
+            + (f" — explained by {short(cause, 160)}" if explained and cause else ""),
+            evidence=f"control plane alert {alert.id}" + (" (named in the question)" if named else ""),
+            weight=3 if named else 1, tag="alert"))
     return out
 
 

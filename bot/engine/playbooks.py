@@ -68,13 +68,19 @@ class Context:
     calls: Calls
     now: datetime
     told: set[str] = field(default_factory=set)  # refusals the asker was already told privately
+    lookback: str | None = None  # a window wider than the catalog's, to reach a moment the question is about
 
     @property
     def window(self) -> str:
-        return self.settings.defaults.window
+        return self.lookback or self.settings.defaults.window
 
     @property
     def window_seconds(self) -> float:
+        return parse_duration(self.window)
+
+    @property
+    def current_seconds(self) -> float:
+        """The catalog's window: what decides what is wrong now, when `lookback` reads further back."""
         return parse_duration(self.settings.defaults.window)
 
     def thresholds(self) -> dict[str, tuple[float, float]]:

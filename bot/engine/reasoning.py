@@ -20,6 +20,7 @@ from bot.engine.findings import (
     Evidence,
     KubeView,
     Scored,
+    alert_findings,
     already_bad,
     change_findings,
     checked,
@@ -130,6 +131,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
     causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], _RANK.get(c.key, 50), -len(c.sources)))
     cause = causes[0] if causes else None
     others = causes[1:]
+    items += alert_findings(ev, cause.subjects if cause else set(), cause.text if cause else None)
     for item in items:
         if cause is not None and item.tag and item.tag in _TAGS.get(cause.key, ()):
             item.weight += 10 * len(cause.sources)

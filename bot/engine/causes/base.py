@@ -85,6 +85,7 @@ class World:
     signals: dict[str, Signal] = field(default_factory=dict)
     metrics: dict[str, QueryResult] = field(default_factory=dict)  # Query.key -> result
     alerts: list[Alert] = field(default_factory=list)  # firing alerts that concern the service
+    resolved_alerts: list[Alert] = field(default_factory=list)  # alerts about it that fired and resolved
     resources: list[Resource] = field(default_factory=list)  # control-plane resources the logs name
     audit: list[AuditLog] = field(default_factory=list)  # changes the control plane recorded
     known: set[str] = field(default_factory=set)  # services of the catalog
