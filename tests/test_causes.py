@@ -374,6 +374,8 @@ def test_an_upstream_quota_names_the_upstream_and_more_replicas_will_not_help() 
     assert "quota of 600 requests/minute" in verdict.cause and "Retry-After 30 s" in verdict.cause
     assert "HPA web at maxReplicas 6: more replicas will not help" in verdict.title
     assert "Retry-After" in verdict.plans[0].title and not verdict.plans[0].action
+    w.pod_logs = {"web-1/web": "WARN CPU throttled in 40% of periods; container is being throttled"}
+    assert not [v for v in causes.detect(w) if v.family == "rate_limited"]  # a CPU limit is no upstream's quota
 
 
 def test_throttled_deliveries_that_all_succeed_on_retry_lose_nothing_and_are_no_fault() -> None:

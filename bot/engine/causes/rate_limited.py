@@ -10,10 +10,11 @@ from bot.engine.causes import retries
 from bot.engine.causes.base import Plan, Rule, Verdict, World, condition, name, short
 from bot.engine.causes.dependency import NOT_HOSTS, TARGETS
 
+# an upstream refusing for our rate, not a CPU limit's throttling
 LIMITED = re.compile(
-    r"(?i)\b429\b|too many requests|rate[- ]?limit(?:ed|ing)?\b(?:\s+exceeded)?|quota (?:\w+ )?exceeded|"
-    r"exceeded (?:the |your |its )?(?:rate limit|quota)|throttl(?:ed|ing)|RESOURCE_EXHAUSTED|SlowDown|"
-    r"RequestLimitExceeded")
+    r"(?i)\b429\b|too many requests|rate[- ]?limit(?:ed|ing)?\b(?:\s+exceeded)?|quota\b[^.;]{0,60}?\bexceeded|"
+    r"exceeded (?:the |your |its )?(?:rate limit|quota)|ThrottlingException|RESOURCE_EXHAUSTED|SlowDown|"
+    r"(?:requests?|api|calls?) (?:(?:was|were|is|are|being) )?throttled|RequestLimitExceeded")
 # 'quota 3000 requests/minute', 'limit: 50 req/s', 'rate limit of 100 per second'
 QUOTA = re.compile(r"(?i)(?:quota|limit)\W{0,3}(?:of\s+)?(?P<n>\d[\d,.]*)\s*(?P<unit>(?:requests?|req|calls?|"
                    r"queries)?\s*(?:/|per\s+)\s*(?:seconds?|sec|s|minutes?|min|m|hours?|h|day))\b")
