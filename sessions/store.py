@@ -424,6 +424,11 @@ class Store:
         self.lease_engine: AsyncEngine = make_lease_engine(self.url, lease_timeout)
         self.deadline = deadline  # for steps outside any request's `database_deadline`
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # the event claims' own connection (one writer at a time, see GroupCommit; a spare while a broken one
+        # is being let go): a backlog of requests queued for the pool must never keep a new event from its
+        # claim, and so from its placeholder
+        self.claim_engine: AsyncEngine = make_engine(self.url, PoolSettings(size=1, overflow=1, wait=pool.wait))
+        self._claim_sessions = async_sessionmaker(self.claim_engine, expire_on_commit=False)
         # A transaction first takes one of these, so it never waits in (nor times out of) the pool:
         # it waits here, in order, for as long as its deadline allows.
         self._gate = asyncio.Semaphore(pool.connections)
@@ -435,6 +440,7 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
         await self.lease_engine.dispose()
+        await self.claim_engine.dispose()
 
     @property
     def _postgres(self) -> bool:
@@ -887,7 +893,7 @@ class Store:
             tuple_(ProcessedEventRow.platform, ProcessedEventRow.event_id).in_(keys),
             ProcessedEventRow.claimed_by == token,
         )
-        async with self._begin() as db:
+        async with self._claim_sessions.begin() as db:
             await db.execute(stmt)
             return {(platform, event_id) for platform, event_id in (await db.execute(ours)).all()}
 
