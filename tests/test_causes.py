@@ -441,3 +441,68 @@ def test_an_error_spike_that_is_over_is_told_as_history_with_when_what_the_logs_
     assert not [v for v in causes.detect(w) if v.family == "episode" and "peaking" in v.title]
     w.window_seconds = 900  # an alert older than what was read is not told about
     assert not [v for v in causes.detect(w) if v.family == "episode"]
+
+
+def test_a_job_whose_command_is_not_in_the_image_says_so_from_the_failed_events_and_the_fix_is_the_command() -> None:
+    message = ('failed to create containerd task: OCI runtime create failed: runc create failed: unable to start '
+               'container process: exec: "python": executable file not found in $PATH: unknown')
+    container = {"name": "run", "image": "shop/tool:2", "command": ["python"], "args": ["/app/run.py"]}
+    # the pods' statuses say only StartError; the runtime's words are in the Failed events
+    pods = [pod(f"web-{i}", containers=[container], phase="Failed", status=[
+        {"name": "run", "restartCount": 0, "state": {"terminated": {"exitCode": 128, "reason": "StartError"}}}])
+        for i in range(2)]
+    w = world(pods, [event("Failed", f"Error: {message}", name=f"web-{i}", field="spec.containers{run}")
+                     for i in range(2)])
+    w.snap.kind = "Job"
+    w.snap.workload["spec"]["backoffLimit"] = 1
+    w.snap.workload["status"] = {"failed": 2, "conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}
+    verdict = lead(w)
+    assert verdict.family == "job"
+    assert "the command python is not found in the image" in verdict.cause and "no log" in verdict.cause
+    assert "command/args (now `python /app/run.py`)" in verdict.plans[0].title
+    assert any(cause == "Application error" for cause, _ in verdict.ruled_out)
+
+
+def test_a_deployment_that_cannot_exec_its_command_is_not_called_an_application_exit() -> None:
+    container = {"name": "web", "image": "shop/web:2", "command": ["/app/serve"]}
+    status = [{"name": "web", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+               "lastState": {"terminated": {"exitCode": 128, "reason": "StartError", "finishedAt": at(-30), "message":
+                             'exec: "/app/serve": permission denied: unknown'}}}]
+    verdict = lead(world([pod("web-1", containers=[container], status=status)]))
+    assert verdict.family == "crash"
+    assert "never started: the command /app/serve is not executable in the image" in verdict.cause
+    assert verdict.plans[0].title.startswith("Fix container web's command/args (now `/app/serve`)")
+
+
+def test_a_suspended_cronjob_says_since_when_and_by_whom_and_how_to_resume_it() -> None:
+    from tools.control_plane import AuditLog
+
+    w = world([pod("web-1", phase="Succeeded")])
+    w.snap.kind = "CronJob"
+    w.snap.workload["spec"] = {"schedule": "0 2 * * *", "suspend": True, "startingDeadlineSeconds": 600,
+                               "jobTemplate": {"spec": {"template": {"spec": {}}}}}
+    w.snap.workload["status"] = {"lastScheduleTime": at(-3 * 86400), "lastSuccessfulTime": at(-3 * 86400 + 300)}
+    w.audit = [AuditLog(id="a1", timestamp=NOW - timedelta(days=2), username="dana", action="update",
+                        resource_name="web", changes={"suspend": {"from": False, "to": True}})]
+    verdict = lead(w)
+    assert verdict.family == "cronjob" and verdict.severity == "warning"
+    assert "suspended since 2026-12-01 12:00 UTC (2 days ago) by dana" in verdict.cause
+    assert "last run was scheduled 2026-11-30 12:00 UTC (3 days ago) and completed" in verdict.title
+    assert """-p '{"spec":{"suspend":false}}'""" in verdict.plans[0].title and verdict.plans[0].action is None
+    # without an audit record, the manager that owns spec.suspend says who
+    w.audit = []
+    w.snap.workload["metadata"]["managedFields"] = [{"manager": "kubectl-patch", "operation": "Update",
+                                                     "time": at(-86400), "fieldsV1": {"f:spec": {"f:suspend": {}}}}]
+    assert "by field manager kubectl-patch" in lead(w).cause
+
+
+def test_a_cronjob_with_an_invalid_schedule_is_critical_and_a_valid_one_running_is_nothing() -> None:
+    w = world([pod("web-1", phase="Succeeded")])
+    w.snap.kind = "CronJob"
+    w.snap.workload["spec"] = {"schedule": "0 2 * *", "jobTemplate": {"spec": {"template": {"spec": {}}}}}
+    verdict = lead(w)
+    assert verdict.family == "cronjob" and verdict.severity == "critical" and "invalid schedule" in verdict.title
+    for schedule in ("*/5 * * * *", "@daily", "0 9 * * MON-FRI", "TZ=Europe/Paris 30 1 1,15 * *"):
+        w.snap.workload["spec"]["schedule"] = schedule
+        assert not [v for v in causes.detect(w) if v.family == "cronjob"], schedule

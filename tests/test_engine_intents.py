@@ -56,6 +56,15 @@ def test_intents(text: str, intent: str, explicit: str | None, params: dict[str,
     assert (parsed.intent, parsed.explicit, parsed.params) == (intent, explicit, params)
 
 
+def test_a_topic_word_that_names_a_known_namespace_or_workload_does_not_decide_the_intent() -> None:
+    question = "no invoices went out this morning — did the nightly-invoices cronjob in billing even run last night?"
+    names = {"nightly-invoices", "billing"}
+    assert parse(question).intent == "cost"  # without knowing that billing is a namespace, "billing" reads as cost
+    assert parse(question, names).intent == "diagnose"
+    assert parse("how much did billing cost last 7 days", names).intent == "cost"
+    assert parse("billing spend 30d", names).params == {"days": 30}
+
+
 def test_candidates_leave_out_common_words_and_periods() -> None:
     assert parse("and its logs?").candidates == []
     assert parse("cost 7d").candidates == []

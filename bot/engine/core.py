@@ -51,7 +51,7 @@ class DiagnosticEngine(Engine):
 
     # --- acknowledgement (no I/O) ----------------------------------------------------------------
     def acknowledgement(self, text: str) -> str:
-        parsed = parse(text)
+        parsed = parse(text, self.resolver.names())
         if parsed.intent == "help":
             return "One moment…"
         if parsed.intent == "incidents":
@@ -73,7 +73,7 @@ class DiagnosticEngine(Engine):
         refusal = await self.actions.approvals.policy.refusal(request.actor, "ask", where=session.key)
         if refusal is not None:
             return Answer.failure(refusal, session_id=session.id)
-        parsed = parse(request.text)
+        parsed = await self.resolver.parse(request.text)
         ctx = Context(
             self.settings,
             self.toolbox,

@@ -15,7 +15,7 @@ from bot.engine import reasoning, timeframe
 from bot.engine.calls import Calls, combine
 from bot.engine.causes.dependency import failing_dependencies
 from bot.engine.findings import CORRELATION, Evidence, world_of
-from bot.engine.causes.base import Verdict, World
+from bot.engine.causes.base import Verdict, World, when
 from bot.engine.intents import candidates, parse
 from bot.engine.playbooks import Context, links
 from bot.engine.resolve import Resolver, Target
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from bot.alerts.view import Investigation
 
 CHANGES_LOOKBACK = timedelta(hours=24)
+PAUSED_LOOKBACK = timedelta(days=30)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_FOLLOWED = 2
@@ -176,7 +177,25 @@ async def gather_evidence(
                 ev.checked.append(name)
     if not kubernetes_only:
         ev.resources = await _dependencies(ctx, ev)
+        await _since_paused(ctx, target, ev)
     return ev
+
+
+async def _since_paused(ctx: Context, target: Target, ev: Evidence) -> None:
+    """A suspended CronJob has done nothing since its last run, so who suspended it is older than the window: the
+    audit log is read back to that run (at most PAUSED_LOOKBACK)."""
+    cronjob = ev.snapshot.workload if ev.snapshot is not None and ev.snapshot.kind == "CronJob" else None
+    if cronjob is None or not (cronjob.get("spec") or {}).get("suspend") or ev.audit is None:
+        return
+    status, created = cronjob.get("status") or {}, (cronjob.get("metadata") or {}).get("creationTimestamp")
+    last = when(status.get("lastScheduleTime") or created)
+    back = min(PAUSED_LOOKBACK, ctx.now - last if last else PAUSED_LOOKBACK) + CORRELATION
+    if back.total_seconds() <= ctx.window_seconds + CORRELATION.total_seconds():
+        return
+    older = await ctx.toolbox.control_plane.audit_logs(target.config.name, back.total_seconds())
+    if older.ok and older.data is not None:
+        seen = {a.id for a in ev.audit}
+        ev.audit += [a for a in older.data.items if a.id not in seen]
 
 
 async def _dependencies(ctx: Context, ev: Evidence) -> list[Resource]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from bot.actions import REGISTRY
@@ -68,7 +69,10 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             r"restart(s|ed|ing)|keeps?|stuck|pending|won'?t|can'?t|cannot|never|not (starting|ready|scaling|coming up|"
             r"responding|working|running)|isn'?t|aren'?t|doesn'?t|oom\w*|out of memory|killed|evicted|unhealthy|"
             r"degraded|slow|high latency|latency is|through the roof|timing out|time ?outs?|5\d\ds?|5xx|problems?|"
-            r"issues?|worry|unreachable|unschedulable|diagnose|investigate)\b"
+            r"issues?|worry|unreachable|unschedulable|blocking|blocked|diagnose|investigate|"
+            # "did the nightly job even run?": whether something that should have happened did
+            r"(?:did|didn'?t|has|hasn'?t|have|haven'?t)\b[\w\s-]{0,60}?\b(?:run|ran|fire|fired|trigger(?:ed)?|"
+            r"execute[ds]?|finish(?:ed)?|complete[ds]?))\b"
         ),
     ),
     ("logs", _rule(r"\b(logs?|log lines|stack ?traces?|exceptions?)\b")),
@@ -150,9 +154,10 @@ def candidates(text: str) -> list[str]:
     return found
 
 
-def parse(text: str) -> Parsed:
+def parse(text: str, names: Collection[str] = ()) -> Parsed:
     """Classify `text`; the service is still a candidate word, which the engine resolves against the catalog
-    and the cluster."""
+    and the cluster. `names`: what the text may name (services, workloads, namespaces) — a topic word that is
+    one of them is that thing's name, not the topic ("did the invoices job in billing run?" is not about cost)."""
     cleaned = clean(text)
     words = candidates(cleaned)
     if re.match(r"^\s*(help|\?|what can you do|commands|usage)\s*[?!.]*\s*$", cleaned, re.IGNORECASE) or not cleaned:
@@ -171,6 +176,9 @@ def parse(text: str) -> Parsed:
     else:
         # "moved it to the billing namespace" is about a namespace, not about billing
         topic = _NAMESPACE.sub(" ", cleaned)
+        if names:
+            known = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True) if n)
+            topic = re.sub(rf"(?<![\w/-])(?:{known})(?![\w-])", " ", topic, flags=re.IGNORECASE)
         intent = next((name for name, pattern in _RULES if pattern.search(topic)), "chat")
         parsed = Parsed(intent, cleaned, words)
     namespace = _NAMESPACE.search(cleaned)

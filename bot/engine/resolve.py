@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from bot.config import ServiceConfig, Settings
-from bot.engine.intents import Parsed
+from bot.engine.intents import NEEDS_SERVICE, Parsed, parse
 from bot.toolbox import service_ref
 from tools.base import ServiceRef
 from tools.kubernetes import DeploymentRef, Kubernetes
@@ -70,6 +70,16 @@ class Resolver:
                 return key
         return None
 
+    def names(self) -> set[str]:
+        """What a message may name, known without I/O: catalog services, aliases and namespaces, and the workloads
+        and namespaces of the last cluster listing."""
+        out = {self.settings.defaults.namespace}
+        for key, service in self.settings.services.items():
+            out |= {key, *service.aliases, *(n for n in (service.namespace, service.deployment) if n)}
+        for ref in self._deployments or []:
+            out |= {ref.name, ref.namespace}
+        return out
+
     def mentioned(self, parsed: Parsed) -> str | None:
         """Best guess without I/O, for the acknowledgement."""
         return self.from_catalog(parsed.text) or parsed.explicit or (parsed.candidates or [None])[0]
@@ -83,6 +93,16 @@ class Resolver:
         return Target(shown or name, config, service_ref(self.settings, config), source)
 
     # --- with the cluster ------------------------------------------------------------------------
+    async def parse(self, text: str) -> Parsed:
+        """The message's intent, knowing the names it may contain. One read as a topic that needs no service
+        (cost, incidents, chat) while it has words that may be names is read again with the cluster's listing,
+        in which its topic word may be a namespace or a workload."""
+        parsed = parse(text, self.names())
+        if parsed.intent in NEEDS_SERVICE or not parsed.candidates or self._deployments is not None:
+            return parsed
+        await self.deployments()
+        return parse(text, self.names())
+
     async def deployments(self, *, refresh: bool = False) -> list[DeploymentRef] | None:
         """Deployments of every namespace, cached; None when the cluster cannot tell."""
         if not self.kubernetes.configured:

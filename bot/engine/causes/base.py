@@ -326,3 +326,66 @@ def probe_text(probe: Obj) -> str:
 def short(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# How a container runtime (runc, crun, containerd, Docker) says it could not exec the container's command.
+EXEC_FAILED = re.compile(r'exec(?::\s*|\s+)"?(?P<command>[^":\s]+)"?:\s*(?P<why>executable file not found in \$PATH|'
+                         r'no such file or directory|permission denied)', re.IGNORECASE)
+_EXEC_MEANING = {"executable file not found in $path": "is not found in the image",
+                 "no such file or directory": "does not exist in the image",
+                 "permission denied": "is not executable in the image"}
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """A container whose process never started: the runtime could not exec its command."""
+
+    pod: str
+    container: str
+    command: str  # what the runtime tried to exec: "python"
+    meaning: str  # "the command python is not found in the image"
+    words: str  # the runtime's words that say it: 'exec: "python": executable file not found in $PATH'
+    message: str  # its whole message
+    source: str  # where they were read: "state.terminated.message", "event Failed"
+    spec: str  # the container's command and args as the spec has them, "" when it sets none
+    image: str
+
+    @property
+    def fix(self) -> str:
+        given = f" (now `{self.spec}`)" if self.spec else " (it runs the image's ENTRYPOINT/CMD)"
+        return (f"Fix container {self.container}'s command/args{given} or the image ({self.image}) so that "
+                f"{self.command} exists in it")
+
+
+def start_failures(world: World, *, init: bool = False) -> list[StartFailure]:
+    """Containers the runtime could not start, from the terminated or waiting state's message (state and
+    lastState) and from the pods' Failed events, whichever carries the runtime's words."""
+    if world.snap is None:
+        return []
+    failed_events = {}
+    for event in world.events("Failed", kind="Pod"):
+        obj = event.get("involvedObject") or {}
+        container = re.search(r"\{(.+)\}", obj.get("fieldPath") or "")
+        failed_events.setdefault((obj.get("name"), container.group(1) if container else None), event)
+    out = []
+    for pod in world.snap.pods:
+        spec = pod.get("spec") or {}
+        for status in statuses(pod, init=init):
+            states = [(terminated(status), "state.terminated.message"),
+                      (last_terminated(status), "lastState.terminated.message"), (waiting(status), "state.waiting.message")]
+            found = [(state.get("message") or "", where) for state, where in states if state]
+            event = failed_events.get((name(pod), status.get("name"))) or failed_events.get((name(pod), None))
+            if event:
+                found.append((event.get("message") or "", "event Failed"))
+            match, message, source = next(((m, text, where) for text, where in found
+                                           for m in [EXEC_FAILED.search(text)] if m), (None, "", ""))
+            if match is None:
+                continue
+            container = spec_container(spec, str(status.get("name")))
+            command = " ".join(map(str, (container.get("command") or []) + (container.get("args") or [])))
+            out.append(StartFailure(
+                pod=name(pod), container=str(status.get("name")), command=match.group("command"),
+                meaning=f"the command {match.group('command')} {_EXEC_MEANING[match.group('why').lower()]}",
+                words=match.group(0), message=message, source=source, spec=command,
+                image=str(container.get("image") or status.get("image") or "its image")))
+    return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 from bot.engine.causes.base import (
-    SETTLED, Plan, Rule, Verdict, World, last_terminated, name, ready, restarts, short, statuses, terminated, waiting,
-    when,
+    SETTLED, Plan, Rule, Verdict, World, last_terminated, name, ready, restarts, short, start_failures, statuses,
+    terminated, waiting, when,
 )
 
 EXIT_MEANING = {
     1: "a generic application error", 2: "a usage or shell syntax error", 126: "the command cannot be executed",
-    127: "the command was not found", 134: "an abort (SIGABRT)", 139: "a segmentation fault (SIGSEGV)",
+    127: "the command was not found", 128: "the runtime could not start the container's process",
+    134: "an abort (SIGABRT)", 137: "SIGKILL: killed from outside, not its own exit", 139: "a segmentation fault (SIGSEGV)",
     143: "SIGTERM", 255: "an exit status out of range",
 }
 TELLING = re.compile(r"(?i)(panic|fatal|exception|traceback|error|failed|cannot|can't|could not|refused|denied|"
@@ -27,10 +28,12 @@ def last_words(world: World, pod: str) -> list[str]:
 
 
 def failed_runs(world: World) -> list[tuple[dict, dict, dict]]:
-    """(pod, container status, termination) of main containers that exited non-zero, not OOM-killed nor
-    killed by a probe (other rules own those)."""
+    """(pod, container status, termination) of main containers that exited non-zero, not OOM-killed, killed by a
+    probe nor evicted (other rules own those)."""
     out = []
     for pod in world.pods():
+        if (pod.get("status") or {}).get("reason") == "Evicted":
+            continue
         for status in statuses(pod):
             term = terminated(status) or last_terminated(status)
             if not term or term.get("reason") == "OOMKilled" or term.get("exitCode") in (0, None):
@@ -63,6 +66,13 @@ def detect(world: World) -> list[Verdict]:
                 f"{'state' if terminated(status) else 'lastState'}.terminated exitCode {code} ({term.get('reason')})"
                 f", restartCount {status.get('restartCount', 0)}"]
     evidence += [f"log of the crashed container {name(pod)}/{status.get('name')}: {short(w, 240)}" for w in words]
+    fix = f"Fix what makes {status.get('name')} exit (the log lines above say what)"
+    ruled_pull = ("Image pull", "the image was pulled: the container starts, then exits")
+    start = next((s for s in start_failures(world) if (s.pod, s.container) == (name(pod), status.get("name"))), None)
+    if start:
+        meaning, said = f"it never started: {start.meaning}", f" (“{start.words}”)"
+        evidence.append(f"pod {start.pod} container {start.container}: {start.source}: {short(start.message, 300)}")
+        fix, ruled_pull = start.fix, ("Image pull", "the image was pulled; the command is not in it")
     pods = {name(p) for p, _, _ in runs}
     state = "CrashLoopBackOff" if any((waiting(s) or {}).get("reason") == "CrashLoopBackOff" for _, s, _ in runs) \
         else "exiting"
@@ -79,10 +89,9 @@ def detect(world: World) -> list[Verdict]:
         evidence=evidence,
         severity="critical" if len(looping) >= max(1, len(world.pods()) // 2) else "warning",
         ruled_out=[("OOM", f"exit code {code}, not OOMKilled"),
-                   ("Image pull", "the image was pulled: the container starts, then exits"),
+                   ruled_pull,
                    ("Liveness probe", "no Killing events for a failed probe: the process exits by itself")],
-        plans=[Plan(f"Fix what makes {status.get('name')} exit (the log lines above say what); a restart runs the "
-                    "same code and cannot help")],
+        plans=[Plan(f"{fix}; a restart runs the same code and cannot help")],
         sources={"kubernetes", "logs"} if words else {"kubernetes"},
         subjects=pods,
     )]
@@ -94,4 +103,5 @@ def _job_failed(world: World) -> bool:
 
 
 RULE = Rule("crash", 40, ("pods", "pods/log (previous)", "events"), detect,
-            "CrashLoopBackOff / exit on start: exit code and its meaning, the crashed container's last log lines")
+            "CrashLoopBackOff / exit on start: exit code and its meaning, the crashed container's last log lines, or "
+            "the command it could not exec")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bot.engine.causes.base import (
-    Plan, Rule, Verdict, World, last_terminated, name, short, statuses, terminated, waiting,
+    Plan, Rule, Verdict, World, last_terminated, name, short, start_failures, statuses, terminated, waiting,
 )
 from bot.engine.causes.crash import EXIT_MEANING
 
@@ -30,6 +30,10 @@ def detect(world: World) -> list[Verdict]:
                 + (f": {short(message, 240)}" if message else "") + f", restartCount {status.get('restartCount', 0)}"]
     evidence += [f"log of init container {status.get('name')}: {short(line, 240)}" for line in lines]
     said = short(message or " / ".join(lines), 200)
+    start = next((s for s in start_failures(world, init=True)
+                  if (s.pod, s.container) == (name(pod), status.get("name"))), None)
+    fix = start.fix if start else (f"Fix init container {status.get('name')} (its command, image or what it "
+                                   "waits for)")
     return [Verdict(
         family="init_container",
         cause=f"its init container {status.get('name')} failing"
@@ -41,8 +45,7 @@ def detect(world: World) -> list[Verdict]:
         severity="critical",
         ruled_out=[("Main container crash", f"the main containers have not started; init container "
                                             f"{status.get('name')} fails before them")],
-        plans=[Plan(f"Fix init container {status.get('name')} (its command, image or what it waits for); a restart "
-                    "runs it again the same way")],
+        plans=[Plan(f"{fix}; a restart runs it again the same way")],
         sources={"kubernetes", "logs"} if lines else {"kubernetes"},
         subjects={name(p) for p, *_ in stuck},
     )]

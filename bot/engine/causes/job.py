@@ -3,7 +3,8 @@ that has been deleted, from the events and logs it left behind."""
 from __future__ import annotations
 
 from bot.engine.causes.base import (
-    Plan, Rule, Verdict, World, condition, event_text, last_terminated, name, short, statuses, terminated,
+    Plan, Rule, Verdict, World, condition, event_text, last_terminated, name, short, start_failures, statuses,
+    terminated,
 )
 from bot.engine.causes.crash import EXIT_MEANING, TELLING
 from bot.engine.causes.dependency import failing_dependencies
@@ -52,9 +53,22 @@ def detect(world: World) -> list[Verdict]:
     evidence += [short(event_text(e), 300) for e in world.events("BackoffLimitExceeded", "DeadlineExceeded")[:1]]
     evidence += [f"pod {p}: terminated exitCode {c} ({EXIT_MEANING.get(c, 'its own exit status')})" for p, c in runs[:3]]
     evidence += [f"log ({where}): {short(line, 300)}" for where, line in lines[:3]]
-    why = f"“{short(lines[0][1], 220)}”" if lines else "its pods' output could not be read"
+    why = f"the pods' output says “{short(lines[0][1], 220)}”" if lines else "its pods' output could not be read"
     dependency = failing_dependencies(world)
-    if dependency:
+    never_started = start_failures(world)
+    fix = (f"Fix what the runs report ({short(lines[0][1], 120)})" if lines else
+           "Read the failed pods' logs and fix the job")
+    ruled = [("Scheduling", "its pods were scheduled and ran")] if runs else []
+    if never_started:
+        start = never_started[0]
+        why = (f"container {start.container} never started, so there is no log: {start.meaning} "
+               f"(“{start.words}”)")
+        evidence += [f"pod {s.pod} container {s.container}: {s.source}: {short(s.message, 300)}"
+                     for s in never_started[:2]]
+        fix = start.fix
+        ruled = [("Application error", f"no process ever ran: the runtime could not exec {start.command}"),
+                 ("Image pull", "the image was pulled; the command is not in it")]
+    elif dependency:
         host, port, where, line = dependency[0]
         why = f"they cannot connect to {host}{':' + port if port else ''}: “{short(line, 200)}”"
         evidence.append(f"log ({where}): {short(line, 300)}")
@@ -65,21 +79,19 @@ def detect(world: World) -> list[Verdict]:
         reason or "", "failed")
     return [Verdict(
         family="job",
-        cause=f"its runs failing{exits}: the pods' output says {why}",
+        cause=f"its runs failing{exits}: {why}",
         title=f"{gone}Job {world.service} failed ({reason or 'failed'}): it {what}; "
-              f"{len(runs) or status.get('failed', 0)} failed pod(s){exits}; the runs say {why}",
+              f"{len(runs) or status.get('failed', 0)} failed pod(s){exits}; {why}",
         evidence=evidence,
         severity="critical" if not deleted else "warning",
         current=True,
-        ruled_out=[("Scheduling", "its pods were scheduled and ran")] if runs else [],
-        plans=[Plan(f"Fix what the runs report ({short(lines[0][1], 120)}) and re-run the Job (delete and recreate "
-                    "it: a failed Job does not retry)" if lines else "Read the failed pods' logs and fix the job; "
-                    "a failed Job does not retry on its own")],
+        ruled_out=ruled,
+        plans=[Plan(f"{fix}, then re-run the Job (delete and recreate it: a failed Job does not retry on its own)")],
         sources={"kubernetes", "logs"} if lines else {"kubernetes"},
         subjects={p for p, _ in runs},
     )]
 
 
-RULE = Rule("job", 12, ("jobs", "pods", "pods/log", "events", "Loki"), detect,
-            "Job failed (BackoffLimitExceeded / DeadlineExceeded) with the failing runs' exit codes and log lines; "
-            "also for a deleted Job")
+RULE = Rule("job", 12, ("jobs", "pods (terminated message)", "pods/log", "events (Failed)", "Loki"), detect,
+            "Job failed (BackoffLimitExceeded / DeadlineExceeded) with the failing runs' exit codes and log lines, "
+            "or the command the runtime could not exec (no log at all); also for a deleted Job")

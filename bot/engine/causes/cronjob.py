@@ -1,0 +1,104 @@
+"""A CronJob that does not run: suspended (spec.suspend — since when and by whom, from the audit log or the field's
+manager), a schedule the controller cannot parse, or a negative starting deadline (k8sgpt's CronJob analyzer)."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, meta, name, when
+from bot.engine.text import ago
+
+# Five cron fields (numbers, ranges, steps, lists, names of months and days, ?) or one of the @ macros.
+_FIELD = r"(?:\*|\?|[0-9A-Za-z]+(?:-[0-9A-Za-z]+)?)(?:/\d+)?"
+SCHEDULE = re.compile(rf"^(?:@(?:yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+                      rf"(?:{_FIELD}(?:,{_FIELD})*)(?:\s+{_FIELD}(?:,{_FIELD})*){{4}})$")
+
+
+def _suspended_by(world: World, cronjob: Obj) -> tuple[str, datetime | None, str]:
+    """(who, when, why) suspended it: the audit log's change of `suspend` to true, else the manager that owns
+    spec.suspend in managedFields; ('', None, '') when neither says."""
+    for entry in sorted(world.audit, key=lambda a: a.timestamp, reverse=True):
+        change = (entry.changes or {}).get("suspend")
+        if entry.resource_name == name(cronjob) and isinstance(change, dict) and change.get("to") in (True, "true"):
+            reason = (entry.changes.get("reason") or {}).get("to") if isinstance(entry.changes.get("reason"), dict) \
+                else None
+            return entry.username or entry.user_id or "someone", entry.timestamp, str(reason or "")
+    owners = [m for m in meta(cronjob).get("managedFields") or []
+              if '"f:suspend"' in json.dumps((m.get("fieldsV1") or {}).get("f:spec") or {})]
+    if owners:
+        latest = max(owners, key=lambda m: m.get("time") or "")
+        return f"field manager {latest.get('manager')}", when(latest.get("time")), ""
+    return "", None, ""
+
+
+def _last_run(world: World, cronjob: Obj) -> str:
+    status = cronjob.get("status") or {}
+    last = when(status.get("lastScheduleTime"))
+    if last is None:
+        return "it has never run"
+    ok = when(status.get("lastSuccessfulTime"))
+    outcome = "and completed" if ok and ok >= last else ""
+    return f"its last run was scheduled {last:%Y-%m-%d %H:%M} UTC ({ago(last, world.now)}) {outcome}".rstrip()
+
+
+def detect(world: World) -> list[Verdict]:
+    cronjob = world.workload if world.kind == "CronJob" else None
+    if cronjob is None:
+        return []
+    spec = cronjob.get("spec") or {}
+    cj = name(cronjob)
+    evidence = [f"cronjob {cj}: spec.schedule “{spec.get('schedule')}”, spec.suspend {str(bool(spec.get('suspend'))).lower()}"
+                f", status.lastScheduleTime {(cronjob.get('status') or {}).get('lastScheduleTime') or 'none'}"]
+    out = []
+    if spec.get("suspend"):
+        who, at, why = _suspended_by(world, cronjob)
+        since = (f" since {at:%Y-%m-%d %H:%M} UTC ({ago(at, world.now)})" if at else "") + (f" by {who}" if who else "")
+        because = f" (“{why}”)" if why else ""
+        if who:
+            evidence.append(f"{'audit log' if at and not who.startswith('field manager') else 'managedFields'}: "
+                            f"{who} set spec.suspend true{' at ' + f'{at:%Y-%m-%d %H:%M} UTC' if at else ''}{because}")
+        deadline = spec.get("startingDeadlineSeconds")
+        catch_up = (f"only a run missed less than startingDeadlineSeconds ({deadline} s) ago starts on resume"
+                    if deadline is not None else "on resume the controller starts the most recent missed run")
+        out.append(Verdict(
+            family="cronjob",
+            cause=f"CronJob {cj} being suspended{since}{because}: the controller creates no Job while spec.suspend "
+                  "is true",
+            title=f"CronJob {cj} is suspended (spec.suspend: true){since}{because}; no Job has been created since — "
+                  f"{_last_run(world, cronjob)}",
+            evidence=evidence,
+            severity="warning",
+            ruled_out=[("A failing run", "no run has been created since it was suspended: nothing ran, so nothing "
+                                         "failed")],
+            plans=[Plan(f"Resume it when it should run again: `kubectl patch cronjob {cj} -n {world.namespace} -p "
+                        f"'{{\"spec\":{{\"suspend\":false}}}}'`; {catch_up}, so run the missed work by hand if it is "
+                        f"needed: `kubectl create job --from=cronjob/{cj} {cj}-manual -n {world.namespace}`")],
+            subjects={cj},
+        ))
+    schedule = str(spec.get("schedule") or "").strip()
+    if schedule and not SCHEDULE.match(re.sub(r"^(?:CRON_)?TZ=\S+\s+", "", schedule)):
+        out.append(Verdict(
+            family="cronjob", cause=f"CronJob {cj}'s schedule “{schedule}” not being a valid cron expression",
+            title=f"CronJob {cj} has an invalid schedule “{schedule}”: the controller cannot compute its next run",
+            evidence=evidence, severity="critical",
+            plans=[Plan(f"Fix spec.schedule of CronJob {cj}: five fields (minute hour day-of-month month day-of-week) "
+                        "or a macro such as @daily")],
+            subjects={cj},
+        ))
+    deadline = spec.get("startingDeadlineSeconds")
+    if isinstance(deadline, int) and deadline < 0:
+        out.append(Verdict(
+            family="cronjob", cause=f"CronJob {cj}'s startingDeadlineSeconds {deadline} being negative",
+            title=f"CronJob {cj} has a negative startingDeadlineSeconds ({deadline}): every run counts as missed",
+            evidence=evidence, severity="critical",
+            plans=[Plan(f"Set spec.startingDeadlineSeconds of CronJob {cj} to a positive number of seconds, or "
+                        "remove it")],
+            subjects={cj},
+        ))
+    return out
+
+
+RULE = Rule("cronjob", 11, ("cronjobs (spec.suspend, schedule, status)", "jobs", "audit log", "managedFields"), detect,
+            "CronJob not running: suspended (since when, by whom: audit log or managedFields), invalid schedule, "
+            "negative starting deadline")
