@@ -506,3 +506,111 @@ def test_a_cronjob_with_an_invalid_schedule_is_critical_and_a_valid_one_running_
     for schedule in ("*/5 * * * *", "@daily", "0 9 * * MON-FRI", "TZ=Europe/Paris 30 1 1,15 * *"):
         w.snap.workload["spec"]["schedule"] = schedule
         assert not [v for v in causes.detect(w) if v.family == "cronjob"], schedule
+
+
+def pdb(min_available: int, allowed: int, healthy: int = 2) -> dict[str, Any]:
+    return {"metadata": {"name": "web-pdb"}, "spec": {"minAvailable": min_available, "selector": {
+        "matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}},
+            "status": {"disruptionsAllowed": allowed, "currentHealthy": healthy, "desiredHealthy": min_available,
+                       "expectedPods": 2}}
+
+
+def test_a_budget_that_allows_no_disruption_blocks_the_drain_of_a_cordoned_node_and_says_how_to_unblock() -> None:
+    running = [{"name": "web", "restartCount": 0, "ready": True, "state": {"running": {}}}]
+    pods = [pod("web-1", ready=True, status=running, node="node-a"), pod("web-2", ready=True, status=running,
+                                                                         node="node-b")]
+    up = {"conditions": [{"type": "Ready", "status": "True"}]}
+    cordoned = {"metadata": {"name": "node-a"}, "status": up, "spec": {"unschedulable": True, "taints": [
+        {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": at(-1500)}]}}
+    nodes = [cordoned, {"metadata": {"name": "node-b"}, "spec": {}, "status": up}]
+    w = world(pods, nodes=nodes)
+    w.snap.workload["spec"]["replicas"] = 2
+    w.snap.objects["poddisruptionbudgets"] = [pdb(2, 0)]
+    verdict = lead(w)
+    assert verdict.family == "pdb" and verdict.severity == "warning"
+    assert "web-pdb allows 0 disruptions (minAvailable 2 with 2 replica(s), 2 healthy)" in verdict.title
+    assert "web-1 cannot be evicted; node node-a is cordoned since 11:35 UTC" in verdict.title
+    assert "scale to 3 replicas first" in verdict.plans[0].title and "maxUnavailable: 1" in verdict.plans[1].title
+    # the same budget with no node drained blocks nothing; one that allows a disruption blocks no drain
+    w.snap.objects["nodes"] = [{"metadata": {"name": "node-a"}, "spec": {}, "status": up}, nodes[1]]
+    assert not [v for v in causes.detect(w) if v.family == "pdb"]
+    w.snap.objects["nodes"], w.snap.objects["poddisruptionbudgets"] = nodes, [pdb(1, 1)]
+    assert not [v for v in causes.detect(w) if v.family == "pdb"]
+
+
+def test_a_pod_whose_volume_is_in_a_zone_without_nodes_names_the_zone_and_never_says_delete_the_claim() -> None:
+    p = pod("web-2", phase="Pending", node=None)  # type: ignore[arg-type]
+    p["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-2"}}]
+    claim = {"metadata": {"name": "data-web-2"}, "spec": {"volumeName": "pvc-123"}, "status": {"phase": "Bound"}}
+    volume = {"metadata": {"name": "pvc-123"}, "spec": {"persistentVolumeReclaimPolicy": "Delete", "nodeAffinity": {
+        "required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-c"]}]}]}}}}
+    nodes = [{"metadata": {"name": f"node-{z}", "labels": {"topology.kubernetes.io/zone": f"zone-{z}"}},
+              "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for z in "ab"]
+    w = world([p], [event("FailedScheduling", "0/2 nodes are available: 2 node(s) had volume node affinity "
+                                              "conflict.", name="web-2")],
+              nodes=nodes, persistentvolumeclaims=[claim])
+    w.snap.objects["persistentvolumes"] = [volume]
+    verdict = lead(w)
+    assert verdict.family == "scheduling"
+    assert "volume pvc-123 of claim data-web-2 is in zone-c" in verdict.cause
+    assert "the nodes are in zone-a, zone-b" in verdict.cause
+    assert "bring a node back in zone-c" in verdict.plans[0].title
+    assert "do not delete claim data-web-2 (reclaimPolicy Delete" in verdict.plans[0].title
+    # a node in that zone: the volume is not the conflict
+    nodes.append({"metadata": {"name": "node-c", "labels": {"topology.kubernetes.io/zone": "zone-c"}}})
+    assert "zone-c" not in lead(w).cause
+
+
+def test_a_service_whose_target_port_no_pod_listens_on_is_critical_with_the_change_that_set_it() -> None:
+    from tools.control_plane import AuditLog
+
+    container = {"name": "web", "image": "shop/web:1", "ports": [{"containerPort": 3000, "name": "http"}]}
+    running = [{"name": "web", "restartCount": 0, "ready": True, "state": {"running": {}}}]
+    pods = [pod(f"web-{i}", containers=[container], status=running, ready=True) for i in range(2)]
+    service = {"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [
+        {"name": "http", "port": 80, "targetPort": 8080}]}}
+    w = world(pods, services=[service])
+    w.audit = [AuditLog(id="a9", timestamp=NOW - timedelta(minutes=20), username="ci-bot", action="update",
+                        resource_name="web", changes={"service.targetPort": {"from": 3000, "to": 8080}})]
+    verdict = lead(w)
+    assert verdict.family == "service_endpoints" and verdict.severity == "critical"
+    assert "Service web sends to 8080, the containers listen on 3000" in verdict.title
+    assert "since ci-bot's update at 11:40 UTC" in verdict.cause
+    assert "back to 3000 (or the named port http)" in verdict.plans[0].title
+    # a named targetPort the pods declare, or pods that declare no port at all, is nothing to report
+    for target, ports in (("http", container["ports"]), (8080, None)):
+        service["spec"]["ports"][0]["targetPort"] = target
+        for p in pods:
+            p["spec"]["containers"][0]["ports"] = ports
+        assert not [v for v in causes.detect(w) if v.family == "service_endpoints"], target
+
+
+def evicted_pod(message: str) -> dict[str, Any]:
+    container = {"name": "web", "image": "shop/web:1", "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                 "resources": {"limits": {"ephemeral-storage": "2Gi"}, "requests": {"ephemeral-storage": "1Gi"}}}
+    p = pod("web-1", containers=[container], phase="Failed", status=[
+        {"name": "web", "restartCount": 0, "state": {"terminated": {"exitCode": 137, "reason": "Error",
+                                                                    "finishedAt": at(-1200)}}}])
+    p["spec"]["volumes"] = [{"name": "scratch", "emptyDir": {}}]
+    p["status"] |= {"reason": "Evicted", "message": message}
+    return p
+
+
+def test_a_pod_over_its_own_ephemeral_storage_limit_is_told_apart_from_node_pressure() -> None:
+    w = world([evicted_pod("Pod ephemeral local storage usage exceeds the total limit of containers 2Gi. ")])
+    w.pod_logs = {"web-1/web": "INFO spilled 1.9 GiB to /scratch/runs"}
+    verdict = lead(w)
+    assert verdict.family == "eviction"  # not a crash with exit code 137
+    assert "its own ephemeral-storage limit (the total of its containers' limits, 2Gi)" in verdict.cause
+    assert "emptyDir scratch (/scratch)" in verdict.title and "a bare pod: nothing recreates it" in verdict.title
+    assert verdict.plans[0].title.startswith("Raise the ephemeral-storage limit (2Gi)")
+    assert "node work does not help" in verdict.plans[0].title
+    w = world([evicted_pod('Usage of EmptyDir volume "scratch" exceeds the limit "1Gi". ')])
+    assert "its emptyDir scratch's sizeLimit, 1Gi" in lead(w).cause
+    w = world([evicted_pod("The node was low on resource: ephemeral-storage. Threshold quantity: 10Gi, available: "
+                           "9Gi. Container web was using 5Gi, request is 0, has larger consumption of "
+                           "ephemeral-storage. ")])
+    verdict = lead(w)
+    assert "node node-a ran low on ephemeral-storage" in verdict.cause
+    assert "container web used 5Gi against a request of 0" in verdict.evidence

@@ -134,6 +134,7 @@ PATHS: dict[str, str] = {
     "horizontalpodautoscalers": "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
     "resourcequotas": "/api/v1/namespaces/{ns}/resourcequotas",
     "limitranges": "/api/v1/namespaces/{ns}/limitranges",
+    "poddisruptionbudgets": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
     "nodes": "/api/v1/nodes",
     "persistentvolumes": "/api/v1/persistentvolumes",
     "storageclasses": "/apis/storage.k8s.io/v1/storageclasses",
@@ -145,7 +146,7 @@ WORKLOAD_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "D
                   "Job": "jobs", "CronJob": "cronjobs", "Pod": "pods"}
 # Read alongside the workload: namespace kinds listed whole (bounded), cluster kinds listed whole.
 CONTEXT_KINDS = ("pods", "services", "endpointslices", "serviceaccounts", "persistentvolumeclaims", "networkpolicies",
-                 "horizontalpodautoscalers", "resourcequotas", "limitranges")
+                 "horizontalpodautoscalers", "resourcequotas", "limitranges", "poddisruptionbudgets")
 CLUSTER_KINDS = ("nodes", "persistentvolumes", "storageclasses")
 # Secrets are read metadata-only: the server sends names and labels, never data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"

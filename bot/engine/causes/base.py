@@ -389,3 +389,18 @@ def start_failures(world: World, *, init: bool = False) -> list[StartFailure]:
                 words=match.group(0), message=message, source=source, spec=command,
                 image=str(container.get("image") or status.get("image") or "its image")))
     return out
+
+
+def selects(selector: Obj | None, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects an object with `labels`; an empty one
+    selects everything, as the API server reads it."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, values = expr.get("key"), set(expr.get("values") or [])
+        tests = {"In": lambda: labels.get(key) in values, "NotIn": lambda: labels.get(key) not in values,
+                 "Exists": lambda: key in labels, "DoesNotExist": lambda: key not in labels}
+        if not tests.get(expr.get("operator"), lambda: False)():
+            return False
+    return True

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, event_text, event_time, name, quantity, short
+from bot.engine.causes.base import (
+    Obj, Plan, Rule, Verdict, World, event_text, event_time, meta, name, quantity, selects, short,
+)
 
 INSUFFICIENT = re.compile(r"Insufficient ([\w./-]*\w)")
 TAINT = re.compile(r"untolerated taint(?:\(s\))?\s*\{?([^}]*)\}?|had taints? that the pod didn't tolerate")
@@ -27,6 +29,39 @@ def _amount(resource: str, value: float | None) -> str:
     if resource == "memory":
         return f"{value / 2**30:.3g}Gi" if value >= 2**30 else f"{value / 2**20:.0f}Mi"
     return f"{value:g}"
+
+
+def _volume_conflicts(world: World, pod: Obj, nodes: list[Obj]) -> list[tuple[str, str, str]]:
+    """(why, fix, evidence) for each claim of the pod whose PersistentVolume is pinned (spec.nodeAffinity) where no
+    node is — a zonal disk whose zone lost its nodes."""
+    snap = world.snap
+    claims = {name(c): c for c in snap.items("persistentvolumeclaims")} if snap else {}
+    volumes = {name(v): v for v in snap.items("persistentvolumes")} if snap else {}
+    out = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        pv = volumes.get(((claims.get(claim) or {}).get("spec") or {}).get("volumeName") or "")
+        terms = (((pv or {}).get("spec") or {}).get("nodeAffinity") or {}).get("required", {}).get("nodeSelectorTerms")
+        if not terms or any(selects({"matchExpressions": t.get("matchExpressions")}, meta(n).get("labels") or {})
+                            for t in terms for n in nodes):
+            continue
+        exprs = [e for t in terms for e in t.get("matchExpressions") or []]
+        where = " or ".join(f"{e.get('key')} {', '.join(e.get('values') or [])}".strip() for e in exprs)
+        pinned = " or ".join(", ".join(e.get("values") or []) for e in exprs if e.get("operator") == "In") or where
+        keys = {e.get("key") for e in exprs}
+        have = sorted({f"{meta(n).get('labels', {}).get(k)}" for n in nodes for k in keys
+                       if meta(n).get("labels", {}).get(k)})
+        reclaim = ((pv or {}).get("spec") or {}).get("persistentVolumeReclaimPolicy")
+        out.append((
+            f"volume {name(pv)} of claim {claim} is in {pinned} (its PersistentVolume's nodeAffinity: {where}) and no "
+            f"node is there" + (f" — the nodes are in {', '.join(have)}" if have else ""),
+            f"bring a node back in {pinned} (scale that zone's node group) so that {name(pod)} can run beside its "
+            f"volume; do not delete claim {claim}" + (f" (reclaimPolicy {reclaim}: its data would be lost)"
+                                                      if reclaim == "Delete" else " (its data is on that volume)"),
+            f"persistentvolume {name(pv)} (bound to claim {claim}): spec.nodeAffinity.required {where}; nodes: "
+            + ", ".join(f"{name(n)} {', '.join(str(meta(n).get('labels', {}).get(k)) for k in keys)}" for n in nodes),
+        ))
+    return out
 
 
 def detect(world: World) -> list[Verdict]:
@@ -78,6 +113,13 @@ def detect(world: World) -> list[Verdict]:
     if "Too many pods" in message:
         reasons.append("nodes are at their pod capacity (Too many pods)")
         fixes.append("add nodes or raise the kubelet's max pods")
+    if "volume node affinity conflict" in message:
+        conflicts = _volume_conflicts(world, pod, nodes) if described else []
+        reasons += [why for why, _, _ in conflicts] or ["its volume is pinned (PersistentVolume nodeAffinity, "
+                                                        "usually a zone) where no node is"]
+        fixes += [fix for _, fix, _ in conflicts] or ["add a node where its volume is (the PV's nodeAffinity) — "
+                                                      "deleting the claim would lose its data"]
+        evidence += [e for _, _, e in conflicts]
     if "unbound immediate PersistentVolumeClaims" in message or "persistentvolumeclaim" in message.lower():
         reasons.append("its PersistentVolumeClaim is not bound")
         fixes.append("make the claim bind (see the storage finding)")
