@@ -18,6 +18,7 @@ from tools.kubernetes import (
     KubeEvent,
     PodStatus,
     Revision,
+    Snapshot,
     Termination,
 )
 from tools.logs import LogPattern, LogReport
@@ -326,3 +327,29 @@ def test_a_firing_alert_named_in_the_question_is_said_and_tied_to_the_cause_it_i
     said = next(f for f in d.findings if f.title.startswith("Alert CheckoutHighErrorRate (P1) firing"))
     assert said.severity == "info" and "(named in the question)" in (said.evidence or "")
     assert "on checkout: 5xx ratio 6% — explained by its dependency payments.shop.svc:8080" in said.title
+
+
+def replicaset(number: int, image: str, **annotations: str) -> dict[str, object]:
+    template = {"metadata": {"labels": {"app": "checkout", "pod-template-hash": f"h{number}"}},
+                "spec": {"containers": [{"name": "checkout", "image": image}]}}
+    if annotations:
+        template["metadata"]["annotations"] = annotations  # type: ignore[index]
+    return {"metadata": {"name": f"checkout-rs{number}"}, "spec": {"template": template}}
+
+
+def test_a_restart_of_the_same_template_is_not_rolled_back_and_a_new_image_is() -> None:
+    # `kubectl rollout restart` makes a revision whose pods run what the previous one ran: when they fail, what
+    # they read from outside the template changed, and rolling back would run the same thing again.
+    restart = Snapshot("shop", "checkout", "Deployment", {}, replicasets=[
+        replicaset(6, "shop/checkout:v2.0.3"),
+        replicaset(7, "shop/checkout:v2.0.3", **{"kubectl.kubernetes.io/restartedAt": "2026-12-03T11:50:00Z"})])
+    d = diagnose(bad_rollout(snapshot=restart))
+    assert d.cause is None or d.cause.key != "bad_rollout"
+    assert not [p for p in d.plans if p.action and p.action.kind == "rollback"]
+    assert any(r.cause == "A rollback" and "restart of revision 6's template" in r.why for r in d.ruled_out)
+
+    upgrade = Snapshot("shop", "checkout", "Deployment", {}, replicasets=[
+        replicaset(6, "shop/checkout:v2.0.3"), replicaset(7, "shop/checkout:v2.1.0")])
+    d = diagnose(bad_rollout(snapshot=upgrade))
+    assert d.cause is not None and d.cause.key == "bad_rollout"
+    assert d.plans[0].action == Action(kind="rollback", target="shop/checkout")

@@ -6,6 +6,7 @@ Pure functions of tool data and the time it is now (`Evidence`); bot.engine.reas
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections import Counter
@@ -239,6 +240,9 @@ def already_bad(ev: Evidence, unhealthy: list[Signal]) -> Signal | None:
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` stamps on the template
+
+
 class KubeView:
     """The deployment report sorted into what matters: the current revision's pods by failure, old pods."""
 
@@ -313,6 +317,26 @@ class KubeView:
             ):
                 return True
         return False
+
+    def restart_only(self) -> bool:
+        """True when the current revision's pod template is the previous one's but for the stamp of a rollout
+        restart: its pods differ only in what they read from outside the template (a ConfigMap, a Secret, a
+        dependency), so a rollback would run the same thing again. False when either template cannot be read."""
+        snap = self.ev.snapshot
+        if snap is None or self.current is None or self.previous is None:
+            return False
+        templates = {}
+        for rs in snap.replicasets:
+            name = (rs.get("metadata") or {}).get("name")
+            if name in (self.current.replicaset, self.previous.replicaset):
+                template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+                meta = template.get("metadata") or {}
+                (meta.get("labels") or {}).pop("pod-template-hash", None)
+                (meta.get("annotations") or {}).pop(RESTARTED_AT, None)
+                if not meta.get("annotations"):
+                    meta.pop("annotations", None)
+                templates[name] = template
+        return len(templates) == 2 and templates[self.current.replicaset] == templates[self.previous.replicaset]
 
     def revision_text(self, rev: Revision | None = None) -> str:
         rev = rev or self.current

@@ -257,8 +257,10 @@ def _causes(
             said.append(f"the logs show “{pattern_text(p)}” ×{p.count}" + (" since then" if since else ""))
         return ("; ".join(said) or None), bool(said)
 
-    # a fresh rollout that is unhealthy
-    if kube is not None and kube.fresh and kube.current is not None and kube.previous is not None:
+    # a fresh rollout that is unhealthy (a restart of the same template is no new code: what its pods read from
+    # outside it changed, and the catalogue's rules say what)
+    if kube is not None and kube.fresh and kube.current is not None and kube.previous is not None \
+            and not kube.restart_only():
         rollout = next((c for c in changes if c.rollout), None)
         pods_bad = bool(kube.failing) or bool(leading and leading.severity == "critical") or any(
             c.type == "Progressing" and c.reason == "ProgressDeadlineExceeded" for c in kube.report.conditions
@@ -381,6 +383,13 @@ def _ruled_out(
     out: list[RuledOut] = []
     key = cause.key if cause else None
     memory = signals.get("memory_ratio")
+    if kube is not None and kube.fresh and (kube.failing or unhealthy) and kube.restart_only():
+        assert kube.current is not None and kube.previous is not None  # restart_only() read both
+        out.append(RuledOut(
+            cause="A rollback",
+            why=f"revision {kube.current.number} is a restart of revision {kube.previous.number}'s template "
+                f"({tags(kube.current.images)}): rolling back runs the same image with the same ConfigMaps and "
+                "Secrets"))
     if kube is not None and kube.failing:
         crashed = kube.crashing
         if crashed and not kube.oom:
