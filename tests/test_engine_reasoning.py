@@ -353,3 +353,16 @@ def test_a_restart_of_the_same_template_is_not_rolled_back_and_a_new_image_is() 
     d = diagnose(bad_rollout(snapshot=upgrade))
     assert d.cause is not None and d.cause.key == "bad_rollout"
     assert d.plans[0].action == Action(kind="rollback", target="shop/checkout")
+
+
+def test_a_new_revision_that_cannot_start_while_the_old_one_serves_is_degraded_not_failing() -> None:
+    old, new = replicaset(6, "shop/checkout:v2.0.3"), replicaset(7, "shop/checkout:v2.1.0")
+    old["status"], new["status"] = {"readyReplicas": 3}, {"readyReplicas": 0}
+    serving = Snapshot("shop", "checkout", "Deployment", {}, replicasets=[old, new])
+    d = diagnose(bad_rollout(snapshot=serving, signals=healthy_signals()))
+    assert d.cause is not None and d.cause.key == "bad_rollout" and d.cause.severity == "warning"
+    assert "the previous revision still serves all 3 replicas (v2.0.3)" in d.cause.clauses[-1]
+    assert d.plans[0].action == Action(kind="rollback", target="shop/checkout")  # rolling back still finishes it
+    # the same rollout while calls fail is an outage
+    d = diagnose(bad_rollout(snapshot=serving))
+    assert d.cause is not None and d.cause.severity == "critical"

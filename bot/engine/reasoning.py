@@ -128,8 +128,14 @@ def diagnose(ev: Evidence) -> Diagnosis:
         )
 
     causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current)
+    serving = _still_serving(ev, kube, signals)
+    if serving is not None:  # a new revision that cannot start is a stuck rollout, not an outage
+        for c in causes:
+            c.severity = "warning" if c.severity == "critical" else c.severity
     causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], _RANK.get(c.key, 50), -len(c.sources)))
     cause = causes[0] if causes else None
+    if cause is not None and serving is not None:
+        cause.clauses.append(serving)
     others = causes[1:]
     items += alert_findings(ev, cause.subjects if cause else set(), cause.text if cause else None)
     for item in items:
@@ -361,6 +367,28 @@ def _causes(
             )
         )
     return causes
+
+
+def _still_serving(ev: Evidence, kube: KubeView | None, signals: dict[str, Signal]) -> str | None:
+    """'the previous revision still serves all 3 replicas (4.2.0) and calls succeed' when the Deployment's earlier
+    ReplicaSets keep every desired replica ready and its error rate (and latency, where read) are healthy: what
+    fails then is the new revision, and the people calling the service do not feel it."""
+    if kube is None or ev.snapshot is None or kube.current is None or kube.report.desired <= 0:
+        return None
+    calls = [signals.get(n) for n in ("error_rate", "latency_p99")]
+    if signals.get("error_rate") is None or signals["error_rate"].health != "healthy" or any(
+            s is not None and s.health in ("warning", "critical") for s in calls):
+        return None
+    old = [rs for rs in ev.snapshot.replicasets
+           if (rs.get("metadata") or {}).get("name") != kube.current.replicaset
+           and ((rs.get("status") or {}).get("readyReplicas") or 0) > 0]
+    ready = sum((rs.get("status") or {}).get("readyReplicas") or 0 for rs in old)
+    if not old or ready < kube.report.desired:
+        return None
+    images = sorted({c.get("image", "").rsplit(":", 1)[-1] for rs in old
+                     for c in ((rs.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []})
+    return (f"the previous revision still serves all {kube.report.desired} replicas ({', '.join(images)}) and calls "
+            f"succeed ({lower_first(signal_title(signals['error_rate']))}): callers are not affected yet")
 
 
 def _call_signals(unhealthy: list[Signal]) -> list[Signal]:

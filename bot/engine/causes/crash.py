@@ -66,7 +66,10 @@ def detect(world: World) -> list[Verdict]:
                 f"{'state' if terminated(status) else 'lastState'}.terminated exitCode {code} ({term.get('reason')})"
                 f", restartCount {status.get('restartCount', 0)}"]
     evidence += [f"log of the crashed container {name(pod)}/{status.get('name')}: {short(w, 240)}" for w in words]
-    fix = f"Fix what makes {status.get('name')} exit (the log lines above say what)"
+    # the plan is read on its own (a phone shows it without the evidence), so it quotes the line it points at
+    fix = (f"Fix what makes {status.get('name')} exit: its last run ended with “{short(words[-1], 120)}”" if words
+           else f"Fix what makes {status.get('name')} exit (`kubectl logs {name(pod)} -c {status.get('name')} "
+                "--previous` shows its last run)")
     ruled_pull = ("Image pull", "the image was pulled: the container starts, then exits")
     start = next((s for s in start_failures(world) if (s.pod, s.container) == (name(pod), status.get("name"))), None)
     if start:
