@@ -178,6 +178,22 @@ def test_a_chart_is_an_inline_image_in_the_card() -> None:
     assert len(png) < 8_000 and payload_size(card) <= CARD_BUDGET
 
 
+def test_a_chart_that_does_not_fit_beside_the_details_goes_in_its_own_card_and_the_details_stay_hidden() -> None:
+    findings = [Finding(severity="info", source="logs", title=f"finding {i}", evidence="e" * 300) for i in range(10)]
+    answer = Answer(intent="diagnose", service="checkout", summary="checkout is failing.", session_id="s_1",
+                    findings=[Finding(severity="critical", source="metrics", title="Error rate 8.3%"), *findings],
+                    chart=Chart(title="Error rate of checkout", unit="ratio", query="q",
+                                points=[(utcnow() - timedelta(minutes=10 - i), 0.08 * (i > 5)) for i in range(10)],
+                                warning=0.01, critical=0.05))
+    png = draw(answer.chart, width=CHART_WIDTH, height=CHART_HEIGHT, colours=CHART_COLOURS)
+    budget = payload_size(answer_cards(answer)[0]) + 1_000  # room for the details, not for the chart beside them
+    first, chart = answer_cards(answer, png, budget=budget)
+    assert [a["title"] for a in first["actions"]] == ["Show details"]  # the details stay behind the toggle
+    assert not [b for b in first["body"] if b["type"] == "Image"]
+    assert [b["type"] for b in chart["body"]] == ["Image"]
+    assert all(payload_size(c) <= budget for c in (first, chart))
+
+
 def test_oversized_answers_are_split_and_never_dropped_silently() -> None:
     findings = [Finding(severity="warning", source="logs", title=f"f{i}", evidence="e" * 3000) for i in range(20)]
     cards = answer_cards(Answer(summary="s " * 20_000, findings=findings, session_id="s_1"))

@@ -210,8 +210,9 @@ def _footer(answer: Answer) -> dict[str, Any]:
 
 def answer_cards(answer: Answer, chart_png: bytes | None = None, budget: int = CARD_BUDGET) -> list[dict[str, Any]]:
     """The answer as one card: the short part, the chart, and the details behind "Show details"
-    (Action.ToggleVisibility). When that is too big for one Teams message, the details follow as cards of
-    their own; nothing is dropped silently (see split_cards)."""
+    (Action.ToggleVisibility). When that is too big for one Teams message, the chart goes in a card of its own;
+    when even that is not enough, the details follow as cards of their own; nothing is dropped silently (see
+    split_cards)."""
     short = summary_items(answer, chart_png)
     details = details_items(answer)
     footer = _footer(answer)
@@ -222,6 +223,13 @@ def answer_cards(answer: Answer, chart_png: bytes | None = None, budget: int = C
     whole = card([*short, footer, hidden], [toggle])
     if payload_size(whole) <= budget:
         return [whole]
+    if chart_png is not None:
+        # the chart costs as much as a page of details: it goes in a message of its own, so the details can stay
+        # behind the toggle instead of following as a wall of text
+        bare = card([*summary_items(answer), footer, hidden], [toggle])
+        alone = card([chart_image(chart_png, f"{present(answer).chart_title} over the window")])
+        if payload_size(bare) <= budget and payload_size(alone) <= budget:
+            return [bare, alone]
     if payload_size(card(short)) > budget // 2:  # a chart that crowds out the rest is left out
         short = summary_items(answer)
     note = plain("The details follow in the next message.", isSubtle=True, spacing="Small")
