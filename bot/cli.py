@@ -186,6 +186,9 @@ async def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
     runtime = Runtime(settings)
     try:
+        # the platforms as `serve` builds them: a configuration error they find (an alert destination's
+        # serviceUrl outside the allow-list) stops `check` as it would stop the server
+        runtime.attach_platforms()
         checks = await runtime.checks()
     finally:
         await runtime.store.close()

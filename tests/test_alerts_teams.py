@@ -272,3 +272,18 @@ async def test_a_service_url_outside_the_allow_list_stops_the_start(tmp_path: Pa
     with pytest.raises(ConfigError) as raised:
         build_app(Runtime(load_settings(env=env)))
     assert "alerts.routes.0.teams_service_url" in str(raised.value) and elsewhere in str(raised.value)
+
+
+def test_check_finds_a_teams_destination_serve_would_refuse(tmp_path: Path) -> None:
+    """`srebot check` is where an operator learns the configuration is wrong, before a deploy crash-loops on it."""
+    from tests.test_cli import srebot
+
+    elsewhere = "http://127.0.0.2:8080/"
+    path = tmp_path / "srebot.toml"
+    path.write_text(CONFIG.format(channel=CHANNEL_ID, service_url=elsewhere, tenant=TENANT_ID))
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}", "SREBOT_CONFIG": str(path),
+           "SREBOT_ALERTS_TOKEN": TOKEN, "MICROSOFT_APP_ID": "app-id", "MICROSOFT_APP_PASSWORD": "secret",
+           "MICROSOFT_APP_TENANT_ID": TENANT_ID}
+    result = srebot("check", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "alerts.routes.0.teams_service_url" in result.stderr and elsewhere in result.stderr

@@ -44,8 +44,10 @@ TEAMS = web.AppKey("srebot_teams", TeamsIntegration)
 
 
 def teams_notifier(settings: Settings) -> TeamsNotifier:
-    """The notifier of a configured Teams without serving it (`srebot approve` updates the card)."""
+    """The notifier of a configured Teams without serving it (`srebot approve` updates the card; `srebot check`
+    builds it to find a misconfigured alert destination before `serve` would refuse to start)."""
     auth = TeamsAuth(settings)
+    check_destinations(settings, auth)
     return TeamsNotifier(Outbox(make_adapter(auth, Destinations(auth.service_urls)), auth))
 
 
