@@ -193,7 +193,7 @@ class ControlPlane(HttpBackend):
             )
             incidents = [Incident.model_validate(i) for i in new + acked]
             if service:
-                incidents = [i for i in incidents if _mentions(service, _incident_texts(i))]
+                incidents = [i for i in incidents if mentions(service, _incident_texts(i))]
             return Listing(items=incidents, total=len(incidents), notes=new_notes + acked_notes)
 
         return await self.run("open_incidents", fetch, key=(service,))
@@ -212,7 +212,7 @@ class ControlPlane(HttpBackend):
             body = await self._get("/alerts", {"status": status})
             alerts = [Alert.model_validate(a) for a in body.get("alerts") or []]
             if service:
-                alerts = [a for a in alerts if _mentions(service, [a.resource_name, a.name, a.message])]
+                alerts = [a for a in alerts if mentions(service, [a.resource_name, a.name, a.message])]
             return Listing(items=alerts, total=len(alerts))
 
         return await self.run(f"{status}_alerts", fetch, key=(service,))
@@ -225,11 +225,11 @@ class ControlPlane(HttpBackend):
         return await self.run("resources", fetch, key=(search,))
 
     async def audit_logs(
-        self, service: str, window_seconds: float, *, now: datetime | None = None
+        self, service: str | None, window_seconds: float, *, now: datetime | None = None
     ) -> ToolResult[Listing[AuditLog]]:
-        """What was done to `service` (by resource name) in the `window_seconds` before `now` (default: the
-        time of the call), newest first: the "what changed" signal of a diagnosis. Keyed by the window, not
-        by instants, so the people diagnosing one service at once share one call."""
+        """What was done in the `window_seconds` before `now` (default: the time of the call), newest first: the
+        "what changed" signal of a diagnosis; only what was done to `service` (by resource name) when given. Keyed
+        by the window, not by instants, so the people diagnosing one service at once share one call."""
 
         async def fetch() -> Listing[AuditLog]:
             until = now or datetime.now(UTC)
@@ -237,7 +237,7 @@ class ControlPlane(HttpBackend):
             items, notes = await self._paged("/audit-logs", params, "audit log entries")
             entries = [AuditLog.model_validate(a) for a in items]
             entries = sorted(
-                (a for a in entries if _mentions(service, [a.resource_name])), key=lambda a: a.timestamp, reverse=True
+                (a for a in entries if service is None or mentions(service, [a.resource_name])), key=lambda a: a.timestamp, reverse=True
             )
             return Listing(items=entries, total=len(entries), notes=notes)
 
@@ -377,7 +377,7 @@ def _oauth_error(response: httpx.Response) -> str | None:
     return None
 
 
-def _mentions(service: str, texts: list[Any]) -> bool:
+def mentions(service: str, texts: list[Any]) -> bool:
     """`service` as a whole word (hyphens separate words: "checkout-db" mentions checkout) in any text."""
     word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(service)}(?![A-Za-z0-9_])", re.I)
     return any(isinstance(t, str) and word.search(t) for t in texts)

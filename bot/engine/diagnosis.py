@@ -13,6 +13,7 @@ from bot.answer import Answer, Chart, ChartMark, Finding, Link, Recommendation, 
 from bot.engine import causes as catalogue
 from bot.engine import reasoning, timeframe
 from bot.engine.calls import Calls, combine
+from bot.engine.causes.change import concerning
 from bot.engine.causes.dependency import failing_dependencies
 from bot.engine.findings import CORRELATION, Evidence, world_of
 from bot.engine.causes.base import Verdict, World, when
@@ -109,8 +110,9 @@ async def logs_state(ctx: Context, target: Target) -> ToolResult[Any]:
 async def control_plane_state(ctx: Context, target: Target, since_seconds: float) -> ToolResult[Any]:
     cp = ctx.toolbox.control_plane
     name = target.config.name
+    # every change of the window: which of them concern the service is known once its logs and pods are read
     audit, incidents, alerts, resolved = await asyncio.gather(
-        cp.audit_logs(name, since_seconds), cp.open_incidents(name), cp.firing_alerts(), cp.resolved_alerts()
+        cp.audit_logs(None, since_seconds), cp.open_incidents(name), cp.firing_alerts(), cp.resolved_alerts()
     )
     return combine("control_plane", {"audit_logs": audit, "open_incidents": incidents, "alerts": alerts,
                                      "resolved_alerts": resolved})
@@ -175,6 +177,8 @@ async def gather_evidence(
             ev.resolved_alerts = [a for a in resolved.data.items if _concerns(a, target, words)] if resolved.ok else []
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
+    if ev.audit is not None:
+        ev.audit = concerning(world_of(ev), ev.audit)
     if not kubernetes_only:
         ev.resources = await _dependencies(ctx, ev)
         await _since_paused(ctx, target, ev)

@@ -28,7 +28,7 @@ from bot.engine.text import (
     value_text,
 )
 from bot.engine.causes.base import World
-from tools.control_plane import Alert, AuditLog, Incident, Resource
+from tools.control_plane import Alert, AuditLog, Incident, Resource, mentions
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
 from tools.logs import LogLine, LogPattern, LogReport
 from tools.metrics import QueryResult, Signal
@@ -671,6 +671,9 @@ def collect_changes(ev: Evidence, kube: KubeView | None) -> list[Change]:
             )
             continue
         resource = entry.resource_name or ev.service
+        if entry.resource_type and not mentions(ev.service, [entry.resource_name]):
+            # a change next to the service says what it changed: "kim deleted rolebinding job-dispatcher-jobs"
+            resource = f"{entry.resource_type.replace('_', ' ')} {resource}"
         changes.append(
             Change(
                 at=entry.timestamp,

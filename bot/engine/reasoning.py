@@ -178,6 +178,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
 _TAGS: dict[str, tuple[str, ...]] = {
     "bad_rollout": ("pods", "correlation", "rollout", "error_rate", "latency_p99", "logs", "availability", "audit"),
     "config_change": ("correlation", "audit", "error_rate", "latency_p99", "logs"),
+    "change": ("correlation", "audit", "error_rate", "latency_p99", "logs"),
     "oom": ("oom", "memory_ratio", "pods", "availability", "logs"),
     "image_pull": ("pods", "availability", "events"),
     "config_error": ("pods", "availability", "events"),
@@ -316,8 +317,10 @@ def _causes(
                 )
             )
 
-    # a control-plane change shortly before the signals turned bad
-    if correlated is not None and not correlated.rollout and onset is not None:
+    # a control-plane change shortly before the signals turned bad (unless a rule already read it for its cause)
+    explained_changes = {s for v in verdicts if v.family == "change" for s in v.subjects}
+    if correlated is not None and not correlated.rollout and onset is not None \
+            and not any(s and s in correlated.what for s in explained_changes):
         text, agrees = log_clause(correlated.at)
         causes.append(
             Cause(
@@ -440,7 +443,7 @@ def _ruled_out(
                 and len(kube.current_pods) >= kube.report.desired:
             out.append(RuledOut(cause="Quota", why=f"no FailedCreate events; all {kube.report.desired} pods "
                                                    "were created"))
-    if key not in ("bad_rollout", "config_change") and (unhealthy or (kube and kube.failing)):
+    if key not in ("bad_rollout", "config_change", "change") and (unhealthy or (kube and kube.failing)):
         rollout = next((c for c in changes if c.rollout), None)
         if kube is not None and kube.current is not None and kube.current.created_at is not None and not kube.fresh:
             why = f"the last rollout ({kube.revision_text()}) was {ago(kube.current.created_at, ev.now)}"

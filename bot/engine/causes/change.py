@@ -1,0 +1,185 @@
+"""A change to an object next to the service — a feature flag its code reads, a RoleBinding that grants its
+ServiceAccount, a NetworkPolicy of its namespace — that its errors began right after. The service's own objects did
+not change, so a rollback or a restart cannot help: the fix is to undo that change (turn the flag off, recreate the
+binding, allow the traffic).
+
+Which changes concern the service is decided here too (`concerning`), so that the audit log's "what changed" is the
+same for the diagnosis, the correlation and this rule: a change to the service's own objects, to an object of its
+namespace that governs its pods, or to an object its logs name.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
+from bot.engine.text import ago, clock
+from tools.control_plane import AuditLog, mentions
+
+# The errors began this long after the change at most (a flag reaches the pods in seconds, an RBAC cache in a
+# minute, a retried call fails after its timeout); clocks disagree by up to SKEW the other way.
+AFTER = timedelta(minutes=10)
+SKEW = timedelta(seconds=60)
+# The API server's refusal: 'jobs.batch is forbidden: User "system:serviceaccount:ns:sa" cannot create resource …'
+FORBIDDEN = re.compile(r'(?i)(?P<resource>[\w.-]+) is forbidden: User "(?P<user>[^"]+)" cannot (?P<verb>\w+) '
+                       r'resource "(?P<plural>[^"]+)"')
+
+DSN_HOST = re.compile(r"\bhost=[`\"']?(?P<host>[A-Za-z][\w.-]*[A-Za-z0-9])")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a kind of change breaks a service next to it: the error lines it causes and the fix that undoes it."""
+
+    words: str  # how the object is named in a sentence: "feature flag"
+    symptom: re.Pattern[str] | None  # lines it produces even when they do not name it; None: only lines naming it
+    fix: Callable[[AuditLog, World], str]
+    namespaced: bool = True  # governs the pods of its namespace (a change there concerns every service in it)
+
+
+def _was(entry: AuditLog, key: str) -> object:
+    value = (entry.changes or {}).get(key)
+    return value.get("from") if isinstance(value, dict) else None
+
+
+def _flag_fix(entry: AuditLog, world: World) -> str:
+    before = {k: v.get("from") for k, v in (entry.changes or {}).items() if isinstance(v, dict) and "from" in v
+              and k not in ("comment", "reason")}
+    back = ", ".join(f"{k} {v}" for k, v in before.items())
+    return (f"Turn feature flag {entry.resource_name} off again ({back or 'its previous state'}): the errors began "
+            f"when it changed, and {world.service}'s code and pods did not; a rollback or a restart cannot help")
+
+
+def _binding_fix(entry: AuditLog, world: World) -> str:
+    role, subjects = _was(entry, "roleRef"), _was(entry, "subjects")
+    refused = next((m for _, _, m in world.find_lines(FORBIDDEN)), None)
+    grant = f" so that {refused.group('user')} can {refused.group('verb')} {refused.group('plural')} again" \
+        if refused else ""
+    was = f" ({role} → {', '.join(map(str, subjects)) if isinstance(subjects, list) else subjects})" \
+        if role or subjects else ""
+    verb = "Recreate" if entry.action == "delete" else "Restore"
+    return f"{verb} {_kind(entry).words} {entry.resource_name}{was}{grant}; a restart cannot help"  # type: ignore[union-attr]
+
+
+def _policy_fix(entry: AuditLog, world: World) -> str:
+    called = []
+    for host, port, _, line in failing_dependencies(world)[:2]:
+        # a connection string names the host the address stands for: 'failed to connect to `host=orders-db …`'
+        named = DSN_HOST.search(line)
+        called.append(f"{named.group('host') if named else host}" + (f" port {port}" if port else ""))
+    to = " and ".join(called) or "the services it calls"
+    return (f"Allow egress from {world.service} to {to} in NetworkPolicy {entry.resource_name} (or delete the "
+            f"policy until it does); the callee is not at fault, and a restart cannot help")
+
+
+def _revert(entry: AuditLog, world: World) -> str:
+    return f"Revert {entry.username or 'the'} {entry.action} of {entry.resource_type} {entry.resource_name}"
+
+
+# resource_type (as the audit log writes it, lower case, without separators) → how it breaks its neighbours
+KINDS: dict[str, Kind] = {
+    "featureflag": Kind("feature flag", None, _flag_fix, namespaced=False),
+    "flag": Kind("feature flag", None, _flag_fix, namespaced=False),
+    "rolebinding": Kind("RoleBinding", FORBIDDEN, _binding_fix),
+    "clusterrolebinding": Kind("ClusterRoleBinding", FORBIDDEN, _binding_fix, namespaced=False),
+    "role": Kind("Role", FORBIDDEN, _revert),
+    "networkpolicy": Kind("NetworkPolicy", FAILED_CALL, _policy_fix),
+}
+
+
+def _kind(entry: AuditLog) -> Kind | None:
+    return KINDS.get(re.sub(r"[^a-z]", "", (entry.resource_type or "").lower()))
+
+
+def _namespace(entry: AuditLog) -> str | None:
+    value = (entry.changes or {}).get("namespace")
+    if isinstance(value, dict):
+        value = value.get("to") or value.get("from")
+    return value if isinstance(value, str) else None
+
+
+def _error_lines(world: World) -> list[tuple[str, str]]:
+    return [(where, line) for where, line in world.log_lines() if not re.match(r"(?i)\W*(info|debug)\b", line)]
+
+
+def _names(entry: AuditLog, lines: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(where, line) for where, line in lines if entry.resource_name and mentions(entry.resource_name, [line])]
+
+
+def concerning(world: World, entries: Iterable[AuditLog]) -> list[AuditLog]:
+    """The changes that concern the service: to its own objects (by name), to an object of its namespace that governs
+    its pods (a NetworkPolicy, a RoleBinding), or to an object its log lines name (a feature flag)."""
+    lines = world.log_lines()
+    out = []
+    for entry in entries:
+        kind, namespace = _kind(entry), _namespace(entry)
+        own = mentions(world.service, [entry.resource_name])
+        near = kind is not None and kind.namespaced and namespace == world.namespace
+        named = entry.resource_name is not None and len(entry.resource_name) > 3 and bool(_names(entry, lines))
+        if own or near or named:
+            out.append(entry)
+    return out
+
+
+def _onset(world: World) -> datetime | None:
+    """When the errors began: the first error line of the logs read (if the logs reach back before it), else the
+    moment the error rate crossed its warning level inside the window."""
+    firsts = []
+    if world.logs is not None:
+        firsts = [p.first_seen for p in world.logs.patterns if p.level == "error" and p.first_seen > world.logs.start
+                  + timedelta(minutes=1)]
+    signal = world.signals.get("error_rate")
+    if signal is not None and signal.onset is not None and signal.health in ("warning", "critical"):
+        firsts.append(signal.onset)
+    return min(firsts) if firsts else None
+
+
+def detect(world: World) -> list[Verdict]:
+    onset = _onset(world)
+    signal = world.signals.get("error_rate")
+    if onset is None or signal is None or signal.health not in ("warning", "critical"):
+        return []
+    errors = _error_lines(world)
+    out = []
+    for entry in sorted(world.audit, key=lambda a: a.timestamp, reverse=True):
+        kind = _kind(entry)
+        if kind is None or entry.result == "failure" or not (entry.timestamp - SKEW <= onset <= entry.timestamp + AFTER):
+            continue
+        if kind.namespaced and _namespace(entry) not in (None, world.namespace):
+            continue
+        linked = _names(entry, errors) or ([(w, l) for w, l in errors if kind.symptom.search(l)] if kind.symptom else [])
+        if not linked:
+            continue
+        who = entry.username or entry.user_id or "someone"
+        did = {"delete": "deletion", "create": "creation", "update": "change"}.get(entry.action, entry.action)
+        what = f"{kind.words} {entry.resource_name}"
+        gap = onset - entry.timestamp
+        after = "the same minute" if abs(gap) < timedelta(minutes=1) else f"{int(gap.total_seconds() // 60)} min later"
+        where, line = linked[0]
+        changed = "; ".join(f"{k} {v.get('from')} → {v.get('to')}" for k, v in (entry.changes or {}).items()
+                            if isinstance(v, dict) and "from" in v and k not in ("reason", "comment"))
+        out.append(Verdict(
+            family="change",
+            cause=f"{who}'s {did} of {what} at {clock(entry.timestamp)}",
+            title=f"{who}'s {did} of {what} at {clock(entry.timestamp)} ({ago(entry.timestamp, world.now)}) "
+                  f"started the errors: they began {after}",
+            evidence=[f"audit log {entry.id}: {entry.action} of {entry.resource_type} {entry.resource_name} by {who}"
+                      + (f" ({short(changed, 200)})" if changed else ""),
+                      f"log ({where}): {short(line, 300)}",
+                      f"the first error lines at {clock(onset)}"],
+            severity="critical" if signal.health == "critical" else "warning",
+            ruled_out=[("A rollout of " + world.service, f"{world.service}'s own objects did not change; the "
+                        f"errors began with {who}'s {did} of {what}")],
+            plans=[Plan(kind.fix(entry, world))],
+            sources={"control_plane", "logs", "metrics"},
+            subjects={entry.resource_name or ""},
+        ))
+    return out[:1]
+
+
+RULE = Rule("change", 2, ("audit log", "logs", "error rate"), detect,
+            "A change next to the service (feature flag, RoleBinding, NetworkPolicy) right before its errors, "
+            "with the log lines that name it: undo the change, not the service")

@@ -1,0 +1,90 @@
+"""A change next to the service — a feature flag, a RoleBinding, a NetworkPolicy — read as the cause of errors that
+began right after it, with the fix that undoes it; and which audit records concern a service at all."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bot.engine import causes
+from bot.engine.causes.base import World
+from bot.engine.causes.change import concerning
+from tests.test_causes import NOW, lead, pod, world
+from tools.control_plane import AuditLog
+from tools.logs import LogLine, LogPattern, LogReport
+from tools.metrics import Signal
+
+
+def failing(w: World, *lines: str, since: int = -600) -> World:
+    """`w` with a critical error rate and these error lines, first seen `since` seconds ago, in logs read for 45 min."""
+    w.signals = {"error_rate": Signal("error_rate", "errors", "ratio", value=0.4, health="critical",
+                                      thresholds=(0.01, 0.05))}
+    first = NOW + timedelta(seconds=since)
+    w.logs = LogReport(query="{app=\"web\"}", start=NOW - timedelta(minutes=45), end=NOW, lines_scanned=500,
+                       limit_hit=False, patterns=[LogPattern(line, 40, first, NOW, line, "error") for line in lines])
+    w.tail = [LogLine(first, line, {"pod": "web-1"}, "error") for line in lines]
+    return w
+
+
+def change(kind: str, name: str, action: str, seconds: int, namespace: str | None = "shop", who: str = "lena",
+           **changes: object) -> AuditLog:
+    return AuditLog(id=f"a-{name}", timestamp=NOW + timedelta(seconds=seconds), username=who, action=action,
+                    resource_type=kind, resource_name=name, result="success",
+                    changes=({"namespace": namespace} if namespace else {}) | changes)
+
+
+def test_a_feature_flag_flipped_just_before_the_exceptions_that_name_it_is_the_cause_and_is_turned_off() -> None:
+    w = failing(world([pod("web-1", ready=True)]),
+                "ERROR TaxCalculatorV2 - tax calculation failed (flag new-tax-engine=on): java.lang.NullPointerException")
+    w.audit = [change("feature_flag", "new-tax-engine", "update", -640, namespace=None,
+                      enabled={"from": False, "to": True}, rollout_percentage={"from": 0, "to": 100})]
+    verdict = lead(w)
+    assert verdict.family == "change" and verdict.severity == "critical"
+    assert verdict.cause == "lena's change of feature flag new-tax-engine at 11:49 UTC"
+    assert "started the errors: they began the same minute" in verdict.title
+    assert any("flag new-tax-engine=on" in e for e in verdict.evidence)
+    plan = verdict.plans[0]
+    assert plan.title.startswith("Turn feature flag new-tax-engine off again (enabled False, rollout_percentage 0)")
+    assert "a rollback or a restart cannot help" in plan.title and plan.action is None
+
+
+def test_a_deleted_rolebinding_behind_forbidden_errors_is_recreated_for_the_refused_account() -> None:
+    w = failing(world([pod("web-1", ready=True)]),
+                'ERROR create job: jobs.batch is forbidden: User "system:serviceaccount:shop:web" cannot create '
+                'resource "jobs" in API group "batch" in the namespace "shop"')
+    w.audit = [change("rolebinding", "web-jobs", "delete", -700, who="kim",
+                      roleRef={"from": "Role/web-jobs", "to": None},
+                      subjects={"from": ["ServiceAccount shop/web"], "to": None})]
+    verdict = lead(w)
+    assert verdict.family == "change" and "kim's deletion of RoleBinding web-jobs" in verdict.cause
+    assert verdict.plans[0].title.startswith(
+        "Recreate RoleBinding web-jobs (Role/web-jobs → ServiceAccount shop/web) so that "
+        "system:serviceaccount:shop:web can create jobs again")
+
+
+def test_an_egress_policy_created_before_connect_timeouts_is_opened_to_the_dependency_not_blamed_on_it() -> None:
+    w = failing(world([pod("web-1", ready=True)]),
+                'ERROR db: failed to connect to `host=orders-db.data.svc.cluster.local`: dial tcp 10.96.4.2:5432: '
+                'i/o timeout')
+    w.audit = [change("networkpolicy", "default-deny-egress", "create", -780, who="sam")]
+    verdict = lead(w)
+    assert verdict.family == "change" and verdict.cause.startswith("sam's creation of NetworkPolicy default-deny-egress")
+    assert "Allow egress from web to orders-db.data.svc.cluster.local port 5432" in verdict.plans[0].title
+    assert "or delete the policy" in verdict.plans[0].title
+
+
+def test_a_change_after_the_errors_began_or_long_before_them_is_not_their_cause() -> None:
+    line = "ERROR TaxCalculatorV2 failed (flag new-tax-engine=on): java.lang.NullPointerException"
+    for seconds in (-300, -3000):  # 5 min after the first error; 40 min before it
+        w = failing(world([pod("web-1", ready=True)]), line)
+        w.audit = [change("feature_flag", "new-tax-engine", "update", seconds, namespace=None)]
+        assert not [v for v in causes.detect(w) if v.family == "change"], seconds
+
+
+def test_a_change_concerns_the_service_by_its_name_its_namespace_policies_or_its_logs() -> None:
+    w = failing(world([pod("web-1", ready=True)]), "ERROR tax failed (flag new-tax-engine=on)")
+    own = change("deployment", "web", "update", -600)
+    policy_here = change("networkpolicy", "default-deny-egress", "create", -600)
+    policy_elsewhere = change("networkpolicy", "default-deny-egress", "create", -600, namespace="sandbox")
+    flag = change("feature_flag", "new-tax-engine", "update", -600, namespace=None)
+    other_flag = change("feature_flag", "dark-mode", "update", -600, namespace=None)
+    neighbour = change("deployment", "billing", "update", -600)
+    assert concerning(w, [own, policy_here, policy_elsewhere, flag, other_flag, neighbour]) == [own, policy_here, flag]
