@@ -124,6 +124,90 @@ def test_a_liveness_probe_on_the_wrong_port_is_named_not_a_crash_and_the_fix_is_
     assert "point it at port 8080" in verdict.plans[0].title and verdict.plans[0].action is None
 
 
+def test_a_liveness_probe_that_times_out_during_gc_pauses_is_said_so_and_the_fix_is_its_timeout() -> None:
+    from tools.logs import LogLine
+    container = {"name": "web", "image": "shop/web:1", "ports": [{"containerPort": 8080}],
+                 "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "timeoutSeconds": 1}}
+    status = [{"name": "web", "restartCount": 5, "ready": True, "state": {"running": {}},
+               "lastState": {"terminated": {"exitCode": 143, "reason": "Error"}}}]
+    w = world([pod("web-1", containers=[container], status=status, ready=True)], [
+        event("Unhealthy", 'Liveness probe failed: Get "http://10.0.0.1:8080/health": context deadline exceeded '
+                           "(Client.Timeout exceeded while awaiting headers)", count=20),
+        event("Killing", "Container web failed liveness probe, will be restarted", count=5)])
+    w.tail = [LogLine(NOW, f"[gc] GC(80) Pause {line}", {"pod": "web-1"}, "info") for line in (
+        "Full (G1 Compaction Pause) 3921M->3874M(4096M) 2700.4ms",
+        "Young (Normal) (G1 Evacuation Pause) 900M->850M(4096M) 40ms")]
+    verdict = lead(w)
+    assert verdict.family == "liveness"
+    assert "GC pauses" in verdict.title and "2.7 s" in verdict.title and "1 s timeoutSeconds" in verdict.title
+    assert "exit 143 (SIGTERM)" in verdict.title
+    assert ("OOM", "not an OOM kill: the kubelet stopped it for a failed liveness probe (exit 143 (SIGTERM)), not "
+                   "OOMKilled") in verdict.ruled_out
+    assert verdict.plans[0].title.startswith("Raise the liveness probe's timeoutSeconds to 6")
+    # the pause is the process stopping, not a slow downstream call
+    assert not [v for v in causes.detect(w) if v.family == "slow_calls"]
+
+
+def test_a_load_balancer_that_never_appears_quotes_the_cloud_and_says_tag_the_subnets_while_the_pods_serve() -> None:
+    service = {"metadata": {"name": "web", "namespace": "shop", "creationTimestamp": at(-2400)},
+               "spec": {"type": "LoadBalancer", "selector": {"app": "web"}, "ports": [{"port": 443}]},
+               "status": {"loadBalancer": {}}}
+    failed = event("SyncLoadBalancerFailed", "Error syncing load balancer: failed to ensure load balancer: could not "
+                   "find any suitable subnets for creating the ELB", kind="Service", name="web", count=14)
+    pods = [pod(f"web-{i}", ready=True, status=[{"name": "web", "restartCount": 0, "ready": True}]) for i in (1, 2)]
+    w = world(pods, [failed], services=[service])
+    verdict = lead(w)
+    assert verdict.family == "load_balancer" and verdict.severity == "warning"
+    assert "not provisioned for 40 min" in verdict.title
+    assert any("could not find any suitable subnets" in e for e in verdict.evidence)
+    assert verdict.plans[0].title.startswith("Tag the subnets") and "kubernetes.io/role/elb=1" in verdict.plans[0].title
+    assert verdict.ruled_out[0][0] == "The pods (2/2 running and ready)"
+    # once the cloud gives it an address there is nothing to say
+    service["status"] = {"loadBalancer": {"ingress": [{"hostname": "a1.elb.example.com"}]}}
+    assert not [v for v in causes.detect(w) if v.family == "load_balancer"]
+
+
+def test_a_load_balancer_pending_with_no_event_points_at_the_missing_controller() -> None:
+    service = {"metadata": {"name": "web", "namespace": "shop", "creationTimestamp": at(-1200)},
+               "spec": {"type": "LoadBalancer", "selector": {"app": "web"}}, "status": {"loadBalancer": {}}}
+    verdict = next(v for v in causes.detect(world([pod("web-1", ready=True)], services=[service]))
+                   if v.family == "load_balancer")
+    assert "a load-balancer controller runs" in verdict.plans[0].title and "MetalLB" in verdict.plans[0].title
+
+
+def stuck_pod(*finalizers: str) -> dict[str, Any]:
+    """A bare pod deleted 45 minutes ago whose container has exited."""
+    stuck = pod("export-7", phase="Succeeded",
+                status=[{"name": "web", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}])
+    stuck["metadata"] |= {"deletionTimestamp": at(-2700), "finalizers": list(finalizers)}
+    return stuck
+
+
+def test_a_pod_stuck_terminating_names_its_finalizer_and_the_controller_scaled_to_zero_not_an_old_replicaset() -> None:
+    stuck = stuck_pod("backup.example.com/snapshot-protection")
+    guard = {"metadata": {"name": "snapshot-guard", "namespace": "backup-system"}, "spec": {"replicas": 0},
+             "status": {}}
+    other = {"metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 2}, "status": {"readyReplicas": 2}}
+    w = world([stuck])
+    w.snap.workload, w.snap.kind = stuck, "Pod"
+    w.snap.objects["all_deployments"] = [other, guard]
+    verdicts = causes.detect(w)
+    assert [v.family for v in verdicts] == ["finalizers"]  # never "a pod of the old ReplicaSet"
+    verdict = verdicts[0]
+    assert "stuck in Terminating for 45 min" in verdict.title
+    assert "backup.example.com/snapshot-protection" in verdict.title
+    assert "snapshot-guard (backup-system) is scaled to 0 replicas" in verdict.cause
+    assert verdict.plans[0].title.startswith("Scale snapshot-guard back up")
+    assert "remove the finalizer by patch" in verdict.plans[0].title
+    assert any("no ownerReferences" in e for e in verdict.evidence)
+
+
+def test_a_built_in_finalizer_says_which_kubernetes_controller_removes_it_and_what_it_waits_for() -> None:
+    w = world([stuck_pod("foregroundDeletion")])
+    verdict = next(v for v in causes.detect(w) if v.family == "finalizers")
+    assert "the garbage collector removes once every dependent with blockOwnerDeletion is deleted" in verdict.cause
+
+
 def test_a_missing_secret_volume_on_every_replica_is_created_not_restarted() -> None:
     pods = [pod(f"web-{i}", phase="Pending") for i in range(7)]
     events = [event("FailedMount", 'MountVolume.SetUp failed for volume "creds" : secret "db-creds" not found',
@@ -614,3 +698,38 @@ def test_a_pod_over_its_own_ephemeral_storage_limit_is_told_apart_from_node_pres
     verdict = lead(w)
     assert "node node-a ran low on ephemeral-storage" in verdict.cause
     assert "container web used 5Gi against a request of 0" in verdict.evidence
+
+
+def test_a_cache_flush_before_a_recovered_episode_is_said_as_why_with_the_misses_and_the_database_out_of_connections(
+) -> None:
+    from bot.engine.causes.base import configured_hosts
+    from tools.control_plane import AuditLog
+    from tools.logs import LogLine
+    from tools.metrics import Signal
+
+    container = {"name": "web", "image": "shop/web:1", "env": [
+        {"name": "CACHE_URL", "value": "redis://web-cache.shop.svc:6379/0"}, {"name": "DB_HOST", "value": "web-db"},
+        {"name": "DB_POOL_MAX", "value": "50"}]}
+    w = world([pod("web-1", containers=[container], ready=True)])
+    assert configured_hosts(w) == ["web-cache", "web-db"]  # what the service is set to reach
+    points = [Sample(NOW - timedelta(seconds=s), v) for s, v in
+              [(2400, 0.0003), (1500, 0.0003), (1440, 0.08), (900, 0.08), (840, 0.0003), (0, 0.0003)]]
+    w.window_seconds = 3000
+    w.signals = {"error_rate": Signal("error_rate", "errors", "ratio", value=0.0003, health="healthy",
+                                      thresholds=(0.01, 0.05), points=points)}
+    w.tail = [LogLine(NOW - timedelta(seconds=1400), line, {"pod": "web-1"}, level) for line, level in (
+        ("WARN cache miss for page 7: loading from database (miss rate 96%)", "warn"),
+        ("ERROR query failed: pq: sorry, too many clients already", "error"))]
+    w.dependency_audit = [AuditLog(
+        id="a-1", timestamp=NOW - timedelta(seconds=1505), user_id="u-1", username="rahul", action="execute",
+        resource_type="script", resource_id="s-1", resource_name="web-cache",
+        changes={"command": {"from": None, "to": "redis-cli -h web-cache FLUSHALL"}}, result="success")]
+    verdicts = causes.detect(w)
+    assert not [v for v in verdicts if v.current]  # recovered: nothing to do now
+    said = next(v for v in verdicts if v.family == "cache_flush")
+    assert said.title.startswith("rahul ran `redis-cli -h web-cache FLUSHALL` on web-cache at 11:34 UTC")
+    assert "thundering herd" in said.title and "miss rate 96%" in said.title and "too many clients" in said.title
+    assert "nothing to do now" in said.title and not said.plans
+    # a flush long before the trouble is not its cause
+    w.dependency_audit[0].timestamp = NOW - timedelta(hours=2)
+    assert not [v for v in causes.detect(w) if v.family == "cache_flush"]

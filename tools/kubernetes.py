@@ -140,6 +140,8 @@ PATHS: dict[str, str] = {
     "storageclasses": "/apis/storage.k8s.io/v1/storageclasses",
     "all_pods": "/api/v1/pods",
     "all_events": "/api/v1/events",
+    "all_deployments": "/apis/apps/v1/deployments",
+    "all_statefulsets": "/apis/apps/v1/statefulsets",
 }
 # The kinds a service can be, in the order a name is tried when the catalog does not say.
 WORKLOAD_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets",
@@ -148,6 +150,8 @@ WORKLOAD_KINDS = {"Deployment": "deployments", "StatefulSet": "statefulsets", "D
 CONTEXT_KINDS = ("pods", "services", "endpointslices", "serviceaccounts", "persistentvolumeclaims", "networkpolicies",
                  "horizontalpodautoscalers", "resourcequotas", "limitranges", "poddisruptionbudgets")
 CLUSTER_KINDS = ("nodes", "persistentvolumes", "storageclasses")
+# Read across the cluster only when an object is held by finalizers: the controllers that would remove them.
+CONTROLLER_KINDS = ("all_deployments", "all_statefulsets")
 # Secrets are read metadata-only: the server sends names and labels, never data.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 MAX_LISTED = 500
@@ -681,6 +685,11 @@ class Kubernetes(Backend):
         )
         if found == "Job":
             snap.objects["jobs"] = [workload]  # type: ignore[list-item]
+        if any((o.get("metadata") or {}).get("deletionTimestamp") and (o.get("metadata") or {}).get("finalizers")
+               for o in [workload or {}, *snap.pods]):
+            listed = await _together(*(self._maybe(f"{p.removeprefix('all_')} of every namespace", self._list(p),
+                                                   notes) for p in CONTROLLER_KINDS))
+            snap.objects.update(zip(CONTROLLER_KINDS, listed, strict=True))
         referenced = sorted(_configmaps_referenced([workload, *snap.pods] if workload else snap.pods))
         got = await _together(*(self._maybe(f"configmap {c}", self._get("configmaps", namespace, c), notes)
                                 for c in referenced))

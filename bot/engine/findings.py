@@ -71,6 +71,7 @@ class Evidence:
     crash_log: str | None = None  # the previous (crashed) container's log tail of one failing pod
     logs: LogReport | None = None
     audit: list[AuditLog] | None = None
+    dependency_audit: list[AuditLog] = field(default_factory=list)  # changes to the hosts its pods are set to reach
     incidents: list[Incident] | None = None
     failed: dict[str, str] = field(default_factory=dict)  # tool -> why it could not be checked
     checked: list[str] = field(default_factory=list)  # tools that answered
@@ -90,7 +91,8 @@ def world_of(ev: Evidence) -> World:
     return World(
         service=ev.service, namespace=ev.namespace, now=ev.now, window_seconds=ev.window_seconds, snap=ev.snapshot,
         logs=ev.logs, pod_logs=ev.pod_logs, signals={s.name: s for s in ev.signals or []}, metrics=ev.metrics, tail=ev.log_tail,
-        alerts=ev.alerts, resolved_alerts=ev.resolved_alerts, resources=ev.resources, audit=ev.audit or [], known=ev.known, question=ev.question,
+        alerts=ev.alerts, resolved_alerts=ev.resolved_alerts, resources=ev.resources, audit=ev.audit or [],
+        dependency_audit=ev.dependency_audit, known=ev.known, question=ev.question,
     )
 
 

@@ -204,7 +204,8 @@ def _verdict_ruled_out(cause: Cause | None, current: list[Verdict], history: lis
     lead = next((v for v in current if cause is not None and v.family == cause.key), None)
     for what, why in lead.ruled_out if lead else []:
         out.append(RuledOut(cause=what, why=why))
-    for verdict in history:
+    # with nothing failing now there is no cause to rule history out of: it is said as what happened instead
+    for verdict in history if cause is not None else []:
         out.append(RuledOut(cause=verdict.cause[0].upper() + verdict.cause[1:], why=verdict.title))
     return out
 

@@ -88,6 +88,8 @@ class World:
     resolved_alerts: list[Alert] = field(default_factory=list)  # alerts about it that fired and resolved
     resources: list[Resource] = field(default_factory=list)  # control-plane resources the logs name
     audit: list[AuditLog] = field(default_factory=list)  # changes the control plane recorded
+    # changes it recorded on what the pods are configured to reach (configured_hosts): a flushed cache, a database
+    dependency_audit: list[AuditLog] = field(default_factory=list)
     known: set[str] = field(default_factory=set)  # services of the catalog
     question: str = ""
 
@@ -388,6 +390,60 @@ def start_failures(world: World, *, init: bool = False) -> list[StartFailure]:
                 meaning=f"the command {match.group('command')} {_EXEC_MEANING[match.group('why').lower()]}",
                 words=match.group(0), message=message, source=source, spec=command,
                 image=str(container.get("image") or status.get("image") or "its image")))
+    return out
+
+
+# How runtimes log a stop-the-world collection pause and its length: JDK unified logging ("Pause Full (G1 Compaction
+# Pause) 3921M->3874M(4096M) 2700.400ms"), JDK 8 ("[Full GC (Allocation Failure) …, 2.7654321 secs]"),
+# -XX:+PrintGCApplicationStoppedTime, Elasticsearch's JvmGcMonitorService ("[gc][old][944] duration [3.2s]"), V8's
+# --trace-gc ("Mark-Compact 2000.1 (2050.3) -> 1990.2 (2051.3) MB, 2345.6 / 0.0 ms") and .NET's "GC pause".
+GC_PAUSE = re.compile(
+    r"(?i)(?:\bPause (?:Full|Young|Mixed|Remark|Cleanup|Initial Mark)\b.*?(?P<a>\d+(?:\.\d+)?)\s?(?P<au>ms|s)\b\s*$"
+    r"|\b(?:Full )?GC\b[^\]]*?,\s*(?P<b>\d+(?:\.\d+)?) secs\]"
+    r"|application threads were stopped:\s*(?P<c>\d+(?:\.\d+)?) seconds"
+    r"|\[gc\]\[\w+\]\[\d+\] duration \[(?P<d>\d+(?:\.\d+)?)(?P<du>ms|s|m)\]"
+    r"|\b(?:Mark-Compact|Mark-sweep|Scavenge)\b.*?MB,\s*(?P<e>\d+(?:\.\d+)?) / [\d.]+ ms"
+    r"|\bGC pause\w*\W+(?P<f>\d+(?:\.\d+)?)\s?(?P<fu>ms|s)\b)")
+_PAUSE_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A garbage-collection pause a container logged: the process answered nothing for `seconds`."""
+
+    where: str
+    line: str
+    seconds: float
+
+
+def gc_pauses(world: World) -> list[Pause]:
+    """Every garbage-collection pause in the logs read, longest first."""
+    out = []
+    for where, line, m in world.find_lines(GC_PAUSE):
+        groups = m.groupdict()
+        number = next(groups[k] for k in "abcdef" if groups[k])
+        unit = groups["au"] or groups["du"] or groups["fu"] or ("ms" if groups["e"] else "s")
+        out.append(Pause(where, line, float(number) * _PAUSE_UNIT[unit.lower()]))
+    return sorted(out, key=lambda p: p.seconds, reverse=True)
+
+
+# Environment variables that name where a dependency is: DB_HOST, CACHE_URL, REDIS_ADDR, AUTH_ENDPOINT, KAFKA_SERVERS.
+_HOST_VARIABLE = re.compile(r"(?i)(?:host|url|uri|addr|address|endpoint|dsn|servers?)$")
+_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^@/\s]*@)?(?P<host>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)"
+                   r"(?:\.[a-z0-9.-]+)?(?::\d+)?(?:[/?].*)?$", re.IGNORECASE)
+
+
+def configured_hosts(world: World) -> list[str]:
+    """The first DNS label of every host the workload's containers are configured to reach through their
+    environment (catalog-cache of `CACHE_URL=redis://catalog-cache.storefront.svc:6379/0`), in the order given."""
+    out: list[str] = []
+    for container in (world.template().get("containers") or []) + (world.template().get("initContainers") or []):
+        for variable in container.get("env") or []:
+            value = str(variable.get("value") or "")
+            match = _HOST.match(value) if _HOST_VARIABLE.search(str(variable.get("name", ""))) else None
+            host = match.group("host").lower() if match else None
+            if host and host not in out and host not in (world.service, "localhost") and not host.isdigit():
+                out.append(host)
     return out
 
 

@@ -21,9 +21,11 @@ def detect(world: World) -> list[Verdict]:
         alert = next((a for a in world.alerts if name(pod) in f"{a.resource_name} {a.message}"), None)
         about = f"alert {alert.name} concerns pod {name(pod)}" if alert else f"pod {name(pod)}"
         if name(pod) not in current:
+            if not world.old_replicaset_pod(pod):
+                continue  # a bare pod, or one of another owner, is no old ReplicaSet's: its own rules say what it is
             leaving = "being terminated" if meta(pod).get("deletionTimestamp") else "left over"
             healthy = all(ready(p) for p in world.pods()) and world.pods()
-            owner = next((r.get("name") for r in meta(pod).get("ownerReferences") or []), "an earlier ReplicaSet")
+            owner = next(r.get("name") for r in meta(pod).get("ownerReferences") or [] if r.get("kind") == "ReplicaSet")
             out.append(Verdict(
                 "named_objects", f"{about}: a pod of the old ReplicaSet {owner}",
                 f"{about[0].upper() + about[1:]}: it belongs to the old ReplicaSet {owner}, {leaving} after the rollout"
