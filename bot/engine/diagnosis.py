@@ -23,7 +23,7 @@ from bot.engine.resolve import Resolver, Target
 from bot.engine.summary import changes_lead, headline, verdict, write_summary
 from bot.engine.text import clock, duration, join, label, plural, short
 from tools.base import ToolResult
-from tools.control_plane import Alert, AuditLog, Resource
+from tools.control_plane import Alert, Resource
 from tools.kubernetes import DeploymentReport, Snapshot
 
 if TYPE_CHECKING:
@@ -34,8 +34,6 @@ PAUSED_LOOKBACK = timedelta(days=30)
 CRASH_LOG_LINES = 50
 CRASH_LOG_PODS = 3
 MAX_FOLLOWED = 2
-# at most this many of the hosts the pods are configured to reach have their audit log read
-MAX_CONFIGURED = 4
 MAX_HOPS = 3
 FOLLOWED = ("dependency", "service_endpoints")  # causes that are about a callee, which is diagnosed too
 TAIL_LINES = 300
@@ -180,22 +178,15 @@ async def gather_evidence(
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
     if ev.audit is not None:
+        # a change to a host the pods are configured to reach (a flushed cache) explains trouble that no change to the
+        # service does; the rules that read it say so, it is not one of the service's own changes
+        hosts = set(configured_hosts(world_of(ev)))
+        ev.dependency_audit = [a for a in ev.audit if a.resource_name in hosts]
         ev.audit = concerning(world_of(ev), ev.audit)
     if not kubernetes_only:
-        ev.resources, ev.dependency_audit = await asyncio.gather(
-            _dependencies(ctx, ev), _dependency_changes(ctx, ev, lookback))
+        ev.resources = await _dependencies(ctx, ev)
         await _since_paused(ctx, target, ev)
     return ev
-
-
-async def _dependency_changes(ctx: Context, ev: Evidence, lookback: timedelta) -> list[AuditLog]:
-    """What the audit log recorded, in the same look-back, on the hosts the pods are configured to reach: a change
-    to a dependency (a flushed cache) explains trouble that no change to the service does."""
-    hosts = configured_hosts(world_of(ev))[:MAX_CONFIGURED]
-    if not hosts or ev.audit is None:  # no audit log read for the service: none to read for its dependencies
-        return []
-    found = await asyncio.gather(*(ctx.toolbox.control_plane.audit_logs(h, lookback.total_seconds()) for h in hosts))
-    return [a for result in found if result.ok and result.data for a in result.data.items]
 
 
 async def _since_paused(ctx: Context, target: Target, ev: Evidence) -> None:

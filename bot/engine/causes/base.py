@@ -88,7 +88,7 @@ class World:
     resolved_alerts: list[Alert] = field(default_factory=list)  # alerts about it that fired and resolved
     resources: list[Resource] = field(default_factory=list)  # control-plane resources the logs name
     audit: list[AuditLog] = field(default_factory=list)  # changes the control plane recorded
-    # changes it recorded on what the pods are configured to reach (configured_hosts): a flushed cache, a database
+    # changes it recorded on the hosts the pods are configured to reach (configured_hosts): a flushed cache
     dependency_audit: list[AuditLog] = field(default_factory=list)
     known: set[str] = field(default_factory=set)  # services of the catalog
     question: str = ""
