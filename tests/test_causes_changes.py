@@ -88,3 +88,34 @@ def test_a_change_concerns_the_service_by_its_name_its_namespace_policies_or_its
     other_flag = change("feature_flag", "dark-mode", "update", -600, namespace=None)
     neighbour = change("deployment", "billing", "update", -600)
     assert concerning(w, [own, policy_here, policy_elsewhere, flag, other_flag, neighbour]) == [own, policy_here, flag]
+
+
+# --- quoted log evidence read for its cause -------------------------------------------------------------------
+def series(query: str, values: dict[str, float]) -> object:
+    from tools.metrics import QueryResult, Sample, Series
+    return QueryResult(query, "vector", [Series({"pod": p}, [Sample(NOW, v)]) for p, v in values.items()])
+
+
+def test_pods_at_their_open_files_limit_with_descriptors_climbing_are_a_leak_and_the_pods_are_restarted() -> None:
+    from bot.engine.causes.fd_exhaustion import LIMIT, OPEN, PER_HOUR
+    w = failing(world([pod("web-1", ready=True)]), "ERROR http: Accept error: accept tcp [::]:8080: accept4: too many "
+                "open files; retrying in 1s")
+    w.metrics = {OPEN.key: series("open", {"web-a": 1024, "web-b": 870}), LIMIT.key: series("max", {"web-a": 1024,
+                 "web-b": 1024}), PER_HOUR.key: series("deriv", {"web-a": 21, "web-b": 22})}
+    verdict = lead(w)
+    assert verdict.family == "fd_exhaustion" and verdict.severity == "critical"
+    assert verdict.cause.startswith("a file-descriptor leak: descriptors climb steadily (+22 an hour per pod)")
+    assert "1 of 2 pods (web-a) have used all 1024 file descriptors" in verdict.cause
+    assert "web-b at 870 reaches the limit in about 7 h" in verdict.evidence
+    restart = verdict.plans[0]
+    assert restart.action is not None and restart.action.kind == "restart" and restart.action.target == "shop/web"
+    assert "Find the leak" in verdict.plans[1].title and "only buys time" in verdict.plans[1].title
+
+
+def test_one_throttled_retry_among_many_other_errors_is_not_read_as_rate_limiting() -> None:
+    w = failing(world([pod("web-1", ready=True)]), *(f"ERROR open /tmp/x-{i}: too many open files" for i in range(3)))
+    w.tail.append(LogLine(NOW, "WARN objstore: GET media/1.jpg returned 503 SlowDown; retrying", {"pod": "web-1"}, "warning"))
+    assert not [v for v in causes.detect(w) if v.family == "rate_limited"]
+    w.logs.patterns = w.logs.patterns[:1]
+    w.logs.patterns[0].count = 2  # the same line among two errors: it is what fails them
+    assert [v for v in causes.detect(w) if v.family == "rate_limited"]

@@ -47,9 +47,18 @@ def _at_max(world: World) -> str | None:
     return None
 
 
+def _minority(world: World) -> bool:
+    """Whether the rate-limit lines are a small part of the errors: something else fails the requests."""
+    patterns = world.logs.patterns if world.logs else []
+    total = sum(p.count for p in patterns)
+    limited = sum(p.count for p in patterns if LIMITED.search(p.sample))
+    limited += sum(1 for line in world.tail if LIMITED.search(line.line) and line.line not in {p.sample for p in patterns})
+    return total >= 20 and limited * 10 < total
+
+
 def detect(world: World) -> list[Verdict]:
     lines = world.find_lines(LIMITED)
-    if not lines or retries.nothing_lost(world):  # throttled, retried, delivered: noise, not a fault
+    if not lines or retries.nothing_lost(world) or _minority(world):  # retried and delivered, or not what fails
         return []
     texts = [line for _, line, _ in lines]
     hosts = [h for h in (_host(world, t) for t in texts) if h]
