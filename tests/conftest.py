@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -57,10 +58,11 @@ async def pg_database() -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    """A fresh, empty database URL: a SQLite file, then a PostgreSQL database."""
+async def db_url(request: pytest.FixtureRequest, sqlite_url: Callable[..., str]) -> AsyncIterator[str]:
+    """A database URL: a SQLite file already at the migrations' head (see `migrated_sqlite`), then a fresh, empty
+    PostgreSQL database (where the migrations run from scratch)."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"
+        yield sqlite_url()
         return
     async with pg_database() as url:
         yield url
@@ -79,9 +81,10 @@ async def store(db_url: str) -> AsyncIterator[Store]:
 
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file at the migrations' head, made once per run: a test that only needs srebot's database starts
-    from a copy of it instead of applying every migration again (a fifth of the unit tier's time went there).
-    The migrations themselves are exercised by the `store` fixtures and tests/test_store.py."""
+    """A SQLite file at the migrations' head, made once per run (per worker): a test that only needs srebot's
+    database starts from a copy of it (`sqlite_url`) instead of applying every migration again (a fifth of the
+    unit tier's time went there). Making it runs every migration on an empty SQLite file; PostgreSQL's `db_url`
+    and tests/test_store.py exercise them too."""
     path = tmp_path_factory.mktemp("template") / "srebot.db"
 
     async def migrate() -> None:
@@ -96,8 +99,20 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}")
+def sqlite_url(tmp_path: Path, migrated_sqlite: Path) -> Callable[..., str]:
+    """`sqlite_url(name="srebot.db")`: the URL of a new SQLite file in the test's directory, a copy of
+    `migrated_sqlite` (srebot still checks its migrations when it opens it)."""
+
+    def copy(name: str = "srebot.db") -> str:
+        shutil.copyfile(migrated_sqlite, tmp_path / name)
+        return f"sqlite+aiosqlite:///{tmp_path / name}"
+
+    return copy
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: Callable[..., str]) -> AsyncIterator[Store]:
+    s = Store(sqlite_url())
     await s.upgrade()
     try:
         yield s

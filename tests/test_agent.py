@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -122,8 +122,8 @@ async def prometheus() -> AsyncIterator[FakePrometheus]:
 
 
 @pytest.fixture
-async def world(tmp_path, kube: KubeFake, prometheus: FakePrometheus) -> AsyncIterator[World]:
-    built = await make_world(f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}", kube, prometheus)
+async def world(sqlite_url: Callable[..., str], kube: KubeFake, prometheus: FakePrometheus) -> AsyncIterator[World]:
+    built = await make_world(sqlite_url(), kube, prometheus)
     yield built
     await built.toolbox.aclose()
     await built.store.close()

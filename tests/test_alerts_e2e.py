@@ -225,7 +225,7 @@ async def test_alert_from_a_real_alertmanager_routed_to_teams_gets_a_channel_thr
     config.write_text(CONFIG.replace('slack_channel = "CALERTS"', f'teams_conversation = "{CHANNEL_ID}"\n'
                                      f'teams_service_url = "{connector.url}"\nteams_tenant_id = "{TENANT_ID}"'))
     am_port, prometheus_port = free_port(), free_port()
-    env = auth_env(tmp_path, login, connector.url, DATABASE_URL=database, SREBOT_CONFIG=str(config),
+    env = auth_env(database, login, connector.url, SREBOT_CONFIG=str(config),
                    SREBOT_ALERTS_TOKEN=TOKEN, ALERTMANAGER_URL=f"http://127.0.0.1:{am_port}",
                    PROMETHEUS_URL=f"http://127.0.0.1:{prometheus_port}", SREBOT_APPROVERS=BOB.aad_object_id,
                    SREBOT_KUBERNETES="off", SREBOT_COST="off")

@@ -96,9 +96,9 @@ def press(connector: BotConnectorFake, root: ConnectorCall, button: str, user: T
 
 
 async def test_a_group_routed_to_teams_is_a_channel_thread_investigated_followed_up_and_resolved_in_place(
-    tmp_path: Path, connector: BotConnectorFake, login: Any
+    tmp_path: Path, connector: BotConnectorFake, login: Any, db_file: str
 ) -> None:
-    env = auth_env(tmp_path, login, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=config(tmp_path, connector))
+    env = auth_env(db_file, login, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=config(tmp_path, connector))
     engine = ScriptedEngine()
     async with serve(env, engine, login) as srebot:
         body = payload(alert(), alert("HighLatency", fingerprint="fp-2", severity="warning"))
@@ -152,11 +152,11 @@ async def test_a_group_routed_to_teams_is_a_channel_thread_investigated_followed
 
 
 async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_the_presser(
-    tmp_path: Path, connector: BotConnectorFake, login: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, connector: BotConnectorFake, login: Any, monkeypatch: pytest.MonkeyPatch, db_file: str
 ) -> None:
     monkeypatch.setattr("bot.alerts.desk.AGAIN_GUARD", timedelta(0))  # the first investigation has just started
     connector.members += [CAROL, GUEST]  # the Bot Connector vouches for Carol (a user) and Gina (a guest)
-    env = auth_env(tmp_path, login, connector.url, SREBOT_ALERTS_TOKEN=TOKEN,
+    env = auth_env(db_file, login, connector.url, SREBOT_ALERTS_TOKEN=TOKEN,
                    SREBOT_CONFIG=config(tmp_path, connector, POLICY), ALERTMANAGER_URL="http://127.0.0.1:9")
     engine = ScriptedEngine()
     async with serve(env, engine, login) as srebot:
@@ -225,9 +225,11 @@ async def test_alert_card_buttons_ask_the_policy_and_refusals_are_told_only_to_t
                                                       ("ack_incident", ALERT_THREAD)]
 
 
-async def test_without_credentials_a_press_from_teams_does_nothing(tmp_path: Path, connector: BotConnectorFake) -> None:
+async def test_without_credentials_a_press_from_teams_does_nothing(
+    tmp_path: Path, connector: BotConnectorFake, db_file: str
+) -> None:
     """Local mode proves nobody's identity, so nobody's press can be checked against the policy."""
-    env = local_env(tmp_path, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=config(tmp_path, connector))
+    env = local_env(db_file, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=config(tmp_path, connector))
     engine = ScriptedEngine()
     async with serve(env, engine) as srebot:
         assert await deliver(srebot, payload()) == 200
@@ -258,7 +260,9 @@ def test_teams_destination_config_errors_name_the_key(tmp_path: Path, extra: str
     assert "alerts.routes.0" in str(raised.value) and error in str(raised.value)
 
 
-async def test_a_service_url_outside_the_allow_list_stops_the_start(tmp_path: Path, connector: BotConnectorFake) -> None:
+async def test_a_service_url_outside_the_allow_list_stops_the_start(
+    tmp_path: Path, connector: BotConnectorFake, db_file: str
+) -> None:
     """The serviceUrl of a destination is checked like an incoming activity's: a Teams / Bot Framework host or a
     SREBOT_TEAMS_SERVICE_URLS prefix; anything else is a configuration error at start, naming the key."""
     from bot.app import Runtime
@@ -268,7 +272,7 @@ async def test_a_service_url_outside_the_allow_list_stops_the_start(tmp_path: Pa
     elsewhere = "http://127.0.0.2:8080/"
     path = tmp_path / "srebot.toml"
     path.write_text(CONFIG.format(channel=CHANNEL_ID, service_url=elsewhere, tenant=TENANT_ID))
-    env = local_env(tmp_path, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=str(path))
+    env = local_env(db_file, connector.url, SREBOT_ALERTS_TOKEN=TOKEN, SREBOT_CONFIG=str(path))
     with pytest.raises(ConfigError) as raised:
         build_app(Runtime(load_settings(env=env)))
     assert "alerts.routes.0.teams_service_url" in str(raised.value) and elsewhere in str(raised.value)

@@ -54,9 +54,9 @@ async def audit_of(runtime: Runtime, approval: ApprovalRecord) -> list[tuple[str
 
 
 # --- what will change -----------------------------------------------------------------------------
-async def test_each_action_says_exactly_what_will_change(fakes: Fakes, tmp_path: Path) -> None:
+async def test_each_action_says_exactly_what_will_change(fakes: Fakes, sqlite_url: Callable[..., str]) -> None:
     async with AsyncExitStack() as stack:
-        runtime = await started(fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"), stack)
+        runtime = await started(fakes.env(sqlite_url("a.db")), stack)
         describe = runtime.actions.describe
         assert await describe(SCALE) == "scale shop/checkout: replicas 3 → 5"
         assert await describe(ROLLBACK) == "roll back shop/checkout: image v2.1.0 → v2.0.3 (revision 7 → 6)"
@@ -76,7 +76,7 @@ async def test_each_action_says_exactly_what_will_change(fakes: Fakes, tmp_path:
                 await runtime.actions.propose(bad, Origin(REQUESTER, "cli"))
         assert await runtime.store.approvals() == []  # nothing proposed that cannot be described
 
-        unconfigured = await started({"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'b.db'}",
+        unconfigured = await started({"DATABASE_URL": sqlite_url("b.db"),
                                       "SREBOT_KUBERNETES": "off"}, stack)
         with pytest.raises(ActionError, match="not_configured"):
             await unconfigured.actions.describe(RESTART)
@@ -173,10 +173,10 @@ async def test_an_approval_cut_off_mid_execution_is_closed_and_said(runtime: Run
 
 
 async def test_without_approvers_nothing_can_be_approved(
-    fakes: Fakes, tmp_path: Path
+    fakes: Fakes, sqlite_url: Callable[..., str]
 ) -> None:
     async with AsyncExitStack() as stack:
-        runtime = await started(fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", SREBOT_APPROVERS=""), stack)
+        runtime = await started(fakes.env(sqlite_url("a.db"), SREBOT_APPROVERS=""), stack)
         approval = await proposed(runtime, SCALE)
         assert approval.description == "scale shop/checkout: replicas 3 → 5"  # the answer says the rest
         for user in (APPROVER, REQUESTER):
@@ -197,10 +197,10 @@ def typed(lines: list[str]) -> Callable[[str], Awaitable[str | None]]:
 
 
 async def test_chat_decides_proposed_actions_at_the_prompt(
-    fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fakes: Fakes, sqlite_url: Callable[..., str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with AsyncExitStack() as stack:
-        runtime = await started(fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"), stack)
+        runtime = await started(fakes.env(sqlite_url("a.db")), stack)
 
         # the real engine proposes "scale checkout 5"; the prompt follows the answer
         lines = [
@@ -224,13 +224,13 @@ async def test_chat_decides_proposed_actions_at_the_prompt(
 
 
 # --- a terminal decision reaches Teams ------------------------------------------------------------------
-async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, tmp_path: Path) -> None:
+async def test_a_terminal_decision_updates_the_teams_card(fakes: Fakes, sqlite_url: Callable[..., str]) -> None:
     from integrations.teams import TEAMS
     from integrations.teams.adapter import reference_dict
     from integrations.teams.bot import conversation_key
 
     async with BotConnectorFake() as connector:
-        env = fakes.env(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", SREBOT_TEAMS="true", SREBOT_TEAMS_INSECURE="local",
+        env = fakes.env(sqlite_url("a.db"), SREBOT_TEAMS="true", SREBOT_TEAMS_INSECURE="local",
                         SREBOT_TEAMS_SERVICE_URLS=connector.url, SREBOT_APPROVERS=BOB.aad_object_id)
         served = Runtime(load_settings(env=env))
         from bot.web import build_app

@@ -80,11 +80,11 @@ async def test_the_database_failing_a_request_is_logged_not_posted_in_slack(
 
 
 async def test_the_database_failing_a_request_is_logged_not_posted_in_teams(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db_file: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     engine = ScriptedEngine(error=DatabaseError(ConnectionRefusedError(111, MARKER)))
-    async with BotConnectorFake() as connector, serve(local_env(tmp_path, connector.url), engine=engine) as bot:
+    async with BotConnectorFake() as connector, serve(local_env(db_file, connector.url), engine=engine) as bot:
         assert await bot.post(personal_message(connector.url, "diagnose checkout")) in (200, 201, 202)
         await connector.wait_for(lambda c: "my database" in json.dumps(c.body or {}, ensure_ascii=False))
         sent = [call.body for call in connector.calls]
@@ -96,14 +96,14 @@ async def test_the_database_failing_a_request_is_logged_not_posted_in_teams(
 
 
 async def test_an_approved_action_that_raises_is_logged_not_posted(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db_file: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
 
     async def explode(_approval: object) -> str:
         raise RuntimeError(MARKER)
 
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}")
+    store = Store(db_file)
     await store.upgrade()
     try:
         approvals = Approvals(store, explode, policy=Policy(None, approvers=["U0BOB"], kinds=REGISTRY), ttl_seconds=600,

@@ -479,7 +479,7 @@ async def test_teams_is_told_plainly_while_the_database_is_not_there(own_pg_stop
     from tests.test_teams import local_env, serve
 
     async with BotConnectorFake() as connector, serve(
-        {**local_env(own_pg_stopped.root, connector.url), "DATABASE_URL": own_pg_stopped.url}
+        local_env(own_pg_stopped.url, connector.url)
     ) as srebot:
         assert not srebot.runtime.ready
         assert await srebot.post(personal_message(connector.url, "help")) == 200

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,13 +76,14 @@ class World:
     fakes: Fakes
     loki: FakeLoki
     tmp_path: Path
+    sqlite_url: Callable[..., str]  # a migrated SQLite database in tmp_path, by file name
 
     def env(self, db_url: str, **extra: str) -> dict[str, str]:
         return self.fakes.env(db_url, LOKI_URL=self.loki.url, **extra)
 
 
 @pytest.fixture
-async def world(fakes: Fakes, tmp_path: Path) -> AsyncIterator[World]:  # noqa: F811
+async def world(fakes: Fakes, tmp_path: Path, sqlite_url: Callable[..., str]) -> AsyncIterator[World]:  # noqa: F811
     now = datetime.now(UTC)
     fakes.cp.audit_logs.append({
         "id": "audit-secret", "timestamp": rfc3339(now - timedelta(minutes=3)), "user_id": "u-carol",
@@ -93,7 +94,7 @@ async def world(fakes: Fakes, tmp_path: Path) -> AsyncIterator[World]:  # noqa: 
         start = now - timedelta(minutes=2)
         lines = [(start + timedelta(seconds=i), line) for i, line in enumerate(LOG_LINES)]
         loki.add({"namespace": "shop", "app": "checkout"}, lines)
-        yield World(fakes, loki, tmp_path)
+        yield World(fakes, loki, tmp_path, sqlite_url)
 
 
 async def srebot(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str]:
@@ -111,7 +112,7 @@ async def srebot(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, 
 async def test_answer_json_and_debug_logs_and_teams_cards_carry_no_secret(world: World) -> None:
     from integrations.teams.cards import answer_cards
 
-    env = world.env(f"sqlite+aiosqlite:///{world.tmp_path / 'a.db'}", SREBOT_LOG_LEVEL="DEBUG", SREBOT_LOG_FORMAT="json")
+    env = world.env(world.sqlite_url("a.db"), SREBOT_LOG_LEVEL="DEBUG", SREBOT_LOG_FORMAT="json")
     outputs = []
     for question in ("what changed in checkout?", "logs checkout"):
         code, out, err = await srebot(env, world.tmp_path, "ask", question, "--json")
@@ -128,7 +129,7 @@ async def test_answer_json_and_debug_logs_and_teams_cards_carry_no_secret(world:
 
 
 async def test_slack_payloads_carry_no_secret(world: World) -> None:
-    db = f"sqlite+aiosqlite:///{world.tmp_path / 's.db'}"
+    db = world.sqlite_url("s.db")
     async with SlackFake() as slack, SlackBot(slack, db, env=world.env(db)) as bot:
         for question in ("what changed in checkout?", "logs checkout", "diagnose checkout"):
             mention = slack.app_mention(f"<@UBOT> {question}")
@@ -154,7 +155,7 @@ async def test_the_llm_is_sent_no_secret(world: World) -> None:
         [rest_text("checkout: a credential rotation 3 minutes ago; the signing key failed to load.")],
     ]
     async with FakeGemini(script) as gemini:
-        env = world.env(f"sqlite+aiosqlite:///{world.tmp_path / 'l.db'}", GOOGLE_API_KEY="AIzaFakeKeyForTheCorpus00000000000000",
+        env = world.env(world.sqlite_url("l.db"), GOOGLE_API_KEY="AIzaFakeKeyForTheCorpus00000000000000",
                         GOOGLE_GEMINI_BASE_URL=gemini.url)
         code, out, err = await srebot(env, world.tmp_path, "ask", "why is checkout failing since the change?", "--json")
         assert code == 0, err

@@ -42,9 +42,9 @@ SCALE = "scale checkout 5"
 OTHER_TENANT = "99999999-8888-7777-6666-555555555555"
 
 
-def env(tmp_path: Path, login_, connector: BotConnectorFake, fakes: Fakes, **extra: str) -> dict[str, str]:
+def env(db_file: str, login_, connector: BotConnectorFake, fakes: Fakes, **extra: str) -> dict[str, str]:
     approvers = ",".join(u.aad_object_id for u in (ALICE, BOB, GUEST))  # a guest named an approver still cannot
-    return {**auth_env(tmp_path, login_, connector.url, SREBOT_APPROVERS=approvers, **extra), **fakes.backends()}
+    return {**auth_env(db_file, login_, connector.url, SREBOT_APPROVERS=approvers, **extra), **fakes.backends()}
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ async def ask(srebot: Srebot, connector: BotConnectorFake, text: str, **kwargs: 
 
 
 async def test_a_guest_reads_answers_and_is_told_privately_why_nothing_is_proposed(
-        tmp_path, login, connector, fakes: Fakes) -> None:
-    async with serve(env(tmp_path, login, connector, fakes), login=login) as srebot:
+        db_file: str, login, connector, fakes: Fakes) -> None:
+    async with serve(env(db_file, login, connector, fakes), login=login) as srebot:
         asked = await ask(srebot, connector, SCALE, user=GUEST)
         # the thread gets the answer, which says only that the reason went privately
         said = thread_texts(connector, asked["id"])
@@ -96,8 +96,8 @@ async def test_a_guest_reads_answers_and_is_told_privately_why_nothing_is_propos
 
 
 async def test_people_of_another_tenant_cannot_propose_even_with_a_forged_tenant_id(
-        tmp_path, login, connector, fakes: Fakes) -> None:
-    async with serve(env(tmp_path, login, connector, fakes), login=login) as srebot:
+        db_file: str, login, connector, fakes: Fakes) -> None:
+    async with serve(env(db_file, login, connector, fakes), login=login) as srebot:
         # an activity from another tenant (Teams external access / shared channels)
         foreign = channel_message(connector.url, SCALE, user=BOB)
         foreign["channelData"]["tenant"]["id"] = foreign["conversation"]["tenantId"] = OTHER_TENANT
@@ -125,10 +125,10 @@ async def test_people_of_another_tenant_cannot_propose_even_with_a_forged_tenant
 
 
 async def test_who_may_ask_is_the_same_policy_on_teams_and_a_refusal_is_private(
-        tmp_path, login, connector, fakes: Fakes) -> None:
+        tmp_path, login, connector, fakes: Fakes, db_file: str) -> None:
     config = tmp_path / "srebot.toml"
     config.write_text(f'[policy]\nask = ["{ALICE.aad_object_id}"]\n')
-    async with serve(env(tmp_path, login, connector, fakes, SREBOT_CONFIG=str(config)), login=login) as srebot:
+    async with serve(env(db_file, login, connector, fakes, SREBOT_CONFIG=str(config)), login=login) as srebot:
         refused = channel_message(connector.url, "logs checkout", user=BOB)
         assert await srebot.post(refused) == 200
         private = await connector.wait_for(lambda c: c.kind == "send" and "You may not ask srebot here" in c.text)
@@ -138,10 +138,10 @@ async def test_who_may_ask_is_the_same_policy_on_teams_and_a_refusal_is_private(
 
 
 async def test_a_failed_member_lookup_refuses_and_a_failed_private_chat_says_less_in_public(
-        tmp_path, login, fakes: Fakes) -> None:
+        db_file: str, login, fakes: Fakes) -> None:
     # the Bot Connector does not know Bob: his lookup fails (404), and so does opening a 1:1 chat with him
     async with BotConnectorFake(members=(ALICE,)) as connector:
-        async with serve(env(tmp_path, login, connector, fakes), login=login) as srebot:
+        async with serve(env(db_file, login, connector, fakes), login=login) as srebot:
             asked = await ask(srebot, connector, SCALE, user=BOB)
             assert await srebot.runtime.store.approvals() == []
             mention = await connector.wait_for(lambda c: NOT_TOLD_PRIVATELY in c.text)
@@ -156,8 +156,8 @@ async def test_a_failed_member_lookup_refuses_and_a_failed_private_chat_says_les
 
 
 async def test_guests_never_approve_and_teams_audit_rows_say_tenant_conversation_and_path(
-        tmp_path, login, connector, fakes: Fakes) -> None:
-    async with serve(env(tmp_path, login, connector, fakes), login=login) as srebot:
+        db_file: str, login, connector, fakes: Fakes) -> None:
+    async with serve(env(db_file, login, connector, fakes), login=login) as srebot:
         asked = await ask(srebot, connector, SCALE, user=ALICE)
         conversation = thread_conversation_id(asked["id"])
         await connector.wait_for(lambda c: is_card(c) and "Approval needed" in c.text, 15)

@@ -447,7 +447,7 @@ def test_the_stale_limit_must_exceed_the_heartbeat() -> None:
         load_settings(env={"SREBOT_HEARTBEAT_SECONDS": "10", "SREBOT_INSTANCE_STALE_SECONDS": "5"})
 
 
-async def test_a_request_that_cannot_start_still_ends_final(tmp_path: Path) -> None:
+async def test_a_request_that_cannot_start_still_ends_final(db_file: str) -> None:
     """A request that fails before it runs (here: the acknowledgement raises) is answered, and leaves no
     turn `queued` for the next restart to report as "interrupted"."""
     from bot.dispatcher import Dispatcher
@@ -458,7 +458,7 @@ async def test_a_request_that_cannot_start_still_ends_final(tmp_path: Path) -> N
         def acknowledgement(self, text: str) -> str:
             raise RuntimeError("no placeholder text")
 
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
+    store = Store(db_file)
     await store.upgrade()
     dispatcher = Dispatcher(store, BrokenAcknowledgement())
     await dispatcher.start()

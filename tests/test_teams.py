@@ -91,14 +91,14 @@ class Srebot:
         return (await self.request(activity, **kwargs))[0]
 
 
-def local_env(tmp_path: Path, *service_urls: str, **extra: str) -> dict[str, str]:
+def local_env(database: str, *service_urls: str, **extra: str) -> dict[str, str]:
     """Teams without credentials, explicitly (SREBOT_TEAMS_INSECURE=local), replying only to `service_urls`."""
-    return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}", "SREBOT_TEAMS_INSECURE": "local",
+    return {"DATABASE_URL": database, "SREBOT_TEAMS_INSECURE": "local",
             "SREBOT_TEAMS_SERVICE_URLS": ",".join(service_urls), **extra}
 
 
-def auth_env(tmp_path: Path, login: BotFrameworkLogin, *service_urls: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}", "MICROSOFT_APP_ID": BOT_APP_ID,
+def auth_env(database: str, login: BotFrameworkLogin, *service_urls: str, **extra: str) -> dict[str, str]:
+    return {"DATABASE_URL": database, "MICROSOFT_APP_ID": BOT_APP_ID,
             "MICROSOFT_APP_PASSWORD": "not-a-real-secret", "MICROSOFT_APP_TENANT_ID": TENANT,
             "SREBOT_TEAMS_OPENID_METADATA": login.metadata_url,
             "SREBOT_TEAMS_SERVICE_URLS": ",".join(service_urls), **extra}
@@ -148,8 +148,8 @@ def stream_info(call: ConnectorCall) -> dict[str, Any] | None:
 
 # --- conversations -------------------------------------------------------------------------------
 async def test_personal_chat_streams_the_acknowledgement_then_ends_the_stream_with_the_answer(
-        tmp_path, connector) -> None:
-    async with serve(local_env(tmp_path, connector.url)) as srebot:
+        db_file: str, connector) -> None:
+    async with serve(local_env(db_file, connector.url)) as srebot:
         activity = personal_message(connector.url, "help")
         started = time.monotonic()
         assert await srebot.post(activity) == 200
@@ -172,9 +172,9 @@ async def test_personal_chat_streams_the_acknowledgement_then_ends_the_stream_wi
         assert "Authorization" not in answer.headers  # no credentials, no token
 
 
-async def test_channel_mention_is_stripped_and_unaddressed_messages_are_ignored(tmp_path, connector) -> None:
+async def test_channel_mention_is_stripped_and_unaddressed_messages_are_ignored(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         activity = channel_message(connector.url, "diagnose checkout")
         assert activity["text"] == "<at>srebot</at> diagnose checkout"
         assert await srebot.post(activity) == 200
@@ -204,9 +204,9 @@ async def test_channel_mention_is_stripped_and_unaddressed_messages_are_ignored(
         assert engine.requests[-1].text == "status of checkout"
 
 
-async def test_thread_follow_up_without_mention_continues_the_session(tmp_path, connector) -> None:
+async def test_thread_follow_up_without_mention_continues_the_session(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         root = channel_message(connector.url, "diagnose checkout")
         assert await srebot.post(root) == 200
         first = await connector.wait_for(is_card)
@@ -224,10 +224,10 @@ async def test_thread_follow_up_without_mention_continues_the_session(tmp_path, 
 
 
 async def test_personal_progress_is_informative_updates_and_elsewhere_the_typing_indicator(
-        tmp_path, connector) -> None:
+        db_file: str, connector) -> None:
     gate = asyncio.Event()
     engine = ScriptedEngine(steps=("Querying metrics…", "Reading logs…"), gate=gate)
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         activity = personal_message(connector.url, "diagnose checkout")
         started = time.monotonic()
         assert await srebot.post(activity) == 200
@@ -260,9 +260,9 @@ async def test_personal_progress_is_informative_updates_and_elsewhere_the_typing
         await connector.wait_for(is_card)
 
 
-async def test_a_crash_notice_in_a_personal_chat_ends_the_stream_left_open(tmp_path, connector) -> None:
+async def test_a_crash_notice_in_a_personal_chat_ends_the_stream_left_open(db_file: str, connector) -> None:
     gate = asyncio.Event()
-    async with serve(local_env(tmp_path, connector.url), ScriptedEngine(gate=gate)) as srebot:
+    async with serve(local_env(db_file, connector.url), ScriptedEngine(gate=gate)) as srebot:
         assert await srebot.post(personal_message(connector.url, "diagnose checkout")) == 200
         ack = connector.calls[0]
         store = srebot.runtime.store
@@ -281,8 +281,8 @@ async def test_a_crash_notice_in_a_personal_chat_ends_the_stream_left_open(tmp_p
         gate.set()
 
 
-async def test_proactive_messages_reach_the_thread_after_a_restart(tmp_path, connector) -> None:
-    env = local_env(tmp_path, connector.url)
+async def test_proactive_messages_reach_the_thread_after_a_restart(db_file: str, connector) -> None:
+    env = local_env(db_file, connector.url)
     activity = channel_message(connector.url, "diagnose checkout")
     async with serve(env, ScriptedEngine()) as first:
         assert await first.post(activity) == 200
@@ -341,9 +341,9 @@ def _actions(card: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def test_approval_card_shows_each_person_their_buttons_and_updates_for_everyone(
-        tmp_path, connector, login) -> None:
+        db_file: str, connector, login) -> None:
     executed: list[str] = []
-    env = auth_env(tmp_path, login, connector.url, SREBOT_APPROVERS=f"{ALICE.aad_object_id},{BOB.aad_object_id}")
+    env = auth_env(db_file, login, connector.url, SREBOT_APPROVERS=f"{ALICE.aad_object_id},{BOB.aad_object_id}")
     async with serve(env, ScriptedEngine(), login) as srebot:
 
         async def executor(approval) -> str:  # noqa: ANN001
@@ -411,8 +411,8 @@ async def test_approval_card_shows_each_person_their_buttons_and_updates_for_eve
         assert executed == [approval.id]
 
 
-async def test_cards_posted_before_universal_actions_still_decide(tmp_path, connector, login) -> None:
-    async with serve(auth_env(tmp_path, login, connector.url, SREBOT_APPROVERS=BOB.aad_object_id),
+async def test_cards_posted_before_universal_actions_still_decide(db_file: str, connector, login) -> None:
+    async with serve(auth_env(db_file, login, connector.url, SREBOT_APPROVERS=BOB.aad_object_id),
                      ScriptedEngine(), login) as srebot:
         approval, sent = await _propose(srebot, connector, kind="scale", params={"replicas": 5},
                                         description="Scale checkout to 5")
@@ -435,10 +435,10 @@ async def test_cards_posted_before_universal_actions_still_decide(tmp_path, conn
         assert (await srebot.runtime.store.get_approval(approval.id)).status == "rejected"
 
 
-async def test_without_credentials_nobody_can_decide_from_teams(tmp_path, connector) -> None:
+async def test_without_credentials_nobody_can_decide_from_teams(db_file: str, connector) -> None:
     """Local mode proves nobody's identity, so a claimed aadObjectId decides nothing."""
     executed: list[str] = []
-    async with serve(local_env(tmp_path, connector.url, SREBOT_APPROVERS=BOB.aad_object_id),
+    async with serve(local_env(db_file, connector.url, SREBOT_APPROVERS=BOB.aad_object_id),
                      ScriptedEngine()) as srebot:
         srebot.runtime.approvals.executor = lambda approval: executed.append(approval.id)  # type: ignore[assignment]
         approval, sent = await _propose(srebot, connector)
@@ -455,8 +455,8 @@ async def test_without_credentials_nobody_can_decide_from_teams(tmp_path, connec
 
 
 # --- authentication and destinations -------------------------------------------------------------
-async def test_teams_is_off_without_credentials(tmp_path, connector) -> None:
-    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}",
+async def test_teams_is_off_without_credentials(db_file: str, connector) -> None:
+    env = {"DATABASE_URL": db_file,
            "SREBOT_TEAMS_SERVICE_URLS": connector.url}
     runtime = Runtime(load_settings(env=env))
     app = build_app(runtime)
@@ -468,9 +468,9 @@ async def test_teams_is_off_without_credentials(tmp_path, connector) -> None:
     assert connector.calls == []
 
 
-async def test_every_request_needs_a_valid_token_for_this_bot(tmp_path, connector, login) -> None:
+async def test_every_request_needs_a_valid_token_for_this_bot(db_file: str, connector, login) -> None:
     engine = ScriptedEngine()
-    async with serve(auth_env(tmp_path, login, connector.url), engine, login) as srebot:
+    async with serve(auth_env(db_file, login, connector.url), engine, login) as srebot:
         activity = personal_message(connector.url, "help")
         url = connector.url
         now = int(time.time())
@@ -499,14 +499,14 @@ async def test_every_request_needs_a_valid_token_for_this_bot(tmp_path, connecto
 
 
 async def test_without_the_bots_own_token_a_request_is_503_and_taken_up_on_retry(
-        tmp_path, connector, login, monkeypatch) -> None:
+        db_file: str, connector, login, monkeypatch) -> None:
     class EntraDown(StaticTokens):
         async def get_access_token(self, resource_url: str, scopes: list[str], force_refresh: bool = False) -> str:
             raise ValueError("Failed to acquire token")
 
     engine = ScriptedEngine()
     monkeypatch.setattr(teams_adapter, "msal_provider", EntraDown)
-    async with serve(auth_env(tmp_path, login, connector.url), engine, login) as srebot:
+    async with serve(auth_env(db_file, login, connector.url), engine, login) as srebot:
         activity = personal_message(connector.url, "help")
         assert await srebot.post(activity) == 503
         assert connector.calls == [] and engine.requests == []
@@ -516,22 +516,22 @@ async def test_without_the_bots_own_token_a_request_is_503_and_taken_up_on_retry
         assert [r.text for r in engine.requests] == ["help"]
 
 
-async def test_replies_never_go_to_a_service_url_outside_the_allow_list(tmp_path, connector, login) -> None:
+async def test_replies_never_go_to_a_service_url_outside_the_allow_list(db_file: str, connector, login) -> None:
     async with BotConnectorFake() as elsewhere:
         # without credentials: a serviceUrl that is not allowed is refused, and nothing is sent there
-        async with serve(local_env(tmp_path, connector.url), ScriptedEngine()) as srebot:
+        async with serve(local_env(db_file, connector.url), ScriptedEngine()) as srebot:
             assert await srebot.post(personal_message(elsewhere.url, "diagnose checkout")) == 401
         # with credentials: even a token naming that serviceUrl does not make it an allowed destination
-        async with serve(auth_env(tmp_path, login, connector.url),
+        async with serve(auth_env(db_file, login, connector.url),
                          ScriptedEngine(), login) as srebot:
             assert await srebot.post(personal_message(elsewhere.url, "diagnose checkout")) == 401
         await asyncio.sleep(0.1)
         assert elsewhere.calls == [] and connector.calls == []
 
 
-async def test_a_stored_reference_is_not_taken_over_by_an_unauthenticated_activity(tmp_path, connector) -> None:
+async def test_a_stored_reference_is_not_taken_over_by_an_unauthenticated_activity(db_file: str, connector) -> None:
     async with BotConnectorFake() as other:
-        async with serve(local_env(tmp_path, connector.url, other.url), ScriptedEngine()) as srebot:
+        async with serve(local_env(db_file, connector.url, other.url), ScriptedEngine()) as srebot:
             root = channel_message(connector.url, "diagnose checkout")
             assert await srebot.post(root) == 200
             await connector.wait_for(is_card)
@@ -544,7 +544,7 @@ async def test_a_stored_reference_is_not_taken_over_by_an_unauthenticated_activi
             assert stored.reference["serviceUrl"] == connector.url
 
 
-async def test_a_silent_destination_delays_nobody_else(tmp_path, connector) -> None:
+async def test_a_silent_destination_delays_nobody_else(db_file: str, connector) -> None:
     """Six activities whose (allowed) serviceUrl accepts connections and never answers do not delay a
     legitimate reply: every call has a deadline and one destination gets a bounded number of connections."""
     held: list[asyncio.StreamWriter] = []
@@ -562,7 +562,7 @@ async def test_a_silent_destination_delays_nobody_else(tmp_path, connector) -> N
     silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     silent_url = f"http://127.0.0.1:{silent.sockets[0].getsockname()[1]}/"
     try:
-        async with serve(local_env(tmp_path, connector.url, silent_url), ScriptedEngine()) as srebot:
+        async with serve(local_env(db_file, connector.url, silent_url), ScriptedEngine()) as srebot:
             srebot.teams.destinations.timeout = aiohttp.ClientTimeout(total=1.0)
             srebot.teams.destinations.per_destination = 2
             stuck = [personal_message(silent_url, f"diagnose s{i}", conversation_id=f"a:silent-{i}")
@@ -583,13 +583,13 @@ async def test_a_silent_destination_delays_nobody_else(tmp_path, connector) -> N
             writer.close()
 
 
-async def test_local_mode_refuses_a_public_bind(tmp_path, monkeypatch, capsys) -> None:
+async def test_local_mode_refuses_a_public_bind(db_file: str, monkeypatch, capsys) -> None:
     from bot.cli import EXIT_CONFIG, main
 
     for key in ("MICROSOFT_APP_ID", "SREBOT_TEAMS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SREBOT_TEAMS_INSECURE", "local")
-    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}")
+    monkeypatch.setenv("DATABASE_URL", db_file)
     assert await asyncio.to_thread(main, ["serve", "--host", "0.0.0.0", "--port", "0"]) == EXIT_CONFIG
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--host 127.0.0.1" in err
@@ -612,14 +612,14 @@ def test_single_tenant_needs_a_tenant_id() -> None:
 
 
 # --- limits, dedupe, malformed input -------------------------------------------------------------
-async def test_a_large_answer_is_split_into_messages_under_the_teams_limit(tmp_path, connector) -> None:
+async def test_a_large_answer_is_split_into_messages_under_the_teams_limit(db_file: str, connector) -> None:
     findings = [
         Finding(severity=("critical", "warning", "info")[i % 3], source="logs", title=f"pattern {i:03d} " + "x" * 80,
                 evidence="ERROR " + "stack frame " * 40)
         for i in range(120)
     ]
     engine = ScriptedEngine(answer=Answer(intent="logs", summary="Lots of errors.", findings=findings))
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         assert await srebot.post(personal_message(connector.url, "logs checkout")) == 200
         last = await connector.wait_for(lambda c: is_card(c) and re.search(r"part (\d+) of \1\)", c.text))
         cards = [c for c in connector.calls if is_card(c)]
@@ -632,9 +632,9 @@ async def test_a_large_answer_is_split_into_messages_under_the_teams_limit(tmp_p
         assert all(f"pattern {i:03d}" in text for i in range(120))
 
 
-async def test_duplicate_deliveries_are_processed_once(tmp_path, connector) -> None:
+async def test_duplicate_deliveries_are_processed_once(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         activity = personal_message(connector.url, "diagnose checkout")
         statuses = await asyncio.gather(*(srebot.post(activity) for _ in range(3)))
         assert statuses == [200, 200, 200]
@@ -646,17 +646,17 @@ async def test_duplicate_deliveries_are_processed_once(tmp_path, connector) -> N
         assert len([c for c in connector.calls if c.kind == "reply"]) == 1
 
 
-async def test_local_mode_is_logged_loudly_at_mount(tmp_path, connector, caplog) -> None:
+async def test_local_mode_is_logged_loudly_at_mount(db_file: str, connector, caplog) -> None:
     with caplog.at_level("WARNING", logger="srebot.teams"):
-        async with serve(local_env(tmp_path, connector.url)) as srebot:
+        async with serve(local_env(db_file, connector.url)) as srebot:
             assert srebot.teams.auth.local
     warnings = [r for r in caplog.records if "NOT authenticated" in r.getMessage()]
     assert len(warnings) == 1 and connector.url in warnings[0].getMessage()
 
 
-async def test_malformed_bodies_are_400_and_other_activities_are_ignored(tmp_path, connector) -> None:
+async def test_malformed_bodies_are_400_and_other_activities_are_ignored(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         for body in (b"{not json", b"[]", b'{"text": "no type"}', b"\xff\xfe", b'{"type": 5}'):
             response = await srebot.client.post("/api/messages", data=body,
                                                 headers={"Content-Type": "application/json"})
@@ -677,17 +677,17 @@ async def test_malformed_bodies_are_400_and_other_activities_are_ignored(tmp_pat
         assert (await srebot.client.get("/healthz")).status == 200
 
 
-async def test_other_card_submits_are_plain_messages(tmp_path, connector) -> None:
+async def test_other_card_submits_are_plain_messages(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         assert await srebot.post(card_submit(connector.url, {"something": "else"}, user=ALICE)) == 200
         await connector.wait_for(is_card)
         assert [r.text for r in engine.requests] == ["help"]
 
 
-async def test_connector_failures_are_logged_not_raised(tmp_path, connector) -> None:
+async def test_connector_failures_are_logged_not_raised(db_file: str, connector) -> None:
     engine = ScriptedEngine()
-    async with serve(local_env(tmp_path, connector.url), engine) as srebot:
+    async with serve(local_env(db_file, connector.url), engine) as srebot:
         connector.fail_next(status=413, times=1, code="MessageSizeTooBig")
         assert await srebot.post(group_message(connector.url, "diagnose checkout")) == 200
         answer = await connector.wait_for(is_card)  # the failed acknowledgement does not stop the answer

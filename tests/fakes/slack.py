@@ -19,7 +19,6 @@ Fixtures `slack`, `db_file`, `bot` are registered by tests/conftest.py. Assertio
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -119,10 +118,9 @@ async def slack_fixture() -> AsyncIterator[SlackFake]:
 
 
 @pytest.fixture(name="db_file")
-def db_file_fixture(tmp_path: Path, migrated_sqlite: Path) -> str:
+def db_file_fixture(sqlite_url: Callable[..., str]) -> str:
     """A SQLite database URL in the test's temporary directory, already migrated (srebot still checks)."""
-    shutil.copyfile(migrated_sqlite, tmp_path / "srebot.db")
-    return f"sqlite+aiosqlite:///{tmp_path / 'srebot.db'}"
+    return sqlite_url()
 
 
 @pytest.fixture(name="bot")
