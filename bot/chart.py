@@ -6,11 +6,6 @@ from __future__ import annotations
 import io
 from datetime import UTC
 
-from matplotlib.dates import DateFormatter
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
-from PIL import Image
-
 from bot.answer import Chart
 
 LINE = "#1A73E8"
@@ -33,6 +28,13 @@ def value_label(unit: str, value: float) -> str:
 def draw(chart: Chart, *, width: int = 720, height: int = 260, colours: int | None = None) -> bytes:
     """The chart as PNG bytes, `width` × `height` pixels; `colours` quantises the palette for a small file
     (a card that carries the image inline)."""
+    # matplotlib and PIL cost a second to import: only a process that draws pays it, not every one importing
+    # integrations.slack or integrations.teams (the CLI, each test worker)
+    from matplotlib.dates import DateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+    from PIL import Image
+
     dpi = 100
     figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     axes = figure.add_subplot()

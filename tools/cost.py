@@ -12,14 +12,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError, PartialCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from tools.base import Backend, ErrorCode, ToolError, ToolResult
+
+if TYPE_CHECKING:
+    import boto3
 
 UNTAGGED = "(untagged)"
 _TOTAL = ""
@@ -343,6 +344,10 @@ class Cost(Backend):
     async def _ce(self) -> Any:
         async with self._client_lock:
             if self._client is None:
+                # imported on the first cost query, not with the toolbox: most processes never ask one
+                import boto3
+                from botocore.config import Config
+
                 # Backend.run retries; botocore retrying too would multiply the attempts (and the bill).
                 settings = Config(
                     retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=5, read_timeout=self.timeout

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
+
+if TYPE_CHECKING:
+    import boto3
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -27,6 +28,10 @@ class MotoServer:
     """One moto server on 127.0.0.1 (random port)."""
 
     def __init__(self) -> None:
+        # moto and boto3 are imported here, not at the top: this plugin is loaded by every run, the unit tier never
+        # starts the server, and they cost each test worker a second
+        from moto.server import ThreadedMotoServer
+
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.url = ""
 
@@ -41,6 +46,8 @@ class MotoServer:
 
     def session(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> boto3.session.Session:
         """A boto3 session with explicit (fake) credentials, so nothing is read from the environment."""
+        import boto3
+
         return boto3.session.Session(
             aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1"
         )
