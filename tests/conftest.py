@@ -129,9 +129,15 @@ SERVICE_FIXTURES = {
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`-m "not integration"` is the fast tier: no PostgreSQL, no Prometheus or VictoriaMetrics binary, no
-    moto server, no child srebot process (modules that start one mark themselves)."""
+    moto server, no child srebot process (modules that start one mark themselves).
+
+    The tests run on every CPU (pytest-xdist, `--dist loadgroup`); the integration tier stays on one worker, one
+    test at a time, as before: its tests share a PostgreSQL server and start processes and binaries whose timing
+    was never meant to compete with each other."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_postgres = callspec is not None and callspec.params.get("db_url") == "postgresql"
         if on_postgres or SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.xdist_group("integration"))
