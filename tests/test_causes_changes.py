@@ -119,3 +119,27 @@ def test_one_throttled_retry_among_many_other_errors_is_not_read_as_rate_limitin
     w.logs.patterns = w.logs.patterns[:1]
     w.logs.patterns[0].count = 2  # the same line among two errors: it is what fails them
     assert [v for v in causes.detect(w) if v.family == "rate_limited"]
+
+
+# --- an autoscaler at its ceiling under risen traffic ---------------------------------------------------------
+def test_an_hpa_pinned_at_max_with_traffic_tripled_and_cpu_saturated_is_scaled_out_not_given_more_cpu() -> None:
+    w = failing(world([pod("web-1", ready=True)], horizontalpodautoscalers=[{
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "web"}, "minReplicas": 3, "maxReplicas": 6,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"averageUtilization": 70}}}]},
+        "status": {"currentReplicas": 6, "desiredReplicas": 6,
+                   "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 98}}}],
+                   "conditions": [{"type": "ScalingLimited", "status": "True", "reason": "TooManyReplicas",
+                                   "message": "the desired replica count is more than the maximum replica count"}]}}]),
+        "ERROR GET /v1/search 503 request queue full, shedding load")
+    w.signals["request_rate"] = Signal("request_rate", "rate", "req/s", value=900, baseline=300, health="healthy")
+    w.signals["cpu_ratio"] = Signal("cpu_ratio", "cpu", "ratio", value=0.98, health="critical", thresholds=(0.8, 0.95))
+    verdict = lead(w)
+    assert verdict.family == "hpa" and verdict.severity == "critical"
+    assert verdict.cause.startswith("traffic up 3.0×") and "pinned at its maxReplicas 6" in verdict.cause
+    plan = verdict.plans[0]
+    assert plan.title.startswith("Raise maxReplicas of HPA web from 6 to 9") and "scales it back to 6" in plan.title
+    assert plan.action is not None and plan.action.kind == "scale" and plan.action.params == {"replicas": 9}
+    w.signals["request_rate"].value = 310  # the same traffic: not the load, the HPA's ceiling is only noted
+    verdict = next(v for v in causes.detect(w) if v.family == "hpa")
+    assert verdict.severity == "warning" and verdict.plans[0].action is None

@@ -2,7 +2,14 @@
 a percentage of, or pinned at maxReplicas while the metric is above target."""
 from __future__ import annotations
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, condition, event_text, name, short
+import math
+
+from bot.answer import Action
+from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, condition, event_text, name, short
+from bot.engine.text import value_text
+
+# traffic this much above an hour ago is what the autoscaler is answering
+RISEN = 1.5
 
 
 def detect(world: World) -> list[Verdict]:
@@ -36,12 +43,61 @@ def detect(world: World) -> list[Verdict]:
         elif limited is not None and limited.get("status") == "True" and status.get("currentReplicas") == spec.get(
                 "maxReplicas"):
             evidence.append(f"condition ScalingLimited True ({limited.get('reason')}): {short(limited.get('message') or '', 200)}")
+            driven = _load_driven(world, hpa)
+            if driven is not None:
+                out.append(driven)
+                continue
             out.append(Verdict("hpa", f"HPA {name(hpa)} at its maximum of {spec.get('maxReplicas')} replicas",
                                f"HorizontalPodAutoscaler {name(hpa)} is at maxReplicas {spec.get('maxReplicas')} and "
                                "wants more", evidence, "warning",
                                plans=[Plan(f"Raise maxReplicas of {name(hpa)} (check the cluster has room) or make "
                                            "each replica do more")], subjects={name(hpa)}))
     return out
+
+
+def _load_driven(world: World, hpa: Obj) -> Verdict | None:
+    """An HPA pinned at maxReplicas because traffic rose and every replica's CPU is saturated: the load is the cause
+    and more replicas the fix (their throttling at the limit is the symptom). None when traffic did not rise or the
+    CPU is not saturated."""
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    rate, cpu = world.signals.get("request_rate"), world.signals.get("cpu_ratio")
+    if rate is None or not rate.value or not rate.baseline or rate.value / rate.baseline < RISEN or cpu is None \
+            or cpu.health not in ("warning", "critical"):
+        return None
+    current, top = int(status.get("currentReplicas") or 0), int(spec.get("maxReplicas") or 0)
+    target = next((m["resource"]["target"].get("averageUtilization") for m in spec.get("metrics") or []
+                   if (m.get("resource") or {}).get("name") == "cpu"), None)
+    used = next((m["resource"]["current"].get("averageUtilization") for m in status.get("currentMetrics") or []
+                 if (m.get("resource") or {}).get("name") == "cpu"), None)
+    # what the HPA would run without its ceiling: ceil(current × used / target), at least half again
+    wanted = max(math.ceil(current * used / target) if used and target else 0, top + max(1, math.ceil(top / 2)))
+    calls = [s for s in (world.signals.get("latency_p99"), world.signals.get("error_rate"))
+             if s is not None and s.health in ("warning", "critical")]
+    factor = rate.value / rate.baseline
+    load = f"traffic up {factor:.1f}× ({value_text(rate, rate.baseline)} an hour ago → {value_text(rate)})"
+    saturated = f"CPU at {value_text(cpu)} of its limit" + (f", {used}% of request against a {target}% target"
+                                                             if used and target else "")
+    target_ref = f"{world.namespace}/{world.snap.name if world.snap else world.service}"
+    return Verdict(
+        family="hpa",
+        cause=f"{load} with HPA {name(hpa)} pinned at its maxReplicas {top}: every replica is CPU-saturated",
+        title=f"HorizontalPodAutoscaler {name(hpa)} is at maxReplicas {top} ({current}/{top}) while {load.replace('traffic up', 'traffic is up', 1)}: "
+              f"{saturated}; it cannot add the replicas the load needs",
+        evidence=[f"horizontalpodautoscaler {name(hpa)}: replicas {current}/{spec.get('minReplicas', 1)}–{top}",
+                  f"metric {rate.query}: {value_text(rate)} now, {value_text(rate, rate.baseline)} an hour ago",
+                  f"metric {cpu.query}: {value_text(cpu)}"]
+                 + [f"metric {s.query}: {value_text(s)} ({s.health})" for s in calls],
+        severity="critical" if any(s.health == "critical" for s in calls) else "warning",
+        ruled_out=[("A limit too low for the load", f"the load per replica rose with traffic; more replicas share it, "
+                    "a higher CPU limit per pod would only delay the next ceiling")],
+        plans=[Plan(f"Raise maxReplicas of HPA {name(hpa)} from {top} to {wanted} (kubectl patch hpa {name(hpa)} -n "
+                    f"{world.namespace} -p '{{\"spec\":{{\"maxReplicas\":{wanted}}}}}') and scale out "
+                    f"{world.service} to {wanted} replicas; without the new ceiling the HPA scales it back to {top}. "
+                    "Check the nodes have room first",
+                    Action(kind="scale", target=target_ref, params={"replicas": wanted}))],
+        sources={"kubernetes", "metrics"},
+        subjects={name(hpa)},
+    )
 
 
 RULE = Rule("hpa", 60, ("horizontalpodautoscalers (conditions)", "events"), detect,
