@@ -143,3 +143,30 @@ def test_an_hpa_pinned_at_max_with_traffic_tripled_and_cpu_saturated_is_scaled_o
     w.signals["request_rate"].value = 310  # the same traffic: not the load, the HPA's ceiling is only noted
     verdict = next(v for v in causes.detect(w) if v.family == "hpa")
     assert verdict.severity == "warning" and verdict.plans[0].action is None
+
+
+# --- a CronJob blocked by its own hung run ------------------------------------------------------------------------
+def test_a_forbid_cronjob_whose_run_waits_on_a_lock_says_so_and_ends_the_run_not_the_cronjob() -> None:
+    run = pod("web-29416020-k7q2x", ready=True)
+    w = world([run], [{"reason": "JobAlreadyActive", "count": 5, "lastTimestamp": "2026-12-03T11:10:00Z",
+                       "message": "Not starting job because prior execution is running and concurrency policy is Forbid",
+                       "involvedObject": {"kind": "CronJob", "name": "web"}}])
+    w.snap.kind = "CronJob"
+    w.snap.workload["spec"] = {"schedule": "10 * * * *", "concurrencyPolicy": "Forbid", "suspend": False,
+                               "jobTemplate": {"spec": {"template": {"spec": {}}}}}
+    w.snap.workload["status"] = {"active": [{"kind": "Job", "name": "web-29416020"}]}
+    w.snap.objects["jobs"] = [{"metadata": {"name": "web-29416020"},
+                               "status": {"startTime": "2026-12-03T06:50:00Z", "active": 1}}]
+    w.tail = [LogLine(NOW, "WARN still waiting for lock on relation events_hourly after 305m: blocked by pid 31877 "
+                      "(state 'idle in transaction')", {"pod": "web-29416020-k7q2x"}, "warning")]
+    verdict = lead(w)
+    assert verdict.family == "cronjob"
+    assert verdict.cause == "its run web-29416020 hanging since 06:50 UTC, waiting for a lock held by pid 31877"
+    assert "concurrencyPolicy Forbid and run web-29416020 still active after 5 h 10 min" in verdict.title
+    assert "skipped 5 schedule(s) (JobAlreadyActive)" in verdict.title
+    assert verdict.plans[0].title.startswith("End what the run waits on (pid 31877 holds the lock: end that session) "
+                                             "and then delete Job web-29416020")
+    assert "activeDeadlineSeconds" in verdict.plans[1].title
+    assert all(p.action is None for p in verdict.plans)
+    assert ("Suspended", "spec.suspend is false: the controller tries each schedule and skips it because a run is "
+                         "active") in verdict.ruled_out
