@@ -733,3 +733,41 @@ def test_a_cache_flush_before_a_recovered_episode_is_said_as_why_with_the_misses
     # a flush long before the trouble is not its cause
     w.dependency_audit[0].timestamp = NOW - timedelta(hours=2)
     assert not [v for v in causes.detect(w) if v.family == "cache_flush"]
+
+
+def test_a_crash_whose_last_words_say_no_such_host_leads_with_the_name_that_does_not_resolve() -> None:
+    from bot.engine.summary import headline
+
+    line = ("FATAL failed to connect to database: dial tcp: lookup orders-db.shpo.svc.cluster.local on "
+            "10.96.0.10:53: no such host")
+    status = [{"name": "web", "restartCount": 6, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+               "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": at(-30)}}}]
+    w = world([pod("web-1", status=status)])
+    ev = Evidence(service="web", namespace="shop", deployment="web", now=NOW, window="15m", window_seconds=900,
+                  snapshot=w.snap, pod_logs={"web-1/web": f"starting\n{line}\n{line}\n"})
+    d = diagnose(ev)
+    assert d.cause is not None and d.cause.key == "dns"
+    assert headline(d).startswith("web is failing, most likely because of DNS resolution failing for "
+                                  "orders-db.shpo.svc.cluster.local")
+    crash = next(o for o in d.others if o.key == "crash")
+    assert crash.text.count("no such host") == 1  # the line repeated on every retry is quoted once
+
+
+def test_a_drain_blocked_by_a_budget_while_every_pod_serves_is_not_called_degraded() -> None:
+    from bot.engine.summary import headline, verdict
+
+    pods = [pod(f"web-{i}", ready=True, node=f"node-{i}") for i in (1, 2)]
+    pdb = {"metadata": {"name": "web-pdb", "namespace": "shop"},
+           "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+           "status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2, "expectedPods": 2}}
+    nodes = [{"metadata": {"name": f"node-{i}"}, "spec": {"unschedulable": i == 2},
+              "status": {"conditions": [{"type": "Ready", "status": "True"}]}} for i in (1, 2)]
+    w = world(pods, nodes=nodes)
+    w.snap.objects["poddisruptionbudgets"] = [pdb]
+    ev = Evidence(service="web", namespace="shop", deployment="web", now=NOW, window="15m", window_seconds=900,
+                  snapshot=w.snap)
+    d = diagnose(ev)
+    assert d.cause is not None and d.cause.key == "pdb"
+    assert verdict(d) == "healthy"
+    assert headline(d).startswith("web is not failing; what needs a look is PodDisruptionBudget web-pdb allowing 0 "
+                                  "disruptions")

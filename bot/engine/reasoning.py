@@ -67,6 +67,7 @@ class Cause:
     severity: str
     plans: list[Plan] = field(default_factory=list)
     subjects: set[str] = field(default_factory=set)  # the objects or hosts it is about
+    service_ok: bool = False  # the service itself is not impaired by it (Verdict.service_ok)
 
 
 @dataclass
@@ -132,7 +133,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
     if serving is not None:  # a new revision that cannot start is a stuck rollout, not an outage
         for c in causes:
             c.severity = "warning" if c.severity == "critical" else c.severity
-    causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], _RANK.get(c.key, 50), -len(c.sources)))
+    symptoms = _symptoms(current)
+    causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], c.key in symptoms, _RANK.get(c.key, 50), -len(c.sources)))
     cause = causes[0] if causes else None
     if cause is not None and serving is not None:
         cause.clauses.append(serving)
@@ -198,6 +200,23 @@ def _verdict_finding(verdict: Verdict) -> Scored:
                   verdict.title, evidence="; ".join(verdict.evidence) or None, weight=4, tag=verdict.family)
 
 
+# Families that are the effect of what their own evidence quotes: a container that exits after writing "no such host"
+# crashed because the name does not resolve, so the rule that reads that line for its cause leads.
+SYMPTOMS = ("crash",)
+
+
+def _quoted(verdict: Verdict) -> set[str]:
+    """The log lines a verdict quotes as evidence ('log (Loki, pod): …', 'log of the crashed container …: …'), cut
+    to their start so that differently shortened quotes of one line compare equal."""
+    return {e.split(": ", 1)[1][:100] for e in verdict.evidence if e.startswith("log") and ": " in e}
+
+
+def _symptoms(current: list[Verdict]) -> set[str]:
+    """The families of SYMPTOMS whose quoted log lines another current verdict reads as its cause."""
+    return {v.family for v in current if v.family in SYMPTOMS
+            and any(_quoted(v) & _quoted(w) for w in current if w.family not in SYMPTOMS)}
+
+
 def _verdict_ruled_out(cause: Cause | None, current: list[Verdict], history: list[Verdict]) -> list[RuledOut]:
     """What the leading verdict rules out, and history that is not the cause now."""
     out = []
@@ -243,7 +262,8 @@ def _causes(
     verdicts: list[Verdict],
 ) -> list[Cause]:
     causes: list[Cause] = [
-        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects))
+        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects),
+              v.service_ok)
         for v in verdicts
     ]
     leading = min(verdicts, key=lambda v: (SEVERITY_RANK[v.severity], _RANK.get(v.family, 50)), default=None)

@@ -27,6 +27,8 @@ def verdict(d: Diagnosis) -> Verdict:
     if nothing_checked(d) or (not d.checked and not d.findings):
         return "inconclusive"
     if d.cause is not None:
+        if d.cause.service_ok and d.cause.severity != "critical":
+            return "healthy"  # what needs a look is next to it: the service itself serves
         return "failing" if d.cause.severity == "critical" else "degraded"
     if any(f.severity == "critical" for f in d.findings):
         return "failing"
@@ -48,6 +50,8 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
             head = f"{service} {state}: " + "; ".join(cause.clauses) + "; I found no change, crash or dependency "
             return head + "that explains it."
         clauses = [c for c in cause.clauses if c][: 1 if brief else None]
+        if verdict(d) == "healthy":
+            return f"{service} is not failing; what needs a look is {cause.text}: " + "; ".join(clauses) + "."
         return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(clauses) + "."
     if not d.healthy:
         problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]

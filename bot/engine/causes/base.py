@@ -46,6 +46,9 @@ class Verdict:
     plans: list[Plan] = field(default_factory=list)
     sources: set[str] = field(default_factory=lambda: {"kubernetes"})
     subjects: set[str] = field(default_factory=set)  # names of the objects it is about (pods, nodes, alerts)
+    # True: what is wrong is next to the service (a drain it blocks, a schedule paused on purpose) while the service
+    # itself is not impaired, so the answer does not call it degraded
+    service_ok: bool = False
 
 
 @dataclass(frozen=True)

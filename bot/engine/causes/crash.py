@@ -24,7 +24,7 @@ def last_words(world: World, pod: str) -> list[str]:
     text = next((t for key, t in world.pod_logs.items() if key.startswith(f"{pod}/")), "")
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[")]
     telling = [line for line in lines if TELLING.search(line)]
-    return (telling or lines)[-3:]
+    return list(dict.fromkeys(telling or lines))[-3:]  # a line repeated on every retry is said once
 
 
 def failed_runs(world: World) -> list[tuple[dict, dict, dict]]:

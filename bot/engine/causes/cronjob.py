@@ -82,6 +82,7 @@ def detect(world: World) -> list[Verdict]:
                         f"'{{\"spec\":{{\"suspend\":false}}}}'`; {catch_up}, so run the missed work by hand if it is "
                         f"needed: `kubectl create job --from=cronjob/{cj} {cj}-manual -n {world.namespace}`")],
             subjects={cj},
+            service_ok=bool(who),  # paused on purpose by someone: not a fault of the CronJob, a decision to revisit
         ))
     out += _blocked_by_active_run(world, cronjob)
     schedule = str(spec.get("schedule") or "").strip()

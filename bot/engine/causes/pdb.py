@@ -91,6 +91,7 @@ def detect(world: World) -> list[Verdict]:
                                                          "eviction is refused")],
             plans=plans,
             subjects={name(pdb), node},
+            service_ok=up == len(pods) > 0,
         ))
     return out
 
