@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlencode
 from datetime import UTC, datetime, timedelta
@@ -289,10 +288,9 @@ async def test_answer_is_immediate_and_the_work_comes_after(slack: SlackFake, db
     engine = ScriptedEngine(gate=gate)
     async with SlackBot(slack, db_file, engine=engine, env=bot_env(tmp_path)) as bot:
         alerting = Alerting(slack, bot, engine)
-        started = time.perf_counter()
-        status, _ = await alerting.post(payload())
-        elapsed = time.perf_counter() - started
-        assert status == 200 and elapsed < 0.5, elapsed
+        # answered while the investigation is held at the gate: an endpoint that waited for it would never answer
+        status, _ = await asyncio.wait_for(alerting.post(payload()), 10)
+        assert status == 200
         await asyncio.wait_for(engine.started.wait(), 10)  # the investigation runs after the answer
         gate.set()
         await alerting.settle()
