@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from cachetools import TTLCache
-from sqlalchemy import DateTime, and_, delete, exists, func, insert, literal, or_, select, text, tuple_, update
+from sqlalchemy import DateTime, Row, and_, bindparam, delete, exists, func, insert, literal, or_, select, text, tuple_, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
@@ -282,7 +281,53 @@ class Interrupted:
     conversation: Conversation
 
 
-def _conversation(row: ConversationRow) -> Conversation:
+class _Hot:
+    """The statements every request runs (record, start and finish a turn), built once per dialect and executed
+    with parameters on a Core connection: building an ORM statement per call, computing its cache key and the
+    ORM's execution path cost several times the database round trips in CPU (profiled under load)."""
+
+    def __init__(self, dialect_insert: Callable[..., Any]):
+        conversations, turns = ConversationRow.__table__, TurnRow.__table__
+        self.new_session = (
+            dialect_insert(conversations)
+            .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
+            .returning(conversations.c.id)
+        )
+        self.session_of = select(conversations.c.id).where(
+            conversations.c.platform == bindparam("platform"),
+            conversations.c.workspace == bindparam("workspace"),
+            conversations.c.channel == bindparam("channel"),
+            conversations.c.thread == bindparam("thread"),
+        )
+        self.lock_thread = text("SELECT pg_advisory_xact_lock(:ns, hashtext(:session))")
+        self.lock_turn = text("SELECT pg_advisory_xact_lock(:ns, hashtext(session_id)) FROM turns WHERE id = :turn_id")
+        self.new_turn = (
+            dialect_insert(turns).on_conflict_do_nothing(index_elements=["request_id"]).returning(turns.c.id)
+        )
+        self.turn_of = select(turns.c.id).where(turns.c.request_id == bindparam("request"))
+        self.status_of = select(turns.c.status).where(turns.c.id == bindparam("turn_id"))
+        active = and_(turns.c.id == bindparam("turn_id"), turns.c.status.in_(ACTIVE_TURN))
+        # the columns set come from the parameters' names (status, started_at, placeholder, instance_id, ...)
+        started = update(turns).where(active).returning(turns.c.session_id)
+        earlier = turns.alias("earlier")
+        self.start = started
+        self.start_in_order = started.where(
+            ~exists().where(
+                earlier.c.session_id == turns.c.session_id,
+                earlier.c.id < turns.c.id,
+                earlier.c.status.in_(ACTIVE_TURN),
+                # this replica's own earlier turns are ordered by its thread queue
+                earlier.c.instance_id != bindparam("instance"),
+            )
+        )
+        self.conversation = select(conversations).where(conversations.c.id == bindparam("session"))
+        self.finish = update(turns).where(active)
+        self.remember_service = update(conversations).where(
+            conversations.c.id == select(turns.c.session_id).where(turns.c.id == bindparam("turn_id")).scalar_subquery()
+        )
+
+
+def _conversation(row: ConversationRow | Row[Any]) -> Conversation:
     return Conversation(
         id=row.id,
         key=ConversationKey(row.platform, row.workspace, row.channel, row.thread),
@@ -436,6 +481,7 @@ class Store:
         self._thread_cache: TTLCache[ConversationKey, str] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
         self._dialect_insert = sqlite.insert if is_sqlite(self.url) else postgresql.insert
         self._claims = GroupCommit(self._insert_events)
+        self._hot = _Hot(self._dialect_insert)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -457,6 +503,12 @@ class Store:
     async def _begin(self) -> AsyncIterator[AsyncSession]:
         async with self._gate, self._sessions.begin() as db:
             yield db
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        """`_begin` without the ORM session, for the statements of `_Hot`."""
+        async with self._gate, self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
@@ -512,33 +564,22 @@ class Store:
         found = await self.find_session_id(key)
         if found is not None:
             return found
-        async with self._begin() as db:
-            found = await self._session_in(db, key, reference)
+        async with self._transaction() as conn:
+            found = await self._session_in(conn, key, reference)
         self._thread_cache[key] = found
         return found
 
-    async def _session_in(self, db: AsyncSession, key: ConversationKey, reference: dict[str, Any] | None) -> str:
-        """In the transaction `db`: the thread's session, inserted unless there is one (a concurrent insert
+    async def _session_in(self, conn: AsyncConnection, key: ConversationKey, reference: dict[str, Any] | None) -> str:
+        """In the transaction `conn`: the thread's session, inserted unless there is one (a concurrent insert
         of the same thread is waited for by the database, then read)."""
         now = self.clock()
-        stmt = (
-            self._dialect_insert(ConversationRow)
-            .values(
-                id=new_id("s"),
-                platform=key.platform,
-                workspace=key.workspace,
-                channel=key.channel,
-                thread=key.thread,
-                reference=reference,
-                created_at=now,
-                last_active_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
-            .returning(ConversationRow.id)
-        )
-        found = (await db.execute(stmt)).scalar_one_or_none()
+        where = {"platform": key.platform, "workspace": key.workspace, "channel": key.channel, "thread": key.thread}
+        found = (await conn.execute(
+            self._hot.new_session,
+            {"id": new_id("s"), **where, "reference": reference, "created_at": now, "last_active_at": now},
+        )).scalar_one_or_none()
         if found is None:
-            found = await db.scalar(self._id_of(key))
+            found = await conn.scalar(self._hot.session_of, where)
             assert found is not None
         return found
 
@@ -589,19 +630,17 @@ class Store:
             await db.execute(update(ConversationRow).where(ConversationRow.id == session_id).values(**values))
 
     # --- turns -----------------------------------------------------------------------------------
-    async def _lock_thread(self, db: AsyncSession, session_id: str) -> None:
+    async def _lock_thread(self, conn: AsyncConnection, session_id: str) -> None:
         """Serialise the turn bookkeeping of one thread across replicas until the transaction ends
         (SQLite has one writer at a time anyway)."""
         if self._postgres:
-            await db.execute(
-                text("SELECT pg_advisory_xact_lock(:ns, hashtext(:session))"), {"ns": THREAD_LOCK, "session": session_id}
-            )
+            await conn.execute(self._hot.lock_thread, {"ns": THREAD_LOCK, "session": session_id})
 
     @retried
     async def create_turn(self, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str) -> int:
         """Record a queued turn; safe to repeat (a retry after a lost commit finds the first row)."""
-        async with self._begin() as db:
-            return await self._turn_in(db, session_id, request_id, text_, user_id, instance_id)
+        async with self._transaction() as conn:
+            return await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id)
 
     @retried
     async def record_turn(
@@ -609,33 +648,22 @@ class Store:
         instance_id: str,
     ) -> tuple[str, int]:
         """`session_id_for` and `create_turn` in one transaction: (session id, turn id); safe to repeat."""
-        async with self._begin() as db:
-            session_id = self._thread_cache.get(key) or await self._session_in(db, key, reference)
-            turn_id = await self._turn_in(db, session_id, request_id, text_, user_id, instance_id)
+        async with self._transaction() as conn:
+            session_id = self._thread_cache.get(key) or await self._session_in(conn, key, reference)
+            turn_id = await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id)
         self._thread_cache[key] = session_id
         return session_id, turn_id
 
     async def _turn_in(
-        self, db: AsyncSession, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str
+        self, conn: AsyncConnection, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str
     ) -> int:
-        stmt = (
-            self._dialect_insert(TurnRow)
-            .values(
-                session_id=session_id,
-                request_id=request_id,
-                instance_id=instance_id,
-                user_id=user_id,
-                text=text_,
-                status=TurnState.QUEUED,
-                created_at=self.clock(),
-            )
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(TurnRow.id)
-        )
-        await self._lock_thread(db, session_id)
-        turn_id = (await db.execute(stmt)).scalar_one_or_none()
+        await self._lock_thread(conn, session_id)
+        turn_id = (await conn.execute(self._hot.new_turn, {
+            "session_id": session_id, "request_id": request_id, "instance_id": instance_id, "user_id": user_id,
+            "text": text_, "status": TurnState.QUEUED, "created_at": self.clock(),
+        })).scalar_one_or_none()
         if turn_id is None:
-            turn_id = await db.scalar(select(TurnRow.id).where(TurnRow.request_id == request_id))
+            turn_id = await conn.scalar(self._hot.turn_of, {"request": request_id})
         assert turn_id is not None
         return turn_id
 
@@ -646,36 +674,21 @@ class Store:
         """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
         turn of its thread is still active on another replica: a thread's turns run one at a time, in
         the order they were recorded, whichever replica took them."""
-        values: dict[str, Any] = {"status": TurnState.RUNNING, "started_at": self.clock()}
+        values: dict[str, Any] = {"turn_id": turn_id, "status": TurnState.RUNNING, "started_at": self.clock()}
         if placeholder is not None:
             values["placeholder"] = placeholder
-        stmt = update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN))
+        stmt = self._hot.start
         if instance_id is not None:
-            values["instance_id"] = instance_id
-            earlier = aliased(TurnRow)
-            stmt = stmt.where(
-                ~exists().where(
-                    earlier.session_id == TurnRow.session_id,
-                    earlier.id < TurnRow.id,
-                    earlier.status.in_(ACTIVE_TURN),
-                    # this replica's own earlier turns are ordered by its thread queue
-                    earlier.instance_id != instance_id,
-                )
-            )
-        async with self._begin() as db:
+            values.update(instance_id=instance_id, instance=instance_id)
+            stmt = self._hot.start_in_order
+        async with self._transaction() as conn:
             if instance_id is not None and self._postgres:  # recording and starting do not interleave
-                await db.execute(
-                    text("SELECT pg_advisory_xact_lock(:ns, hashtext(session_id)) FROM turns WHERE id = :id"),
-                    {"ns": THREAD_LOCK, "id": turn_id},
-                )
-            result = await db.execute(
-                stmt.values(**values).returning(TurnRow.session_id).execution_options(synchronize_session=False)
-            )
-            session_id = result.scalar_one_or_none()
+                await conn.execute(self._hot.lock_turn, {"ns": THREAD_LOCK, "turn_id": turn_id})
+            session_id = (await conn.execute(stmt, values)).scalar_one_or_none()
             if session_id is None:  # waiting for an earlier turn, or no longer active
-                status = await db.scalar(select(TurnRow.status).where(TurnRow.id == turn_id))
+                status = await conn.scalar(self._hot.status_of, {"turn_id": turn_id})
                 return TurnStart(blocked=status in ACTIVE_TURN)
-            conversation = await db.get(ConversationRow, session_id)
+            conversation = (await conn.execute(self._hot.conversation, {"session": session_id})).one_or_none()
             return TurnStart(_conversation(conversation) if conversation else None)
 
     @retried
@@ -711,7 +724,7 @@ class Store:
         """Set a turn's status and results; with `remember_service`, `service` also becomes its
         conversation's current service (same transaction). False when the turn was no longer active
         (another replica took it over, or it was already final): it is not reopened."""
-        values: dict[str, Any] = {"status": status}
+        values: dict[str, Any] = {"turn_id": turn_id, "status": status}
         now = self.clock()
         if status in FINAL_TURN:
             values["finished_at"] = now
@@ -720,19 +733,12 @@ class Store:
                 values[name] = value
         if elapsed_ms is not None:
             values["elapsed_ms"] = elapsed_ms
-        async with self._begin() as db:
-            result = await db.execute(
-                update(TurnRow).where(TurnRow.id == turn_id, TurnRow.status.in_(ACTIVE_TURN)).values(**values)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+        async with self._transaction() as conn:
+            if (await conn.execute(self._hot.finish, values)).rowcount != 1:
                 return False
             if remember_service and service:
-                owner = select(TurnRow.session_id).where(TurnRow.id == turn_id).scalar_subquery()
-                await db.execute(
-                    update(ConversationRow)
-                    .where(ConversationRow.id == owner)
-                    .values(current_service=service, last_active_at=now)
-                )
+                await conn.execute(self._hot.remember_service,
+                                   {"turn_id": turn_id, "current_service": service, "last_active_at": now})
             return True
 
     @retried
