@@ -20,7 +20,9 @@ from bot.logging_setup import request_id_var
 from bot.ports import Notifier, Request
 from bot.telemetry import OUTCOMES, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, REQUESTS_IN_FLIGHT
 from bot.wording import NOT_READY, database_trouble, short
-from sessions.store import Conversation, ConversationKey, DatabaseError, Store, TurnState, database_deadline
+from sessions.store import (
+    Conversation, ConversationKey, DatabaseError, RecordedTurn, Store, TurnState, database_deadline,
+)
 
 log = logging.getLogger("srebot.dispatcher")
 
@@ -40,7 +42,7 @@ def database_failure(what: str, exc: BaseException, request: Request) -> Answer:
 @dataclass
 class _Job:
     request: Request
-    recorded: asyncio.Task[tuple[str, int]] | None = None
+    recorded: asyncio.Task[RecordedTurn] | None = None
     task: asyncio.Task[None] | None = None
     started: float | None = None
     queued_at: float = field(default_factory=time.monotonic)
@@ -58,7 +60,7 @@ class _Job:
         recorded = self.recorded
         if recorded is None or not recorded.done() or recorded.cancelled() or recorded.exception() is not None:
             return None
-        return recorded.result()[1]
+        return recorded.result().turn_id
 
 
 class Dispatcher:
@@ -267,7 +269,7 @@ class Dispatcher:
         OUTCOMES.labels(outcome).inc()
         self._spawn(request.port.post(message))
 
-    async def _record(self, job: _Job, in_line: int) -> tuple[str, int]:
+    async def _record(self, job: _Job, in_line: int) -> RecordedTurn:
         request = job.request
         # The placeholder goes out before any database work: it is what the person is waiting for.
         ahead = len(self._threads.get(request.key, ())) - 1
@@ -278,9 +280,11 @@ class Dispatcher:
             note += f" (I'm busy: you are number {in_line} in line)"
         await request.port.progress(note)
         with database_deadline(self.db_deadline):
-            # the session (on a thread's first request) and the turn in one transaction
+            # the session (on a thread's first request) and the turn in one transaction; when nothing here is
+            # ahead of it (first in its thread, and a slot free for every request waiting) it starts in it too
             return await self.store.record_turn(
-                request.key, request.reference, request.request_id, request.text, request.user, self.instance_id
+                request.key, request.reference, request.request_id, request.text, request.user, self.instance_id,
+                start=ahead <= 0 and in_line <= 0, placeholder=job.placeholder,
             )
 
     # --- work ------------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ class Dispatcher:
         # their requests arrived (the semaphore is FIFO, workers start in submission order).
         async with self._slots:
             try:
-                session_id, turn_id = await job.recorded
+                recorded = await job.recorded
             except DatabaseError as exc:
                 await self._deliver(job, database_failure("take this request", exc, request))
                 return
@@ -329,20 +333,22 @@ class Dispatcher:
             job.task = asyncio.current_task()  # type: ignore[assignment]
             REQUESTS_IN_FLIGHT.inc()
             try:
-                await self._execute(job, session_id, turn_id)
+                await self._execute(job, recorded)
             finally:
                 REQUESTS_IN_FLIGHT.dec()
 
-    async def _begin(self, job: _Job, turn_id: int) -> Conversation | None:
-        """Mark the turn running once every earlier turn of its thread (on any replica) has ended; None
-        when it can no longer run (another replica took it over and told its thread)."""
+    async def _begin(self, job: _Job, recorded: RecordedTurn) -> Conversation | None:
+        """Mark the turn running once every earlier turn of its thread (on any replica) has ended, unless
+        recording it did; None when it can no longer run (another replica took it over and told its thread)."""
         request = job.request
         placeholder = job.placeholder
+        start = recorded.start
         job.placeholder_kept = placeholder is not None
         delay, waited, told = 0.2, 0.0, False
         while True:
-            with database_deadline(self.db_deadline):
-                start = await self.store.start_turn(turn_id, self.instance_id, placeholder)
+            if start is None:
+                with database_deadline(self.db_deadline):
+                    start = await self.store.start_turn(recorded.turn_id, self.instance_id, placeholder)
             if not start.blocked:
                 if start.conversation is None:
                     job.told = True  # whoever ended it said so in the thread
@@ -355,9 +361,11 @@ class Dispatcher:
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
+            start = None
 
-    async def _execute(self, job: _Job, session_id: str, turn_id: int) -> None:
+    async def _execute(self, job: _Job, recorded: RecordedTurn) -> None:
         request = job.request
+        session_id, turn_id = recorded.session_id, recorded.turn_id
         started = time.monotonic()
         answer: Answer
         # Cancellable from the moment it counts as running until the answer exists; a cancel must
@@ -365,7 +373,7 @@ class Dispatcher:
         self._running[request.key] = job
         try:
             try:
-                session = await self._begin(job, turn_id)
+                session = await self._begin(job, recorded)
                 if session is None:
                     return
                 async with asyncio.timeout(self.timeout):

@@ -175,6 +175,16 @@ class TurnStart:
     blocked: bool = False
 
 
+@dataclass
+class RecordedTurn:
+    """What `record_turn` wrote: the thread's session and the turn, and, when it was asked to start the turn
+    too, what starting it found (None when it was not asked)."""
+
+    session_id: str
+    turn_id: int
+    start: TurnStart | None = None
+
+
 @dataclass(frozen=True)
 class Actor:
     """A person acting on the bot, where and how: what the policy (bot.policy) decides on and what an audit
@@ -319,6 +329,16 @@ class _Hot:
                 # this replica's own earlier turns are ordered by its thread queue
                 earlier.c.instance_id != bindparam("instance"),
             )
+        )
+        events = ProcessedEventRow.__table__
+        self.new_events = (
+            dialect_insert(events)
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(events.c.platform, events.c.event_id)
+        )
+        self.claimed_by = select(events.c.platform, events.c.event_id).where(
+            events.c.claimed_by == bindparam("token"),
+            tuple_(events.c.platform, events.c.event_id).in_(bindparam("keys", expanding=True)),
         )
         self.conversation = select(conversations).where(conversations.c.id == bindparam("session"))
         self.finish = update(turns).where(active)
@@ -465,6 +485,7 @@ class Store:
         self.clock = clock  # the time stamped on rows and compared with expiry
         self.pool = pool
         self.engine: AsyncEngine = make_engine(self.url, pool)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")  # the same pool
         # the heartbeat's own engine: a busy pool must never make a live replica look dead
         self.lease_engine: AsyncEngine = make_lease_engine(self.url, lease_timeout)
         self.deadline = deadline  # for steps outside any request's `database_deadline`
@@ -472,8 +493,10 @@ class Store:
         # the event claims' own connection (one writer at a time, see GroupCommit; a spare while a broken one
         # is being let go): a backlog of requests queued for the pool must never keep a new event from its
         # claim, and so from its placeholder
-        self.claim_engine: AsyncEngine = make_engine(self.url, PoolSettings(size=1, overflow=1, wait=pool.wait))
-        self._claim_sessions = async_sessionmaker(self.claim_engine, expire_on_commit=False)
+        # (in autocommit: a claim is one statement, so BEGIN and COMMIT would only add round trips)
+        self.claim_engine: AsyncEngine = make_engine(
+            self.url, PoolSettings(size=1, overflow=1, wait=pool.wait)
+        ).execution_options(isolation_level="AUTOCOMMIT")
         # A transaction first takes one of these, so it never waits in (nor times out of) the pool:
         # it waits here, in order, for as long as its deadline allows.
         self._gate = asyncio.Semaphore(pool.connections)
@@ -505,9 +528,11 @@ class Store:
             yield db
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        """`_begin` without the ORM session, for the statements of `_Hot`."""
-        async with self._gate, self.engine.begin() as conn:
+    async def _transaction(self, *, one_statement: bool = False) -> AsyncIterator[AsyncConnection]:
+        """`_begin` without the ORM session, for the statements of `_Hot`; for `one_statement`, in autocommit
+        (the statement is its own transaction): BEGIN and COMMIT would only add round trips, each of which
+        holds a place of the pool for as long as the event loop takes to come back to it."""
+        async with self._gate, (self._autocommit.connect() if one_statement else self.engine.begin()) as conn:
             yield conn
 
     @asynccontextmanager
@@ -645,14 +670,16 @@ class Store:
     @retried
     async def record_turn(
         self, key: ConversationKey, reference: dict[str, Any] | None, request_id: str, text_: str, user_id: str,
-        instance_id: str,
-    ) -> tuple[str, int]:
-        """`session_id_for` and `create_turn` in one transaction: (session id, turn id); safe to repeat."""
+        instance_id: str, *, start: bool = False, placeholder: dict[str, Any] | None = None,
+    ) -> RecordedTurn:
+        """`session_id_for` and `create_turn` in one transaction, and with `start` `start_turn` too (for a
+        request that nothing in this process is ahead of: one transaction instead of two); safe to repeat."""
         async with self._transaction() as conn:
             session_id = self._thread_cache.get(key) or await self._session_in(conn, key, reference)
             turn_id = await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id)
+            started = await self._start_in(conn, turn_id, instance_id, placeholder) if start else None
         self._thread_cache[key] = session_id
-        return session_id, turn_id
+        return RecordedTurn(session_id, turn_id, started)
 
     async def _turn_in(
         self, conn: AsyncConnection, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str
@@ -674,6 +701,15 @@ class Store:
         """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
         turn of its thread is still active on another replica: a thread's turns run one at a time, in
         the order they were recorded, whichever replica took them."""
+        async with self._transaction() as conn:
+            if instance_id is not None and self._postgres:  # recording and starting do not interleave
+                await conn.execute(self._hot.lock_turn, {"ns": THREAD_LOCK, "turn_id": turn_id})
+            return await self._start_in(conn, turn_id, instance_id, placeholder)
+
+    async def _start_in(
+        self, conn: AsyncConnection, turn_id: int, instance_id: str | None, placeholder: dict[str, Any] | None
+    ) -> TurnStart:
+        """`start_turn` in the transaction `conn`, which holds the thread's lock when `instance_id` is given."""
         values: dict[str, Any] = {"turn_id": turn_id, "status": TurnState.RUNNING, "started_at": self.clock()}
         if placeholder is not None:
             values["placeholder"] = placeholder
@@ -681,15 +717,12 @@ class Store:
         if instance_id is not None:
             values.update(instance_id=instance_id, instance=instance_id)
             stmt = self._hot.start_in_order
-        async with self._transaction() as conn:
-            if instance_id is not None and self._postgres:  # recording and starting do not interleave
-                await conn.execute(self._hot.lock_turn, {"ns": THREAD_LOCK, "turn_id": turn_id})
-            session_id = (await conn.execute(stmt, values)).scalar_one_or_none()
-            if session_id is None:  # waiting for an earlier turn, or no longer active
-                status = await conn.scalar(self._hot.status_of, {"turn_id": turn_id})
-                return TurnStart(blocked=status in ACTIVE_TURN)
-            conversation = (await conn.execute(self._hot.conversation, {"session": session_id})).one_or_none()
-            return TurnStart(_conversation(conversation) if conversation else None)
+        session_id = (await conn.execute(stmt, values)).scalar_one_or_none()
+        if session_id is None:  # waiting for an earlier turn, or no longer active
+            status = await conn.scalar(self._hot.status_of, {"turn_id": turn_id})
+            return TurnStart(blocked=status in ACTIVE_TURN)
+        conversation = (await conn.execute(self._hot.conversation, {"session": session_id})).one_or_none()
+        return TurnStart(_conversation(conversation) if conversation else None)
 
     @retried
     async def set_placeholder(self, turn_id: int, placeholder: dict[str, Any]) -> None:
@@ -733,10 +766,11 @@ class Store:
                 values[name] = value
         if elapsed_ms is not None:
             values["elapsed_ms"] = elapsed_ms
-        async with self._transaction() as conn:
+        remember = remember_service and bool(service)
+        async with self._transaction(one_statement=not remember) as conn:
             if (await conn.execute(self._hot.finish, values)).rowcount != 1:
                 return False
-            if remember_service and service:
+            if remember:
                 await conn.execute(self._hot.remember_service,
                                    {"turn_id": turn_id, "current_service": service, "last_active_at": now})
             return True
@@ -889,19 +923,14 @@ class Store:
     @retried
     async def _insert_claimed(self, token: str, keys: list[EventKey]) -> set[EventKey]:
         now = self.clock()
-        stmt = (
-            self._dialect_insert(ProcessedEventRow)
-            .values([{"platform": platform, "event_id": event_id, "received_at": now, "claimed_by": token}
-                     for platform, event_id in keys])
-            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-        )
-        ours = select(ProcessedEventRow.platform, ProcessedEventRow.event_id).where(
-            tuple_(ProcessedEventRow.platform, ProcessedEventRow.event_id).in_(keys),
-            ProcessedEventRow.claimed_by == token,
-        )
-        async with self._claim_sessions.begin() as db:
-            await db.execute(stmt)
-            return {(platform, event_id) for platform, event_id in (await db.execute(ours)).all()}
+        rows = [{"platform": platform, "event_id": event_id, "received_at": now, "claimed_by": token}
+                for platform, event_id in keys]
+        async with self.claim_engine.connect() as conn:
+            new: set[EventKey] = {(platform, event_id) for platform, event_id in await conn.execute(self._hot.new_events, rows)}
+            if len(new) < len(keys):  # repeats, or rows that a write of this token committed before its answer was lost
+                new |= {(platform, event_id)
+                        for platform, event_id in await conn.execute(self._hot.claimed_by, {"token": token, "keys": keys})}
+        return new
 
     @retried
     async def forget_events(self, older_than: timedelta) -> int:

@@ -496,26 +496,21 @@ async def test_teams_is_told_plainly_while_the_database_is_not_there(own_pg_stop
 async def test_a_claim_whose_commit_landed_unseen_still_takes_its_event_once(pg_url: str) -> None:
     """The dedupe claim commits, but the connection drops before the client hears it; the claim is retried.
     The retry finds its own claim, so the event is answered, exactly once, and a redelivery is still a repeat."""
-    from sqlalchemy import event
-    from sqlalchemy.orm import ORMExecuteState, Session
+    from sqlalchemy import Engine, event
 
     from tests.fakes.serve import thread_messages
     from tests.fakes.slack import SlackBot
 
     lost: list[str] = []
 
-    def note_claim(state: ORMExecuteState) -> None:
-        if state.is_insert and getattr(state.statement, "table", None) is not None \
-                and state.statement.table.name == "processed_events":
-            state.session.info["claiming"] = True
-
-    def lose_the_answer(session: Session) -> None:  # after COMMIT: the row is in the database
-        if session.info.pop("claiming", False) and not lost:
+    def lose_the_answer(conn: Any, statement: Any, *_: Any) -> None:  # the claim is one statement: it committed
+        table = getattr(statement, "table", None)
+        if getattr(statement, "is_insert", False) and table is not None and table.name == "processed_events" \
+                and not lost:
             lost.append("claim")
             raise ConnectionResetError("connection lost after COMMIT")
 
-    event.listen(Session, "do_orm_execute", note_claim)
-    event.listen(Session, "after_commit", lose_the_answer)
+    event.listen(Engine, "after_execute", lose_the_answer)
     try:
         engine = ScriptedEngine()
         async with SlackFake() as slack, SlackBot(slack, pg_url, engine=engine) as bot:
@@ -530,5 +525,4 @@ async def test_a_claim_whose_commit_landed_unseen_still_takes_its_event_once(pg_
             assert "Answer to “diagnose checkout”." in answer.text
             assert engine.done == ["diagnose checkout"]
     finally:
-        event.remove(Session, "do_orm_execute", note_claim)
-        event.remove(Session, "after_commit", lose_the_answer)
+        event.remove(Engine, "after_execute", lose_the_answer)

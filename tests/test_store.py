@@ -111,3 +111,23 @@ async def test_orphaned_turns_are_interrupted_once(store: Store) -> None:
     assert found[0].conversation.key.thread == "1.0"
     assert await store.interrupt_orphans("me2", stale_after=0.8) == []
     assert (await store.get_turn("req_y")).status == "running"
+
+
+async def test_a_turn_recorded_and_started_at_once_waits_for_another_replicas_earlier_turn(store: Store) -> None:
+    key = ConversationKey("slack", "T1", "C1", "2.0")
+    first = await store.record_turn(key, None, "req_a", "diagnose checkout", "U1", "replica-a", start=True,
+                                    placeholder={"channel": "C1", "ts": "2.1"})
+    assert first.start is not None and first.start.conversation is not None
+    assert first.start.conversation.id == first.session_id
+    running = await store.get_turn("req_a")
+    assert running.status == "running" and running.placeholder == {"channel": "C1", "ts": "2.1"}
+    second = await store.record_turn(key, None, "req_b", "logs checkout", "U2", "replica-b", start=True)
+    assert second.start is not None and second.start.blocked  # recorded, but waits for replica-a's turn
+    assert (await store.get_turn("req_b")).status == "queued"
+    await store.update_turn(first.turn_id, "completed")
+    started = await store.start_turn(second.turn_id, "replica-b")
+    assert started.conversation is not None and (await store.get_turn("req_b")).status == "running"
+    # a retry of the write (its commit landed, its answer was lost) finds the same rows, still running
+    again = await store.record_turn(key, None, "req_b", "logs checkout", "U2", "replica-b", start=True)
+    assert (again.session_id, again.turn_id) == (second.session_id, second.turn_id)
+    assert again.start is not None and again.start.conversation is not None
