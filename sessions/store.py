@@ -301,7 +301,7 @@ class _Hot:
         self.new_session = (
             dialect_insert(conversations)
             .on_conflict_do_nothing(index_elements=["platform", "workspace", "channel", "thread"])
-            .returning(conversations.c.id)
+            .returning(*conversations.c)
         )
         self.session_of = select(conversations.c.id).where(
             conversations.c.platform == bindparam("platform"),
@@ -590,23 +590,26 @@ class Store:
         if found is not None:
             return found
         async with self._transaction() as conn:
-            found = await self._session_in(conn, key, reference)
+            found, _ = await self._session_in(conn, key, reference)
         self._thread_cache[key] = found
         return found
 
-    async def _session_in(self, conn: AsyncConnection, key: ConversationKey, reference: dict[str, Any] | None) -> str:
+    async def _session_in(
+        self, conn: AsyncConnection, key: ConversationKey, reference: dict[str, Any] | None
+    ) -> tuple[str, Conversation | None]:
         """In the transaction `conn`: the thread's session, inserted unless there is one (a concurrent insert
-        of the same thread is waited for by the database, then read)."""
+        of the same thread is waited for by the database, then read), and the session when this inserted it."""
         now = self.clock()
         where = {"platform": key.platform, "workspace": key.workspace, "channel": key.channel, "thread": key.thread}
-        found = (await conn.execute(
+        created = (await conn.execute(
             self._hot.new_session,
             {"id": new_id("s"), **where, "reference": reference, "created_at": now, "last_active_at": now},
-        )).scalar_one_or_none()
-        if found is None:
-            found = await conn.scalar(self._hot.session_of, where)
-            assert found is not None
-        return found
+        )).one_or_none()
+        if created is not None:
+            return created.id, _conversation(created)
+        found = await conn.scalar(self._hot.session_of, where)
+        assert found is not None
+        return found, None
 
     @retried
     async def find_session_id(self, key: ConversationKey) -> str | None:
@@ -675,19 +678,34 @@ class Store:
         """`session_id_for` and `create_turn` in one transaction, and with `start` `start_turn` too (for a
         request that nothing in this process is ahead of: one transaction instead of two); safe to repeat."""
         async with self._transaction() as conn:
-            session_id = self._thread_cache.get(key) or await self._session_in(conn, key, reference)
-            turn_id = await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id)
-            started = await self._start_in(conn, turn_id, instance_id, placeholder) if start else None
+            session_id, created = self._thread_cache.get(key), None
+            if session_id is None:
+                session_id, created = await self._session_in(conn, key, reference)
+            if start and created is not None:
+                # a thread new in this transaction has no other turn (nor can another replica add one before
+                # this commits): the turn is written running, without the thread's lock and the start's checks
+                running = {"status": TurnState.RUNNING, "started_at": self.clock()}
+                if placeholder is not None:
+                    running["placeholder"] = placeholder
+                turn_id = await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id, running)
+                started: TurnStart | None = TurnStart(created)
+            else:
+                turn_id = await self._turn_in(conn, session_id, request_id, text_, user_id, instance_id)
+                started = await self._start_in(conn, turn_id, instance_id, placeholder) if start else None
         self._thread_cache[key] = session_id
         return RecordedTurn(session_id, turn_id, started)
 
     async def _turn_in(
-        self, conn: AsyncConnection, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str
+        self, conn: AsyncConnection, session_id: str, request_id: str, text_: str, user_id: str, instance_id: str,
+        running: dict[str, Any] | None = None,
     ) -> int:
-        await self._lock_thread(conn, session_id)
+        """Write the turn queued, or with `running` (its status, start time, placeholder) in a thread this
+        transaction created."""
+        if running is None:
+            await self._lock_thread(conn, session_id)
         turn_id = (await conn.execute(self._hot.new_turn, {
             "session_id": session_id, "request_id": request_id, "instance_id": instance_id, "user_id": user_id,
-            "text": text_, "status": TurnState.QUEUED, "created_at": self.clock(),
+            "text": text_, "status": TurnState.QUEUED, "created_at": self.clock(), **(running or {}),
         })).scalar_one_or_none()
         if turn_id is None:
             turn_id = await conn.scalar(self._hot.turn_of, {"request": request_id})
