@@ -170,3 +170,28 @@ def test_a_forbid_cronjob_whose_run_waits_on_a_lock_says_so_and_ends_the_run_not
     assert all(p.action is None for p in verdict.plans)
     assert ("Suspended", "spec.suspend is false: the controller tries each schedule and skips it because a run is "
                          "active") in verdict.ruled_out
+
+
+# --- failures confined to one node ----------------------------------------------------------------------------
+def test_errors_only_from_the_pods_on_a_node_with_a_full_conntrack_table_blame_the_node_not_dns() -> None:
+    from bot.engine.causes.node_local import CONNTRACK, CONNTRACK_LIMIT
+    from tools.metrics import QueryResult, Sample, Series
+    pods = [pod(f"web-{i}", ready=True, node=f"node-{i % 3 + 1}") for i in range(6)]
+    w = failing(world(pods), "ERROR resolver: lookup orders.shop.svc.cluster.local on 10.96.0.10:53: i/o timeout")
+    w.tail = [LogLine(NOW, "INFO GET /orders 200 30ms", {"pod": p["metadata"]["name"]}, "info") for p in pods] + [
+        LogLine(NOW, "ERROR resolver: lookup orders.shop.svc.cluster.local on 10.96.0.10:53: i/o timeout",
+                {"pod": name}, "error") for name in ("web-2", "web-5")]  # web-2 and web-5 run on node-3
+
+    def by_node(values: dict[str, float]) -> QueryResult:
+        return QueryResult("q", "vector", [Series({"instance": f"10.0.{n[-1]}.1:9100", "node": n}, [Sample(NOW, v)])
+                                           for n, v in values.items()])
+    w.metrics = {CONNTRACK.key: by_node({"node-1": 0.16, "node-2": 0.15, "node-3": 1.0}),
+                 CONNTRACK_LIMIT.key: by_node({"node-1": 262144, "node-2": 262144, "node-3": 262144})}
+    verdict = lead(w)
+    assert verdict.family == "node_local" and verdict.severity == "critical"
+    assert verdict.cause.startswith("node-3's conntrack table being full (100% of 262144 entries)")
+    assert verdict.title == "Only web's pods on node-3 fail (2 of 6): node-3's conntrack table is full and the kernel is dropping packets"
+    assert "Cordon node-3" in verdict.plans[0].title and "nf_conntrack_max on node-3 above 262144" in verdict.plans[0].title
+    # the same errors from a pod on another node too: not the node
+    w.tail.append(LogLine(NOW, "ERROR resolver: lookup orders: i/o timeout", {"pod": "web-0"}, "error"))
+    assert not [v for v in causes.detect(w) if v.family == "node_local"]

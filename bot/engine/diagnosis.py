@@ -173,7 +173,10 @@ async def gather_evidence(
                 "audit_logs", "open_incidents", "alerts", "resolved_alerts"))
             ev.audit = audit.data.items if audit.ok else None
             ev.incidents = incidents.data.items if incidents.ok else None
-            ev.alerts = [a for a in alerts.data.items if _concerns(a, target, words)] if alerts.ok else []
+            # an alert on a node the service's pods run on concerns them too (a node's trouble is theirs)
+            hosts = {(p.get("spec") or {}).get("nodeName") for p in (ev.snapshot.pods if ev.snapshot else [])} - {None}
+            ev.alerts = [a for a in alerts.data.items if _concerns(a, target, words) or a.resource_name in hosts] \
+                if alerts.ok else []
             ev.resolved_alerts = [a for a in resolved.data.items if _concerns(a, target, words)] if resolved.ok else []
             if audit.ok or incidents.ok:
                 ev.checked.append(name)
