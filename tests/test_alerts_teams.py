@@ -278,6 +278,7 @@ async def test_a_service_url_outside_the_allow_list_stops_the_start(
     assert "alerts.routes.0.teams_service_url" in str(raised.value) and elsewhere in str(raised.value)
 
 
+@pytest.mark.integration  # starts srebot in a child process
 def test_check_finds_a_teams_destination_serve_would_refuse(tmp_path: Path) -> None:
     """`srebot check` is where an operator learns the configuration is wrong, before a deploy crash-loops on it."""
     from tests.test_cli import srebot
