@@ -12,6 +12,7 @@ another key (`key=BotFrameworkLogin.other_key()`), `unsigned()` makes an `alg: n
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from typing import Any, Self
@@ -25,7 +26,10 @@ from devtools.loopback.serving import Served, serve
 BOTFRAMEWORK_ISSUER = "https://api.botframework.com"
 
 
-def _new_key() -> rsa.RSAPrivateKey:
+@functools.cache
+def _key(which: str) -> rsa.RSAPrivateKey:
+    """One key per role and process: a 2048-bit key costs 0.1 s of CPU to make, and a stand-in needs no new
+    one for every test."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
@@ -36,7 +40,7 @@ class BotFrameworkLogin(Served):
 
     def __init__(self, host: str = "127.0.0.1"):
         self.host = host
-        self.key = _new_key()
+        self.key = _key("published")
         self.requests: list[str] = []
         self._runner: web.AppRunner | None = None
         self.base = ""
@@ -71,7 +75,7 @@ class BotFrameworkLogin(Served):
     @staticmethod
     def other_key() -> rsa.RSAPrivateKey:
         """A key the JWKS does not publish."""
-        return _new_key()
+        return _key("other")
 
     def token(self, app_id: str, service_url: str, *, key: rsa.RSAPrivateKey | None = None,
               kid: str | None = None, **claims: Any) -> str:
