@@ -195,3 +195,25 @@ def test_errors_only_from_the_pods_on_a_node_with_a_full_conntrack_table_blame_t
     # the same errors from a pod on another node too: not the node
     w.tail.append(LogLine(NOW, "ERROR resolver: lookup orders: i/o timeout", {"pod": "web-0"}, "error"))
     assert not [v for v in causes.detect(w) if v.family == "node_local"]
+
+
+def test_an_egress_policy_that_admits_dns_but_not_the_database_port_is_found_without_any_audit_record() -> None:
+    policy = {"metadata": {"name": "default-deny-egress"},
+              "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                       "egress": [{"to": [{"podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                                   "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}
+    line = 'ERROR db: failed to connect to `host=orders-db`: dial tcp 10.96.4.2:5432: i/o timeout'
+    w = failing(world([pod("web-1", ready=True)], networkpolicies=[policy]), line)
+    verdict = lead(w)
+    assert verdict.family == "network_policy" and verdict.severity == "critical"
+    assert verdict.title == ("NetworkPolicy default-deny-egress denies egress from web to postgres:5432: no egress rule "
+                             "admits port 5432 (only 53)")
+    assert verdict.ruled_out[0][0] == "postgres down"
+    assert verdict.plans[0].title.startswith("Allow egress from web to postgres port 5432 in NetworkPolicy")
+    # a refused connection is not a dropped one, and a rule for the port lets it out
+    w.tail = [LogLine(NOW, line.replace("i/o timeout", "connect: connection refused"), {"pod": "web-1"}, "error")]
+    w.logs.patterns = []
+    assert not [v for v in causes.detect(w) if v.family == "network_policy"]
+    w = failing(world([pod("web-1", ready=True)], networkpolicies=[policy]), line)
+    policy["spec"]["egress"].append({"ports": [{"protocol": "TCP", "port": 5432}]})
+    assert not [v for v in causes.detect(w) if v.family == "network_policy"]

@@ -1,10 +1,16 @@
-"""NetworkPolicies that deny the workload's traffic: an egress policy with no rules (DNS blocked too), or ingress
-admitted only from labels its clients do not carry."""
+"""NetworkPolicies that deny the workload's traffic: an egress policy with no rules (DNS blocked too), one that admits
+DNS but not the port of a dependency whose calls time out, or ingress admitted only from labels its clients do not
+carry."""
 from __future__ import annotations
+
+import re
 
 from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
 from bot.engine.causes.dns import DNS_ERROR, dns_server
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
+
+# a dropped packet is never answered: the caller times out (a closed port or a dead host refuses or resets)
+TIMED_OUT = re.compile(r"(?i)i/o timeout|timed out|timeout|deadline exceeded")
 
 
 def _selects(policy: dict, labels: dict[str, str]) -> bool:
@@ -71,8 +77,49 @@ def detect(world: World) -> list[Verdict]:
                     plans=[Plan(f"Add the calling pods' labels to NetworkPolicy {name(policy)}'s ingress.from")],
                     subjects={name(policy)},
                 ))
+    out += _egress_denied(world, policies)
     out += _denied_by_callee(world, labels)
     return out
+
+
+def _admits_port(policy: dict, port: str) -> bool:
+    """Whether some egress rule of `policy` may let traffic to `port` out (a rule without ports admits every port;
+    its peers are not judged here)."""
+    return any(not rule.get("ports") or any(str(p.get("port")) == port for p in rule.get("ports") or [])
+               for rule in (policy.get("spec") or {}).get("egress") or [])
+
+
+def _egress_denied(world: World, policies: list[dict]) -> list[Verdict]:
+    """Egress policies that select the pods and admit DNS but no rule for the port a timing-out dependency listens on:
+    the connections are dropped silently, so they time out while the dependency itself is up."""
+    egress = [p for p in policies if "Egress" in ((p.get("spec") or {}).get("policyTypes") or [])]
+    if not egress or not all(_allows_dns(p) for p in egress):
+        return []  # without DNS the branch above says it
+    for host, port, where, line in failing_dependencies(world):
+        if not port or port == "53" or not TIMED_OUT.search(line) or any(_admits_port(p, port) for p in egress):
+            continue
+        names = ", ".join(name(p) for p in egress)
+        allowed = sorted({str(q.get("port")) for p in egress for r in (p.get("spec") or {}).get("egress") or []
+                          for q in r.get("ports") or []})
+        return [Verdict(
+            family="network_policy",
+            cause=f"NetworkPolicy {names}, which allows {world.service}'s egress only to port(s) {', '.join(allowed)}, "
+                  f"so its connections to {host}:{port} are dropped and time out",
+            title=f"NetworkPolicy {names} denies egress from {world.service} to {host}:{port}: no egress rule admits "
+                  f"port {port} (only {', '.join(allowed)})",
+            evidence=[f"networkpolicy {name(p)}: policyTypes Egress, egress ports "
+                      f"{', '.join(sorted({str(q.get('port')) for r in (p.get('spec') or {}).get('egress') or [] for q in r.get('ports') or []})) or 'any'}"
+                      for p in egress] + [f"log ({where}): {short(line, 300)}"],
+            severity="critical",
+            ruled_out=[(f"{host} down", "the connections time out because the policy drops them before they leave "
+                                        "the namespace; a dependency that is down refuses them")],
+            plans=[Plan(f"Allow egress from {world.service} to {host} port {port} in NetworkPolicy {names} (an egress "
+                        f"rule with that port and the dependency's namespace or address), or remove the policy; a "
+                        "restart cannot help")],
+            sources={"kubernetes", "logs"},
+            subjects={name(p) for p in egress} | {host},
+        )]
+    return []
 
 
 def _admits(rule_from: list[dict], labels: dict[str, str]) -> bool:
@@ -129,4 +176,5 @@ def _denied_by_callee(world: World, labels: dict[str, str]) -> list[Verdict]:
 
 
 RULE = Rule("network_policy", 22, ("networkpolicies", "pods (labels)", "logs"), detect,
-            "NetworkPolicy denying traffic: egress without DNS, ingress only from some labels")
+            "NetworkPolicy denying traffic: egress without DNS or without the port of a dependency that times out, "
+            "ingress only from some labels")
