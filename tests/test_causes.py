@@ -771,3 +771,23 @@ def test_a_drain_blocked_by_a_budget_while_every_pod_serves_is_not_called_degrad
     assert verdict(d) == "healthy"
     assert headline(d).startswith("web is not failing; what needs a look is PodDisruptionBudget web-pdb allowing 0 "
                                   "disruptions")
+
+
+@pytest.mark.parametrize(("line", "seconds"), [
+    ("[3600s][info][gc] GC(801) Pause Full (G1 Compaction Pause) 3921M->3874M(4096M) 2700.400ms", 2.7),
+    ("2026-12-03T10:00:00.000+0000: [Full GC (Allocation Failure)  3900M->3800M(4096M), 2.7654321 secs]", 2.77),
+    ("Total time for which application threads were stopped: 1.5100 seconds, Stopping threads took: 0.0001 seconds",
+     1.51),
+    ("[o.e.m.j.JvmGcMonitorService] [node-1] [gc][old][944] duration [3.2s], collections [1]/[3.5s]", 3.2),
+    ("[o.e.m.j.JvmGcMonitorService] [node-1] [gc][944] overhead, spent [1.9s] collecting in the last [2.1s]", 1.9),
+    ("[1:0x5a] 123456 ms: Mark-Compact 2000.1 (2050.3) -> 1990.2 (2051.3) MB, 2345.6 / 0.0 ms  (average mu = 0.1)",
+     2.35),
+])
+def test_gc_pause_lines_of_each_runtime_are_read_with_their_length(line: str, seconds: float) -> None:
+    from bot.engine.causes.base import gc_pauses
+    from tools.logs import LogLine
+
+    w = world([pod("web-1")])
+    w.tail = [LogLine(NOW, line, {"pod": "web-1"}, "info"),
+              LogLine(NOW, "INFO indexed batch of 500 docs in 1200ms", {"pod": "web-1"}, "info")]  # no pause
+    assert [round(p.seconds, 2) for p in gc_pauses(w)] == [seconds]

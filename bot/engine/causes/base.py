@@ -398,13 +398,14 @@ def start_failures(world: World, *, init: bool = False) -> list[StartFailure]:
 
 # How runtimes log a stop-the-world collection pause and its length: JDK unified logging ("Pause Full (G1 Compaction
 # Pause) 3921M->3874M(4096M) 2700.400ms"), JDK 8 ("[Full GC (Allocation Failure) …, 2.7654321 secs]"),
-# -XX:+PrintGCApplicationStoppedTime, Elasticsearch's JvmGcMonitorService ("[gc][old][944] duration [3.2s]"), V8's
+# -XX:+PrintGCApplicationStoppedTime, Elasticsearch's JvmGcMonitorService ("[gc][old][944] duration [3.2s]",
+# "[gc][944] overhead, spent [3.2s] collecting in the last [3.5s]"), V8's
 # --trace-gc ("Mark-Compact 2000.1 (2050.3) -> 1990.2 (2051.3) MB, 2345.6 / 0.0 ms") and .NET's "GC pause".
 GC_PAUSE = re.compile(
     r"(?i)(?:\bPause (?:Full|Young|Mixed|Remark|Cleanup|Initial Mark)\b.*?(?P<a>\d+(?:\.\d+)?)\s?(?P<au>ms|s)\b\s*$"
     r"|\b(?:Full )?GC\b[^\]]*?,\s*(?P<b>\d+(?:\.\d+)?) secs\]"
     r"|application threads were stopped:\s*(?P<c>\d+(?:\.\d+)?) seconds"
-    r"|\[gc\]\[\w+\]\[\d+\] duration \[(?P<d>\d+(?:\.\d+)?)(?P<du>ms|s|m)\]"
+    r"|\[gc\](?:\[[a-z]\w*\])?(?:\[\d+\]){1,2} (?:duration|overhead, spent) \[(?P<d>\d+(?:\.\d+)?)(?P<du>ms|s|m)\]"
     r"|\b(?:Mark-Compact|Mark-sweep|Scavenge)\b.*?MB,\s*(?P<e>\d+(?:\.\d+)?) / [\d.]+ ms"
     r"|\bGC pause\w*\W+(?P<f>\d+(?:\.\d+)?)\s?(?P<fu>ms|s)\b)")
 _PAUSE_UNIT = {"ms": 1e-3, "s": 1.0, "m": 60.0}
