@@ -196,10 +196,17 @@ def test_a_pod_stuck_terminating_names_its_finalizer_and_the_controller_scaled_t
     verdict = verdicts[0]
     assert "stuck in Terminating for 45 min" in verdict.title
     assert "backup.example.com/snapshot-protection" in verdict.title
-    assert "snapshot-guard (backup-system) is scaled to 0 replicas" in verdict.cause
+    assert "snapshot-guard (backup-system) was scaled to 0 replicas, so nothing removes it" in verdict.cause
     assert verdict.plans[0].title.startswith("Scale snapshot-guard back up")
     assert "remove the finalizer by patch" in verdict.plans[0].title
     assert any("no ownerReferences" in e for e in verdict.evidence)
+    # the audit log, read back for that controller, says who stopped it and why
+    from tools.control_plane import AuditLog
+    scaled = {"replicas": {"from": 1, "to": 0}, "reason": {"from": None, "to": "cost cleanup"}}
+    w.dependency_audit = [AuditLog(id="a-9", timestamp=NOW - timedelta(days=3), username="tom", action="scale",
+                                   resource_name="snapshot-guard", changes=scaled)]
+    verdict = next(v for v in causes.detect(w) if v.family == "finalizers")
+    assert "was scaled to 0 replicas by tom at 2026-11-30 12:00 UTC (3 days ago: “cost cleanup”)" in verdict.cause
 
 
 def test_a_built_in_finalizer_says_which_kubernetes_controller_removes_it_and_what_it_waits_for() -> None:

@@ -15,6 +15,7 @@ from bot.engine import reasoning, timeframe
 from bot.engine.calls import Calls, combine
 from bot.engine.causes.change import concerning
 from bot.engine.causes.dependency import failing_dependencies
+from bot.engine.causes.finalizers import owners as finalizer_owners
 from bot.engine.findings import CORRELATION, Evidence, world_of
 from bot.engine.causes.base import Verdict, World, configured_hosts, when
 from bot.engine.intents import candidates, parse
@@ -189,7 +190,20 @@ async def gather_evidence(
     if not kubernetes_only:
         ev.resources = await _dependencies(ctx, ev)
         await _since_paused(ctx, target, ev)
+        await _controllers_stopped(ctx, ev)
     return ev
+
+
+async def _controllers_stopped(ctx: Context, ev: Evidence) -> None:
+    """A controller that would remove a stuck object's finalizers was usually stopped long before the deletion: its
+    audit log is read back PAUSED_LOOKBACK, so the answer can say who scaled it down, when and why."""
+    names = finalizer_owners(world_of(ev))
+    if not names or ev.audit is None:
+        return
+    found = await asyncio.gather(*(ctx.toolbox.control_plane.audit_logs(n, PAUSED_LOOKBACK.total_seconds())
+                                   for n in names))
+    seen = {a.id for a in ev.dependency_audit}
+    ev.dependency_audit += [a for r in found if r.ok and r.data for a in r.data.items if a.id not in seen]
 
 
 async def _since_paused(ctx: Context, target: Target, ev: Evidence) -> None:

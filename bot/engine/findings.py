@@ -71,7 +71,7 @@ class Evidence:
     crash_log: str | None = None  # the previous (crashed) container's log tail of one failing pod
     logs: LogReport | None = None
     audit: list[AuditLog] | None = None
-    dependency_audit: list[AuditLog] = field(default_factory=list)  # changes to the hosts its pods are set to reach
+    dependency_audit: list[AuditLog] = field(default_factory=list)  # changes to what it depends on (World's)
     incidents: list[Incident] | None = None
     failed: dict[str, str] = field(default_factory=dict)  # tool -> why it could not be checked
     checked: list[str] = field(default_factory=list)  # tools that answered

@@ -91,7 +91,8 @@ class World:
     resolved_alerts: list[Alert] = field(default_factory=list)  # alerts about it that fired and resolved
     resources: list[Resource] = field(default_factory=list)  # control-plane resources the logs name
     audit: list[AuditLog] = field(default_factory=list)  # changes the control plane recorded
-    # changes it recorded on the hosts the pods are configured to reach (configured_hosts): a flushed cache
+    # changes it recorded on what the service depends on: the hosts its pods are configured to reach
+    # (configured_hosts: a flushed cache), the controllers that would remove its finalizers (one scaled to 0)
     dependency_audit: list[AuditLog] = field(default_factory=list)
     known: set[str] = field(default_factory=set)  # services of the catalog
     question: str = ""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, meta, name, statuses, terminated, when
+from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, meta, name, short, statuses, terminated, when
 from bot.engine.text import ago, duration
 
 # Past its deletionTimestamp (the end of the grace period) by this much, an object still there is stuck.
@@ -61,6 +61,27 @@ def _stuck(world: World) -> list[Obj]:
     return out
 
 
+def owners(world: World) -> list[str]:
+    """Names of the controllers that would remove the finalizers of the objects stuck in Terminating."""
+    found = [_controller(world, str(f)) for obj in _stuck(world) for f in meta(obj).get("finalizers") or []
+             if str(f) not in BUILTIN]
+    return list(dict.fromkeys(name(c) for c in found if c is not None))
+
+
+def _stopped(world: World, controller: Obj) -> str:
+    """' by tom at 2026-11-30 18:02 UTC (3 days ago: “cost cleanup”)' when the audit log says who scaled it down."""
+    entries = [a for a in world.dependency_audit if a.resource_name == name(controller)
+               and isinstance((a.changes or {}).get("replicas"), dict)
+               and (a.changes["replicas"].get("to") in (0, "0"))]
+    if not entries:
+        return ""
+    entry = max(entries, key=lambda a: a.timestamp)
+    reason = (entry.changes or {}).get("reason")
+    why = reason.get("to") if isinstance(reason, dict) else reason
+    return (f" by {entry.username or entry.user_id or 'someone'} at {entry.timestamp:%Y-%m-%d %H:%M} UTC "
+            f"({ago(entry.timestamp, world.now)}" + (f": “{short(str(why), 80)}”" if why else "") + ")")
+
+
 def detect(world: World) -> list[Verdict]:
     out = []
     for obj in _stuck(world):
@@ -95,7 +116,8 @@ def detect(world: World) -> list[Verdict]:
             where = f"{_kind(controller).lower()} {name(controller)} in {meta(controller).get('namespace')}"
             evidence.append(f"{where}: spec.replicas {wanted}, {ready_count} ready (the likely owner of {first})")
             if wanted == 0 or ready_count == 0:
-                state = "is scaled to 0 replicas" if wanted == 0 else f"has 0 of {wanted} replicas ready"
+                state = (f"was scaled to 0 replicas{_stopped(world, controller)}" if wanted == 0
+                         else f"has 0 of {wanted} replicas ready")
                 holder = (f"{first}, whose controller {name(controller)} ({meta(controller).get('namespace')}) "
                           f"{state}, so nothing removes it")
                 plans.append(Plan(
