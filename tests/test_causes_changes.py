@@ -217,3 +217,21 @@ def test_an_egress_policy_that_admits_dns_but_not_the_database_port_is_found_wit
     w = failing(world([pod("web-1", ready=True)], networkpolicies=[policy]), line)
     policy["spec"]["egress"].append({"ports": [{"protocol": "TCP", "port": 5432}]})
     assert not [v for v in causes.detect(w) if v.family == "network_policy"]
+
+
+def test_rbac_refusals_without_any_change_record_name_the_account_verb_and_resource_and_grant_them() -> None:
+    w = failing(world([pod("web-1", ready=True)]),
+                'ERROR create job: jobs.batch is forbidden: User "system:serviceaccount:shop:web" cannot create '
+                'resource "jobs" in API group "batch" in the namespace "shop"',
+                'ERROR informer: jobs.batch is forbidden: User "system:serviceaccount:shop:web" cannot list resource '
+                '"jobs" in API group "batch" in the namespace "shop"')
+    verdict = lead(w)
+    assert verdict.family == "permissions" and verdict.severity == "critical"
+    assert verdict.cause == ("missing RBAC permissions: the API server forbids ServiceAccount shop/web to create "
+                             "jobs.batch, list jobs.batch in namespace shop")
+    plan = verdict.plans[0].title
+    assert "kubectl create role web-access -n shop --verb=create,list --resource=jobs.batch" in plan
+    assert "--serviceaccount=shop:web" in plan and verdict.plans[0].action is None
+    # with the deletion of the binding in the audit log, that change leads and is undone
+    w.audit = [change("rolebinding", "web-jobs", "delete", -700, who="kim")]
+    assert lead(w).family == "change"

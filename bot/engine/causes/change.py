@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
+from bot.engine.causes.permissions import FORBIDDEN
 from bot.engine.text import ago, clock
 from tools.control_plane import AuditLog, mentions
 
@@ -23,9 +24,6 @@ from tools.control_plane import AuditLog, mentions
 # minute, a retried call fails after its timeout); clocks disagree by up to SKEW the other way.
 AFTER = timedelta(minutes=10)
 SKEW = timedelta(seconds=60)
-# The API server's refusal: 'jobs.batch is forbidden: User "system:serviceaccount:ns:sa" cannot create resource …'
-FORBIDDEN = re.compile(r'(?i)(?P<resource>[\w.-]+) is forbidden: User "(?P<user>[^"]+)" cannot (?P<verb>\w+) '
-                       r'resource "(?P<plural>[^"]+)"')
 
 DSN_HOST = re.compile(r"\bhost=[`\"']?(?P<host>[A-Za-z][\w.-]*[A-Za-z0-9])")
 
