@@ -38,7 +38,8 @@ from tests.fakes.slack import (  # noqa: F401 - fixtures
 
 TOKEN = "am-webhook-secret-0123456789"
 CHANNEL = "CALERTS"
-CONFIG = """
+# the catalog and default alert channel every alert test starts from; each adds its own routes
+ALERTS_BASE = """
 [defaults]
 namespace = "shop"
 
@@ -50,7 +51,8 @@ dashboard = "https://grafana.example/d/abc/checkout"
 [alerts]
 slack_channel = "CALERTS"
 cooldown = "30m"
-
+"""
+CONFIG = ALERTS_BASE + """
 [[alerts.routes]]
 match = { namespace = "payments", severity = "critical" }
 slack_channel = "CPAY"

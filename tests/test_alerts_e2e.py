@@ -31,6 +31,7 @@ from tests.fakes.serve import ServeProcess, free_port
 from tests.fakes.bot_connector import ALICE, BOB, CHANNEL_ID, TENANT_ID, BotConnectorFake, card_action, \
     thread_conversation_id
 from tests.fakes.slack import Call, SlackFake, metric
+from tests.test_alerts import ALERTS_BASE
 from tests.test_teams import auth_env, connector, login  # noqa: F401 - fixtures
 from tests.test_teams import serve as serve_srebot
 
@@ -38,18 +39,6 @@ pytestmark = pytest.mark.integration  # real Alertmanager, Prometheus, PostgreSQ
 
 TOKEN = "e2e-alertmanager-token-5f2c"
 CHANNEL = "CALERTS"
-CONFIG = """
-[defaults]
-namespace = "shop"
-
-[services.checkout]
-namespace = "shop"
-runbook = "https://wiki.example/runbooks/checkout"
-
-[alerts]
-slack_channel = "CALERTS"
-cooldown = "30m"
-"""
 RULES = """
 groups:
   - name: shop
@@ -117,7 +106,7 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     database = await _create_pg_database()
     config = tmp_path / "srebot.toml"
-    config.write_text(CONFIG)
+    config.write_text(ALERTS_BASE)
     am_port, prometheus_port = free_port(), free_port()
     stack = ExitStack()
     exporter = await Exporter().start()
@@ -222,7 +211,7 @@ async def test_alert_from_a_real_alertmanager_routed_to_teams_gets_a_channel_thr
 
     database = await _create_pg_database()
     config = tmp_path / "srebot.toml"
-    config.write_text(CONFIG.replace('slack_channel = "CALERTS"', f'teams_conversation = "{CHANNEL_ID}"\n'
+    config.write_text(ALERTS_BASE.replace('slack_channel = "CALERTS"', f'teams_conversation = "{CHANNEL_ID}"\n'
                                      f'teams_service_url = "{connector.url}"\nteams_tenant_id = "{TENANT_ID}"'))
     am_port, prometheus_port = free_port(), free_port()
     env = auth_env(database, login, connector.url, SREBOT_CONFIG=str(config),

@@ -31,23 +31,11 @@ from tests.fakes.bot_connector import (
     thread_reply,
 )
 from tests.helpers import ScriptedEngine
-from tests.test_alerts import TOKEN, alert, payload
+from tests.test_alerts import ALERTS_BASE, TOKEN, alert, payload
 from tests.test_teams import Srebot, auth_env, connector, local_env, login, serve  # noqa: F401 - fixtures
 
 CAROL = TeamsUser("29:1carol", "Carol Example", "aad-carol")
-CONFIG = """
-[defaults]
-namespace = "shop"
-
-[services.checkout]
-namespace = "shop"
-runbook = "https://wiki.example/runbooks/checkout"
-dashboard = "https://grafana.example/d/abc/checkout"
-
-[alerts]
-slack_channel = "CALERTS"
-cooldown = "30m"
-
+CONFIG = ALERTS_BASE.replace("{", "{{").replace("}", "}}") + """
 [[alerts.routes]]
 match = {{ namespace = "shop" }}
 teams_conversation = "{channel}"
