@@ -44,7 +44,7 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str, pool: PoolSettings = PoolSettings()) -> AsyncEngine:
     url = async_url(url)
     if is_sqlite(url):
-        return _sqlite_engine(url, busy_seconds=30)
+        return _sqlite_engine(url, busy_seconds=30, pool=pool)
     # No pre-ping: it doubles the round trips of every request. A connection the server dropped is
     # found on use instead, and the pool is then replaced as a whole; recycling keeps idle ones fresh.
     return create_async_engine(
@@ -65,8 +65,10 @@ def make_lease_engine(url: str, timeout: float) -> AsyncEngine:
     )
 
 
-def _sqlite_engine(url: str, busy_seconds: float) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": busy_seconds})
+def _sqlite_engine(url: str, busy_seconds: float, pool: PoolSettings | None = None) -> AsyncEngine:
+    # the pool as large as the store's gate (Store._gate), so a transaction let through never waits in it
+    sized = {"pool_size": pool.size, "max_overflow": pool.overflow, "pool_timeout": pool.wait} if pool else {}
+    engine = create_async_engine(url, connect_args={"timeout": busy_seconds}, **sized)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]

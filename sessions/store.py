@@ -67,6 +67,8 @@ R = TypeVar("R")
 
 # The monotonic time by which every database step of the current request must be done, retries included.
 _DEADLINE: ContextVar[float | None] = ContextVar("srebot_database_deadline", default=None)
+# Set by a transaction of a SQLite step once it holds a connection (see Store._to_the_end).
+_CONNECTED: ContextVar[list[bool] | None] = ContextVar("srebot_sqlite_connected", default=None)
 
 
 @contextmanager
@@ -500,6 +502,7 @@ class Store:
         # A transaction first takes one of these, so it never waits in (nor times out of) the pool:
         # it waits here, in order, for as long as its deadline allows.
         self._gate = asyncio.Semaphore(pool.connections)
+        self._finishing: set[asyncio.Task[Any]] = set()  # SQLite steps ending after a cancel
         # thread -> session id never changes once created, so caching it is safe across replicas
         self._thread_cache: TTLCache[ConversationKey, str] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
         self._dialect_insert = sqlite.insert if is_sqlite(self.url) else postgresql.insert
@@ -524,7 +527,7 @@ class Store:
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncSession]:
-        async with self._gate, self._sessions.begin() as db:
+        async with self._gated(), self._sessions.begin() as db:
             yield db
 
     @asynccontextmanager
@@ -532,13 +535,32 @@ class Store:
         """`_begin` without the ORM session, for the statements of `_Hot`; for `one_statement`, in autocommit
         (the statement is its own transaction): BEGIN and COMMIT would only add round trips, each of which
         holds a place of the pool for as long as the event loop takes to come back to it."""
-        async with self._gate, (self._autocommit.connect() if one_statement else self.engine.begin()) as conn:
+        async with self._gated(), (self._autocommit.connect() if one_statement else self.engine.begin()) as conn:
             yield conn
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[AsyncSession]:
-        async with self._gate, self._sessions() as db:
+        async with self._gated(), self._sessions() as db:
             yield db
+
+    @asynccontextmanager
+    async def _gated(self) -> AsyncIterator[None]:
+        """A place at the gate, waited for until the step's deadline."""
+        deadline = _DEADLINE.get()
+        async with asyncio.timeout(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            await self._gate.acquire()
+        try:
+            async with self._connected():
+                yield
+        finally:
+            self._gate.release()
+
+    @asynccontextmanager
+    async def _connected(self) -> AsyncIterator[None]:
+        connected = _CONNECTED.get()
+        if connected is not None:
+            connected.append(True)
+        yield
 
     async def retrying(self, step: Callable[[], Awaitable[R]]) -> R:
         """Run `step` again after transient failures, with jittered backoff, until the deadline."""
@@ -549,14 +571,49 @@ class Store:
             stop=lambda state: time.monotonic() + (state.upcoming_sleep or 0) >= deadline,
             reraise=True,
         )
+        token = _DEADLINE.set(deadline)  # the gate's wait ends there too
         try:
             async for attempt in attempts:
                 with attempt:
+                    if not self._postgres:
+                        # SQLite: the deadline bounds the wait for the gate and the retries, SQLite's busy
+                        # timeout each statement; a step is never cut in the middle (see _to_the_end)
+                        return await self._to_the_end(step)
                     async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         return await step()
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             raise DatabaseError(exc) from exc
+        finally:
+            _DEADLINE.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+
+    async def _to_the_end(self, step: Callable[[], Awaitable[R]]) -> R:
+        """On SQLite, a step that got its connection runs to its end even when it is cancelled (a caller's
+        timeout, a shutdown): cut in the middle of a statement, its connection was left to the garbage
+        collector with its transaction open, and the file's one write lock with it, so every other write
+        (the heartbeat's too) waited on it until a collection ran. The cancel then takes effect once the step
+        ended (within SQLite's busy timeout); a step still waiting for the gate is cancelled at once."""
+        connected: list[bool] = []
+        token = _CONNECTED.set(connected)
+        try:
+            task = asyncio.ensure_future(step())  # the task copies the context, and so `connected`
+        finally:
+            _CONNECTED.reset(token)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not connected:
+                task.cancel()
+                raise
+            self._finishing.add(task)  # kept referenced, should a second cancel stop the wait below
+            task.add_done_callback(self._finished)
+            await asyncio.wait([task])
+            raise
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled():
+            task.exception()  # its caller was cancelled: whatever the step ran into is not for anyone now
 
     # --- schema ----------------------------------------------------------------------------------
     async def upgrade(self) -> None:
@@ -863,8 +920,7 @@ class Store:
         now, until = self._now(), self._now(lease_seconds)
         stmt = self._dialect_insert(InstanceRow).values(id=instance_id, started_at=now, heartbeat_at=now, lease_until=until)
         stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={"heartbeat_at": now, "lease_until": until})
-        async with self.lease_engine.begin() as conn:
-            await conn.execute(stmt)
+        await self._lease_write(stmt)
 
     async def renew_lease(self, instance_id: str, lease_seconds: float) -> bool:
         """Extend the lease; False when it had already expired (or was taken): it is lost."""
@@ -874,13 +930,19 @@ class Store:
             .where(InstanceRow.id == instance_id, InstanceRow.lease_until > now)
             .values(heartbeat_at=now, lease_until=self._now(lease_seconds))
         )
-        async with self.lease_engine.begin() as conn:
-            result = await conn.execute(stmt)
-            return result.rowcount == 1
+        return await self._lease_write(stmt) == 1
 
     async def retire(self, instance_id: str) -> None:
-        async with self.lease_engine.begin() as conn:
-            await conn.execute(delete(InstanceRow).where(InstanceRow.id == instance_id))
+        await self._lease_write(delete(InstanceRow).where(InstanceRow.id == instance_id))
+
+    async def _lease_write(self, stmt: Any) -> int:
+        """One statement on the heartbeat's connection (a short timeout, its caller's); how many rows it changed."""
+
+        async def write() -> int:
+            async with self._connected(), self.lease_engine.begin() as conn:
+                return (await conn.execute(stmt)).rowcount  # type: ignore[attr-defined, no-any-return]
+
+        return await (write() if self._postgres else self._to_the_end(write))
 
     def _leased(self, stale_after: float) -> Any:
         """Ids of the instances whose lease still runs. A row without a lease is from a replica that
@@ -943,7 +1005,7 @@ class Store:
         now = self.clock()
         rows = [{"platform": platform, "event_id": event_id, "received_at": now, "claimed_by": token}
                 for platform, event_id in keys]
-        async with self.claim_engine.connect() as conn:
+        async with self._connected(), self.claim_engine.connect() as conn:
             new: set[EventKey] = {(platform, event_id) for platform, event_id in await conn.execute(self._hot.new_events, rows)}
             if len(new) < len(keys):  # repeats, or rows that a write of this token committed before its answer was lost
                 new |= {(platform, event_id)
