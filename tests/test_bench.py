@@ -103,7 +103,7 @@ def test_every_sustained_event_ends_in_one_outcome_also_with_a_cpu_hog(report: d
     for name, hog in (("sustained", False), ("sustained_cpu_hog", True)):
         figure = report["figures"][name]
         outcomes = figure["outcomes"]
-        assert set(outcomes) == {"answered", "told-failed", "told-interrupted", "told-busy", "silent"}, name
+        assert set(outcomes) == {"answered", "told-failed", "told-interrupted", "told-busy", "silent", "unacked"}, name
         assert sum(outcomes.values()) == figure["sent"] > 0, name
         assert outcomes["silent"] == figure["lost"] == 0, name
         assert figure["cpu_hog"] is hog
