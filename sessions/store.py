@@ -545,10 +545,14 @@ class Store:
 
     @asynccontextmanager
     async def _gated(self) -> AsyncIterator[None]:
-        """A place at the gate, waited for until the step's deadline."""
+        """A place at the gate, waited for until the step's deadline; past it the step failed as one that
+        waited for the pool does (the person reads that all the database's connections were busy)."""
         deadline = _DEADLINE.get()
-        async with asyncio.timeout(None if deadline is None else max(0.0, deadline - time.monotonic())):
-            await self._gate.acquire()
+        try:
+            async with asyncio.timeout(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                await self._gate.acquire()
+        except TimeoutError as exc:
+            raise self._all_busy() from exc
         try:
             async with self._connected():
                 yield
@@ -579,13 +583,29 @@ class Store:
                         # SQLite: the deadline bounds the wait for the gate and the retries, SQLite's busy
                         # timeout each statement; a step is never cut in the middle (see _to_the_end)
                         return await self._to_the_end(step)
-                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                        return await step()
+                    return await self._before(deadline, step)
         except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
             raise DatabaseError(exc) from exc
         finally:
             _DEADLINE.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+
+    async def _before(self, deadline: float, step: Callable[[], Awaitable[R]]) -> R:
+        """`step`, cut at the deadline; one cut before it had a connection failed as a wait for the pool does."""
+        connected: list[bool] = []
+        token = _CONNECTED.set(connected)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await step()
+        except TimeoutError as exc:
+            if connected:
+                raise
+            raise self._all_busy() from exc
+        finally:
+            _CONNECTED.reset(token)
+
+    def _all_busy(self) -> sa_exc.TimeoutError:
+        return sa_exc.TimeoutError(f"all {self.pool.connections} connections stayed busy until the deadline")
 
     async def _to_the_end(self, step: Callable[[], Awaitable[R]]) -> R:
         """On SQLite, a step that got its connection runs to its end even when it is cancelled (a caller's

@@ -1,5 +1,5 @@
-"""Overload on the embedded SQLite default (issue 20): steps that run out of time must not leave the
-database file locked for the requests after them."""
+"""The store under overload (issue 20): steps that run out of time leave the SQLite file writable for
+the requests after them, and a step that waited its whole deadline for a connection says so."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from sessions.db import PoolSettings
+from bot.wording import database_reason
 from sessions.store import ConversationKey, DatabaseError, Store, TurnState, database_deadline
 
 
@@ -56,4 +57,26 @@ async def test_requests_past_their_deadline_leave_the_sqlite_database_writable(
         finally:
             other.close()
     finally:
+        await store.close()
+
+
+async def test_a_step_that_waited_its_deadline_for_a_connection_says_they_were_all_busy(db_url: str) -> None:
+    store = Store(db_url, pool=PoolSettings(size=1, overflow=0, wait=5.0))
+    await store.upgrade()
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_only_connection() -> None:
+        async with store._begin():
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_the_only_connection())
+    try:
+        await holding.wait()
+        with pytest.raises(DatabaseError) as failed, database_deadline(0.3):
+            await store.session_id_for(ConversationKey("cli", "local", "terminal", "waiting"))
+        assert database_reason(failed.value) == "all its connections are busy"
+    finally:
+        release.set()
+        await holder
         await store.close()
