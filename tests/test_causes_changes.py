@@ -209,6 +209,13 @@ def test_an_egress_policy_that_admits_dns_but_not_the_database_port_is_found_wit
     assert verdict.title == ("NetworkPolicy default-deny-egress denies egress from web to postgres:5432: no egress rule "
                              "admits port 5432 (only 53)")
     assert verdict.ruled_out[0][0] == "postgres down"
+    from bot.engine.causes.network_policy import EXPORTER_UP
+    from tools.metrics import QueryResult, Sample, Series
+    w.metrics = {EXPORTER_UP.key: QueryResult("up", "vector", [Series({"__name__": "pg_up", "service": "orders-db"},
+                                                                      [Sample(NOW, 1)])])}
+    verdict = lead(w)
+    assert verdict.ruled_out[0][1].startswith("pg_up is 1 (orders-db): postgres itself is up; the connections time out")
+    assert "metric pg_up is 1 (orders-db): postgres itself is up" in verdict.evidence
     assert verdict.plans[0].title.startswith("Allow egress from web to postgres port 5432 in NetworkPolicy")
     # a refused connection is not a dropped one, and a rule for the port lets it out
     w.tail = [LogLine(NOW, line.replace("i/o timeout", "connect: connection refused"), {"pod": "web-1"}, "error")]

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, name, short
 from bot.engine.causes.dns import DNS_ERROR, dns_server
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
 
+# what a dependency's exporter says about it, by the name its port gives it (dependency.WELL_KNOWN): 1 when it is up
+EXPORTER_UP = Query("exporter_up", '{{__name__=~"pg_up|mysql_up|redis_up|mongodb_up|rabbitmq_up|memcached_up|'
+                                   'elasticsearch_up|kafka_up"}}')
+UP_METRIC = {"postgres": "pg_up", "mysql": "mysql_up", "redis": "redis_up", "mongodb": "mongodb_up",
+             "rabbitmq": "rabbitmq_up", "memcached": "memcached_up", "elasticsearch": "elasticsearch_up",
+             "kafka": "kafka_up"}
 # a dropped packet is never answered: the caller times out (a closed port or a dead host refuses or resets)
 TIMED_OUT = re.compile(r"(?i)i/o timeout|timed out|timeout|deadline exceeded")
 
@@ -89,6 +95,17 @@ def _admits_port(policy: dict, port: str) -> bool:
                for rule in (policy.get("spec") or {}).get("egress") or [])
 
 
+def _exporter_up(world: World, host: str) -> str | None:
+    """'pg_up is 1 (service refunds-db): it is up' when the dependency's exporter says it answers."""
+    metric = UP_METRIC.get(host.split(".")[0])
+    result = world.metrics.get(EXPORTER_UP.key)
+    ups = [s for s in (result.series if result else []) if s.labels.get("__name__") == metric and s.samples]
+    if not ups or any(s.samples[-1].value < 1 for s in ups):
+        return None
+    where = ", ".join(sorted({s.labels.get("service") or s.labels.get("instance") or "" for s in ups} - {""}))
+    return f"{metric} is 1" + (f" ({where})" if where else "") + f": {host} itself is up"
+
+
 def _egress_denied(world: World, policies: list[dict]) -> list[Verdict]:
     """Egress policies that select the pods and admit DNS but no rule for the port a timing-out dependency listens on:
     the connections are dropped silently, so they time out while the dependency itself is up."""
@@ -99,6 +116,7 @@ def _egress_denied(world: World, policies: list[dict]) -> list[Verdict]:
         if not port or port == "53" or not TIMED_OUT.search(line) or any(_admits_port(p, port) for p in egress):
             continue
         names = ", ".join(name(p) for p in egress)
+        up = _exporter_up(world, host)
         allowed = sorted({str(q.get("port")) for p in egress for r in (p.get("spec") or {}).get("egress") or []
                           for q in r.get("ports") or []})
         return [Verdict(
@@ -109,14 +127,14 @@ def _egress_denied(world: World, policies: list[dict]) -> list[Verdict]:
                   f"port {port} (only {', '.join(allowed)})",
             evidence=[f"networkpolicy {name(p)}: policyTypes Egress, egress ports "
                       f"{', '.join(sorted({str(q.get('port')) for r in (p.get('spec') or {}).get('egress') or [] for q in r.get('ports') or []})) or 'any'}"
-                      for p in egress] + [f"log ({where}): {short(line, 300)}"],
+                      for p in egress] + [f"log ({where}): {short(line, 300)}"] + ([f"metric {up}"] if up else []),
             severity="critical",
-            ruled_out=[(f"{host} down", "the connections time out because the policy drops them before they leave "
-                                        "the namespace; a dependency that is down refuses them")],
+            ruled_out=[(f"{host} down", (f"{up}; " if up else "") + "the connections time out because the policy "
+                        "drops them before they leave the namespace; a dependency that is down refuses them")],
             plans=[Plan(f"Allow egress from {world.service} to {host} port {port} in NetworkPolicy {names} (an egress "
                         f"rule with that port and the dependency's namespace or address), or remove the policy; a "
                         "restart cannot help")],
-            sources={"kubernetes", "logs"},
+            sources={"kubernetes", "logs"} | ({"metrics"} if up else set()),
             subjects={name(p) for p in egress} | {host},
         )]
     return []
@@ -177,4 +195,4 @@ def _denied_by_callee(world: World, labels: dict[str, str]) -> list[Verdict]:
 
 RULE = Rule("network_policy", 22, ("networkpolicies", "pods (labels)", "logs"), detect,
             "NetworkPolicy denying traffic: egress without DNS or without the port of a dependency that times out, "
-            "ingress only from some labels")
+            "ingress only from some labels", queries=(EXPORTER_UP,))
