@@ -16,7 +16,7 @@ from bot.engine.calls import Calls, combine
 from bot.engine.causes.change import concerning
 from bot.engine.causes.dependency import failing_dependencies
 from bot.engine.causes.finalizers import owners as finalizer_owners
-from bot.engine.findings import CORRELATION, Evidence, world_of
+from bot.engine.findings import CORRELATION, Evidence, asked_status_queries, world_of
 from bot.engine.causes.base import Verdict, World, configured_hosts, when
 from bot.engine.intents import candidates, parse
 from bot.engine.playbooks import Context, links
@@ -84,6 +84,7 @@ async def metrics_state(ctx: Context, target: Target) -> ToolResult[Any]:
     ref = target.ref
     queries = {q.key: q.promql.format(namespace=ref.namespace, workload=ref.deployment, service=target.name)
                for rule in catalogue.CATALOGUE for q in rule.queries}
+    queries |= asked_status_queries(ctx.request.text, target.name, ctx.settings.defaults.window, ctx.window_seconds)
     signals, *answers = await asyncio.gather(
         # now's values over the catalog's window; their points back to a moment the question is about
         ctx.toolbox.metrics.golden_signals(ref, ctx.settings.defaults.window, ctx.thresholds(), span=ctx.lookback),

@@ -42,6 +42,10 @@ SKEW = timedelta(seconds=60)
 STUCK_AFTER = timedelta(minutes=10)
 # Error lines that stopped this long ago are an episode that is over, not noise that goes on.
 QUIET = timedelta(minutes=5)
+# An error pattern that began this far into the logs read (none before it), at least NEW_COUNT times since and still
+# going on, is new rather than the service's established noise: something changed, even while the signals look fine.
+NEW_AFTER = timedelta(minutes=5)
+NEW_COUNT = 10
 # An audit-log update this close to a rollout is taken to be that rollout (and names who did it).
 SAME_CHANGE = timedelta(minutes=10)
 
@@ -239,6 +243,52 @@ def already_bad(ev: Evidence, unhealthy: list[Signal]) -> Signal | None:
     return next(
         (s for s in unhealthy if s.onset is not None and s.onset <= window_start + timedelta(seconds=2 * step)), None
     )
+
+
+# --- what the question asks about: a 4xx status is an error for whoever gets it ---------------------
+# '401', '403s', '4xx' in the question: the built-in error rate counts only 5xx, so these are read on their own.
+_ASKED_STATUS = re.compile(r"\b(4\d\d|4xx)s?\b", re.IGNORECASE)
+ASKED_KEY = "asked_status:"  # Evidence.metrics keys: asked_status:401 (now), asked_status:401:before
+_RATIO = ('(sum(rate(http_requests_total{{service="{service}",{status}}}[{window}]{offset})) or vector(0)) / '
+          'sum(rate(http_requests_total{{service="{service}"}}[{window}]{offset}))')
+
+
+def asked_statuses(question: str) -> list[str]:
+    return list(dict.fromkeys(m.group(1).lower() for m in _ASKED_STATUS.finditer(question)))
+
+
+def asked_status_queries(question: str, service: str, window: str, before_seconds: float) -> dict[str, str]:
+    """The share of requests answered with each status the question names, now and at the start of what is read
+    (at least an hour back): the comparison that tells a surge from the usual rate of refusals."""
+    offset = f" offset {int(max(3600, before_seconds))}s"
+    out = {}
+    for code in asked_statuses(question):
+        status = 'status=~"4.."' if code == "4xx" else f'status="{code}"'
+        out[ASKED_KEY + code] = _RATIO.format(service=service, status=status, window=window, offset="")
+        out[ASKED_KEY + code + ":before"] = _RATIO.format(service=service, status=status, window=window, offset=offset)
+    return out
+
+
+def _scalar(result: QueryResult | None) -> float | None:
+    values = [s.samples[-1].value for s in (result.series if result else []) if s.samples]
+    return next((v for v in values if not math.isnan(v)), None)
+
+
+def asked_status_findings(ev: Evidence) -> list[Scored]:
+    """A surge of the 4xx status the question names, as an error finding against the error-rate thresholds."""
+    rate = next((s for s in ev.signals or [] if s.name == "error_rate"), None)
+    warning, critical = rate.thresholds if rate is not None and rate.thresholds else (0.01, 0.05)
+    out = []
+    for code in asked_statuses(ev.question):
+        now, before = _scalar(ev.metrics.get(ASKED_KEY + code)), _scalar(ev.metrics.get(ASKED_KEY + code + ":before"))
+        if now is None or now <= warning or (before is not None and now < 2 * before):
+            continue
+        was = f", up from {percent(before)} before" if before is not None else ""
+        out.append(scored(
+            "critical" if now > critical else "warning", "metrics",
+            f"{code.upper()} responses: {percent(now)} of requests{was}; they are errors for the people who get them",
+            evidence=ev.metrics[ASKED_KEY + code].query, value=now, weight=3, tag="error_rate"))
+    return out
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------
@@ -594,16 +644,30 @@ def pattern_text(pattern: LogPattern) -> str:
     return short(redact(strip_prefix(pattern.pattern)), 140)
 
 
+def is_new(ev: Evidence, pattern: LogPattern) -> bool:
+    """Whether an error pattern is new in the logs read: absent for a while after they start, frequent since, and
+    still going on. Not when Loki cut the read short (older lines were not seen, so 'absent before' is unknown)."""
+    logs = ev.logs
+    if logs is None or logs.limit_hit or pattern.level not in ("error", "warning") or pattern.count < NEW_COUNT:
+        return False
+    quiet_before = max(NEW_AFTER, (logs.end - logs.start) / 10)
+    return pattern.first_seen - logs.start >= quiet_before and ev.now - pattern.last_seen <= QUIET
+
+
 def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> list[Scored]:
     if ev.logs is None:
         return []
     out = []
     for rank, pattern in enumerate(patterns[:3]):
-        noisy = not troubled
-        severity = "warning" if troubled and pattern.level == "error" else "info"
+        new = is_new(ev, pattern)
+        noisy = not troubled and not new
+        severity = "warning" if (troubled and pattern.level == "error") or new else "info"
         since = f", first at {clock(pattern.first_seen)}" if pattern.first_seen > ev.logs.start + timedelta(minutes=1) else ""
         title = f"Log pattern ×{pattern.count}{since}: “{pattern_text(pattern)}”"
-        if noisy and ev.now - pattern.last_seen > QUIET:
+        if new and not troubled:
+            title += (f" (new: none in the {duration(pattern.first_seen - ev.logs.start)} before it, though the "
+                      "signals I read stay within thresholds)")
+        elif noisy and ev.now - pattern.last_seen > QUIET:
             title += f" (over: none since {clock(pattern.last_seen)}, and the signals are within thresholds)"
         elif noisy:
             title += " (noise: the service's signals are within thresholds)"
@@ -746,19 +810,22 @@ def alert_findings(ev: Evidence, subjects: set[str], cause: str | None) -> list[
         about = alert.resource_name or ev.service
         explained = cause is not None and (about in subjects or about in (ev.service, ev.deployment))
         named = alert.name.lower() in ev.question.lower()
+        # with no cause found, a firing alert is evidence the signals read do not show: it needs a look
+        unexplained = cause is None
         out.append(scored(
-            "info", "control_plane",
+            "warning" if unexplained else "info", "control_plane",
             f"Alert {alert.name} ({alert.severity}) firing" + (f" since {clock(alert.fired_at)}" if alert.fired_at
                                                                else "")
             + f" on {about}" + (f": {short(alert.message, 140)}" if alert.message else "")
-            + (f" — explained by {short(cause, 160)}" if explained and cause else ""),
+            + (f" — explained by {short(cause, 160)}" if explained and cause else "")
+            + (" — not explained by the signals I read" if unexplained else ""),
             evidence=f"control plane alert {alert.id}" + (" (named in the question)" if named else ""),
-            weight=3 if named else 1, tag="alert"))
+            weight=3 if named or unexplained else 1, tag="alert"))
     return out
 
 
 # --- what was checked -----------------------------------------------------------------------------
-def checked(ev: Evidence, kube: KubeView | None, signals: dict[str, Signal]) -> list[str]:
+def checked(ev: Evidence, kube: KubeView | None, signals: dict[str, Signal], troubled: bool = False) -> list[str]:
     out = []
     if signals:
         parts = []
@@ -786,14 +853,14 @@ def checked(ev: Evidence, kube: KubeView | None, signals: dict[str, Signal]) -> 
             )
         out.append(f"{r.ready}/{r.desired} pods ready{rollout}")
     if ev.logs is not None:
-        patterns = ev.logs.patterns
-        if not patterns:
+        patterns = [p for p in ev.logs.patterns if not is_new(ev, p)]  # new patterns are findings, not noise
+        if not ev.logs.patterns:
             out.append(f"no error lines in its logs in the last {ev.window}")
-        else:
+        elif patterns:
             total = sum(p.count for p in patterns)
             out.append(
                 f"{total} error-looking log lines in the last {ev.window} (top “{pattern_text(patterns[0])}” "
-                f"×{patterns[0].count}), noise while the signals stay within thresholds"
+                f"×{patterns[0].count})" + ("" if troubled else ", noise while the signals stay within thresholds")
             )
     if ev.audit is not None:
         audit_changes = [a for a in ev.audit if a.action in CHANGE_ACTIONS]

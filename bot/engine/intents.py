@@ -213,3 +213,22 @@ def _action(cleaned: str, words: list[str]) -> Parsed | None:
                 parsed.params["replicas"] = int(count.group(1))
         return parsed
     return None
+
+
+# What a person reports as wrong, in their words: an HTTP status (401, 5xx), errors, slowness, a lag, something stuck or
+# not rolled out. When nothing checked shows it the answer says so instead of "no problems found".
+_SYMPTOM = _rule(
+    r"\b(?:[45]\d\d|[45]xx)s?\b|\berrors?\b|\bfail(?:s|ing|ed|ures?)?\b|\btim(?:e|ing) ?outs?\b|\btiming out\b|\bslow\w*"
+    r"|\blatency\b|\blag(?:s|ging)?\b|\bstuck\b|\bdown\b|\bcrash\w*|\bunauthori[sz]ed\b|\bforbidden\b|\boutage\b"
+    r"|\bbroken\b|\bnot (?:rolled|rolling|deployed|updated|picked up)\b|\bstill (?:on|serv\w*|running|see\w*)\b"
+    r"|\b(?:did ?n.t|does ?n.t|won.t) (?:go out|roll|deploy|update)")
+
+
+def symptoms(text: str) -> list[str]:
+    """The symptoms a message reports, as written and in order ('401', 'errors'); none for 'is checkout ok?'."""
+    out: list[str] = []
+    for match in _SYMPTOM.finditer(text):
+        word = match.group(0).lower()
+        if word not in out:
+            out.append(word)
+    return out

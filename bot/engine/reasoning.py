@@ -22,6 +22,7 @@ from bot.engine.findings import (
     Scored,
     alert_findings,
     already_bad,
+    asked_status_findings,
     change_findings,
     checked,
     collect_changes,
@@ -50,6 +51,7 @@ from bot.engine.text import (
 )
 from bot.engine import causes as catalogue
 from bot.engine.causes.base import Plan, Verdict
+from bot.engine.intents import symptoms as reported_symptoms
 from tools.logs import LogPattern
 from tools.metrics import Signal
 
@@ -88,6 +90,7 @@ class Diagnosis:
     failed: dict[str, str]
     onset: Signal | None = None  # the unhealthy signal that turned bad first inside the window
     correlated: Change | None = None  # the change shortly before that onset
+    reported: list[str] = field(default_factory=list)  # the symptoms the question reports ('401', 'errors')
 
 
 
@@ -104,7 +107,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
     if kube is not None:
         items += kube.findings()
     unhealthy = [s for s in signals.values() if s.health in ("warning", "critical")]
-    troubled = bool(unhealthy) or (kube is not None and kube.failing) or bool(current)
+    asked = asked_status_findings(ev)
+    items += asked
+    troubled = bool(unhealthy) or (kube is not None and kube.failing) or bool(current) or bool(asked)
     patterns = list(ev.logs.patterns) if ev.logs else []
     items += log_findings(ev, patterns, troubled)
     changes = collect_changes(ev, kube)
@@ -165,7 +170,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
         others=others,
         confidence=_confidence(ev, cause, healthy),
         healthy=healthy,
-        checked=checked(ev, kube, signals),
+        checked=checked(ev, kube, signals, troubled or not healthy),
         old_news=kube.old_news() if kube else [],
         history=[v.title for v in history],
         changes=changes,
@@ -173,6 +178,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
         failed=dict(ev.failed),
         onset=onset_signal,
         correlated=correlated,
+        reported=reported_symptoms(ev.question),
     )
 
 

@@ -32,6 +32,8 @@ def verdict(d: Diagnosis) -> Verdict:
         return "failing" if d.cause.severity == "critical" else "degraded"
     if any(f.severity == "critical" for f in d.findings):
         return "failing"
+    if d.healthy and d.reported and not d.history:
+        return "inconclusive"  # the person sees something that nothing checked shows: not "healthy"
     return "degraded" if not d.healthy else "healthy"
 
 
@@ -60,6 +62,10 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
     if d.history:  # recovered: say what happened, and that nothing fails now
         return (f"{service} is healthy now{scope}: nothing currently fails. What happened: " + "; ".join(d.history[:3])
                 + ". Checked: " + "; ".join(d.checked) + ".")
+    if d.reported:
+        return (f"Nothing I checked shows what you report ({join(d.reported[:3])}) in {service}{scope}: "
+                + "; ".join(d.checked) + ". Tell me where you see it (an endpoint, a caller, a time) and I will look "
+                "there.")
     return f"No problems found in {service}{scope}: " + "; ".join(d.checked) + "."
 
 
