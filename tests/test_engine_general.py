@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.engine.findings import ASKED_KEY, asked_status_queries
 from bot.engine.reasoning import diagnose
 from bot.engine.summary import headline, verdict, write_summary
-from tests.test_engine_reasoning import NOW, ago, evidence, healthy_signals, logs, pod, report, revision
+from tests.test_engine_reasoning import NOW, ago, evidence, healthy_signals, logs, pod, report, revision, signal
 from tools.control_plane import Alert
 from tools.logs import LogPattern
 from tools.metrics import QueryResult, Sample, Series
@@ -67,3 +67,76 @@ def test_a_reported_symptom_nothing_shows_is_inconclusive_not_no_problems() -> N
 
     asked = diagnose(evidence(**quiet(question="is checkout ok?")))
     assert verdict(asked) == "healthy" and headline(asked).startswith("No problems found in checkout")
+
+
+def test_a_secret_rotated_before_the_errors_is_the_suspect_and_its_env_readers_are_restarted() -> None:
+    from tools.control_plane import AuditLog
+    from tools.kubernetes import Snapshot
+
+    env = [{"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": "checkout-db", "key": "user"}}},
+           {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "checkout-db", "key": "password"}}}]
+    workload = {"metadata": {"name": "checkout"},
+                "spec": {"template": {"spec": {"containers": [{"name": "app", "env": env}]}}}}
+    rotated = AuditLog(id="a-9", timestamp=ago(minutes=9), username="rotator", action="update", resource_type="secret",
+                       resource_name="checkout-db", changes={"data.password": {"from": "x", "to": "y"}})
+    auth = LogPattern('<ts> ERROR pq: password authentication failed for user "shop"', 50, ago(minutes=6), NOW,
+                      'ERROR pq: password authentication failed for user "shop"', "error")
+    d = diagnose(evidence(**quiet(
+        signals=healthy_signals(error_rate=signal("error_rate", 0.3, baseline=0.001, onset=ago(minutes=6))),
+        snapshot=Snapshot("shop", "checkout", "Deployment", workload), audit=[rotated], logs=logs(auth))))
+
+    assert d.cause is not None and d.cause.text.startswith("rotator's update of secret checkout-db at 10:41 UTC")
+    assert "its pods read it through env DB_USER, DB_PASSWORD" in headline(d)
+    assert "password authentication failed" in headline(d)
+    [plan] = [p for p in d.plans if p.action is not None]
+    assert plan.action.kind == "restart"
+    assert plan.title.startswith("Restart checkout so that its pods read the new secret checkout-db: they take it "
+                                 "through env DB_USER, DB_PASSWORD, which is read only when a container starts")
+    assert not any(r.cause == "A recent deploy or change" for r in d.ruled_out)
+
+
+def test_a_change_concerns_the_service_through_what_its_pods_read_or_run_on_and_not_otherwise() -> None:
+    from bot.engine.causes.base import World
+    from bot.engine.causes.change import concerning
+    from tools.control_plane import AuditLog
+    from tools.kubernetes import Snapshot
+
+    workload = {"metadata": {"name": "checkout"}, "spec": {"template": {"spec": {
+        "serviceAccountName": "checkout-sa",
+        "containers": [{"name": "app", "envFrom": [{"configMapRef": {"name": "shop-flags"}}]}]}}}}
+    pods = [{"metadata": {"name": "checkout-1"}, "spec": {"nodeName": "node-3"}}]
+    world = World("checkout", "shop", NOW, 900, snap=Snapshot("shop", "checkout", "Deployment", workload, pods=pods))
+
+    def change(kind: str, name: str) -> AuditLog:
+        return AuditLog(id=name, timestamp=ago(minutes=9), username="kim", action="update", resource_type=kind,
+                        resource_name=name, changes={})
+
+    entries = [change("configmap", "shop-flags"), change("node", "node-3"), change("serviceaccount", "checkout-sa"),
+               change("secret", "billing-db"), change("node", "node-7")]
+    assert [e.resource_name for e in concerning(world, entries)] == ["shop-flags", "node-3", "checkout-sa"]
+
+
+def test_a_paused_deployment_says_who_paused_it_what_waits_and_to_resume() -> None:
+    from bot.engine.causes.base import World
+    from bot.engine.causes.paused import detect
+    from tools.control_plane import AuditLog
+    from tools.kubernetes import Snapshot
+
+    workload = {"metadata": {"name": "checkout"},
+                "spec": {"paused": True, "template": {"spec": {"containers": [{"name": "app", "image": "shop/checkout:2.0"}]}}},
+                "status": {"conditions": [{"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused"}]}}
+    pods = [{"metadata": {"name": "checkout-1"}, "spec": {"containers": [{"name": "app", "image": "shop/checkout:1.9"}]}}]
+    audit = [AuditLog(id="a-1", timestamp=ago(days=3), username="nina", action="update", resource_name="checkout",
+                      changes={"spec.paused": {"from": False, "to": True}, "reason": {"from": None, "to": "INC-7"}}),
+             AuditLog(id="a-2", timestamp=ago(hours=1), username="ci", action="update", resource_name="checkout",
+                      changes={"image": {"from": "1.9", "to": "2.0"}})]
+    world = World("checkout", "shop", NOW, 900, snap=Snapshot("shop", "checkout", "Deployment", workload, pods=pods),
+                  audit=audit)
+
+    [verdict_] = detect(world)
+    assert verdict_.service_ok and verdict_.severity == "warning"
+    assert verdict_.title == ("Deployment checkout is paused (spec.paused: true) since 2024-04-28 10:50 UTC (3 days ago) "
+                              "by nina (“INC-7”): the controller rolls out no change to its template; ci's update at "
+                              "09:50 UTC (1 h ago) has not rolled out; its pods still run 1.9, the template asks for 2.0")
+    assert verdict_.plans[0].title.startswith("Resume the rollout once the reason it was paused no longer holds: "
+                                              "`kubectl rollout resume deployment/checkout -n shop`")

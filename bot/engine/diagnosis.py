@@ -208,13 +208,21 @@ async def _controllers_stopped(ctx: Context, ev: Evidence) -> None:
 
 
 async def _since_paused(ctx: Context, target: Target, ev: Evidence) -> None:
-    """A suspended CronJob has done nothing since its last run, so who suspended it is older than the window: the
-    audit log is read back to that run (at most PAUSED_LOOKBACK)."""
-    cronjob = ev.snapshot.workload if ev.snapshot is not None and ev.snapshot.kind == "CronJob" else None
-    if cronjob is None or not (cronjob.get("spec") or {}).get("suspend") or ev.audit is None:
+    """A suspended CronJob has done nothing since its last run, and a paused Deployment has rolled out nothing since
+    it was paused, so who did it is older than the window: the audit log is read back to then (at most
+    PAUSED_LOOKBACK)."""
+    workload = ev.snapshot.workload if ev.snapshot is not None else None
+    if workload is None or ev.audit is None:
         return
-    status, created = cronjob.get("status") or {}, (cronjob.get("metadata") or {}).get("creationTimestamp")
-    last = when(status.get("lastScheduleTime") or created)
+    spec, status = workload.get("spec") or {}, workload.get("status") or {}
+    created = (workload.get("metadata") or {}).get("creationTimestamp")
+    if ev.snapshot.kind == "CronJob" and spec.get("suspend"):
+        last = when(status.get("lastScheduleTime") or created)
+    elif ev.snapshot.kind == "Deployment" and spec.get("paused"):
+        paused = next((c for c in status.get("conditions") or [] if c.get("reason") == "DeploymentPaused"), {})
+        last = when(paused.get("lastTransitionTime") or created)
+    else:
+        return
     back = min(PAUSED_LOOKBACK, ctx.now - last if last else PAUSED_LOOKBACK) + CORRELATION
     if back.total_seconds() <= ctx.window_seconds + CORRELATION.total_seconds():
         return

@@ -28,7 +28,7 @@ from bot.engine.text import (
     value_text,
 )
 from bot.engine.causes.base import World
-from tools.control_plane import Alert, AuditLog, Incident, Resource, mentions
+from tools.control_plane import Alert, AuditLog, Incident, Resource
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
 from tools.logs import LogLine, LogPattern, LogReport
 from tools.metrics import QueryResult, Signal
@@ -109,6 +109,7 @@ class Change:
     who: str | None = None
     rollout: bool = False
     cause: str = ""  # as the cause of a problem: "bob's update of cart at 10:31 UTC (replicas 6 → 2)"
+    entry: AuditLog | None = None  # the audit record it was read from
 
 
 @dataclass
@@ -737,7 +738,7 @@ def collect_changes(ev: Evidence, kube: KubeView | None) -> list[Change]:
             )
             continue
         resource = entry.resource_name or ev.service
-        if entry.resource_type and not mentions(ev.service, [entry.resource_name]):
+        if entry.resource_type and entry.resource_name not in (ev.service, ev.deployment):
             # a change next to the service says what it changed: "kim deleted rolebinding job-dispatcher-jobs"
             resource = f"{entry.resource_type.replace('_', ' ')} {resource}"
         changes.append(
@@ -749,6 +750,7 @@ def collect_changes(ev: Evidence, kube: KubeView | None) -> list[Change]:
                 who=who,
                 cause=f"{who}'s {entry.action} of {resource} at {clock(entry.timestamp)}"
                 + (f" ({detail})" if detail else ""),
+                entry=entry,
             )
         )
     return sorted(changes, key=lambda c: c.at, reverse=True)

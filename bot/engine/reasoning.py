@@ -7,6 +7,7 @@ returns, then has bot.engine.summary write the paragraph a person reads first.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,10 +33,12 @@ from bot.engine.findings import (
     pattern_text,
     scored,
     severity_of,
+    strip_prefix,
     signal_findings,
     signal_title,
     warn_level,
 )
+from tools.control_plane import mentions
 from bot.engine.text import (
     RISING,
     ago,
@@ -51,6 +54,7 @@ from bot.engine.text import (
 )
 from bot.engine import causes as catalogue
 from bot.engine.causes.base import Plan, Verdict
+from bot.engine.causes.change import CHANGE_SYMPTOMS, relation
 from bot.engine.intents import symptoms as reported_symptoms
 from tools.logs import LogPattern
 from tools.metrics import Signal
@@ -133,7 +137,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
             )
         )
 
-    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current)
+    preceding = _preceding(ev, changes, _trouble_start(ev, unhealthy, onset_signal))
+    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current, preceding)
     serving = _still_serving(ev, kube, signals)
     if serving is not None:  # a new revision that cannot start is a stuck rollout, not an outage
         for c in causes:
@@ -149,7 +154,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
         if cause is not None and item.tag and item.tag in _TAGS.get(cause.key, ()):
             item.weight += 10 * len(cause.sources)
 
-    ruled_out = _ruled_out(ev, kube, signals, unhealthy, cause, changes, onset_signal) if (cause or troubled) else []
+    ruled_out = _ruled_out(ev, kube, signals, unhealthy, cause, changes, onset_signal, preceding) \
+        if (cause or troubled) else []
     ruled_out = _verdict_ruled_out(cause, current, history) + ruled_out
     if ev.snapshot is not None and ev.snapshot.notes:
         items.append(scored("info", "kubernetes", "Not read: " + "; ".join(ev.snapshot.notes[:6]),
@@ -266,6 +272,7 @@ def _causes(
     correlated: Change | None,
     onset: Signal | None,
     verdicts: list[Verdict],
+    preceding: list[Preceding],
 ) -> list[Cause]:
     causes: list[Cause] = [
         Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects),
@@ -349,16 +356,40 @@ def _causes(
     if correlated is not None and not correlated.rollout and onset is not None \
             and not any(s and s in correlated.what for s in explained_changes):
         text, agrees = log_clause(correlated.at)
+        tied = next((p for p in preceding if p.change is correlated), None)
         causes.append(
             Cause(
                 "config_change",
                 correlated.cause,
-                [lower_first(signal_title(onset))] + ([text] if text else []),
+                [lower_first(signal_title(onset))] + ([text] if text else [])
+                + ([f"{correlated.what} concerns it: {tied.relation}"] if tied is not None else []),
                 {"control_plane", "metrics"} | ({"logs"} if agrees else set()),
                 severity_of(onset.health),
-                [Plan(f"Review {correlated.cause} and revert it if it was not meant to do this")],
+                [_change_plan(ev, tied) if tied is not None
+                 else Plan(f"Review {correlated.cause} and revert it if it was not meant to do this")],
             )
         )
+
+    # any other change that came shortly before the trouble, whatever its kind, when no rule read it for its cause: the
+    # leading suspect when nothing else explains the trouble, else said beside the cause
+    told = {c.text for c in causes}
+    fresh = [p for p in preceding if p.change.cause not in told and p.change is not correlated
+             and not any(s and s in p.change.what for s in explained_changes)]
+    if fresh:
+        first = fresh[0]
+        alone = not causes and worst is not None
+        gap = duration(first.before) if first.before >= timedelta(minutes=1) else "less than a minute"
+        clauses = [f"{first.change.what} at {clock(first.change.at)}, {gap} before the trouble began "
+                   f"({first.relation})"]
+        if first.line:
+            clauses.append(f"the logs then show “{short(first.line, 160)}”")
+        if alone and worst is not None:
+            clauses.append(lower_first(signal_title(worst)))
+        causes.append(Cause(
+            "config_change", first.change.cause, clauses,
+            {"control_plane"} | ({"logs"} if first.line else set()) | ({"metrics"} if worst is not None else set()),
+            severity_of(worst.health) if alone and worst is not None else "info", [_change_plan(ev, first)],
+            {first.change.entry.resource_name or ""} if first.change.entry else set()))
 
     cpu = signals.get("cpu_ratio")
     throttled = any(v.family == "cpu_throttling" for v in verdicts)  # the limit, not the load: scaling cannot help
@@ -399,6 +430,64 @@ def _causes(
     return causes
 
 
+@dataclass
+class Preceding:
+    """A control-plane change that came shortly before the trouble began, and how it concerns the service."""
+
+    change: Change
+    before: timedelta  # how long before the trouble began
+    relation: str  # "its pods read it through env DB_USER, DB_PASSWORD"
+    line: str | None  # a log line that names it, or that a change of its kind produces
+
+
+def _trouble_start(ev: Evidence, unhealthy: list[Signal], onset: Signal | None) -> datetime | None:
+    """When the trouble began: the first signal's onset inside the window, else the window's start when it was
+    already bad then; None when no signal is unhealthy."""
+    if onset is not None and onset.onset is not None:
+        return onset.onset
+    if already_bad(ev, unhealthy) is not None:
+        return ev.now - timedelta(seconds=ev.window_seconds)
+    return None
+
+
+def _preceding(ev: Evidence, changes: list[Change], start: datetime | None) -> list[Preceding]:
+    """The audit-log changes of any kind within CORRELATION before the trouble began, that concern the service,
+    those that log lines tie to first, then the nearest."""
+    if start is None:
+        return []
+    world = world_of(ev)
+    lines = world.log_lines()
+    out = []
+    for change in changes:
+        entry = change.entry
+        if entry is None or not (change.at - SKEW <= start and start - change.at <= CORRELATION):
+            continue
+        related = relation(world, entry, lines)
+        if related is None:
+            continue
+        symptom = CHANGE_SYMPTOMS.get(re.sub(r"[^a-z]", "", (entry.resource_type or "").lower()))
+        named = [line for _, line in lines if entry.resource_name and len(entry.resource_name) > 3
+                 and mentions(entry.resource_name, [line])]
+        produced = [line for _, line in lines if symptom is not None and symptom.search(line)]
+        line = next(iter(named + produced), None)
+        out.append(Preceding(change, max(timedelta(0), start - change.at), related,
+                             strip_prefix(line) if line else None))
+    return sorted(out, key=lambda p: (p.line is None, p.before))
+
+
+def _change_plan(ev: Evidence, preceding: Preceding) -> Plan:
+    """Restart when the pods read the changed object only when they start (a Secret or ConfigMap in env): they still
+    hold the old value. Otherwise review the change and revert it."""
+    entry, change = preceding.change.entry, preceding.change
+    how = preceding.relation.removeprefix("its pods read it through ")
+    if entry is not None and how.startswith(("env ", "envFrom")):
+        return Plan(f"Restart {ev.service} so that its pods read the new {entry.resource_type} {entry.resource_name}: "
+                    f"they take it through {how}, which is read only when a container starts, so they still hold the "
+                    "old value",
+                    Action(kind="restart", target=f"{ev.namespace}/{ev.deployment}"))
+    return Plan(f"Review {change.cause} and revert it if it was not meant to do this")
+
+
 def _still_serving(ev: Evidence, kube: KubeView | None, signals: dict[str, Signal]) -> str | None:
     """'the previous revision still serves all 3 replicas (4.2.0) and calls succeed' when the Deployment's earlier
     ReplicaSets keep every desired replica ready and its error rate (and latency, where read) are healthy: what
@@ -437,6 +526,7 @@ def _ruled_out(
     cause: Cause | None,
     changes: list[Change],
     onset: Signal | None,
+    preceding: list[Preceding],
 ) -> list[RuledOut]:
     out: list[RuledOut] = []
     key = cause.key if cause else None
@@ -470,7 +560,9 @@ def _ruled_out(
                 and len(kube.current_pods) >= kube.report.desired:
             out.append(RuledOut(cause="Quota", why=f"no FailedCreate events; all {kube.report.desired} pods "
                                                    "were created"))
-    if key not in ("bad_rollout", "config_change", "change") and (unhealthy or (kube and kube.failing)):
+    # never while a change came shortly before the trouble (`preceding`): that change is a suspect
+    if key not in ("bad_rollout", "config_change", "change") and (unhealthy or (kube and kube.failing)) \
+            and not preceding:
         rollout = next((c for c in changes if c.rollout), None)
         if kube is not None and kube.current is not None and kube.current.created_at is not None and not kube.fresh:
             why = f"the last rollout ({kube.revision_text()}) was {ago(kube.current.created_at, ev.now)}"

@@ -6,6 +6,7 @@ functions of the World: they never do I/O, so each is unit-tested on API objects
 """
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -244,6 +245,25 @@ def when(value: Any) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def set_true_by(world: World, obj: Obj, field: str) -> tuple[str, datetime | None, str]:
+    """(who, when, why) set spec.`field` true on `obj` (a CronJob's suspend, a Deployment's paused): the audit log's
+    change of it (recorded as `field` or `spec.field`), else the manager that owns it in managedFields; ('', None, '')
+    when neither says."""
+    for entry in sorted(world.audit, key=lambda a: a.timestamp, reverse=True):
+        changes = entry.changes or {}
+        change = changes.get(field) or changes.get(f"spec.{field}")
+        if entry.resource_name == name(obj) and isinstance(change, dict) and change.get("to") in (True, "true"):
+            reason = changes.get("reason")
+            why = reason.get("to") if isinstance(reason, dict) else None
+            return entry.username or entry.user_id or "someone", entry.timestamp, str(why or "")
+    owners = [m for m in meta(obj).get("managedFields") or []
+              if f'"f:{field}"' in json.dumps((m.get("fieldsV1") or {}).get("f:spec") or {})]
+    if owners:
+        latest = max(owners, key=lambda m: m.get("time") or "")
+        return f"field manager {latest.get('manager')}", when(latest.get("time")), ""
+    return "", None, ""
 
 
 def event_time(event: Obj) -> datetime | None:

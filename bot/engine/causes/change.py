@@ -25,6 +25,13 @@ from tools.control_plane import AuditLog, mentions
 AFTER = timedelta(minutes=10)
 SKEW = timedelta(seconds=60)
 
+# How a credential the pods hold no longer matching looks in their lines: after a Secret changes, these name no object.
+CREDENTIAL_FAILURE = re.compile(
+    r"(?i)password authentication failed|authentication failed|access denied for user|invalid (?:credentials|password|"
+    r"api[ _-]?key)|bad credentials|login failed|SASL authentication|\bunauthori[sz]ed\b")
+# resource_type → the lines a change of that kind produces even when they do not name the object
+CHANGE_SYMPTOMS: dict[str, re.Pattern[str]] = {"secret": CREDENTIAL_FAILURE}
+
 DSN_HOST = re.compile(r"\bhost=[`\"']?(?P<host>[A-Za-z][\w.-]*[A-Za-z0-9])")
 
 
@@ -107,19 +114,70 @@ def _names(entry: AuditLog, lines: Iterable[tuple[str, str]]) -> list[tuple[str,
     return [(where, line) for where, line in lines if entry.resource_name and mentions(entry.resource_name, [line])]
 
 
-def concerning(world: World, entries: Iterable[AuditLog]) -> list[AuditLog]:
-    """The changes that concern the service: to its own objects (by name), to an object of its namespace that governs
-    its pods (a NetworkPolicy, a RoleBinding), or to an object its log lines name (a feature flag)."""
-    lines = world.log_lines()
-    out = []
-    for entry in entries:
-        kind, namespace = _kind(entry), _namespace(entry)
-        own = mentions(world.service, [entry.resource_name])
-        near = kind is not None and kind.namespaced and namespace == world.namespace
-        named = entry.resource_name is not None and len(entry.resource_name) > 3 and bool(_names(entry, lines))
-        if own or near or named:
-            out.append(entry)
+def references(world: World) -> dict[str, str]:
+    """What the workload's pods take from other objects, by name: a Secret or ConfigMap read through env ('env
+    DB_PASSWORD') or mounted ('volume creds'), their ServiceAccount, their image pull secrets, the nodes they run on."""
+    spec = world.template()
+    out: dict[str, str] = {}
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        for variable in container.get("env") or []:
+            source = (variable.get("valueFrom") or {})
+            ref = source.get("secretKeyRef") or source.get("configMapKeyRef") or {}
+            if ref.get("name"):
+                seen = out.get(ref["name"], "")
+                out[ref["name"]] = f"{seen}, {variable.get('name')}" if seen.startswith("env ") else \
+                    seen or f"env {variable.get('name')}"
+        for source in container.get("envFrom") or []:
+            ref = source.get("secretRef") or source.get("configMapRef") or {}
+            if ref.get("name"):
+                out.setdefault(ref["name"], "envFrom")
+    for volume in spec.get("volumes") or []:
+        projected = [s.get("secret") or s.get("configMap") or {} for s in (volume.get("projected") or {}).get(
+            "sources") or []]
+        for ref in [volume.get("secret") or {}, volume.get("configMap") or {}, *projected]:
+            ref_name = ref.get("secretName") or ref.get("name")
+            if ref_name:
+                out.setdefault(ref_name, f"volume {volume.get('name')}")
+    if spec.get("serviceAccountName"):
+        out.setdefault(spec["serviceAccountName"], "service account")
+    for secret in spec.get("imagePullSecrets") or []:
+        out.setdefault(secret.get("name", ""), "image pull secret")
+    for pod in world.snap.pods if world.snap else []:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            out.setdefault(node, "node")
     return out
+
+
+def relation(world: World, entry: AuditLog, lines: list[tuple[str, str]] | None = None) -> str | None:
+    """How a change concerns the service, in words ('its pods read it through env DB_PASSWORD'), or None: to its own
+    objects (by name), to an object of its namespace that governs its pods (a NetworkPolicy, a RoleBinding), to an
+    object its pods take something from (a Secret, a ConfigMap, its ServiceAccount, their node), a change whose own
+    record names the service (a script run against its database), or to an object its log lines or its events name."""
+    target = entry.resource_name or ""
+    referenced = references(world).get(target) if target else None
+    if referenced == "node":
+        return "the node its pods run on"
+    if referenced is not None:
+        return f"its pods read it through {referenced}"
+    if mentions(world.service, [target]):
+        return "its own object"
+    kind = _kind(entry)
+    if kind is not None and kind.namespaced and _namespace(entry) == world.namespace:
+        return f"a {kind.words} of its namespace"
+    if mentions(world.service, [str(v) for v in (entry.changes or {}).values()]):
+        return "its record names " + world.service
+    if len(target) > 3 and _names(entry, world.log_lines() if lines is None else lines):
+        return "its logs name it"
+    if len(target) > 3 and any(mentions(target, [e.get("message")]) for e in world.events()):
+        return "its pods' events name it"
+    return None
+
+
+def concerning(world: World, entries: Iterable[AuditLog]) -> list[AuditLog]:
+    """The changes that concern the service (`relation`)."""
+    lines = world.log_lines()
+    return [entry for entry in entries if relation(world, entry, lines) is not None]
 
 
 def _onset(world: World) -> datetime | None:

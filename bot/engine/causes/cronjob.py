@@ -3,11 +3,10 @@ manager), a schedule the controller cannot parse, or a negative starting deadlin
 with concurrencyPolicy Forbid, a run that hangs and so blocks every later schedule (JobAlreadyActive)."""
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 
-from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, event_text, meta, name, short, when
+from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, event_text, meta, name, set_true_by, short, when
 from bot.engine.text import ago
 
 # Five cron fields (numbers, ranges, steps, lists, names of months and days, ?) or one of the @ macros.
@@ -20,23 +19,6 @@ HUNG = timedelta(hours=2)
 LOCK_WAIT = re.compile(r"(?i)waiting for (?:a |the )?lock|lock wait|waiting on (?:a |the )?lock|deadlock")
 # what holds it: 'blocked by pid 31877', 'held by session 42', 'locked by transaction 9'
 HOLDER = re.compile(r"(?i)(?:blocked|held|locked) by (?P<holder>(?:pid|process|session|transaction|backend) \d+)")
-
-
-def _suspended_by(world: World, cronjob: Obj) -> tuple[str, datetime | None, str]:
-    """(who, when, why) suspended it: the audit log's change of `suspend` to true, else the manager that owns
-    spec.suspend in managedFields; ('', None, '') when neither says."""
-    for entry in sorted(world.audit, key=lambda a: a.timestamp, reverse=True):
-        change = (entry.changes or {}).get("suspend")
-        if entry.resource_name == name(cronjob) and isinstance(change, dict) and change.get("to") in (True, "true"):
-            reason = (entry.changes.get("reason") or {}).get("to") if isinstance(entry.changes.get("reason"), dict) \
-                else None
-            return entry.username or entry.user_id or "someone", entry.timestamp, str(reason or "")
-    owners = [m for m in meta(cronjob).get("managedFields") or []
-              if '"f:suspend"' in json.dumps((m.get("fieldsV1") or {}).get("f:spec") or {})]
-    if owners:
-        latest = max(owners, key=lambda m: m.get("time") or "")
-        return f"field manager {latest.get('manager')}", when(latest.get("time")), ""
-    return "", None, ""
 
 
 def _last_run(world: World, cronjob: Obj) -> str:
@@ -59,7 +41,7 @@ def detect(world: World) -> list[Verdict]:
                 f", status.lastScheduleTime {(cronjob.get('status') or {}).get('lastScheduleTime') or 'none'}"]
     out = []
     if spec.get("suspend"):
-        who, at, why = _suspended_by(world, cronjob)
+        who, at, why = set_true_by(world, cronjob, "suspend")
         since = (f" since {at:%Y-%m-%d %H:%M} UTC ({ago(at, world.now)})" if at else "") + (f" by {who}" if who else "")
         because = f" (“{why}”)" if why else ""
         if who:
