@@ -112,8 +112,9 @@ def test_a_change_concerns_the_service_through_what_its_pods_read_or_run_on_and_
                         resource_name=name, changes={})
 
     entries = [change("configmap", "shop-flags"), change("node", "node-3"), change("serviceaccount", "checkout-sa"),
-               change("secret", "billing-db"), change("node", "node-7")]
-    assert [e.resource_name for e in concerning(world, entries)] == ["shop-flags", "node-3", "checkout-sa"]
+               change("secret", "billing-db"), change("node", "node-7"), change("priorityclass", "etl-critical")]
+    assert [e.resource_name for e in concerning(world, entries)] == ["shop-flags", "node-3", "checkout-sa",
+                                                                      "etl-critical"]
 
 
 def test_a_paused_deployment_says_who_paused_it_what_waits_and_to_resume() -> None:
@@ -140,3 +141,54 @@ def test_a_paused_deployment_says_who_paused_it_what_waits_and_to_resume() -> No
                               "09:50 UTC (1 h ago) has not rolled out; its pods still run 1.9, the template asks for 2.0")
     assert verdict_.plans[0].title.startswith("Resume the rollout once the reason it was paused no longer holds: "
                                               "`kubectl rollout resume deployment/checkout -n shop`")
+
+
+def test_any_warning_event_is_quoted_in_its_own_words_and_ranked_by_whether_it_touches_failing_pods() -> None:
+    from bot.engine.causes.base import World
+    from bot.engine.findings import event_findings
+    from tools.kubernetes import Snapshot
+
+    def pod_(name: str, node: str, ready: bool) -> dict[str, object]:
+        return {"metadata": {"name": name}, "spec": {"nodeName": node},
+                "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+    def event(reason: str, kind: str, name: str, message: str, count: int, kind_: str = "Warning") -> dict[str, object]:
+        return {"type": kind_, "reason": reason, "message": message, "count": count,
+                "involvedObject": {"kind": kind, "name": name},
+                "firstTimestamp": ago(minutes=20).isoformat(), "lastTimestamp": ago(minutes=1).isoformat()}
+
+    sandbox = 'failed to setup network for sandbox "' + "ab12" * 16 + '": failed to assign an IP address to container'
+    snap = Snapshot("shop", "checkout", "Deployment", {"metadata": {"name": "checkout"}, "spec": {}},
+                    pods=[pod_("checkout-a", "node-1", True), pod_("checkout-b", "node-2", False)],
+                    events=[event("FailedCreatePodSandBox", "Pod", "checkout-b", sandbox, 71),
+                            event("ImageGCFailed", "Node", "node-1", "only found 0 bytes eligible to free", 27),
+                            event("Preempted", "Pod", "checkout-gone", "Preempted by pod on node node-2", 1, "Normal"),
+                            event("BackOff", "Pod", "checkout-b", "Back-off restarting", 9),
+                            event("Scheduled", "Pod", "checkout-b", "assigned", 1, "Normal")])
+    found = {f.finding.title.split(" ×")[0]: f.finding for f in
+             event_findings(evidence(**quiet(snapshot=snap)), World("checkout", "shop", NOW, 900, snap=snap), "")}
+
+    assert set(found) == {"FailedCreatePodSandBox", "ImageGCFailed", "Preempted"}
+    assert found["FailedCreatePodSandBox"].severity == "warning"
+    assert found["FailedCreatePodSandBox"].title == (
+        "FailedCreatePodSandBox ×71 on pod checkout-b (first 10:30 UTC, last 10:49 UTC): failed to setup network for "
+        "sandbox \"…\": failed to assign an IP address to container")
+    assert found["Preempted"].severity == "warning"  # the pod it took is gone
+    assert found["ImageGCFailed"].severity == "info"  # node-1 runs only a ready pod
+
+
+def test_an_unknown_event_on_the_failing_pods_explains_errors_no_rule_knows() -> None:
+    from tools.kubernetes import Snapshot
+
+    snap = Snapshot("shop", "checkout", "Deployment", {"metadata": {"name": "checkout"}, "spec": {}},
+                    pods=[{"metadata": {"name": "checkout-b"}, "spec": {}, "status": {"conditions": []}}],
+                    events=[{"type": "Warning", "reason": "FailedCreatePodSandBox", "count": 5,
+                             "message": "failed to assign an IP address to container",
+                             "involvedObject": {"kind": "Pod", "name": "checkout-b"},
+                             "lastTimestamp": ago(minutes=1).isoformat()}])
+    d = diagnose(evidence(**quiet(
+        signals=healthy_signals(error_rate=signal("error_rate", 0.03, baseline=0.0, onset=ago(minutes=6))),
+        snapshot=snap)))
+    assert headline(d).startswith("checkout is degraded, most likely because of what Kubernetes reports on its failing "
+                                  "pods: FailedCreatePodSandBox ×5 on pod checkout-b")
+    assert d.plans[0].title.startswith("Fix what the FailedCreatePodSandBox events say (“failed to assign an IP address")

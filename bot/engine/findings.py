@@ -27,7 +27,7 @@ from bot.engine.text import (
     tags,
     value_text,
 )
-from bot.engine.causes.base import World
+from bot.engine.causes.base import World, event_time, when as _when
 from tools.control_plane import Alert, AuditLog, Incident, Resource
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
 from tools.logs import LogLine, LogPattern, LogReport
@@ -625,6 +625,74 @@ class KubeView:
 
     def nodes(self, pods: list[PodStatus]) -> set[str]:
         return {p.node for p in pods if p.node}
+
+
+# --- any other event, in its own words -------------------------------------------------------------
+# Reasons the findings above or the catalogue's rules read with their own words; every other Warning is quoted as is.
+READ_EVENTS = ECHO_EVENTS | {"FailedScheduling", "FailedCreate", "FailedMount", "FailedAttachVolume", "Evicted",
+                             "NodeNotReady"}
+# Normal events that still take a pod away from the service (the scheduler's or the taint manager's doing).
+TAKEN_AWAY = {"Preempted", "TaintManagerEviction"}
+_LONG_ID = re.compile(r"\b[0-9a-f]{32,}\b")  # a sandbox's or container's id: long, and says nothing to a person
+_UID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+
+
+def _named_pods(snap: Snapshot | None, message: str) -> str:
+    """The message with each pod UID it names replaced by that pod's namespace/name and priority class, when the
+    pod is among those read (the pods of the nodes involved)."""
+    if snap is None:
+        return message
+    pods = {(p.get("metadata") or {}).get("uid"): p for ps in snap.node_pods.values() for p in ps}
+
+    def named(match: re.Match[str]) -> str:
+        pod = pods.get(match.group(0))
+        if pod is None:
+            return match.group(0)
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        cls = f", priority class {spec['priorityClassName']}" if spec.get("priorityClassName") else ""
+        prio = f", priority {spec['priority']}" if spec.get("priority") is not None else ""
+        return f"{meta.get('namespace')}/{meta.get('name')}{cls}{prio}"
+    return _UID.sub(named, message)
+
+
+def event_findings(ev: Evidence, world: World, quoted: str) -> list[Scored]:
+    """Every other Warning event of the workload's objects (and the Normal ones that take a pod away), one finding per
+    reason with its object, count and first and last time; a warning when it touches a pod that is not ready (or gone)
+    or the node of one, else info. Reasons a rule already quotes (`quoted`, its evidence) are left to it."""
+    snap = world.snap
+    if snap is None:
+        return []
+    live = {(p.get("metadata") or {}).get("name"): p for p in snap.pods}
+    failing = {n for n, p in live.items() if not any(c.get("type") == "Ready" and c.get("status") == "True"
+                                                     for c in (p.get("status") or {}).get("conditions") or [])}
+    failing_nodes = {(live[n].get("spec") or {}).get("nodeName") for n in failing}
+    groups: dict[str, list[dict[str, object]]] = {}
+    for event in world.events():
+        reason = str(event.get("reason") or "")
+        if reason in READ_EVENTS or f"event {reason}" in quoted or (
+                event.get("type") != "Warning" and reason not in TAKEN_AWAY):
+            continue
+        groups.setdefault(reason, []).append(event)
+    out = []
+    for reason, events in groups.items():
+        objects = list(dict.fromkeys(((e.get("involvedObject") or {}).get("kind", ""),
+                                      (e.get("involvedObject") or {}).get("name", "")) for e in events))
+        touches = any((k == "Pod" and (n in failing or n not in live)) or (k == "Node" and n in failing_nodes)
+                      for k, n in objects)
+        count = sum(int(e.get("count") or 1) for e in events)  # type: ignore[call-overload]
+        firsts = [t for e in events for t in [_when(e.get("firstTimestamp")) or event_time(e)] if t]
+        lasts = [t for e in events for t in [event_time(e)] if t]
+        newest = events[0]
+        kind, name = objects[0]
+        more = f" and {plural(len(objects) - 1, 'other')}" if len(objects) > 1 else ""
+        span = f" (first {clock(min(firsts))}, last {clock(max(lasts))})" if firsts and lasts else ""
+        message = short(_LONG_ID.sub("…", _named_pods(snap, str(newest.get("message") or ""))), 220)
+        out.append(scored(
+            "warning" if touches else "info", "kubernetes",
+            f"{reason} ×{count} on {kind.lower()} {name}{more}{span}: {message}",
+            evidence="; ".join(f"{k.lower()} {ev.namespace}/{n}" for k, n in objects[:5]), value=count,
+            weight=3 if touches else 1, tag="events"))
+    return out
 
 
 # --- logs -----------------------------------------------------------------------------------------

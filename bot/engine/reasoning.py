@@ -25,6 +25,7 @@ from bot.engine.findings import (
     already_bad,
     asked_status_findings,
     change_findings,
+    event_findings,
     checked,
     collect_changes,
     first_onset,
@@ -60,7 +61,7 @@ from tools.logs import LogPattern
 from tools.metrics import Signal
 
 # Where the causes that are not catalogue families stand among the catalogue's ranks (lower: nearer the root).
-_RANK = {"bad_rollout": 0, "config_change": 3, "cpu_saturation": 70, "unexplained": 99} | catalogue.RANK
+_RANK = {"bad_rollout": 0, "config_change": 3, "cpu_saturation": 70, "kube_events": 90, "unexplained": 99} | catalogue.RANK
 
 
 
@@ -107,6 +108,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
     current = [v for v in verdicts if v.current]
     history = [v for v in verdicts if not v.current]
     items += [_verdict_finding(v) for v in verdicts]
+    events = event_findings(ev, world_of(ev), " ".join(e for v in verdicts for e in v.evidence)) \
+        if ev.snapshot is not None else []
+    items += events
     items += signal_findings(ev)
     if kube is not None:
         items += kube.findings()
@@ -138,7 +142,8 @@ def diagnose(ev: Evidence) -> Diagnosis:
         )
 
     preceding = _preceding(ev, changes, _trouble_start(ev, unhealthy, onset_signal))
-    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current, preceding)
+    causes = _causes(ev, kube, signals, unhealthy, patterns, changes, correlated, onset_signal, current, preceding,
+                     [e.finding for e in events if e.finding.severity == "warning"])
     serving = _still_serving(ev, kube, signals)
     if serving is not None:  # a new revision that cannot start is a stuck rollout, not an outage
         for c in causes:
@@ -273,6 +278,7 @@ def _causes(
     onset: Signal | None,
     verdicts: list[Verdict],
     preceding: list[Preceding],
+    events: list[Finding],
 ) -> list[Cause]:
     causes: list[Cause] = [
         Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects),
@@ -416,6 +422,15 @@ def _causes(
         causes.append(Cause("cpu_saturation", "CPU saturation", clauses, {"metrics"}, severity_of(cpu.health), plans))
 
     explained = {"error_rate", "latency_p99"} if any(c.key != "cpu_saturation" for c in causes) else set()
+    if unhealthy and not causes and events:
+        # no rule knows the reason, but Kubernetes says in its own words what happens to the pods that fail
+        reason, said = events[0].title.split(" ×")[0], events[0].title.split(": ", 1)[-1]
+        causes.append(Cause(
+            "kube_events", f"what Kubernetes reports on its failing pods: {events[0].title}",
+            [lower_first(signal_title(s)) for s in _call_signals(unhealthy)[:1]] + [f.title for f in events[1:3]],
+            {"kubernetes", "metrics"}, severity_of(worst.health) if worst else "warning",
+            [Plan(f"Fix what the {reason} events say (“{said}”); no rule of mine knows this reason, so check its "
+                  "message against the component that reports it")]))
     if unhealthy and not causes:
         causes.append(
             Cause(
@@ -472,7 +487,8 @@ def _preceding(ev: Evidence, changes: list[Change], start: datetime | None) -> l
         line = next(iter(named + produced), None)
         out.append(Preceding(change, max(timedelta(0), start - change.at), related,
                              strip_prefix(line) if line else None))
-    return sorted(out, key=lambda p: (p.line is None, p.before))
+    # what evidence ties to it first, then what the service's pods read or run on, then the nearest
+    return sorted(out, key=lambda p: (p.line is None, "cluster-wide" in p.relation, p.before))
 
 
 def _change_plan(ev: Evidence, preceding: Preceding) -> Plan:

@@ -29,6 +29,12 @@ SKEW = timedelta(seconds=60)
 CREDENTIAL_FAILURE = re.compile(
     r"(?i)password authentication failed|authentication failed|access denied for user|invalid (?:credentials|password|"
     r"api[ _-]?key)|bad credentials|login failed|SASL authentication|\bunauthori[sz]ed\b")
+# Kinds of object that are not in any namespace and act on every pod (resource_type, as the audit log writes it, lower
+# case without separators → how it is named in a sentence): a change to one concerns every service.
+CLUSTER_WIDE = {"priorityclass": "PriorityClass", "storageclass": "StorageClass", "clusterrole": "ClusterRole",
+                "mutatingwebhookconfiguration": "MutatingWebhookConfiguration",
+                "validatingwebhookconfiguration": "ValidatingWebhookConfiguration",
+                "customresourcedefinition": "CustomResourceDefinition", "runtimeclass": "RuntimeClass"}
 # resource_type → the lines a change of that kind produces even when they do not name the object
 CHANGE_SYMPTOMS: dict[str, re.Pattern[str]] = {"secret": CREDENTIAL_FAILURE}
 
@@ -171,6 +177,9 @@ def relation(world: World, entry: AuditLog, lines: list[tuple[str, str]] | None 
         return "its logs name it"
     if len(target) > 3 and any(mentions(target, [e.get("message")]) for e in world.events()):
         return "its pods' events name it"
+    cluster_wide = CLUSTER_WIDE.get(re.sub(r"[^a-z]", "", (entry.resource_type or "").lower()))
+    if cluster_wide is not None:
+        return f"a cluster-wide {cluster_wide}, which every workload is subject to"
     return None
 
 
