@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from contextlib import AbstractContextManager
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -114,6 +115,9 @@ class Runtime:
     @property
     def ready(self) -> bool:
         return self.dispatcher.ready
+
+    def taking(self) -> AbstractContextManager[None]:
+        return database_deadline(self.settings.db_deadline)
 
     async def claim(self, platform: str, *event_ids: str) -> bool:
         with database_deadline(self.settings.db_deadline):

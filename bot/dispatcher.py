@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import secrets
@@ -68,7 +69,8 @@ class Dispatcher:
 
     Admission: at most `max_concurrency` requests run; up to `max_queued` more wait in this process's
     own queue (each told its place in line); past that a request is told at once that the bot is
-    overloaded. Every database step of a request retries with backoff within `db_deadline`."""
+    overloaded. Every database step of a request retries with backoff within `db_deadline`, the steps
+    that take it within the one its intake opened (Core.taking)."""
 
     def __init__(
         self,
@@ -255,7 +257,10 @@ class Dispatcher:
         queue.append(job)
         QUEUE_DEPTH.inc()
         if request.key not in self._workers:
-            self._workers[request.key] = asyncio.create_task(self._work(request.key), name=f"thread-{request.key}")
+            # in a context of its own: the worker outlives this request, whose intake deadline (Core.taking) it
+            # must not inherit for the requests after it
+            self._workers[request.key] = asyncio.create_task(self._work(request.key), name=f"thread-{request.key}",
+                                                             context=contextvars.Context())
         return request.request_id
 
     def pending(self) -> int:

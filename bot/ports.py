@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -167,6 +168,10 @@ class Core(Protocol):
     ) -> Decision:
         """Approve or reject on behalf of `user` (an Actor: who, where, how; or a user id on `platform`), by
         the one decision path (policy, four eyes, once)."""
+
+    def taking(self) -> AbstractContextManager[None]:
+        """Around one incoming message's intake: its database steps (claim, session, the turn recorded when it is
+        submitted) share one deadline, so a slow database costs a person one wait, not one per step."""
 
     async def claim(self, platform: str, *event_ids: str) -> bool:
         """True for the first delivery of a platform event (on any replica); False for a repeat.

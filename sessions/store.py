@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import secrets
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -73,8 +74,11 @@ _CONNECTED: ContextVar[list[bool] | None] = ContextVar("srebot_sqlite_connected"
 
 @contextmanager
 def database_deadline(seconds: float) -> Iterator[None]:
-    """Give every database step inside (in this task, and in tasks it starts) one shared deadline."""
-    token = _DEADLINE.set(time.monotonic() + seconds)
+    """Give every database step inside (in this task, and in tasks it starts) one shared deadline. Inside an
+    earlier deadline the earlier one holds: a request's steps (its claim, its session, its turn) share the
+    deadline its intake opened, however many of them there are."""
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(min(time.monotonic() + seconds, outer if outer is not None else math.inf))
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from bot.answer import Answer
 from bot.dispatcher import Dispatcher
 from bot.ports import Request
 from sessions.db import PoolSettings
-from sessions.store import ACTIVE_TURN, Conversation, ConversationKey, Store
+from sessions.store import ACTIVE_TURN, Conversation, ConversationKey, Store, database_deadline
 from tests.conftest import pg_database
 from tests.fakes.serve import REPO, ServeProcess, answers, wait_for_thread
 from tests.fakes.slack import SlackFake
@@ -162,6 +162,33 @@ async def test_a_failing_final_update_does_not_end_the_threads_queue(sqlite_stor
         assert await sqlite_store.active_turns() == []
     finally:
         await dispatcher.shutdown()
+
+
+async def test_a_requests_database_steps_share_the_deadline_its_intake_opened(pg_url: str) -> None:
+    """A person waits one database deadline, not one per step: what the intake spent (its claim) is gone
+    for recording the turn. The thread's later requests are not bound by an earlier one's deadline."""
+    store = Store(pg_url)
+    await store.upgrade()
+    real_record = store.record_turn
+
+    async def slow_record(*args: Any, **values: Any) -> Any:
+        await asyncio.sleep(0.6)  # the database is slow to take the turn
+        return await real_record(*args, **values)
+
+    store.record_turn = slow_record  # type: ignore[method-assign]
+    dispatcher = Dispatcher(store, ScriptedEngine(), db_deadline=30.0)
+    await dispatcher.start()
+    try:
+        first, second = RecordingPort(), RecordingPort()
+        with database_deadline(0.5):  # as Core.taking() around an intake, its claim already done
+            dispatcher.submit(Request(key("same"), "u", "logs checkout", first))
+        dispatcher.submit(Request(key("same"), "u", "logs catalog", second))
+        await dispatcher.wait_idle()
+        assert outcome(first) == "told-failed"
+        assert outcome(second) == "answered"
+    finally:
+        await dispatcher.shutdown()
+        await store.close()
 
 
 # --- one order per thread across replicas -----------------------------------------------------------

@@ -225,6 +225,10 @@ class SlackIntake:
             if not incoming.follow_up:
                 await self._reply(incoming, NOT_READY)
             return
+        with self.core.taking():  # one database deadline for the claim, the thread lookup and recording the turn
+            await self._claim_and_submit(incoming)
+
+    async def _claim_and_submit(self, incoming: Incoming) -> None:
         ours = not incoming.follow_up
         try:
             if incoming.follow_up:

@@ -161,15 +161,26 @@ class TeamsBot(ActivityHandler):
             if addressed:
                 await turn_context.send_activity(mention_reply(activity, NOT_READY))
             return
+        with self.core.taking():  # one database deadline for the claim, the thread lookup and recording the turn
+            port = await self._take(turn_context, key, kind, mentioned, reference)
+        if port is not None:
+            await port.hold_turn(self.ack_wait)
+
+    async def _take(
+        self, turn_context: TurnContext, key: ConversationKey, kind: str, mentioned: bool, reference: dict[str, Any]
+    ) -> TeamsPort | None:
+        """Claim the activity and submit its request; its port, or None when it is not taken (told why if ours)."""
+        activity = turn_context.activity
+        addressed = mentioned or kind == "personal"
         ours = addressed
         try:
             session_id = await self.core.session_of(key)
             ours = addressed or session_id is not None
             if not mentioned and (kind == "groupchat" or (kind == "channel" and session_id is None)):
                 EVENTS_DROPPED.labels(PLATFORM, "not_addressed").inc()
-                return
+                return None
             if not await self._first_delivery(activity):
-                return
+                return None
             if session_id is not None and not self.auth.local:
                 # an authenticated activity whose serviceUrl matched its token: the conversation may have moved
                 await self.core.remember_reference(session_id, reference)
@@ -178,7 +189,7 @@ class TeamsBot(ActivityHandler):
             EVENTS_DROPPED.labels(PLATFORM, "database").inc()
             if ours:  # a follow-up gets the same reply as a mention, once it is known to be in our thread
                 await turn_context.send_activity(mention_reply(activity, database_trouble("take this request", exc)))
-            return
+            return None
         text = strip_bot_mention(activity) or "help"
         port = self.port(reference, turn_context, personal=kind == "personal")
         standing = await self.organisation.standing(turn_context)
@@ -188,9 +199,9 @@ class TeamsBot(ActivityHandler):
         if refusal is not None:
             EVENTS_DROPPED.labels(PLATFORM, "refused").inc()
             await port.tell_privately(refusal)
-            return
+            return None
         self.core.submit(request)
-        await port.hold_turn(self.ack_wait)
+        return port
 
     async def _first_delivery(self, activity: Activity) -> bool:
         """False for a repeated delivery of one activity id (on any replica, across restarts)."""
