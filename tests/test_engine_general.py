@@ -192,3 +192,44 @@ def test_an_unknown_event_on_the_failing_pods_explains_errors_no_rule_knows() ->
     assert headline(d).startswith("checkout is degraded, most likely because of what Kubernetes reports on its failing "
                                   "pods: FailedCreatePodSandBox ×5 on pod checkout-b")
     assert d.plans[0].title.startswith("Fix what the FailedCreatePodSandBox events say (“failed to assign an IP address")
+
+
+def test_a_pod_stuck_terminating_on_a_lost_node_is_no_rollout_leftover_and_says_what_it_holds() -> None:
+    from bot.engine.findings import KubeView
+    from tools.kubernetes import Snapshot
+
+    node = {"metadata": {"name": "node-2"}, "status": {"conditions": [
+        {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "lastTransitionTime": ago(minutes=26).isoformat(),
+         "message": "Kubelet stopped posting node status."}]}}
+    old = {"metadata": {"name": "checkout-rs6-old"}, "spec": {"nodeName": "node-2", "volumes": [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "checkout-data"}}]}}
+    snap = Snapshot("shop", "checkout", "Deployment", {"metadata": {"name": "checkout"}}, pods=[old],
+                    objects={"nodes": [node]})
+    pods = [pod("checkout-rs7-1", 7), pod("checkout-rs6-old", 6, terminating=True, node="node-2")]
+    view = KubeView(evidence(report=report(pods, revision(7, "v2", ago(days=1)), revision(6, "v1", ago(days=3)),
+                                           desired=1), snapshot=snap))
+
+    assert not any("as expected in a rollout" in text for text in view.old_news())
+    [stuck] = [s.finding for s in view.stranded()]
+    assert stuck.severity == "warning"
+    assert stuck.title.startswith(
+        "Pod checkout-rs6-old is stuck terminating on node node-2, which is Unknown since 10:24 UTC (NodeStatusUnknown: "
+        "Kubelet stopped posting node status.): no kubelet there can end it; it still holds volume claim checkout-data")
+    assert "taint the node node.kubernetes.io/out-of-service=nodeshutdown:NoExecute" in stuck.title
+
+
+def test_a_script_run_on_what_the_service_consumes_before_its_alert_fired_is_the_suspect() -> None:
+    from tools.control_plane import AuditLog
+
+    run = AuditLog(id="a-3", timestamp=ago(minutes=40), username="leo", action="execute", resource_type="script",
+                   resource_name="produce-test-event", changes={"topic": {"from": None, "to": "order-events"}})
+    lag = Alert(id="al-2", name="ConsumerLagHigh", severity="P2", status="firing", resource_name="checkout",
+                message="lag on order-events partition 3 above 5000", fired_at=ago(minutes=25))
+    d = diagnose(evidence(**quiet(audit=[run], alerts=[lag])))
+
+    assert verdict(d) == "degraded"
+    assert headline(d).startswith("checkout is degraded, most likely because of leo's execute of script "
+                                  "produce-test-event at 10:10 UTC")
+    assert "15 min before the trouble began (it acted on order-events, which its logs or alerts name)" in headline(d)
+    assert "alert ConsumerLagHigh firing since 10:25 UTC" in headline(d)
+    assert d.plans[0].title.startswith("Check what leo's execute of script produce-test-event at 10:10 UTC")

@@ -526,6 +526,7 @@ class KubeView:
                 )
             )
         out += self._event_findings()
+        out += self.stranded()
         out += self.serving_old()
         out += [
             scored("info", "kubernetes", f"Old news: {text}; not the cause", evidence=evidence, tag="old")
@@ -583,6 +584,8 @@ class KubeView:
         out = []
         for pod in self.leaving:
             revision = f"revision {pod.revision}" if pod.revision is not None else "an earlier revision"
+            if pod.terminating and pod.node in self.lost_nodes():
+                continue  # not a rollout's leftover: it cannot end while its node is gone (findings() says so)
             if pod.terminating:
                 out.append((f"pod {pod.name} of {revision} is terminating, as expected in a rollout",
                             f"pod {self.report.namespace}/{pod.name}"))
@@ -596,6 +599,39 @@ class KubeView:
                     f"pod {self.report.namespace}/{pod.name}",
                 )
             )
+        return out
+
+    def lost_nodes(self) -> dict[str, str]:
+        """Nodes whose Ready condition is not True, with since when and why: 'Unknown since 19:04 UTC
+        (NodeStatusUnknown: Kubelet stopped posting node status.)'."""
+        out = {}
+        for node in self.ev.snapshot.items("nodes") if self.ev.snapshot else []:
+            ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+            if ready is not None and ready.get("status") != "True":
+                since = _when(ready.get("lastTransitionTime"))
+                out[(node.get("metadata") or {}).get("name", "")] = (
+                    f"{ready.get('status')}" + (f" since {clock(since)}" if since else "")
+                    + (f" ({ready.get('reason')}: {short(ready.get('message') or '', 100)})" if ready.get("reason") else ""))
+        return out
+
+    def stranded(self) -> list[Scored]:
+        """Pods being deleted on a node that is not Ready: the kubelet that would end them is gone, so they stay, and
+        what they hold (a ReadWriteOnce volume's attachment) stays with them."""
+        lost = self.lost_nodes()
+        out = []
+        for pod in (p for p in self.report.pods if p.terminating and p.node in lost):
+            raw = next((p for p in self.ev.snapshot.pods if (p.get("metadata") or {}).get("name") == pod.name), {}) \
+                if self.ev.snapshot else {}
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in (raw.get("spec") or {}).get("volumes") or []
+                      if (v.get("persistentVolumeClaim") or {}).get("claimName")]
+            held = f"; it still holds volume claim {join(claims)}, whose volume stays attached to {pod.node}" \
+                if claims else ""
+            out.append(scored(
+                "warning", "kubernetes",
+                f"Pod {pod.name} is stuck terminating on node {pod.node}, which is {lost[pod.node]}: no kubelet there "
+                f"can end it{held}. Once {pod.node} is known to be down, force-delete the pod or taint the node "
+                "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute so its volumes detach",
+                evidence=f"pod {self.report.namespace}/{pod.name} on {pod.node}", weight=3, tag="events"))
         return out
 
     def serving_old(self) -> list[Scored]:
@@ -666,10 +702,11 @@ def event_findings(ev: Evidence, world: World, quoted: str) -> list[Scored]:
     failing = {n for n, p in live.items() if not any(c.get("type") == "Ready" and c.get("status") == "True"
                                                      for c in (p.get("status") or {}).get("conditions") or [])}
     failing_nodes = {(live[n].get("spec") or {}).get("nodeName") for n in failing}
+    reported = {e.reason for e in ev.report.events} if ev.report is not None else set()
     groups: dict[str, list[dict[str, object]]] = {}
     for event in world.events():
         reason = str(event.get("reason") or "")
-        if reason in READ_EVENTS or f"event {reason}" in quoted or (
+        if reason in ECHO_EVENTS or (reason in READ_EVENTS and reason in reported) or f"event {reason}" in quoted or (
                 event.get("type") != "Warning" and reason not in TAKEN_AWAY):
             continue
         groups.setdefault(reason, []).append(event)

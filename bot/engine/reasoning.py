@@ -30,6 +30,7 @@ from bot.engine.findings import (
     collect_changes,
     first_onset,
     incident_findings,
+    is_new,
     log_findings,
     pattern_text,
     scored,
@@ -383,7 +384,7 @@ def _causes(
              and not any(s and s in p.change.what for s in explained_changes)]
     if fresh:
         first = fresh[0]
-        alone = not causes and worst is not None
+        alone = not causes
         gap = duration(first.before) if first.before >= timedelta(minutes=1) else "less than a minute"
         clauses = [f"{first.change.what} at {clock(first.change.at)}, {gap} before the trouble began "
                    f"({first.relation})"]
@@ -391,10 +392,14 @@ def _causes(
             clauses.append(f"the logs then show “{short(first.line, 160)}”")
         if alone and worst is not None:
             clauses.append(lower_first(signal_title(worst)))
+        elif alone:  # no signal shows the trouble: the alert that does
+            clauses += [f"alert {a.name} firing since {clock(a.fired_at)}: {short(a.message or '', 140)}"
+                        for a in ev.alerts[:1] if a.fired_at is not None]
         causes.append(Cause(
             "config_change", first.change.cause, clauses,
             {"control_plane"} | ({"logs"} if first.line else set()) | ({"metrics"} if worst is not None else set()),
-            severity_of(worst.health) if alone and worst is not None else "info", [_change_plan(ev, first)],
+            (severity_of(worst.health) if worst is not None else "warning") if alone else "info",
+            [_change_plan(ev, first)],
             {first.change.entry.resource_name or ""} if first.change.entry else set()))
 
     cpu = signals.get("cpu_ratio")
@@ -462,7 +467,10 @@ def _trouble_start(ev: Evidence, unhealthy: list[Signal], onset: Signal | None) 
         return onset.onset
     if already_bad(ev, unhealthy) is not None:
         return ev.now - timedelta(seconds=ev.window_seconds)
-    return None
+    # no signal shows it (a consumer has no HTTP traffic): a firing alert on it, or an error pattern new in the window
+    marks = [a.fired_at for a in ev.alerts if a.fired_at is not None]
+    marks += [p.first_seen for p in (ev.logs.patterns if ev.logs else []) if is_new(ev, p)]
+    return min(marks, default=None)
 
 
 def _preceding(ev: Evidence, changes: list[Change], start: datetime | None) -> list[Preceding]:
@@ -501,6 +509,9 @@ def _change_plan(ev: Evidence, preceding: Preceding) -> Plan:
                     f"they take it through {how}, which is read only when a container starts, so they still hold the "
                     "old value",
                     Action(kind="restart", target=f"{ev.namespace}/{ev.deployment}"))
+    if entry is not None and entry.action == "execute":  # a run cannot be reverted; what it did can
+        return Plan(f"Check what {change.cause} did and undo its effect (what it wrote or changed) if that is what the "
+                    "service cannot cope with")
     return Plan(f"Review {change.cause} and revert it if it was not meant to do this")
 
 

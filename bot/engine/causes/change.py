@@ -38,6 +38,9 @@ CLUSTER_WIDE = {"priorityclass": "PriorityClass", "storageclass": "StorageClass"
 # resource_type → the lines a change of that kind produces even when they do not name the object
 CHANGE_SYMPTOMS: dict[str, re.Pattern[str]] = {"secret": CREDENTIAL_FAILURE}
 
+# An object's name in a record's values: lower-case words joined by - . or _ ("order-events", "inventory-db").
+_IDENTIFIER = re.compile(r"\b[a-z][a-z0-9]*(?:[-._][a-z0-9]+)+\b")
+
 DSN_HOST = re.compile(r"\bhost=[`\"']?(?P<host>[A-Za-z][\w.-]*[A-Za-z0-9])")
 
 
@@ -173,8 +176,16 @@ def relation(world: World, entry: AuditLog, lines: list[tuple[str, str]] | None 
         return f"a {kind.words} of its namespace"
     if mentions(world.service, [str(v) for v in (entry.changes or {}).values()]):
         return "its record names " + world.service
-    if len(target) > 3 and _names(entry, world.log_lines() if lines is None else lines):
+    lines = world.log_lines() if lines is None else lines
+    if len(target) > 3 and _names(entry, lines):
         return "its logs name it"
+    # what the record acted on (a topic, a table, a bucket), when the service's logs or alerts name it too
+    said = [line for _, line in lines] + [a.message or "" for a in world.alerts]
+    acted_on = {w for v in (entry.changes or {}).values() if isinstance(v, dict)
+                for w in _IDENTIFIER.findall(str(v.get("to") or ""))}
+    shared = sorted(w for w in acted_on if mentions(w, said))
+    if shared:
+        return f"it acted on {shared[0]}, which its logs or alerts name"
     if len(target) > 3 and any(mentions(target, [e.get("message")]) for e in world.events()):
         return "its pods' events name it"
     cluster_wide = CLUSTER_WIDE.get(re.sub(r"[^a-z]", "", (entry.resource_type or "").lower()))
