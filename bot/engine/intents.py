@@ -224,8 +224,15 @@ _SYMPTOM = _rule(
     r"|\b(?:did ?n.t|does ?n.t|won.t) (?:go out|roll|deploy|update)")
 
 
+# A yes/no question asks whether there is a symptom ("is checkout down?", "any errors?"); it reports none.
+_ASKING = _rule(r"^\W*(?:is|are|any|do|does|did|has|have|was|were|can|could)\b")
+
+
 def symptoms(text: str) -> list[str]:
-    """The symptoms a message reports, as written and in order ('401', 'errors'); none for 'is checkout ok?'."""
+    """The symptoms a message reports, as written and in order ('401', 'errors'); none for 'is checkout ok?' or
+    'is checkout down?', which ask rather than report."""
+    if _ASKING.match(re.sub(r"^\s*@[\w.-]+[:,]?", "", _TEAMS_MENTION.sub("", _SLACK_MENTION.sub("", text)))):
+        return []
     out: list[str] = []
     for match in _SYMPTOM.finditer(text):
         word = match.group(0).lower()
