@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
 
 from sqlalchemy import event
@@ -27,6 +29,42 @@ class PoolSettings:
     @property
     def connections(self) -> int:
         return self.size + self.overflow
+
+
+class Places:
+    """The places in front of a pool's connections: a transaction takes one first, so it waits here, in
+    order, never in (nor times out of) the pool. Work `ahead` (a turn's start and finish, which free a
+    request's slot and answer a person) is given the next free place before new work (recording a
+    request), which can wait: under a backlog of records, answers would otherwise wait behind all of it."""
+
+    def __init__(self, count: int):
+        self._free = count
+        self._waiting: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    async def acquire(self, *, ahead: bool = False) -> None:
+        if self._free > 0 and not any(self._waiting):
+            self._free -= 1
+            return
+        line = self._waiting[0 if ahead else 1]
+        place = asyncio.get_running_loop().create_future()
+        line.append(place)
+        try:
+            await place
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled():
+                self.release()  # given a place as it was cancelled: the next in line has it
+            elif place in line:  # (a release may have passed over it already)
+                line.remove(place)
+            raise
+
+    def release(self) -> None:
+        for line in self._waiting:
+            while line:
+                place = line.popleft()
+                if not place.done():
+                    place.set_result(None)
+                    return
+        self._free += 1
 
 
 def async_url(url: str) -> str:

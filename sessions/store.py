@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.sql.elements import ColumnElement
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
-from sessions.db import PoolSettings, async_url, is_sqlite, make_engine, make_lease_engine
+from sessions.db import Places, PoolSettings, async_url, is_sqlite, make_engine, make_lease_engine
 from sessions.models import (
     ApprovalRow,
     AuditRow,
@@ -504,8 +504,8 @@ class Store:
             self.url, PoolSettings(size=1, overflow=1, wait=pool.wait)
         ).execution_options(isolation_level="AUTOCOMMIT")
         # A transaction first takes one of these, so it never waits in (nor times out of) the pool:
-        # it waits here, in order, for as long as its deadline allows.
-        self._gate = asyncio.Semaphore(pool.connections)
+        # it waits here, in order (a turn's start and finish ahead of new records), as long as its deadline allows.
+        self._gate = Places(pool.connections)
         self._finishing: set[asyncio.Task[Any]] = set()  # SQLite steps ending after a cancel
         # thread -> session id never changes once created, so caching it is safe across replicas
         self._thread_cache: TTLCache[ConversationKey, str] = TTLCache(maxsize=cache_size, ttl=cache_ttl)
@@ -535,11 +535,12 @@ class Store:
             yield db
 
     @asynccontextmanager
-    async def _transaction(self, *, one_statement: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, *, one_statement: bool = False, ahead: bool = False) -> AsyncIterator[AsyncConnection]:
         """`_begin` without the ORM session, for the statements of `_Hot`; for `one_statement`, in autocommit
         (the statement is its own transaction): BEGIN and COMMIT would only add round trips, each of which
-        holds a place of the pool for as long as the event loop takes to come back to it."""
-        async with self._gated(), (self._autocommit.connect() if one_statement else self.engine.begin()) as conn:
+        holds a place of the pool for as long as the event loop takes to come back to it. `ahead`: for a
+        turn that holds a request's slot (see `Places`)."""
+        async with self._gated(ahead=ahead), (self._autocommit.connect() if one_statement else self.engine.begin()) as conn:
             yield conn
 
     @asynccontextmanager
@@ -548,13 +549,13 @@ class Store:
             yield db
 
     @asynccontextmanager
-    async def _gated(self) -> AsyncIterator[None]:
+    async def _gated(self, *, ahead: bool = False) -> AsyncIterator[None]:
         """A place at the gate, waited for until the step's deadline; past it the step failed as one that
         waited for the pool does (the person reads that all the database's connections were busy)."""
         deadline = _DEADLINE.get()
         try:
             async with asyncio.timeout(None if deadline is None else max(0.0, deadline - time.monotonic())):
-                await self._gate.acquire()
+                await self._gate.acquire(ahead=ahead)
         except TimeoutError as exc:
             raise self._all_busy() from exc
         try:
@@ -800,7 +801,7 @@ class Store:
         """Mark a turn running here, unless it is no longer active or (given `instance_id`) an earlier
         turn of its thread is still active on another replica: a thread's turns run one at a time, in
         the order they were recorded, whichever replica took them."""
-        async with self._transaction() as conn:
+        async with self._transaction(ahead=True) as conn:
             if instance_id is not None and self._postgres:  # recording and starting do not interleave
                 await conn.execute(self._hot.lock_turn, {"ns": THREAD_LOCK, "turn_id": turn_id})
             return await self._start_in(conn, turn_id, instance_id, placeholder)
@@ -866,7 +867,7 @@ class Store:
         if elapsed_ms is not None:
             values["elapsed_ms"] = elapsed_ms
         remember = remember_service and bool(service)
-        async with self._transaction(one_statement=not remember) as conn:
+        async with self._transaction(one_statement=not remember, ahead=True) as conn:
             if (await conn.execute(self._hot.finish, values)).rowcount != 1:
                 return False
             if remember:

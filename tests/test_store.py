@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sessions.db import Places
 from sessions.store import ConversationKey, Origin, Proposal, Store
 
 
@@ -131,3 +132,28 @@ async def test_a_turn_recorded_and_started_at_once_waits_for_another_replicas_ea
     again = await store.record_turn(key, None, "req_b", "logs checkout", "U2", "replica-b", start=True)
     assert (again.session_id, again.turn_id) == (second.session_id, second.turn_id)
     assert again.start is not None and again.start.conversation is not None
+
+
+async def test_a_turns_finish_takes_the_next_place_ahead_of_waiting_records() -> None:
+    """Under a backlog, finishing a turn (which answers a person and frees a slot) goes before recording
+    new requests, which can wait; among equals, places go in order, and a waiter that gives up keeps none."""
+    places = Places(1)
+    order: list[str] = []
+
+    async def use(name: str, ahead: bool = False) -> None:
+        await places.acquire(ahead=ahead)
+        order.append(name)
+        await asyncio.sleep(0)
+        places.release()
+
+    await places.acquire()
+    waiting = [asyncio.create_task(use("record 1")), asyncio.create_task(use("record 2"))]
+    gives_up = asyncio.create_task(use("finish that gave up", ahead=True))
+    waiting.append(asyncio.create_task(use("finish", ahead=True)))
+    await asyncio.sleep(0)
+    gives_up.cancel()
+    places.release()
+    await asyncio.gather(*waiting)
+    assert order == ["finish", "record 1", "record 2"]
+    async with asyncio.timeout(1):  # every place came back
+        await places.acquire()
