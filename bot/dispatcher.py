@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import re
@@ -31,6 +32,7 @@ EVENT_MEMORY = timedelta(days=1)  # how long delivered platform event ids are ke
 CANCEL = re.compile(r"^\s*(cancel|stop|abort)\s*[.!]?\s*$", re.I)
 STATUS = re.compile(r"^\s*status\s*\??\s*$", re.I)
 RESTARTING = "I'm restarting and not taking new work; ask again in a moment."
+PLACEHOLDERS_FIRST = 0.5  # seconds a request's recording waits at most for the placeholders being posted beside it
 
 
 def database_failure(what: str, exc: BaseException, request: Request) -> Answer:
@@ -109,6 +111,9 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         # final turn updates the database could not take yet: turn id -> values, retried on each sweep
         self._unsettled: dict[int, dict[str, Any]] = {}
+        self._posting = 0  # placeholders being posted
+        self._posted = asyncio.Event()
+        self._posted.set()
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -283,7 +288,19 @@ class Dispatcher:
             note += f" (queued behind {ahead} earlier request{'s' if ahead > 1 else ''} in this thread)"
         elif in_line > 0:
             note += f" (I'm busy: you are number {in_line} in line)"
-        await request.port.progress(note)
+        self._posting += 1
+        self._posted.clear()
+        try:
+            await request.port.progress(note)
+        finally:
+            self._posting -= 1
+            if not self._posting:
+                self._posted.set()
+        # A burst's last placeholders would wait behind the first ones' database work on this one thread:
+        # recording waits (a little) until the placeholders being posted beside it are out.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PLACEHOLDERS_FIRST):
+                await self._posted.wait()
         with database_deadline(self.db_deadline):
             # the session (on a thread's first request) and the turn in one transaction; when nothing here is
             # ahead of it (first in its thread, and a slot free for every request waiting) it starts in it too

@@ -268,3 +268,59 @@ async def test_turns_left_running_by_a_crash_are_reported_at_start(db_url: str) 
     finally:
         await dispatcher.shutdown()
         await restarted.close()
+
+
+class SlowPlaceholderPort(RecordingPort):
+    """A port whose placeholder is out only once `posted` is set (Slack slow to take it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posted = asyncio.Event()
+
+    async def progress(self, text: str) -> None:
+        await self.posted.wait()
+        await super().progress(text)
+
+
+async def test_a_bursts_placeholders_go_out_before_its_database_work(store: Store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The last placeholders of a burst do not wait behind the first requests' recording: recording waits
+    while placeholders are being posted, for a bounded time (a placeholder that hangs holds nobody up for long)."""
+    recorded: list[str] = []
+    record_turn = store.record_turn
+
+    async def spy(key, reference, request_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        recorded.append(request_id)
+        return await record_turn(key, reference, request_id, *args, **kwargs)
+
+    monkeypatch.setattr(store, "record_turn", spy)
+    monkeypatch.setattr("bot.dispatcher.PLACEHOLDERS_FIRST", 60.0)
+    dispatcher = Dispatcher(store, ScriptedEngine())
+    await dispatcher.start()
+    try:
+        fast = [RecordingPort() for _ in range(5)]
+        slow = SlowPlaceholderPort()
+        for index, port in enumerate([slow, *fast]):
+            dispatcher.submit(Request(key(f"burst-{index}"), "u", "diagnose checkout", port))
+        await until(lambda: all(port.events for port in fast))
+        await asyncio.sleep(0.05)
+        assert recorded == [], "no request is recorded while a placeholder of its burst is being posted"
+        slow.posted.set()
+        await dispatcher.wait_idle()
+        assert len(recorded) == 6 and all(port.answers for port in [*fast, slow])
+
+        monkeypatch.setattr("bot.dispatcher.PLACEHOLDERS_FIRST", 0.05)
+        hung, after = SlowPlaceholderPort(), RecordingPort()
+        dispatcher.submit(Request(key("hung"), "u", "diagnose checkout", hung))
+        dispatcher.submit(Request(key("after"), "u", "diagnose checkout", after))
+        await after.wait()
+        assert after.answers, "a placeholder that hangs holds the others' recording only for a moment"
+        hung.posted.set()
+        await hung.wait()
+    finally:
+        await dispatcher.shutdown()
+
+
+async def until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
