@@ -66,6 +66,9 @@ from tools.base import ToolResult
 PG_ADMIN_ENV = "SREBOT_BENCH_PG"
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 MAX_CONCURRENCY = 1000  # SREBOT_MAX_CONCURRENCY of the server: 200 events/s × 2 s is 400 requests at once
+# the server's pool, sized to that work within its share of a PostgreSQL with max_connections 100 shared by
+# two replicas: 20 + 20 places, plus the lease's and the claims' 2 + 2 each (88 of 100)
+DB_POOL = {"SREBOT_DB_POOL_SIZE": "20", "SREBOT_DB_POOL_OVERFLOW": "20"}
 CHANNEL = "C0BENCH"
 # what a child process must not inherit: real platforms and backends, another config file
 _CHILD_DROP = ("SLACK_APP_TOKEN", "SREBOT_CONFIG", "PROMETHEUS_URL", "LOKI_URL", "CONTROL_PLANE_URL",
@@ -736,6 +739,7 @@ class Bench:
                 "SREBOT_TEAMS_INSECURE": "local",
                 "SREBOT_TEAMS_SERVICE_URLS": self.connector.url,
                 "SREBOT_MAX_CONCURRENCY": str(MAX_CONCURRENCY),
+                **DB_POOL,
                 "SREBOT_KUBERNETES": "off",
                 "SREBOT_COST": "off",
                 ENGINE_SECONDS_ENV: str(plan.engine_seconds),
@@ -784,6 +788,7 @@ class Bench:
                 "load_generator": "this process, on the same machine (it and PostgreSQL share the CPUs with the server)",
                 "database": database,
                 "max_concurrency": MAX_CONCURRENCY,
+                "db_pool": DB_POOL,
                 "engine_seconds": plan.engine_seconds,
                 "tool_delay_ms": plan.tool_delay * 1000,
                 "server_startup_s": round(startup_s, 2),
@@ -1080,7 +1085,8 @@ def rows(report: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
         s = f[name]
         beside = ", a CPU hog beside the server" if s.get("cpu_hog") else ""
         yield ((f"sustained events/s, engine {s['engine_seconds']:g} s each, offered {s['offered_per_s']:g}/s "
-                f"for {s['seconds']:g} s (SREBOT_MAX_CONCURRENCY={report['conditions']['max_concurrency']}){beside}"),
+                f"for {s['seconds']:g} s (SREBOT_MAX_CONCURRENCY={report['conditions']['max_concurrency']}, "
+                f"{' + '.join(report['conditions']['db_pool'].values())} database places){beside}"),
                (f"{s['events_per_s']:.0f}/s (acked {s['acked_per_s']:.0f}/s, answered {s['answered_per_s']:.0f}/s); "
                f"{s['lost']} silent of {s['acked']} acked ({s['sent']} sent)"), s["goal"], verdict(s))
         yield ("  outcomes", ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()), "silent = 0",
