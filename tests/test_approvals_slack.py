@@ -258,7 +258,7 @@ async def test_concurrent_approvals_on_two_replicas_patch_once(world: World) -> 
 # --- 5. expiry -----------------------------------------------------------------------------------
 async def test_an_unanswered_approval_expires_and_later_clicks_do_nothing(world: World) -> None:
     config = world.tmp_path / "srebot.toml"
-    config.write_text('[defaults]\napproval_ttl = "3s"\n')
+    config.write_text('[defaults]\napproval_ttl = "1s"\n')
     proposed = await scale_proposed(world, SREBOT_CONFIG=str(config), SREBOT_APPROVAL_SWEEP_SECONDS="0.2")
     assert proposed.bot.runtime.approvals.sweep_seconds == 0.2
 

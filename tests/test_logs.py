@@ -151,7 +151,7 @@ async def test_a_loki_parse_error_is_a_bad_query_with_its_message(loki: FakeLoki
 
 
 async def test_a_slow_loki_times_out(loki: FakeLoki) -> None:
-    loki.delay = 2.0
+    loki.delay = 1.0  # five times the timeout; the server finishes this sleep at teardown
     logs = Logs(loki.url, timeout=0.2, attempts=1)
     started = time.monotonic()
     try:
