@@ -37,7 +37,13 @@ def _imports() -> dict[str, set[str]]:
     return graph
 
 
-GRAPH = _imports()
+# parsing every module takes a second or more: only the worker that runs these tests pays it, once
+pytestmark = pytest.mark.xdist_group("layout")
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return _imports()
 
 
 def _ours(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -49,51 +55,53 @@ def _top(name: str) -> str:
 
 
 @pytest.mark.parametrize("package", ["tools", "sessions"])
-def test_tools_and_sessions_import_nothing_of_the_bot(package: str) -> None:
+def test_tools_and_sessions_import_nothing_of_the_bot(package: str, graph: dict[str, set[str]]) -> None:
     offending = {
         module: sorted(name for name in names if _top(name) in ("bot", "integrations", "devtools"))
-        for module, names in GRAPH.items()
+        for module, names in graph.items()
         if _top(module) == package
     }
     assert {module: names for module, names in offending.items() if names} == {}
 
 
-def test_the_core_imports_no_platform_sdk_and_reaches_platforms_only_from_the_composition_root() -> None:
-    sdks = {m: sorted(n for n in names if _top(n) in PLATFORM_SDKS) for m, names in GRAPH.items() if _top(m) == "bot"}
+def test_the_core_imports_no_platform_sdk_and_reaches_platforms_only_from_the_composition_root(
+    graph: dict[str, set[str]],
+) -> None:
+    sdks = {m: sorted(n for n in names if _top(n) in PLATFORM_SDKS) for m, names in graph.items() if _top(m) == "bot"}
     assert {m: n for m, n in sdks.items() if n} == {}
     outward = {
         m: sorted(n for n in names if _top(n) in ("integrations", "devtools"))
-        for m, names in GRAPH.items()
+        for m, names in graph.items()
         if _top(m) == "bot" and m not in COMPOSITION_ROOT
     }
     assert {m: n for m, n in outward.items() if n} == {}
 
 
-def test_integrations_see_the_core_through_its_port_not_its_internals() -> None:
+def test_integrations_see_the_core_through_its_port_not_its_internals(graph: dict[str, set[str]]) -> None:
     internals = ("bot.app", "bot.dispatcher", "bot.approvals", "bot.engine", "bot.actions", "bot.toolbox", "sessions")
     reached = {
         m: sorted(n for n in names if n.startswith(internals))
-        for m, names in GRAPH.items()
+        for m, names in graph.items()
         if _top(m) == "integrations"
     }
     assert {m: n for m, n in reached.items() if n} == {}
 
 
-def test_no_import_cycles() -> None:
-    graph = _ours(GRAPH)
+def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
+    ours = _ours(graph)
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1 on the stack, 2 done
 
     def visit(module: str, stack: list[str]) -> None:
         state[module] = 1
-        for name in sorted(graph[module]):
+        for name in sorted(ours[module]):
             if state.get(name) == 1:
                 cycles.append(stack[stack.index(name):] + [name])
             elif name not in state:
                 visit(name, [*stack, name])
         state[module] = 2
 
-    for module in sorted(graph):
+    for module in sorted(ours):
         if module not in state:
             visit(module, [module])
     assert cycles == []
