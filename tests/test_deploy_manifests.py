@@ -346,7 +346,7 @@ def test_hpa_and_pdb() -> None:
     assert hpa["apiVersion"] == "autoscaling/v2"
     spec = hpa["spec"]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "srebot"}
-    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 6)
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 4)
     (metric,) = spec["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
@@ -729,3 +729,16 @@ def test_read_role_covers_every_kind_the_diagnosis_reads_but_secrets() -> None:
         if resource != "secrets":  # asked metadata-only; refused, a missing Secret is known from events
             assert (group, resource, "list") in granted, path
     assert ("", "pods/log", "get") in granted
+
+
+def test_the_replicas_the_hpa_may_run_fit_postgresqls_connections() -> None:
+    """Scaled to its maximum during a rollout, srebot must not be refused connections by its own database
+    ('too many clients') in the middle of an incident: the pods' pools fit PostgreSQL's default budget."""
+    from bot.config import load_settings
+
+    env = one("ConfigMap", "srebot-env")["data"]
+    settings = load_settings(env={k: env[k] for k in ("SREBOT_DB_POOL_SIZE", "SREBOT_DB_POOL_OVERFLOW") if k in env})
+    per_replica = settings.db_pool_size + settings.db_pool_overflow + 4  # its lease and its event claims
+    surge = one("Deployment")["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    pods = one("HorizontalPodAutoscaler")["spec"]["maxReplicas"] + surge
+    assert pods * per_replica <= 100 - 3, f"{pods} pods x {per_replica} connections"  # max_connections less reserved
