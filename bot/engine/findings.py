@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from bot.answer import Finding
 from bot.engine.text import (
     ago,
+    changes_text,
     clock,
     duration,
     join,
@@ -792,18 +793,6 @@ def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> li
 
 
 # --- changes --------------------------------------------------------------------------------------
-def _changes_text(changes: dict[str, object]) -> str:
-    parts = []
-    for key, value in list(changes.items())[:4]:
-        if isinstance(value, dict) and ({"from", "to"} <= value.keys() or {"old", "new"} <= value.keys()):
-            before = value.get("from", value.get("old"))
-            after = value.get("to", value.get("new"))
-            parts.append(f"{key} {before} → {after}")
-        else:
-            parts.append(f"{key}: {value}")
-    return redact(short("; ".join(parts), 200))
-
-
 def _verb(action: str) -> str:
     return {"update": "updated", "execute": "executed", "create": "created", "delete": "deleted"}.get(
         action, action + "ed"
@@ -830,7 +819,7 @@ def collect_changes(ev: Evidence, kube: KubeView | None) -> list[Change]:
         if entry.action not in CHANGE_ACTIONS or entry.result == "failure":
             continue
         who = entry.username or entry.user_id or "someone"
-        detail = _changes_text(entry.changes)
+        detail = changes_text(entry.changes)
         if (
             rollout is not None
             and entry.action == "update"

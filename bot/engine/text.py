@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from bot.wording import short
+from tools.redact import redact
 from tools.metrics import Signal
 
 __all__ = ["short"]  # part of how answers read, with the helpers below
@@ -130,3 +131,17 @@ def lower_first(text: str | None) -> str:
     return text[0].lower() + text[1:]
 
 
+
+
+def changes_text(changes: dict[str, object]) -> str:
+    """An audit record's changes as people read them ("replicas 6 → 2; image a → b"), redacted: a record may
+    carry a value that must not reach a chat message."""
+    parts = []
+    for key, value in list(changes.items())[:4]:
+        if isinstance(value, dict) and ({"from", "to"} <= value.keys() or {"old", "new"} <= value.keys()):
+            before = value.get("from", value.get("old"))
+            after = value.get("to", value.get("new"))
+            parts.append(f"{key} {before} → {after}")
+        else:
+            parts.append(f"{key}: {value}")
+    return redact(short("; ".join(parts), 200))

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
 from bot.engine.causes.permissions import FORBIDDEN
-from bot.engine.text import ago, clock
+from bot.engine.text import ago, changes_text, clock
 from tools.control_plane import AuditLog, mentions
 
 # The errors began this long after the change at most (a flag reaches the pods in seconds, an RBAC cache in a
@@ -235,15 +235,15 @@ def detect(world: World) -> list[Verdict]:
         gap = onset - entry.timestamp
         after = "the same minute" if abs(gap) < timedelta(minutes=1) else f"{int(gap.total_seconds() // 60)} min later"
         where, line = linked[0]
-        changed = "; ".join(f"{k} {v.get('from')} → {v.get('to')}" for k, v in (entry.changes or {}).items()
-                            if isinstance(v, dict) and "from" in v and k not in ("reason", "comment"))
+        changed = changes_text({k: v for k, v in (entry.changes or {}).items()
+                                if isinstance(v, dict) and "from" in v and k not in ("reason", "comment")})
         out.append(Verdict(
             family="change",
             cause=f"{who}'s {did} of {what} at {clock(entry.timestamp)}",
             title=f"{who}'s {did} of {what} at {clock(entry.timestamp)} ({ago(entry.timestamp, world.now)}) "
                   f"started the errors: they began {after}",
             evidence=[f"audit log {entry.id}: {entry.action} of {entry.resource_type} {entry.resource_name} by {who}"
-                      + (f" ({short(changed, 200)})" if changed else ""),
+                      + (f" ({changed})" if changed else ""),
                       f"log ({where}): {short(line, 300)}",
                       f"the first error lines at {clock(onset)}"],
             severity="critical" if signal.health == "critical" else "warning",
