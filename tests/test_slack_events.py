@@ -247,3 +247,35 @@ async def test_the_engine_gets_the_text_as_typed(slack: SlackFake, db_file: str)
         await bot.idle()
     assert sorted(r.text for r in engine.requests) == ["help", "promql: rate(x[5m]) > 0 for shop.example"]
     assert {r.user for r in engine.requests} == {"U0ALICE"}
+
+
+async def test_work_handed_off_by_a_burst_waits_for_the_bursts_acks() -> None:
+    """Claims and placeholders of a burst's first events run after the later events' acks, not between
+    them (Slack's wait for an ack would otherwise grow with the burst); a stream that never pauses does
+    not hold them back for more than a moment."""
+    from integrations.slack.intake import AcksFirst
+
+    order: list[str] = []
+
+    async def acks(first: AcksFirst, count: int) -> None:
+        for index in range(count):
+            with first.acking():
+                order.append(f"ack {index}")
+            await asyncio.sleep(0.001)
+
+    async def handed_off(first: AcksFirst) -> None:
+        await first.wait()
+        order.append("work")
+
+    burst = AcksFirst(quiet=0.2, most=5.0)
+    with burst.acking():
+        order.append("ack first")
+    await asyncio.gather(handed_off(burst), acks(burst, 10))
+    assert order.index("work") == len(order) - 1  # after every ack of the burst
+
+    order.clear()
+    stream = AcksFirst(quiet=0.2, most=0.05)
+    with stream.acking():
+        order.append("ack first")
+    await asyncio.gather(handed_off(stream), acks(stream, 400))  # 400 acks take well over 0.05 s
+    assert order.index("work") < len(order) - 1  # not after the whole stream

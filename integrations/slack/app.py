@@ -27,7 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.telemetry import ACK_LATENCY, EVENTS_RECEIVED
 from bot.ports import Core
-from integrations.slack.intake import ALERT_BUTTONS, PLATFORM, Identity, SlackIntake, dropped
+from integrations.slack.intake import ALERT_BUTTONS, PLATFORM, AcksFirst, Identity, SlackIntake, dropped
 from integrations.slack.port import SlackNotifier
 from integrations.slack.surface import SlackSurface
 from integrations.slack.trust import UserGroups, malformed
@@ -164,6 +164,12 @@ class SlackIntegration:
     async def handle_http(self, request: web.Request) -> web.Response:
         """POST /slack/events: 401 unless signed and fresh, 400 unless a Slack payload, else Bolt."""
         started = time.perf_counter()
+        with self.intake.acks.acking():
+            response = await self._respond(request)
+        ACK_LATENCY.labels(PLATFORM).observe(time.perf_counter() - started)
+        return response
+
+    async def _respond(self, request: web.Request) -> web.Response:
         raw = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp")
         signature = request.headers.get("X-Slack-Signature")
@@ -187,9 +193,7 @@ class SlackIntegration:
         except Exception as exc:  # noqa: BLE001 - JSON, form or payload that Bolt cannot read
             log.warning("refused a malformed Slack request", extra={"error": f"{exc.__class__.__name__}: {exc}"})
             return web.json_response({"error": "malformed request"}, status=400)
-        response = await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
-        ACK_LATENCY.labels(PLATFORM).observe(time.perf_counter() - started)
-        return response
+        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
 
     # --- lifecycle -------------------------------------------------------------------------------
     async def on_startup(self, _: web.Application | None = None) -> None:
@@ -207,11 +211,16 @@ class SlackIntegration:
 
 
 class TimedSocketModeHandler(AsyncSocketModeHandler):
-    """Bolt's Socket Mode handler, recording ack latency like the HTTP endpoint."""
+    """Bolt's Socket Mode handler, recording ack latency and going ahead of handed-off work like the HTTP endpoint."""
+
+    def __init__(self, acks: AcksFirst, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.acks = acks
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         started = time.perf_counter()
-        await super().handle(client, req)
+        with self.acks.acking():
+            await super().handle(client, req)
         ACK_LATENCY.labels(PLATFORM).observe(time.perf_counter() - started)
 
 
@@ -241,7 +250,7 @@ async def start_socket_mode(app: web.Application, core: Core) -> AsyncSocketMode
     token = core.settings.slack_app_token
     assert token is not None, "Socket Mode needs SLACK_APP_TOKEN"
     handler = TimedSocketModeHandler(
-        slack.bolt, app_token=token.get_secret_value(), web_client=slack.client, logger=logging.getLogger("srebot.slack.socket")
+        slack.intake.acks, slack.bolt, app_token=token.get_secret_value(), web_client=slack.client, logger=logging.getLogger("srebot.slack.socket")
     )
     await handler.connect_async()
     log.info("Slack Socket Mode connected")
