@@ -798,3 +798,23 @@ def test_gc_pause_lines_of_each_runtime_are_read_with_their_length(line: str, se
     w.tail = [LogLine(NOW, line, {"pod": "web-1"}, "info"),
               LogLine(NOW, "INFO indexed batch of 500 docs in 1200ms", {"pod": "web-1"}, "info")]  # no pause
     assert [round(p.seconds, 2) for p in gc_pauses(w)] == [seconds]
+
+
+def test_cpu_throttling_is_not_user_impacting_while_latency_is_healthy_and_every_pod_is_ready() -> None:
+    from tools.control_plane import Alert
+    from tools.metrics import Signal
+
+    w = world([pod("web-1", ready=True), pod("web-2", ready=True)])
+    w.alerts = [Alert(id="al-1", name="CPUThrottlingHigh", severity="warning", status="firing", resource_name="web-1",
+                      message="42.1% throttling of CPU in namespace shop for container log-shipper in pod web-1.")]
+    w.signals = {"error_rate": Signal("error_rate", "errors", "ratio", value=0.0005, health="healthy",
+                                      thresholds=(0.01, 0.05)),
+                 "latency_p99": Signal("latency_p99", "p99", "s", value=0.18, health="healthy", thresholds=(0.5, 2.0))}
+    verdict = next(v for v in causes.detect(w) if v.family == "cpu_throttling")
+    assert verdict.severity == "info" and verdict.service_ok  # the alert fires, users do not feel it
+    assert verdict.unaffected == ["error rate 0.05%", "p99 latency 180 ms", "2/2 pods ready"]
+    w.signals["latency_p99"] = Signal("latency_p99", "p99", "s", value=0.9, health="warning", thresholds=(0.5, 2.0))
+    verdict = next(v for v in causes.detect(w) if v.family == "cpu_throttling")
+    assert verdict.severity == "warning" and not verdict.unaffected  # slow answers: the throttling is felt
+    del w.signals["latency_p99"]  # unread: nothing shows users are fine
+    assert next(v for v in causes.detect(w) if v.family == "cpu_throttling").severity == "warning"

@@ -76,6 +76,7 @@ class Cause:
     plans: list[Plan] = field(default_factory=list)
     subjects: set[str] = field(default_factory=set)  # the objects or hosts it is about
     service_ok: bool = False  # the service itself is not impaired by it (Verdict.service_ok)
+    unaffected: list[str] = field(default_factory=list)  # the healthy user-facing signals (Verdict.unaffected)
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _causes(
 ) -> list[Cause]:
     causes: list[Cause] = [
         Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects),
-              v.service_ok)
+              v.service_ok, list(v.unaffected))
         for v in verdicts
     ]
     leading = min(verdicts, key=lambda v: (SEVERITY_RANK[v.severity], _RANK.get(v.family, 50)), default=None)

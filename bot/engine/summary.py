@@ -52,6 +52,9 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
             head = f"{service} {state}: " + "; ".join(cause.clauses) + "; I found no change, crash or dependency "
             return head + "that explains it."
         clauses = [c for c in cause.clauses if c][: 1 if brief else None]
+        if verdict(d) == "healthy" and cause.unaffected:
+            return (f"{service}'s users are not affected ({join(cause.unaffected)}); what fires is {cause.text}, which is "
+                    "not user-impacting: " + "; ".join(clauses) + ". No action is needed now.")
         if verdict(d) == "healthy":
             return f"{service} is not failing; what needs a look is {cause.text}: " + "; ".join(clauses) + "."
         return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(clauses) + "."
@@ -112,7 +115,8 @@ def write_summary(
             elif problems and rec.title in problems:
                 text += f" (cannot be proposed: {problems[rec.title]})"
             todo.append(text)
-        sentences.append("Recommended: " + "; ".join(todo) + ".")
+        urgency = " when convenient, not urgent" if d.cause is not None and d.cause.unaffected else ""
+        sentences.append(f"Recommended{urgency}: " + "; ".join(todo) + ".")
         if any(r.action is not None for r in recommendations) and not approvers_configured:
             sentences.append(NO_APPROVERS_HINT)
     if d.failed:

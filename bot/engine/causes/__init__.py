@@ -31,9 +31,17 @@ def detect(world: World) -> list[Verdict]:
     out: list[Verdict] = []
     for rule in CATALOGUE:
         try:
-            out += rule.detect(world)
+            found = rule.detect(world)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             log.warning("cause rule failed on this world", extra={"rule": rule.family}, exc_info=True)
+            continue
+        unaffected = world.unaffected(rule.impact) if found else []
+        for verdict in found:
+            if unaffected and verdict.current:
+                # severity follows user impact, not the measurement: users feel this family only through
+                # `rule.impact`, and those signals are healthy
+                verdict.severity, verdict.service_ok, verdict.unaffected = "info", True, unaffected
+        out += found
     return out
 
 

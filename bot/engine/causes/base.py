@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.answer import Action
+from bot.engine.text import label, value_text
 from tools.control_plane import Alert, AuditLog, Resource
 from tools.kubernetes import WORKLOAD_KINDS, Snapshot
 from tools.logs import LogLine, LogReport
@@ -50,6 +51,9 @@ class Verdict:
     # True: what is wrong is next to the service (a drain it blocks, a schedule paused on purpose) while the service
     # itself is not impaired, so the answer does not call it degraded
     service_ok: bool = False
+    # the healthy user-facing signals that show its users do not feel it ("error rate 0.05%", "3/3 pods ready"): set by
+    # the catalogue for a rule whose `impact` signals were all read and are healthy (see Rule.impact)
+    unaffected: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ class Rule:
     detect: Callable[["World"], list[Verdict]]
     describe: str  # one line for the README's catalogue
     queries: tuple[Query, ...] = ()
+    # The user-facing signals (World.USER_SIGNALS) through which this family hurts users: a measurement such as CPU
+    # throttling matters to users only as latency. When each of them was read and is healthy and every replica is
+    # ready, its verdict is not user-impacting — a tuning matter, not an incident. Empty: the family is a fault
+    # whatever the signals say (a crash loop, an expired certificate).
+    impact: tuple[str, ...] = ()
 
 
 @dataclass
@@ -218,6 +227,21 @@ class World:
         calls = [self.signals.get(n) for n in ("error_rate", "latency_p99")]
         with_data = [s for s in calls if s is not None and s.value is not None]
         return bool(with_data) and all(s.health not in ("warning", "critical") for s in with_data)
+
+    # What the users of a service feel: its answers' error rate and latency (and, below, its ready replicas).
+    USER_SIGNALS = ("error_rate", "latency_p99")
+
+    def unaffected(self, impact: tuple[str, ...]) -> list[str]:
+        """The healthy user-facing signals as clauses ("error rate 0.05%", "p99 latency 180 ms", "3/3 pods ready")
+        when every `impact` signal has data, no user-facing signal is unhealthy and every pod is ready; [] otherwise."""
+        read = [self.signals.get(n) for n in self.USER_SIGNALS]
+        read = [s for s in read if s is not None and s.value is not None]
+        pods = self.pods()
+        if not impact or not pods or not all(ready(p) for p in pods) \
+                or any(self.signals.get(n) is None or self.signals[n].value is None for n in impact) \
+                or any(s.health in ("warning", "critical") for s in read):
+            return []
+        return [f"{label(s.name)[0].lower()}{label(s.name)[1:]} {value_text(s)}" for s in read] + [f"{len(pods)}/{len(pods)} pods ready"]
 
     def pods_fine(self) -> tuple[str, str] | None:
         """('Crashing pods', '2/2 pods running and ready, 0 restarts') when every pod runs fine."""

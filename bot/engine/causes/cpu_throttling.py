@@ -63,4 +63,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("cpu_throttling", 65, ("cAdvisor CFS metrics", "pods (limits)", "alerts"), detect,
-            "CPU throttling: share of CFS periods throttled against the container's CPU limit", (THROTTLED,))
+            "CPU throttling: share of CFS periods throttled against the container's CPU limit; not user-impacting "
+            "while latency is healthy", (THROTTLED,), impact=("latency_p99",))
