@@ -818,3 +818,28 @@ def test_cpu_throttling_is_not_user_impacting_while_latency_is_healthy_and_every
     assert verdict.severity == "warning" and not verdict.unaffected  # slow answers: the throttling is felt
     del w.signals["latency_p99"]  # unread: nothing shows users are fine
     assert next(v for v in causes.detect(w) if v.family == "cpu_throttling").severity == "warning"
+
+
+def test_a_probe_timing_out_is_the_consequence_of_what_makes_the_process_slow_which_leads_with_its_severity() -> None:
+    from tools.control_plane import Alert
+
+    container = {"name": "web", "image": "shop/web:1", "ports": [{"containerPort": 8080}],
+                 "resources": {"limits": {"cpu": "250m"}},
+                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "timeoutSeconds": 1}}
+    status = [{"name": "web", "restartCount": 5, "ready": True, "state": {"running": {}},
+               "lastState": {"terminated": {"exitCode": 143, "reason": "Error"}}}]
+    probe_failed = event("Unhealthy", 'Liveness probe failed: Get "http://10.0.0.1:8080/healthz": context deadline '
+                         "exceeded (Client.Timeout exceeded while awaiting headers)", count=40, field="spec.containers{web}")
+    w = world([pod("web-1", containers=[container], status=status, ready=True)], [
+        probe_failed, event("Killing", "Container web failed liveness probe, will be restarted", count=5)])
+    w.alerts = [Alert(id="al-1", name="CPUThrottlingHigh", severity="warning", status="firing", resource_name="web-1",
+                      message="78.3% throttling of CPU in namespace shop for container web in pod web-1.")]
+    current = [v for v in causes.detect(w) if v.current]
+    probe = next(v for v in current if v.family == "liveness")
+    assert probe.severity == "critical" and probe.shows == {causes.base.SLOW}
+    [(symptom, mechanism)] = causes.mechanisms(current)
+    assert (symptom.family, mechanism.family) == ("liveness", "cpu_throttling")
+    assert mechanism.severity == "critical"  # the throttling takes the kills' severity: it leads, they follow
+    # a probe refused on the wrong port observes no slowness: nothing explains it but itself
+    probe_failed["message"] = 'Liveness probe failed: Get "http://10.0.0.1:8080/healthz": connection refused'
+    assert not causes.mechanisms([v for v in causes.detect(w) if v.current])

@@ -249,7 +249,7 @@ async def test_each_intent_answers_from_its_backend(shop: Shop, aws: MotoServer,
 
     alerts = answers["alerts"]
     assert (alerts["intent"], alerts["service"]) == ("alerts", "checkout")  # the one service involved was diagnosed
-    assert alerts["summary"].startswith("1 alert firing: CheckoutHighErrorRate (P1) on checkout. checkout is failing")
+    assert alerts["summary"].startswith("1 alert firing: CheckoutHighErrorRate (P1) on checkout — checkout is failing")
     assert alerts["findings"][0]["title"].startswith("CheckoutHighErrorRate (P1) firing on checkout since ")
     assert any(f["title"].startswith("checkout: 3 of 3 pods of v2.1.0") for f in alerts["findings"])
 

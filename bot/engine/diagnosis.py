@@ -535,6 +535,7 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         + "; ".join(f"{a.name} ({a.severity})" + (f" on {a.resource_name}" if a.resource_name else "") for a in firing[:5])
         + "."
     ] if firing else ["No alert is firing now (it may have resolved)."]
+    alerted = sentences[0]
     for node, verdicts in nodes:
         ruled_out += [RuledOut(cause=what, why=why) for v in verdicts for what, why in v.ruled_out]
         recommendations += [Recommendation(title=p.title) for v in verdicts for p in v.plans]
@@ -547,6 +548,9 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         ruled_out += [r.model_copy(update={"cause": f"{target.name}: {r.cause}"}) for r in answer.ruled_out]
         statuses = _merge_statuses(statuses, answer.tools)
         sentences.append(answer.summary if len(targets) == 1 else answer.summary.split(". ")[0].rstrip(".") + ".")
+    if firing and len(targets) == 1 and not nodes:
+        # one service: its diagnosis goes on in the first sentence, so that sentence names the cause, not only alerts
+        sentences[:2] = [sentences[0].rstrip(".") + " — " + sentences[1]]
     if unknown:
         sentences.append(f"Not diagnosed (not a known service): {join(sorted(set(unknown)))}.")
     if skipped:
@@ -564,7 +568,7 @@ async def alerts(ctx: Context, resolver: Resolver) -> Answer:
         links=[link for a in diagnoses for link in a.links],
         tools=statuses,
         verdict=min((a.verdict for a in diagnoses if a.verdict), key=VERDICT_ORDER.index, default=None),
-        headline=sentences[0] + (" " + diagnoses[0].headline if diagnoses and diagnoses[0].headline else ""),
+        headline=alerted + (" " + diagnoses[0].headline if diagnoses and diagnoses[0].headline else ""),
         since=min((a.since for a in diagnoses if a.since), default=None),
         chart=next((a.chart for a in diagnoses if a.chart), None),
     )

@@ -28,7 +28,7 @@ from bot.engine.text import (
     tags,
     value_text,
 )
-from bot.engine.causes.base import World, event_time, when as _when
+from bot.engine.causes.base import SETTLED, World, event_time, when as _when
 from tools.control_plane import Alert, AuditLog, Incident, Resource
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
 from tools.logs import LogLine, LogPattern, LogReport
@@ -592,6 +592,8 @@ class KubeView:
                             f"pod {self.report.namespace}/{pod.name}"))
         for pod in self.recovered:
             last = self._last_exit(pod)
+            if last and last[2] and self.now - last[2] < SETTLED:
+                continue  # it restarted minutes ago: not settled, so not old news (the restarts signal shows it)
             when = f", last at {clock(last[2])}" if last and last[2] else ""
             how = f" ({self.exit_text([pod])})" if last else ""
             out.append(

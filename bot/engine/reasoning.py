@@ -55,7 +55,7 @@ from bot.engine.text import (
     value_text,
 )
 from bot.engine import causes as catalogue
-from bot.engine.causes.base import Plan, Verdict
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Verdict
 from bot.engine.causes.change import CHANGE_SYMPTOMS, relation
 from bot.engine.intents import symptoms as reported_symptoms
 from tools.logs import LogPattern
@@ -77,6 +77,7 @@ class Cause:
     subjects: set[str] = field(default_factory=set)  # the objects or hosts it is about
     service_ok: bool = False  # the service itself is not impaired by it (Verdict.service_ok)
     unaffected: list[str] = field(default_factory=list)  # the healthy user-facing signals (Verdict.unaffected)
+    consequences: list[str] = field(default_factory=list)  # what follows from it, for the lead cause (_consequences)
 
 
 @dataclass
@@ -108,6 +109,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
     kube = KubeView(ev) if ev.report is not None else None
     verdicts = catalogue.detect(world_of(ev))
     current = [v for v in verdicts if v.current]
+    linked = catalogue.mechanisms(current)  # before the findings: a mechanism takes its symptoms' severity
     history = [v for v in verdicts if not v.current]
     items += [_verdict_finding(v) for v in verdicts]
     events = event_findings(ev, world_of(ev), " ".join(e for v in verdicts for e in v.evidence)) \
@@ -150,11 +152,13 @@ def diagnose(ev: Evidence) -> Diagnosis:
     if serving is not None:  # a new revision that cannot start is a stuck rollout, not an outage
         for c in causes:
             c.severity = "warning" if c.severity == "critical" else c.severity
-    symptoms = _symptoms(current)
+    symptoms = {symptom.family for symptom, _ in linked}
     causes.sort(key=lambda c: (SEVERITY_RANK[c.severity], c.key in symptoms, _RANK.get(c.key, 50), -len(c.sources)))
     cause = causes[0] if causes else None
     if cause is not None and serving is not None:
         cause.clauses.append(serving)
+    if cause is not None:
+        cause.consequences = _consequences(ev, cause, linked, unhealthy)
     others = causes[1:]
     items += alert_findings(ev, cause.subjects if cause else set(), cause.text if cause else None)
     for item in items:
@@ -169,9 +173,12 @@ def diagnose(ev: Evidence) -> Diagnosis:
                             evidence="Kubernetes API", tag="notes"))
     ruled_out = list({r.cause.lower(): r for r in reversed(ruled_out)}.values())[::-1]
     plans = _plans(ev, kube, cause, others)
+    # the cause's own finding first, then the worst: a reader takes the first finding for the answer
+    lead = cause.clauses[0].lower() if cause is not None and cause.clauses else None
     findings = [
         s.finding
-        for s in sorted(items, key=lambda s: (SEVERITY_RANK[s.finding.severity], -s.weight))
+        for s in sorted(items, key=lambda s: (s.finding.title.lower() != lead, SEVERITY_RANK[s.finding.severity],
+                                              -s.weight))
     ]
     healthy = not any(f.severity in ("critical", "warning") for f in findings)
     return Diagnosis(
@@ -219,21 +226,26 @@ def _verdict_finding(verdict: Verdict) -> Scored:
                   verdict.title, evidence="; ".join(verdict.evidence) or None, weight=4, tag=verdict.family)
 
 
-# Families that are the effect of what their own evidence quotes: a container that exits after writing "no such host"
-# crashed because the name does not resolve, so the rule that reads that line for its cause leads.
-SYMPTOMS = ("crash",)
+# What the causes that are not catalogue families produce (the catalogue's are Rule.explains): a bad rollout or a
+# change can fail and slow answers; CPU saturation slows them.
+_EXPLAINS = {"bad_rollout": (ERRORS, SLOW), "config_change": (ERRORS, SLOW), "cpu_saturation": (SLOW,)} \
+    | catalogue.EXPLAINS
+# The user-facing signal that shows each effect.
+_SHOWN_BY = {ERRORS: "error_rate", SLOW: "latency_p99"}
 
 
-def _quoted(verdict: Verdict) -> set[str]:
-    """The log lines a verdict quotes as evidence ('log (Loki, pod): …', 'log of the crashed container …: …'), cut
-    to their start so that differently shortened quotes of one line compare equal."""
-    return {e.split(": ", 1)[1][:100] for e in verdict.evidence if e.startswith("log") and ": " in e}
-
-
-def _symptoms(current: list[Verdict]) -> set[str]:
-    """The families of SYMPTOMS whose quoted log lines another current verdict reads as its cause."""
-    return {v.family for v in current if v.family in SYMPTOMS
-            and any(_quoted(v) & _quoted(w) for w in current if w.family not in SYMPTOMS)}
+def _consequences(ev: Evidence, cause: Cause, linked: list[tuple[Verdict, Verdict]], unhealthy: list[Signal]) -> list[str]:
+    """What follows from the cause, as short clauses: the user-facing signals its effects show ("error rate 21%"),
+    the symptoms the catalogue tied to it ("3 of 3 pods not ready: readiness probe … fails") and the alerts firing on
+    the service — said after the cause, as its consequences, not beside it as more causes."""
+    effects = _EXPLAINS.get(cause.key, ())
+    shown = {_SHOWN_BY[e] for e in effects if e in _SHOWN_BY}
+    out = [f"{lower_first(label(s.name))} {value_text(s)}" for s in _call_signals(unhealthy) if s.name in shown]
+    out += [symptom.title.split("; ")[0] for symptom, mechanism in linked if mechanism.family == cause.key]
+    out += [f"alert {a.name}" for a in ev.alerts if (a.resource_name or ev.service) in (ev.service, ev.deployment)
+            or a.resource_name in cause.subjects]
+    said = " ".join(cause.clauses).lower()
+    return [c for c in dict.fromkeys(out) if c.lower() not in said]
 
 
 def _verdict_ruled_out(cause: Cause | None, current: list[Verdict], history: list[Verdict]) -> list[RuledOut]:

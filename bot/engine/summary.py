@@ -57,7 +57,7 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
                     "not user-impacting: " + "; ".join(clauses) + ". No action is needed now.")
         if verdict(d) == "healthy":
             return f"{service} is not failing; what needs a look is {cause.text}: " + "; ".join(clauses) + "."
-        return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(clauses) + "."
+        return f"{service} {state}, most likely because of {cause.text}: " + "; ".join(clauses).rstrip(".") + "."
     if not d.healthy:
         problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
         return f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + "."
@@ -89,11 +89,16 @@ def write_summary(
     head = headline(d)
     sentences.append(head)
     if d.cause is not None:
+        follows = d.cause.consequences if verdict(d) != "healthy" else []
+        if follows:  # the symptoms after their cause, as what it does
+            text = join(follows)
+            sentences.append(text[0].upper() + text[1:] + " follow from it.")
         if d.correlation and d.correlation not in head:
             sentences.append(d.correlation + ".")
-        for other in d.others[:2]:
-            if other.clauses and other.clauses[0] and other.clauses[0] not in head:
-                sentences.append(f"Also: {other.clauses[0]}.")
+        others = [o for o in d.others if o.clauses and o.clauses[0] and o.clauses[0] not in head
+                  and not any(o.clauses[0].startswith(f) for f in follows)]
+        for other in others[:2]:
+            sentences.append(f"Also: {other.clauses[0]}.")
     elif not d.healthy:
         fine = [c for c in d.checked if not c.startswith("no data")]
         if fine:

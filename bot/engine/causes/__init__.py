@@ -6,7 +6,8 @@ import importlib
 import logging
 import pkgutil
 
-from bot.engine.causes.base import Rule, Verdict, World
+from bot.answer import SEVERITY_RANK
+from bot.engine.causes.base import Rule, Verdict, World, explains
 
 
 def _load() -> list[Rule]:
@@ -24,6 +25,24 @@ def _load() -> list[Rule]:
 log = logging.getLogger("srebot.engine")
 CATALOGUE: list[Rule] = _load()
 RANK: dict[str, int] = {rule.family: rule.rank for rule in CATALOGUE}
+EXPLAINS: dict[str, tuple[str, ...]] = {rule.family: rule.explains for rule in CATALOGUE}
+
+
+def mechanisms(current: list[Verdict]) -> list[tuple[Verdict, Verdict]]:
+    """(symptom, mechanism) for each current verdict that shows what another current one explains — a probe timing out
+    and the throttled CPU or the slow dependency that makes the process slow, a crash and the rule that reads its last
+    line. The mechanism is the most severe and nearest the root of those; it takes the symptom's severity, so that it
+    leads and the symptom is said as its consequence."""
+    out = []
+    for symptom in current:
+        candidates = [m for m in current if m is not symptom and m.family != symptom.family
+                      and m.severity in ("critical", "warning") and symptom.shows & explains(m, EXPLAINS.get(m.family, ()))
+                      and not m.shows & explains(symptom, EXPLAINS.get(symptom.family, ()))]
+        if candidates:
+            mechanism = min(candidates, key=lambda m: (SEVERITY_RANK[m.severity], RANK.get(m.family, 50)))
+            mechanism.severity = min(mechanism.severity, symptom.severity, key=SEVERITY_RANK.__getitem__)
+            out.append((symptom, mechanism))
+    return out
 
 
 def detect(world: World) -> list[Verdict]:
@@ -45,4 +64,4 @@ def detect(world: World) -> list[Verdict]:
     return out
 
 
-__all__ = ["CATALOGUE", "RANK", "Rule", "Verdict", "World", "detect"]
+__all__ = ["CATALOGUE", "EXPLAINS", "RANK", "Rule", "Verdict", "World", "detect", "mechanisms"]

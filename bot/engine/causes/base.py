@@ -25,6 +25,11 @@ Obj = dict[str, Any]
 # Restarts or failures longer ago than this, that did not repeat, are history rather than a current fault.
 SETTLED = timedelta(minutes=10)
 
+# How the kubelet says a probe got no answer in time (HTTP client deadline, exec/gRPC timeout).
+TIMED_OUT = re.compile(r"(?i)context deadline exceeded|Client\.Timeout|timed? ?out|timeout")
+# Effects a mechanism produces and a symptom observes (Rule.explains, Verdict.shows): failed answers, slow answers.
+ERRORS, SLOW = "errors", "slow"
+
 
 @dataclass
 class Plan:
@@ -51,6 +56,11 @@ class Verdict:
     # True: what is wrong is next to the service (a drain it blocks, a schedule paused on purpose) while the service
     # itself is not impaired, so the answer does not call it degraded
     service_ok: bool = False
+    # The effects this verdict observes rather than explains: a probe that times out observes the process answering
+    # slowly (SLOW), a container that exits after writing a line observes that line. A current verdict whose rule
+    # explains one of them (Rule.explains, or a log line it quotes as its evidence) is its mechanism: it leads, this
+    # one is said as its consequence.
+    shows: set[str] = field(default_factory=set)
     # the healthy user-facing signals that show its users do not feel it ("error rate 0.05%", "3/3 pods ready"): set by
     # the catalogue for a rule whose `impact` signals were all read and are healthy (see Rule.impact)
     unaffected: list[str] = field(default_factory=list)
@@ -76,6 +86,9 @@ class Rule:
     detect: Callable[["World"], list[Verdict]]
     describe: str  # one line for the README's catalogue
     queries: tuple[Query, ...] = ()
+    # The effects this family produces when it is the mechanism (ERRORS, SLOW): a verdict that shows one of them
+    # (Verdict.shows) is its consequence.
+    explains: tuple[str, ...] = ()
     # The user-facing signals (World.USER_SIGNALS) through which this family hurts users: a measurement such as CPU
     # throttling matters to users only as latency. When each of them was read and is healthy and every replica is
     # ready, its verdict is not user-impacting — a tuning matter, not an incident. Empty: the family is a fault
@@ -251,6 +264,18 @@ class World:
         count = sum(restarts(p) for p in pods)
         return ("Crashing pods", f"{len(pods)}/{len(pods)} pods are running and ready, {count} restarts: the "
                                  "containers do not crash")
+
+
+def quoted(evidence: list[str]) -> set[str]:
+    """The log lines a verdict quotes as evidence ('log (Loki, pod): …', 'log of the crashed container …: …'), cut
+    to their start so that differently shortened quotes of one line compare equal."""
+    return {e.split(": ", 1)[1][:100] for e in evidence if e.startswith("log") and ": " in e}
+
+
+def explains(verdict: Verdict, effects: tuple[str, ...]) -> set[str]:
+    """What a current verdict accounts for: its family's effects (Rule.explains) and the log lines it reads as its
+    cause."""
+    return set(effects) | quoted(verdict.evidence)
 
 
 # --- API object helpers -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from bot.engine.causes.base import Rule, Verdict, World, short
+from bot.engine.causes.base import ERRORS, SLOW, Rule, Verdict, World, short
 from bot.engine.causes.episode import _episode
 from bot.engine.text import ago, clock, duration
 from tools.control_plane import AuditLog
@@ -98,4 +98,4 @@ def detect(world: World) -> list[Verdict]:
 RULE = Rule("cache_flush", 56, ("audit log of the hosts the pods are configured to reach", "logs (cache misses, "
                                 "database connections)", "error rate / latency"), detect,
             "A cache the service reads through emptied (FLUSHALL, purge) just before its calls went bad: misses "
-            "overloading the database (thundering herd), recovered as it refilled or not yet")
+            "overloading the database (thundering herd), recovered as it refilled or not yet", explains=(ERRORS, SLOW))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Rule, Verdict, World, name, short
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
 from bot.engine.causes.permissions import FORBIDDEN
 from bot.engine.text import ago, changes_text, clock
@@ -258,4 +258,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("change", 2, ("audit log", "logs", "error rate"), detect,
             "A change next to the service (feature flag, RoleBinding, NetworkPolicy) right before its errors, "
-            "with the log lines that name it: undo the change, not the service")
+            "with the log lines that name it: undo the change, not the service", explains=(ERRORS, SLOW))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, event_text, name, short, statuses, waiting
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, event_text, name, short, statuses, waiting
 
 # 'configmap "x" not found', 'secret "x" not found', 'couldn't find key K in ConfigMap ns/x',
 # 'persistentvolumeclaim "x" not found'
@@ -88,4 +88,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("container_config", 10, ("pods", "events", "configmaps", "secrets (names only)", "persistentvolumeclaims"),
-            detect, "CreateContainerConfigError / FailedMount: missing ConfigMap, Secret, key or PVC (exists now or not)")
+            detect, "CreateContainerConfigError / FailedMount: missing ConfigMap, Secret, key or PVC (exists now or not)",
+            explains=(ERRORS,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, name, quantity, short
+from bot.engine.causes.base import SLOW, Plan, Query, Rule, Verdict, World, name, quantity, short
 
 THROTTLED = Query(
     "cpu_throttled",
@@ -64,4 +64,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("cpu_throttling", 65, ("cAdvisor CFS metrics", "pods (limits)", "alerts"), detect,
             "CPU throttling: share of CFS periods throttled against the container's CPU limit; not user-impacting "
-            "while latency is healthy", (THROTTLED,), impact=("latency_p99",))
+            "while latency is healthy", (THROTTLED,), impact=("latency_p99",), explains=(SLOW,))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from bot.engine.causes.base import (
-    SETTLED, Plan, Rule, Verdict, World, last_terminated, name, ready, restarts, short, start_failures, statuses,
+    ERRORS, SETTLED, quoted, Plan, Rule, Verdict, World, last_terminated, name, ready, restarts, short, start_failures, statuses,
     terminated, waiting, when,
 )
 
@@ -97,6 +97,8 @@ def detect(world: World) -> list[Verdict]:
         plans=[Plan(f"{fix}; a restart runs the same code and cannot help")],
         sources={"kubernetes", "logs"} if words else {"kubernetes"},
         subjects=pods,
+        # it exits after writing these lines: the rule that reads one of them as its cause is its mechanism
+        shows=quoted(evidence),
     )]
 
 
@@ -107,4 +109,4 @@ def _job_failed(world: World) -> bool:
 
 RULE = Rule("crash", 40, ("pods", "pods/log (previous)", "events"), detect,
             "CrashLoopBackOff / exit on start: exit code and its meaning, the crashed container's last log lines, or "
-            "the command it could not exec")
+            "the command it could not exec", explains=(ERRORS,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Rule, Verdict, World, name, short
 
 FAILED_CALL = re.compile(
     r"(?i)connection refused|refused|timed out|timeout|can't connect|cannot connect|could not connect|"
@@ -145,4 +145,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("dependency", 55, ("logs", "services", "control-plane resources", "error rate / latency"), detect,
-            "A named dependency refusing or timing out, followed one hop (Service, catalog, control-plane resource)")
+            "A named dependency refusing or timing out, followed one hop (Service, catalog, control-plane resource)",
+            explains=(ERRORS, SLOW))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Obj, Plan, Query, Rule, Verdict, World, name, quantity, short
+from bot.engine.causes.base import ERRORS, Obj, Plan, Query, Rule, Verdict, World, name, quantity, short
 
 NO_SPACE = re.compile(r"(?i)no space left on device|\bENOSPC\b|disk quota exceeded|database or disk is full|"
                       r"(?:disk|volume|filesystem|file system) (?:is )?full\b|could not extend file|"
@@ -106,4 +106,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("disk_full", 28, ("logs", "kubelet volume stats", "persistentvolumeclaims", "storageclasses"), detect,
             "Disk full: \"no space left on device\" in logs, the claim's usage from kubelet volume stats, "
-            "expansion if its StorageClass allows", (USAGE,))
+            "expansion if its StorageClass allows", (USAGE,), explains=(ERRORS,))

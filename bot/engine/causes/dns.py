@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, name, short
 
 HOST = re.compile(
     r"Could not resolve host:?\s*(?P<a>[\w.-]+)|Failed to resolve '(?P<b>[^']+)'|lookup (?P<c>[\w.-]+)(?: on [\d.:]+)?: "
@@ -92,4 +92,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("dns", 45, ("logs", "services", "configmaps", "cluster DNS deployments"), detect,
-            "DNS failures from logs: the unresolved host, missing Service, the ConfigMap that sets it, CoreDNS health")
+            "DNS failures from logs: the unresolved host, missing Service, the ConfigMap that sets it, CoreDNS health",
+            explains=(ERRORS,))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, meta, name, short
+from bot.engine.causes.base import ERRORS, Obj, Plan, Rule, Verdict, World, meta, name, short
 
 LOW_ON = re.compile(r"low on resource:?\s*(?P<resource>[\w-]+)", re.IGNORECASE)
 USING = re.compile(r"Container (?P<container>\S+) was using (?P<used>\S+), (?:request|which exceeds its request) "
@@ -107,4 +107,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("eviction", 19, ("pods (status.reason, message, ephemeral-storage limits, emptyDir)", "logs"), detect,
             "Evicted pods: the pod's own ephemeral-storage limit (containers, emptyDir sizeLimit) vs node pressure "
-            "(what the node ran low on, usage against requests)")
+            "(what the node ran low on, usage against requests)", explains=(ERRORS,))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from bot.answer import Action
-from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, short
+from bot.engine.causes.base import ERRORS, Plan, Query, Rule, Verdict, World, short
 
 _SELECTOR = '{{namespace="{namespace}",pod=~"{workload}-.*"}}'
 OPEN = Query("open_fds", f"max by (pod) (process_open_fds{_SELECTOR})")
@@ -83,4 +83,4 @@ def detect(world: World) -> list[Verdict]:
 RULE = Rule("fd_exhaustion", 33, ("logs", "process_open_fds / process_max_fds"), detect,
             "File descriptors exhausted (“too many open files”, process_open_fds at process_max_fds): a leak when "
             "they climb with flat traffic; restart the exhausted pods, then fix the leak",
-            queries=(OPEN, LIMIT, PER_HOUR))
+            queries=(OPEN, LIMIT, PER_HOUR), explains=(ERRORS,))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, pod_list, short, statuses, waiting
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, name, pod_list, short, statuses, waiting
 
 PULL = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 NOT_FOUND = re.compile(r"(?i)not found|manifest unknown|no such (?:image|manifest)|repository does not exist")
@@ -52,4 +52,4 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("image_pull", 20, ("pods", "events"), detect,
-            "ImagePullBackOff / ErrImagePull: image or tag not found vs registry unauthorised")
+            "ImagePullBackOff / ErrImagePull: image or tag not found vs registry unauthorised", explains=(ERRORS,))

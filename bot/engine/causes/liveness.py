@@ -3,13 +3,8 @@ path, or a timeout shorter than the pauses the process makes), which looks like 
 application exiting."""
 from __future__ import annotations
 
-import re
-
-from bot.engine.causes.base import (Obj, Plan, Rule, Verdict, World, gc_pauses, last_terminated, name, probe_text,
-                                    restarts, short, spec_container, statuses)
-
-# How the kubelet says a probe got no answer in time (HTTP client deadline, exec/gRPC timeout).
-TIMED_OUT = re.compile(r"(?i)context deadline exceeded|Client\.Timeout|timed? ?out|timeout")
+from bot.engine.causes.base import (ERRORS, SLOW, TIMED_OUT, Obj, Plan, Rule, Verdict, World, gc_pauses,
+                                    last_terminated, name, probe_text, restarts, short, spec_container, statuses)
 
 
 def _paused(world: World, pod: Obj, probe: Obj, failures: list[Obj]) -> Verdict | None:
@@ -90,9 +85,12 @@ def detect(world: World) -> list[Verdict]:
                     else " (port, path, timeout, initialDelaySeconds) or what makes the endpoint fail")
                     + "; a restart cannot help")],
         subjects=set(hit) - {None},
+        # a probe that gets no answer in time observes a process too slow to answer: what makes it slow explains it
+        shows={SLOW} if failures and not mismatch and all(TIMED_OUT.search(e.get("message") or "") for e in failures)
+        else set(),
     )]
 
 
 RULE = Rule("liveness", 35, ("events", "pods (probes, ports)", "logs (GC pauses)"), detect,
             "Liveness-probe kills: Unhealthy + Killing events, the probe vs the container's ports, a probe timing out "
-            "during the garbage-collection pauses the logs show (vs its timeoutSeconds)")
+            "during the garbage-collection pauses the logs show (vs its timeoutSeconds)", explains=(ERRORS,))

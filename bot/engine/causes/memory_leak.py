@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, short
+from bot.engine.causes.base import SLOW, Plan, Query, Rule, Verdict, World, short
 
 _WORKING_SET = ('max by (container) (container_memory_working_set_bytes{{namespace="{namespace}",'
                 'pod=~"{workload}-.*",container!="",container!="POD"}}')
@@ -65,4 +65,4 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("memory_leak", 32, ("logs", "cAdvisor working set"), detect,
-            "Memory leak: working set or heap readings in the logs growing steadily", (NOW, BEFORE))
+            "Memory leak: working set or heap readings in the logs growing steadily", (NOW, BEFORE), explains=(SLOW,))

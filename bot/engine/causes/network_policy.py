@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, name, short
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Query, Rule, Verdict, World, name, short
 from bot.engine.causes.dns import DNS_ERROR, dns_server
 from bot.engine.causes.dependency import FAILED_CALL, failing_dependencies
 
@@ -195,4 +195,4 @@ def _denied_by_callee(world: World, labels: dict[str, str]) -> list[Verdict]:
 
 RULE = Rule("network_policy", 22, ("networkpolicies", "pods (labels)", "logs"), detect,
             "NetworkPolicy denying traffic: egress without DNS or without the port of a dependency that times out, "
-            "ingress only from some labels", queries=(EXPORTER_UP,))
+            "ingress only from some labels", queries=(EXPORTER_UP,), explains=(ERRORS, SLOW))

@@ -4,7 +4,7 @@ alert names is described even when the workload's pods do not run there."""
 from __future__ import annotations
 
 from bot.engine.causes.base import (
-    SETTLED, Plan, Rule, Verdict, World, condition, event_time, name, quantity, short, when,
+    ERRORS, SETTLED, Plan, Rule, Verdict, World, condition, event_time, name, quantity, short, when,
 )
 
 PRESSURES = ("MemoryPressure", "DiskPressure", "PIDPressure")
@@ -113,4 +113,5 @@ def _flap(world: World, node: dict, ready: dict | None) -> Verdict | None:
 
 
 RULE = Rule("node", 18, ("nodes (conditions, allocatable)", "pods per node", "node events"), detect,
-            "Node NotReady / Unknown / pressure / at pod capacity: pods it takes down, other nodes fine")
+            "Node NotReady / Unknown / pressure / at pod capacity: pods it takes down, other nodes fine",
+            explains=(ERRORS,))

@@ -4,7 +4,7 @@ connection-tracking table full (the kernel drops new connections, so DNS lookups
 pod there), or an alert firing on it. The fix is on the node: move the pods off it and relieve it."""
 from __future__ import annotations
 
-from bot.engine.causes.base import Plan, Query, Rule, Verdict, World, name, short
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Query, Rule, Verdict, World, name, short
 
 CONNTRACK = Query("conntrack_ratio", "node_nf_conntrack_entries / node_nf_conntrack_entries_limit")
 CONNTRACK_LIMIT = Query("conntrack_limit", "node_nf_conntrack_entries_limit")
@@ -99,4 +99,4 @@ def detect(world: World) -> list[Verdict]:
 RULE = Rule("node_local", 16, ("pods (node)", "logs (per pod)", "node_nf_conntrack_*", "alerts"), detect,
             "Failures confined to the pods on one node that shows trouble (conntrack table full, its alerts): the "
             "node, not the names its pods fail to reach",
-            queries=(CONNTRACK, CONNTRACK_LIMIT))
+            queries=(CONNTRACK, CONNTRACK_LIMIT), explains=(ERRORS, SLOW))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from bot.engine.causes.base import (
-    SETTLED,
+    ERRORS, SETTLED,
     Plan,
     Rule,
     Verdict,
@@ -77,4 +77,4 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("oom", 30, ("pods", "memory metrics", "logs"), detect,
-            "OOMKilled: memory limit hit, a limit too low vs a leak that grows (memory trend)")
+            "OOMKilled: memory limit hit, a limit too low vs a leak that grows (memory trend)", explains=(ERRORS,))

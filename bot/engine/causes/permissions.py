@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, short
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, short
 
 # The API server's refusal: 'jobs.batch is forbidden: User "system:serviceaccount:ns:sa" cannot create resource "jobs"
 # in API group "batch" in the namespace "ns"'
@@ -60,4 +60,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("permissions", 3, ("logs",), detect,
             "Kubernetes RBAC refusing the workload's API calls (“is forbidden: User … cannot <verb> resource”): which "
-            "account, verb and resource; grant it, not a restart")
+            "account, verb and resource; grant it, not a restart", explains=(ERRORS,))

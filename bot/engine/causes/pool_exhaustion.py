@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, short
+from bot.engine.causes.base import ERRORS, SLOW, Plan, Rule, Verdict, World, short
 
 POOL = re.compile(r"(?i)pool (?:is )?exhausted|connection pool.*(?:full|exhausted|timeout)|too many connections|"
                   r"timeout waiting for (?:a )?(?:connection|idle object)|unable to acquire (?:a )?connection|"
@@ -42,4 +42,4 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("pool_exhaustion", 52, ("logs",), detect,
-            "Connection-pool exhaustion from logs (used/max, waits for a connection)")
+            "Connection-pool exhaustion from logs (used/max, waits for a connection)", explains=(ERRORS, SLOW))

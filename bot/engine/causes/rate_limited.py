@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from bot.engine.causes import retries
-from bot.engine.causes.base import Plan, Rule, Verdict, World, condition, name, short
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, condition, name, short
 from bot.engine.causes.dependency import NOT_HOSTS, TARGETS
 
 # an upstream refusing for our rate, not a CPU limit's throttling
@@ -102,4 +102,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("rate_limited", 54, ("logs", "horizontalpodautoscalers", "error rate / latency"), detect,
             "Upstream rate limiting (429, quota exceeded, Retry-After): which upstream and quota; more replicas "
-            "cannot help")
+            "cannot help", explains=(ERRORS,))

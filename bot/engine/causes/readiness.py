@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, name, probe_text, ready, restarts, short
+from bot.engine.causes.base import (
+    ERRORS, SLOW, TIMED_OUT, Obj, Plan, Rule, Verdict, World, name, probe_text, ready, restarts, short,
+)
 
 # an exec probe that can only fail: `exit 1`, `false`
 ALWAYS_FAILS = re.compile(r"\bexit\s+[1-9]\d*\b|(?:^|\s|`)false`")
@@ -104,9 +106,13 @@ def detect(world: World) -> list[Verdict]:
                    ("Liveness probe", "no liveness kills")],
         plans=[Plan(fix)],
         subjects={name(p) for p in unready} | ({dependency[0]} if dependency else set()),
+        # a probe that can pass but gets no answer in time observes a process too slow to answer (a probe that checks
+        # a dependency on purpose is its own design, the mechanism)
+        shows={SLOW} if not always and dependency is None
+        and all(TIMED_OUT.search(e.get("message") or "") for e in failures) else set(),
     )]
 
 
 RULE = Rule("readiness", 50, ("events", "pods (probes, conditions)", "services", "endpointslices", "logs"), detect,
             "Readiness never passing: Unhealthy events, Running but not Ready, no restarts; the dependency the probe "
-            "checks; the workload's Service left with no ready endpoints")
+            "checks; the workload's Service left with no ready endpoints", explains=(ERRORS,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import Obj, Plan, Rule, Verdict, World, meta, name, ready, selects, short
+from bot.engine.causes.base import ERRORS, Obj, Plan, Rule, Verdict, World, meta, name, ready, selects, short
 from bot.engine.causes.dependency import failing_dependencies
 
 
@@ -130,4 +130,5 @@ def _no_endpoints(world: World) -> list[Verdict]:
 
 RULE = Rule("service_endpoints", 53, ("services", "endpointslices", "pods of the namespace", "logs", "audit log"),
             detect, "A called Service with no ready endpoints: selector matches no pod, or its pods are not ready; "
-                    "a Service whose targetPort is no port its pods declare (the change that set it)")
+                    "a Service whose targetPort is no port its pods declare (the change that set it)",
+            explains=(ERRORS,))

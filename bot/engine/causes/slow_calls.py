@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-from bot.engine.causes.base import GC_PAUSE, Plan, Rule, Verdict, World, short
+from bot.engine.causes.base import SLOW, GC_PAUSE, Plan, Rule, Verdict, World, short
 
 DURATION = re.compile(r"(?i)(?:took|duration|elapsed|latency|in|after)\W{0,3}(?P<n>\d+(?:\.\d+)?)\s?(?P<u>ms|s|sec|seconds)\b")
-SLOW = re.compile(r"(?i)slow|took|duration|elapsed|latency")
+SLOW_LINE = re.compile(r"(?i)slow|took|duration|elapsed|latency")
 
 
 def _seconds(n: str, unit: str) -> float:
@@ -17,7 +17,7 @@ def detect(world: World) -> list[Verdict]:
     out = []
     slow = [(w, line, _seconds(m.group("n"), m.group("u"))) for w, line in world.log_lines()
             # a garbage-collection pause is the process stopping, not a call waiting on a dependency
-            if SLOW.search(line) and not GC_PAUSE.search(line) for m in [DURATION.search(line)] if m]
+            if SLOW_LINE.search(line) and not GC_PAUSE.search(line) for m in [DURATION.search(line)] if m]
     slow = [s for s in slow if s[2] >= 1.0]
     if slow:
         durations = sorted(d for _, _, d in slow)
@@ -32,4 +32,5 @@ def detect(world: World) -> list[Verdict]:
     return out
 
 
-RULE = Rule("slow_calls", 57, ("logs",), detect, "Slow downstream calls from logs, with their durations")
+RULE = Rule("slow_calls", 57, ("logs",), detect, "Slow downstream calls from logs, with their durations",
+            explains=(SLOW,))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from bot.engine.causes.base import Plan, Rule, Verdict, World, name, short, when
+from bot.engine.causes.base import ERRORS, Plan, Rule, Verdict, World, name, short, when
 from bot.engine.causes.dependency import NOT_HOSTS, TARGETS
 
 CERT_ERROR = re.compile(
@@ -110,4 +110,4 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("tls_certificate", 54, ("logs", "services", "error rate"), detect,
             "TLS certificate failing verification: expired (since when), untrusted CA, wrong name — whose it is "
-            "(ours or a partner's)")
+            "(ours or a partner's)", explains=(ERRORS,))
