@@ -366,3 +366,29 @@ def test_a_new_revision_that_cannot_start_while_the_old_one_serves_is_degraded_n
     # the same rollout while calls fail is an outage
     d = diagnose(bad_rollout(snapshot=serving))
     assert d.cause is not None and d.cause.severity == "critical"
+
+
+def test_an_alert_still_firing_for_a_spike_that_is_over_is_history_and_the_failing_calls_are_the_spikes() -> None:
+    from tools.control_plane import Alert
+
+    spike = [Sample(ago(seconds=s), v) for s, v in [(800, 0.001), (330, 0.001), (300, 0.09), (240, 0.001),
+                                                     (120, 0.001), (0, 0.001)]]
+    errors = healthy_signals(error_rate=signal("error_rate", 0.001, baseline=0.001))
+    next(s for s in errors if s.name == "error_rate").points = spike
+    reset = LogPattern('<ts> level=error err="payments: connection reset by peer"', 44, ago(seconds=330),
+                       ago(seconds=242), 'level=error err="payments: connection reset by peer"', "error")
+    alert = Alert(id="al-9", name="CheckoutHighErrorRate", severity="P1", status="firing", resource_name="checkout",
+                  message="5xx ratio over 5% for 1m", fired_at=ago(seconds=270))
+    d = diagnose(evidence(
+        signals=errors, report=report([pod(f"p{i}", 8) for i in range(3)], revision(8, "v2.2.0", ago(days=4)), None),
+        logs=logs(reset), audit=[], alerts=[alert], question="CheckoutHighErrorRate is firing, is checkout down?",
+    ))
+
+    assert d.cause is None and d.healthy and not any(f.severity != "info" for f in d.findings)
+    said = next(f for f in d.findings if f.title.startswith("Alert CheckoutHighErrorRate (P1) firing"))
+    assert "it fired for the spike of 10:45 UTC–10:46 UTC, which is over" in said.title
+    assert "no action is needed now" in d.history[-1]
+    # the same alert with the errors still high is a current fault, never history
+    next(s for s in errors if s.name == "error_rate").health = "warning"
+    assert not diagnose(evidence(signals=errors, report=report([pod("p0", 8)], revision(8, "v2.2.0", ago(days=4)), None),
+                                 logs=logs(reset), audit=[], alerts=[alert])).healthy

@@ -29,6 +29,7 @@ from bot.engine.text import (
     value_text,
 )
 from bot.engine.causes.base import SETTLED, World, event_time, when as _when
+from bot.engine.causes.episode import ALERT_MARGIN, MARGIN, episode_span
 from tools.control_plane import Alert, AuditLog, Incident, Resource
 from tools.kubernetes import DeploymentReport, KubeEvent, PodStatus, Revision, Snapshot
 from tools.logs import LogLine, LogPattern, LogReport
@@ -318,6 +319,13 @@ class KubeView:
         self.leaving = [p for p in r.pods if p not in self.current_pods]
         self.pulling = [p for p in self.current_pods if p.reason in PULL_REASONS]
         self.config_errors = [p for p in self.current_pods if p.reason in CONFIG_REASONS]
+        # pods the kubelet killed for a failed probe: their exit 137 is that SIGKILL, not the kernel's OOM killer
+        # (Killing is a Normal event: the report keeps only warnings, the snapshot has every event)
+        killings = [(e.object_name, e.reason, e.message) for e in r.events] + [
+            ((e.get("involvedObject") or {}).get("name"), e.get("reason"), e.get("message"))
+            for e in (ev.snapshot.events if ev.snapshot is not None else [])]
+        self.probe_killed = {pod for pod, reason, message in killings
+                             if reason == "Killing" and "probe" in (message or "").lower()}
         self.oom = [p for p in self.current_pods if self._oom(p)]
         self.crashing = [
             p
@@ -366,7 +374,7 @@ class KubeView:
                 return True
             if (
                 t is not None
-                and (t.reason == "OOMKilled" or t.exit_code == 137)
+                and (t.reason == "OOMKilled" or t.exit_code == 137 and pod.name not in self.probe_killed)
                 and (t.finished_at is None or self.now - t.finished_at <= window or not pod.ready)
             ):
                 return True
@@ -753,6 +761,20 @@ def pattern_text(pattern: LogPattern) -> str:
     return short(redact(strip_prefix(pattern.pattern)), 140)
 
 
+def trouble_over(ev: Evidence) -> tuple[datetime, datetime] | None:
+    """(start, back) of the spike the user-facing signals had inside the window when it is over — each of them
+    healthy now and back under its warning level since RECOVERED_FOR — else None (nothing went over, or it goes on)."""
+    calls = [s for s in ev.signals or [] if s.name in World.USER_SIGNALS and s.value is not None]
+    if not calls or any(s.health in ("warning", "critical") for s in calls):
+        return None
+    spans = [e for s in calls for e in [episode_span(s, ev.now)] if e is not None]
+    return (min(e[0] for e in spans), max(e[1] for e in spans)) if spans else None
+
+
+def in_span(when: datetime, span: tuple[datetime, datetime] | None, margin: timedelta) -> bool:
+    return span is not None and span[0] - margin <= when <= span[1] + margin
+
+
 def is_new(ev: Evidence, pattern: LogPattern) -> bool:
     """Whether an error pattern is new in the logs read: absent for a while after they start, frequent since, and
     still going on. Not when Loki cut the read short (older lines were not seen, so 'absent before' is unknown)."""
@@ -767,8 +789,11 @@ def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> li
     if ev.logs is None:
         return []
     out = []
+    spike = trouble_over(ev)
     for rank, pattern in enumerate(patterns[:3]):
-        new = is_new(ev, pattern)
+        # lines that began and stopped with a spike that is over are that spike's, history: not something new now
+        past = in_span(pattern.first_seen, spike, MARGIN) and in_span(pattern.last_seen, spike, MARGIN)
+        new = is_new(ev, pattern) and not past
         noisy = not troubled and not new
         severity = "warning" if (troubled and pattern.level == "error") or new else "info"
         since = f", first at {clock(pattern.first_seen)}" if pattern.first_seen > ev.logs.start + timedelta(minutes=1) else ""
@@ -776,6 +801,8 @@ def log_findings(ev: Evidence, patterns: list[LogPattern], troubled: bool) -> li
         if new and not troubled:
             title += (f" (new: none in the {duration(pattern.first_seen - ev.logs.start)} before it, though the "
                       "signals I read stay within thresholds)")
+        elif noisy and past and spike is not None:
+            title += f" (over: they came with the spike of {clock(spike[0])}–{clock(spike[1])}, none since)"
         elif noisy and ev.now - pattern.last_seen > QUIET:
             title += f" (over: none since {clock(pattern.last_seen)}, and the signals are within thresholds)"
         elif noisy:
@@ -900,23 +927,36 @@ def incident_findings(ev: Evidence) -> list[Scored]:
     return out
 
 
+def stale_alerts(ev: Evidence) -> list[Alert]:
+    """The firing alerts that fired for a spike of the user-facing signals that is over: they still fire while their
+    rule's window holds the spike, and are history, not a current fault."""
+    spike = trouble_over(ev)
+    return [a for a in ev.alerts if a.fired_at is not None and in_span(a.fired_at, spike, ALERT_MARGIN)]
+
+
 def alert_findings(ev: Evidence, subjects: set[str], cause: str | None) -> list[Scored]:
     """The firing alerts about the service (one the question names among them), each tied to the cause when it
     is about what the cause is about (its claim, pod, dependency or the service itself)."""
     out = []
+    spike = trouble_over(ev)
+    stale = stale_alerts(ev) if cause is None else []
     for alert in ev.alerts:
         about = alert.resource_name or ev.service
         explained = cause is not None and (about in subjects or about in (ev.service, ev.deployment))
         named = alert.name.lower() in ev.question.lower()
+        past = alert in stale
         # with no cause found, a firing alert is evidence the signals read do not show: it needs a look
-        unexplained = cause is None
+        unexplained = cause is None and not past
         out.append(scored(
             "warning" if unexplained else "info", "control_plane",
             f"Alert {alert.name} ({alert.severity}) firing" + (f" since {clock(alert.fired_at)}" if alert.fired_at
                                                                else "")
             + f" on {about}" + (f": {short(alert.message, 140)}" if alert.message else "")
             + (f" — explained by {short(cause, 160)}" if explained and cause else "")
-            + (" — not explained by the signals I read" if unexplained else ""),
+            + (" — not explained by the signals I read" if unexplained else "")
+            + (f" — it fired for the spike of {clock(spike[0])}–{clock(spike[1])}, which is over; it resolves by "
+               "itself once its rule's window no longer holds the spike: no action is needed now" if past and spike
+               else ""),
             evidence=f"control plane alert {alert.id}" + (" (named in the question)" if named else ""),
             weight=3 if named or unexplained else 1, tag="alert"))
     return out

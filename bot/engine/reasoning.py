@@ -35,6 +35,7 @@ from bot.engine.findings import (
     pattern_text,
     scored,
     severity_of,
+    stale_alerts,
     strip_prefix,
     signal_findings,
     signal_title,
@@ -192,7 +193,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
         healthy=healthy,
         checked=checked(ev, kube, signals, troubled or not healthy),
         old_news=kube.old_news() if kube else [],
-        history=[v.title for v in history],
+        history=[v.title for v in history] + [
+            f"alert {a.name} still fires for that spike and resolves by itself once its rule's window no longer holds "
+            "it: no action is needed now" for a in (stale_alerts(ev) if cause is None and healthy else [])],
         changes=changes,
         correlation=correlation,
         failed=dict(ev.failed),

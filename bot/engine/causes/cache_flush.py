@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timedelta
 
 from bot.engine.causes.base import ERRORS, SLOW, Rule, Verdict, World, short
-from bot.engine.causes.episode import _episode
+from bot.engine.causes.episode import episode_span
 from bot.engine.text import ago, clock, duration
 from tools.control_plane import AuditLog
 
@@ -43,7 +43,7 @@ def _trouble(world: World) -> tuple[datetime, datetime | None] | None:
         signal = world.signals.get(key)
         if signal is None:
             continue
-        episode = _episode(signal, world.now)
+        episode = episode_span(signal, world.now)
         if episode is not None:
             return episode[0], episode[1]
         if signal.health in ("warning", "critical") and signal.thresholds and signal.points:

@@ -17,7 +17,7 @@ MARGIN = timedelta(minutes=3)
 ALERT_MARGIN = timedelta(minutes=10)
 
 
-def _episode(signal: Signal, now: datetime) -> tuple[datetime, datetime, float, datetime] | None:
+def episode_span(signal: Signal, now: datetime) -> tuple[datetime, datetime, float, datetime] | None:
     """(start, back, peak, peak at) when the signal went over its warning level inside the window and has been
     back under it for RECOVERED_FOR; None while it is still over, or when it never was."""
     if signal.thresholds is None or signal.health in ("warning", "critical") or not signal.points:
@@ -46,7 +46,7 @@ def _lines(world: World, start: datetime, end: datetime) -> list[tuple[str, int]
 
 def detect(world: World) -> list[Verdict]:
     episodes = [(s, e) for s in (world.signals.get("error_rate"), world.signals.get("latency_p99")) if s is not None
-                for e in [_episode(s, world.now)] if e is not None]
+                for e in [episode_span(s, world.now)] if e is not None]
     # only alerts inside what was read: an older one is not what this answer can tell about
     read_from = world.logs.start if world.logs else world.now - timedelta(seconds=world.window_seconds)
     alerts = [a for a in world.resolved_alerts if a.fired_at is not None and a.fired_at >= read_from]
