@@ -600,6 +600,9 @@ async def alert_group(ctx: Context, resolver: Resolver, brief: Investigation) ->
         )
         return ctx.answer(intent="alerts", summary=summary, findings=fired, confidence=0.2)
     answer = await diagnose(ctx, target)
+    if answer.verdict == "healthy":
+        # severity follows user impact, not the alert's label: on a service that serves, the alert is said, not raised
+        fired = [f.model_copy(update={"severity": "info"}) for f in fired]
     return answer.model_copy(
         update={"summary": f"{answer.summary} (Alerting: {names}.)", "findings": fired + answer.findings}
     )

@@ -42,4 +42,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("pool_exhaustion", 52, ("logs",), detect,
-            "Connection-pool exhaustion from logs (used/max, waits for a connection)", explains=(ERRORS, SLOW))
+            "Connection-pool exhaustion from logs (used/max, waits for a connection)", explains=(ERRORS, SLOW),
+            impact=("error_rate", "latency_p99"))

@@ -102,4 +102,5 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("rate_limited", 54, ("logs", "horizontalpodautoscalers", "error rate / latency"), detect,
             "Upstream rate limiting (429, quota exceeded, Retry-After): which upstream and quota; more replicas "
-            "cannot help", explains=(ERRORS,))
+            "cannot help", explains=(ERRORS,),
+            impact=("error_rate",))

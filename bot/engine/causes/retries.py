@@ -69,4 +69,5 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("retries", 85, ("logs", "failed-retry and dropped-record counters"), detect,
             "Failures retried and delivered (\"succeeded at retry\", 0 failed retries / dropped records): nothing "
-            "lost, or what was lost", (LOST, LOST_BEFORE))
+            "lost, or what was lost", (LOST, LOST_BEFORE),
+            impact=("error_rate",))

@@ -33,4 +33,5 @@ def detect(world: World) -> list[Verdict]:
 
 
 RULE = Rule("slow_calls", 57, ("logs",), detect, "Slow downstream calls from logs, with their durations",
-            explains=(SLOW,))
+            explains=(SLOW,),
+            impact=("latency_p99",))
