@@ -298,7 +298,9 @@ def _causes(
     events: list[Finding],
 ) -> list[Cause]:
     causes: list[Cause] = [
-        Cause(v.family, v.cause, [v.title] + v.evidence[:2], set(v.sources), v.severity, list(v.plans), set(v.subjects),
+        # a metric's evidence is its PromQL: the title says what it measured, the finding keeps the query
+        Cause(v.family, v.cause, [v.title] + [e for e in v.evidence if not e.startswith("metric ")][:2],
+              set(v.sources), v.severity, list(v.plans), set(v.subjects),
               v.service_ok, list(v.unaffected))
         for v in verdicts
     ]
