@@ -92,7 +92,7 @@ def write_summary(
         follows = d.cause.consequences if verdict(d) != "healthy" else []
         if follows:  # the symptoms after their cause, as what it does
             text = join(follows)
-            sentences.append(text[0].upper() + text[1:] + " follow from it.")
+            sentences.append(text[0].upper() + text[1:] + (" follows" if len(follows) == 1 else " follow") + " from it.")
         if d.correlation and d.correlation not in head:
             sentences.append(d.correlation + ".")
         others = [o for o in d.others if o.clauses and o.clauses[0] and o.clauses[0] not in head

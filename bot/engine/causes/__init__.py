@@ -56,9 +56,10 @@ def detect(world: World) -> list[Verdict]:
             continue
         unaffected = world.unaffected(rule.impact) if found else []
         for verdict in found:
-            if unaffected and verdict.current:
+            if unaffected and verdict.current and verdict.severity != "critical":
                 # severity follows user impact, not the measurement: users feel this family only through
-                # `rule.impact`, and those signals are healthy
+                # `rule.impact`, and those signals are healthy (a critical verdict is a failure or a limit reached
+                # — writes failing, a volume out of space — and stays one)
                 verdict.severity, verdict.service_ok, verdict.unaffected = "info", True, unaffected
         out += found
     return out

@@ -106,4 +106,5 @@ def detect(world: World) -> list[Verdict]:
 
 RULE = Rule("disk_full", 28, ("logs", "kubelet volume stats", "persistentvolumeclaims", "storageclasses"), detect,
             "Disk full: \"no space left on device\" in logs, the claim's usage from kubelet volume stats, "
-            "expansion if its StorageClass allows", (USAGE,), explains=(ERRORS,))
+            "expansion if its StorageClass allows", (USAGE,), explains=(ERRORS,),
+            impact=("error_rate",))
