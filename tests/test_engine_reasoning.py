@@ -392,3 +392,28 @@ def test_an_alert_still_firing_for_a_spike_that_is_over_is_history_and_the_faili
     next(s for s in errors if s.name == "error_rate").health = "warning"
     assert not diagnose(evidence(signals=errors, report=report([pod("p0", 8)], revision(8, "v2.2.0", ago(days=4)), None),
                                  logs=logs(reset), audit=[], alerts=[alert])).healthy
+
+
+def test_an_alert_no_cause_explains_on_a_service_users_find_healthy_is_said_not_raised() -> None:
+    from tools.control_plane import Alert
+
+    alert = Alert(id="al-7", name="PodRestarted", severity="warning", status="firing", resource_name="p0",
+                  message="Container checkout in pod shop/p0 restarted 1 time in the last 2 hours.", fired_at=ago(hours=1))
+    ready = [{"metadata": {"name": f"p{i}"}, "status": {"phase": "Running",
+                                                     "conditions": [{"type": "Ready", "status": "True"}]}}
+             for i in range(3)]
+    fine = evidence(signals=healthy_signals(), report=report([pod(f"p{i}", 8) for i in range(3)],
+                                                             revision(8, "v2.2.0", ago(days=4)), None),
+                    snapshot=Snapshot("shop", "checkout", "Deployment", {"metadata": {"name": "checkout"}}, pods=ready),
+                    audit=[], alerts=[alert], question="PodRestarted is firing on checkout, do we need to act?")
+    d = diagnose(fine)
+    assert d.cause is None and d.healthy and d.unaffected == ["error rate 0.1%", "p99 latency 120 ms", "3/3 pods ready"]
+    assert d.unfelt == ["alert PodRestarted (warning) fires on p0: Container checkout in pod shop/p0 restarted 1 time in "
+                        "the last 2 hours"]
+    summary = write_summary(d, [], approvers_configured=True)
+    assert summary.startswith("checkout's users are not affected (error rate 0.1%, p99 latency 120 ms and 3/3 pods "
+                              "ready); alert PodRestarted (warning) fires on p0")
+    assert "not user-impacting now: no action is needed now" in summary
+    # with latency unread nothing shows users are fine: the alert still needs a look
+    fine.signals = [s for s in fine.signals if s.name != "latency_p99"]
+    assert not diagnose(fine).healthy

@@ -934,19 +934,31 @@ def stale_alerts(ev: Evidence) -> list[Alert]:
     return [a for a in ev.alerts if a.fired_at is not None and in_span(a.fired_at, spike, ALERT_MARGIN)]
 
 
+def unfelt_alerts(ev: Evidence) -> tuple[list[Alert], list[str]]:
+    """The firing alerts users do not feel, with the healthy signals that show it: when the error rate and latency were
+    read and are healthy and every pod is ready, an alert no cause explains (and that did not fire for a spike now over)
+    measures something that does not reach the service's users now."""
+    unaffected = world_of(ev).unaffected(World.USER_SIGNALS)
+    stale = stale_alerts(ev)
+    return ([a for a in ev.alerts if a not in stale], unaffected) if unaffected else ([], [])
+
+
 def alert_findings(ev: Evidence, subjects: set[str], cause: str | None) -> list[Scored]:
     """The firing alerts about the service (one the question names among them), each tied to the cause when it
     is about what the cause is about (its claim, pod, dependency or the service itself)."""
     out = []
     spike = trouble_over(ev)
     stale = stale_alerts(ev) if cause is None else []
+    unfelt, unaffected = unfelt_alerts(ev)
     for alert in ev.alerts:
         about = alert.resource_name or ev.service
         explained = cause is not None and (about in subjects or about in (ev.service, ev.deployment))
         named = alert.name.lower() in ev.question.lower()
         past = alert in stale
-        # with no cause found, a firing alert is evidence the signals read do not show: it needs a look
-        unexplained = cause is None and not past
+        quiet = cause is None and alert in unfelt
+        # with no cause found, a firing alert is evidence the signals read do not show: it needs a look, unless the
+        # signals users feel were read and are healthy (severity follows user impact, not the alert)
+        unexplained = cause is None and not past and not quiet
         out.append(scored(
             "warning" if unexplained else "info", "control_plane",
             f"Alert {alert.name} ({alert.severity}) firing" + (f" since {clock(alert.fired_at)}" if alert.fired_at
@@ -954,6 +966,8 @@ def alert_findings(ev: Evidence, subjects: set[str], cause: str | None) -> list[
             + f" on {about}" + (f": {short(alert.message, 140)}" if alert.message else "")
             + (f" — explained by {short(cause, 160)}" if explained and cause else "")
             + (" — not explained by the signals I read" if unexplained else "")
+            + (f" — users are not affected now ({join(unaffected)}): not user-impacting; what it measures is not "
+               "among the signals I read, so look at it when convenient" if quiet else "")
             + (f" — it fired for the spike of {clock(spike[0])}–{clock(spike[1])}, which is over; it resolves by "
                "itself once its rule's window no longer holds the spike: no action is needed now" if past and spike
                else ""),

@@ -36,6 +36,7 @@ from bot.engine.findings import (
     scored,
     severity_of,
     stale_alerts,
+    unfelt_alerts,
     strip_prefix,
     signal_findings,
     signal_title,
@@ -100,6 +101,9 @@ class Diagnosis:
     onset: Signal | None = None  # the unhealthy signal that turned bad first inside the window
     correlated: Change | None = None  # the change shortly before that onset
     reported: list[str] = field(default_factory=list)  # the symptoms the question reports ('401', 'errors')
+    # firing alerts no cause explains while the signals users feel are healthy, as clauses, and those signals
+    unfelt: list[str] = field(default_factory=list)
+    unaffected: list[str] = field(default_factory=list)
 
 
 
@@ -182,6 +186,7 @@ def diagnose(ev: Evidence) -> Diagnosis:
                                               -s.weight))
     ]
     healthy = not any(f.severity in ("critical", "warning") for f in findings)
+    quiet, unaffected = unfelt_alerts(ev) if cause is None and healthy else ([], [])
     return Diagnosis(
         service=ev.service,
         findings=findings,
@@ -202,6 +207,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
         onset=onset_signal,
         correlated=correlated,
         reported=reported_symptoms(ev.question),
+        unfelt=[f"alert {a.name} ({a.severity}) fires on {a.resource_name or ev.service}"
+                + (f": {short(a.message, 160).rstrip('.')}" if a.message else "") for a in quiet],
+        unaffected=unaffected if quiet else [],
     )
 
 

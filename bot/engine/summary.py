@@ -32,7 +32,7 @@ def verdict(d: Diagnosis) -> Verdict:
         return "failing" if d.cause.severity == "critical" else "degraded"
     if any(f.severity == "critical" for f in d.findings):
         return "failing"
-    if d.healthy and d.reported and not d.history:
+    if d.healthy and d.reported and not d.history and not d.unfelt:
         return "inconclusive"  # the person sees something that nothing checked shows: not "healthy"
     return "degraded" if not d.healthy else "healthy"
 
@@ -62,6 +62,10 @@ def headline(d: Diagnosis, *, brief: bool = False) -> str:
         problems_found = [f.title for f in d.findings if f.severity in ("critical", "warning")]
         return f"{service} needs a look: " + "; ".join(lower_first(p) for p in problems_found[:3]) + "."
     scope = " in what could be checked" if d.failed else ""
+    if d.unfelt:  # alerts fire, users do not feel them: say what fires, what shows users are fine, and the verdict
+        happened = (" What happened: " + "; ".join(d.history[:3]) + ".") if d.history else ""
+        return (f"{service}'s users are not affected ({join(d.unaffected)}); " + "; ".join(d.unfelt[:3])
+                + " — not user-impacting now: no action is needed now." + happened)
     if d.history:  # recovered: say what happened, and that nothing fails now
         return (f"{service} is healthy now{scope}: nothing currently fails. What happened: " + "; ".join(d.history[:3])
                 + ". Checked: " + "; ".join(d.checked) + ".")
